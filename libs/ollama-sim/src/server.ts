@@ -1,0 +1,829 @@
+import { createHash } from 'crypto';
+import * as http from 'http';
+import type { IncomingMessage, ServerResponse } from 'http';
+import * as net from 'net';
+import { normalizeModelName, parseKeepAlive, resolveConfig, type ResolvedSimConfig, type SimConfig, type SimModel } from './config';
+import { BUSY_MESSAGE, CompletionJob, EmbedJob, LoadJob, loadReply, sendEmpty, sendError, sendJson, type CompletionKind, type EmbedKind } from './jobs';
+import { NvmlStateWriter } from './nvml-state';
+import { Scheduler, toDiskModel, type DiskModel, type Runner } from './scheduler';
+import { newCounters, type SimCounters, type SimServerState } from './state';
+import { countTokens, hashString, nextRandom, randomOf } from './text';
+
+export interface SimServerOptions extends SimConfig {
+  /** 0 or absent = a free port. */
+  port?: number;
+  /** Default 127.0.0.1. */
+  host?: string;
+}
+
+export interface SimModelStats {
+  requests: number;
+  loaded: boolean;
+  state?: 'loading' | 'ready';
+  active: number;
+  queued: number;
+  slots?: number;
+}
+
+export interface SimStats {
+  name: string;
+  uptimeMs: number;
+  requests: number;
+  byRoute: Record<string, number>;
+  /** Error answers sent, by status. */
+  errorsByStatus: Record<string, number>;
+  /** Requests holding a slot now. */
+  active: number;
+  /** Requests waiting for a load or a slot now. */
+  queued: number;
+  loaded: string[];
+  loads: number;
+  evictions: number;
+  unloads: number;
+  expirations: number;
+  aborted: number;
+  tokens: number;
+  pulls: number;
+  openConnections: number;
+  connections: number;
+  refusedSockets: number;
+  refusingConnections: boolean;
+  usedVramBytes: number;
+  nvmlWrites: number;
+  models: Record<string, SimModelStats>;
+}
+
+export interface SimServer {
+  readonly port: number;
+  readonly url: string;
+  /** The configuration in force (defaults filled in). */
+  config(): ResolvedSimConfig;
+  stats(): SimStats;
+  resetStats(): void;
+  /** Merges a partial config (faults merge key by key; false/null clears one). */
+  update(partial: SimConfig): Promise<void>;
+  /** Loads a model instantly (no load time); false if it is not on disk or memory is held by busy models. */
+  load(model: string): boolean;
+  /** Unloads now (or once its running requests end); false if not loaded. */
+  unload(model: string): boolean;
+  /** Destroys every socket and timer. Idempotent. */
+  close(): Promise<void>;
+  kill(): Promise<void>;
+}
+
+const MODEL_ROUTES = new Set(['/api/generate', '/api/chat', '/api/embed', '/api/embeddings', '/v1/chat/completions', '/v1/completions', '/v1/embeddings']);
+const MAX_BODY = 64 * 1024 * 1024;
+const FOREVER = '2318-07-31T00:00:00Z';
+
+type Body = Record<string, any>;
+
+/** Go's encoding/json wording, which is what Ollama answers for a bad body. */
+function parseJsonBody(buf: Buffer): { value?: Body; error?: string } {
+  const text = buf.toString('utf8');
+  if (text.trim() === '') return { error: 'missing request body' };
+  try {
+    const v = JSON.parse(text);
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+      return { error: `json: cannot unmarshal ${Array.isArray(v) ? 'array' : v === null ? 'null' : typeof v === 'string' ? 'string' : typeof v} into Go value of type api.Request` };
+    }
+    return { value: v };
+  } catch (e) {
+    const msg = (e as Error).message;
+    if (/end of JSON input|Unterminated/i.test(msg)) return { error: 'unexpected EOF' };
+    const pos = /at position (\d+)/.exec(msg);
+    const tok = /Unexpected token '?(.)'?/.exec(msg);
+    const ch = pos ? text.charAt(Number(pos[1])) : tok ? tok[1] : text.trim().charAt(0);
+    return { error: `invalid character '${ch}' looking for beginning of value` };
+  }
+}
+
+function messagesText(messages: unknown): string {
+  if (!Array.isArray(messages)) return '';
+  let s = '';
+  for (const m of messages) {
+    if (!m || typeof m !== 'object') continue;
+    const c = (m as any).content;
+    let text = '';
+    if (typeof c === 'string') text = c;
+    else if (Array.isArray(c)) text = c.map((p: any) => (typeof p === 'string' ? p : typeof p?.text === 'string' ? p.text : '')).join('');
+    s += `${(m as any).role ?? 'user'}: ${text}\n`;
+  }
+  return s;
+}
+
+function guessSize(name: string): number {
+  const m = /[:-](\d+(?:\.\d+)?)b\b/.exec(name);
+  return m ? Math.round(Number(m[1]) * 0.6e9) : 1_000_000_000;
+}
+
+class SimServerImpl implements SimServer {
+  cfg: ResolvedSimConfig;
+  readonly sched: Scheduler;
+  counters: SimCounters = newCounters();
+  private disk = new Map<string, DiskModel>();
+  private readonly blobs = new Set<string>();
+  private readonly modelStats = new Map<string, number>();
+  private readonly sockets = new Set<net.Socket>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly http: http.Server;
+  private listener: net.Server | undefined;
+  private refusing = false;
+  private relistening: Promise<void> | undefined;
+  private closed = false;
+  private closing: Promise<void> | undefined;
+  private dice: number;
+  private nvml: NvmlStateWriter | undefined;
+  private readonly startedAt = Date.now();
+  /** What jobs see (config and counters follow updates and resets). */
+  private readonly state: SimServerState;
+  port = 0;
+  url = '';
+
+  constructor(
+    opts: SimServerOptions,
+    private readonly host: string,
+  ) {
+    const { port: _p, host: _h, ...cfg } = opts;
+    this.cfg = resolveConfig(cfg);
+    this.dice = this.cfg.seed >>> 0;
+    this.setDisk(this.cfg.models);
+    this.sched = new Scheduler(this.cfg);
+    for (const n of this.cfg.loaded) this.load(n);
+    if (this.cfg.nvml) this.startNvml();
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const self = this;
+    this.state = {
+      get config() {
+        return self.cfg;
+      },
+      sched: this.sched,
+      get counters() {
+        return self.counters;
+      },
+    };
+    this.http = http.createServer(this.onRequest);
+    this.http.keepAliveTimeout = 65_000;
+    this.http.headersTimeout = 0;
+    this.http.requestTimeout = 0;
+    this.http.timeout = 0;
+  }
+
+  config(): ResolvedSimConfig {
+    return this.cfg;
+  }
+
+  async listen(port: number): Promise<void> {
+    await this.openListener(port);
+    this.url = `http://${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
+    if (this.cfg.faults.refuseConnections) await this.applyRefuse(true);
+  }
+
+  private openListener(port: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const l = net.createServer({ noDelay: true }, this.onConnection);
+      l.once('error', reject);
+      l.listen({ port, host: this.host, backlog: 4096 }, () => {
+        l.off('error', reject);
+        l.on('error', (e) => process.stderr.write(`ollama-sim ${this.cfg.name}: listener error ${e.message}\n`));
+        this.port = (l.address() as net.AddressInfo).port;
+        this.listener = l;
+        resolve();
+      });
+    });
+  }
+
+  private readonly onConnection = (socket: net.Socket): void => {
+    if (this.closed || this.refusing) {
+      this.counters.refusedSockets++;
+      socket.destroy();
+      return;
+    }
+    this.counters.connections++;
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    this.http.emit('connection', socket);
+  };
+
+  private async applyRefuse(on: boolean): Promise<void> {
+    if (on === this.refusing) return;
+    this.refusing = on;
+    if (on) {
+      const l = this.listener;
+      this.listener = undefined;
+      if (l) await new Promise<void>((r) => l.close(() => r()));
+      this.http.closeIdleConnections();
+      return;
+    }
+    if (this.closed) return;
+    // Another process may have taken the port meanwhile: retry for a while rather than fail the update.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.openListener(this.port);
+        return;
+      } catch (e) {
+        if (attempt >= 50 || this.closed || this.refusing) throw e;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+
+  private setDisk(models: SimModel[]): void {
+    const old = this.disk;
+    this.disk = new Map();
+    for (const m of models) {
+      const d = toDiskModel(m, old.get(normalizeModelName(m.name))?.modifiedAt);
+      this.disk.set(d.name, d);
+    }
+  }
+
+  private startNvml(): void {
+    this.nvml = new NvmlStateWriter(this.cfg.nvml!, this.sched);
+    this.sched.onChange = () => this.nvml?.markDirty();
+    this.nvml.writeNow();
+  }
+
+  private track(t: NodeJS.Timeout): void {
+    this.timers.add(t);
+  }
+
+  // ---------------------------------------------------------------- requests
+
+  private readonly onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    this.counters.requests++;
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q === -1 ? url : url.slice(0, q);
+    const isSim = path.startsWith('/_sim/');
+    if (this.refusing && !isSim) {
+      this.counters.refusedSockets++;
+      req.socket.destroy();
+      return;
+    }
+    const method = req.method ?? 'GET';
+    if (method === 'GET' || method === 'HEAD') {
+      req.resume();
+      this.afterBody(method, path, Buffer.alloc(0), req, res, isSim);
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY) {
+        sendError(res, 413, 'request body too large');
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => {
+      if (size > MAX_BODY) return;
+      this.afterBody(method, path, chunks.length === 1 ? chunks[0] : Buffer.concat(chunks), req, res, isSim);
+    });
+  };
+
+  private afterBody(method: string, path: string, body: Buffer, req: IncomingMessage, res: ServerResponse, isSim: boolean): void {
+    if (isSim) {
+      this.simRoute(method, path, body, res);
+      return;
+    }
+    const f = this.cfg.faults;
+    if (f.hang) return; // the socket stays open until the client leaves or close() destroys it
+    if (f.delayHeadersMs && f.delayHeadersMs > 0) {
+      const t = setTimeout(() => {
+        this.timers.delete(t);
+        if (!res.destroyed) this.route(method, path, body, req, res);
+      }, f.delayHeadersMs);
+      this.track(t);
+      return;
+    }
+    this.route(method, path, body, req, res);
+  }
+
+  private fail(res: ServerResponse, status: number, message: string, openai = false): void {
+    this.counters.byStatus[status] = (this.counters.byStatus[status] ?? 0) + 1;
+    sendError(res, status, message, openai);
+  }
+
+  private notFoundRoute(res: ServerResponse): void {
+    this.counters.byStatus[404] = (this.counters.byStatus[404] ?? 0) + 1;
+    const s = '404 page not found';
+    res.writeHead(404, { 'Content-Type': 'text/plain', 'Content-Length': s.length });
+    res.end(s);
+  }
+
+  private count(method: string, path: string): void {
+    const key = `${method} ${path.startsWith('/api/blobs/') ? '/api/blobs/:digest' : path.startsWith('/v1/models/') ? '/v1/models/:model' : path}`;
+    this.counters.byRoute[key] = (this.counters.byRoute[key] ?? 0) + 1;
+  }
+
+  private route(method: string, path: string, raw: Buffer, req: IncomingMessage, res: ServerResponse): void {
+    const get = method === 'GET' || method === 'HEAD';
+    const openai = path.startsWith('/v1/');
+    if (MODEL_ROUTES.has(path) && method === 'POST') {
+      this.count(method, path);
+      const f = this.cfg.faults;
+      if (f.busy503) return this.fail(res, 503, BUSY_MESSAGE, openai);
+      if (f.error500 === true || (typeof f.error500 === 'number' && this.roll() < f.error500)) {
+        return this.fail(res, 500, 'llama runner process has terminated: simulated failure', openai);
+      }
+    }
+    switch (path) {
+      case '/':
+        if (!get) break;
+        this.count(method, path);
+        res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': 17 });
+        res.end('Ollama is running');
+        return;
+      case '/api/version':
+        if (!get) break;
+        this.count(method, path);
+        return sendJson(res, 200, { version: this.cfg.version });
+      case '/api/tags':
+        if (!get) break;
+        this.count(method, path);
+        return sendJson(res, 200, { models: this.tags() });
+      case '/api/ps':
+        if (method !== 'GET') break;
+        this.count(method, path);
+        return sendJson(res, 200, { models: this.ps() });
+      case '/v1/models':
+        if (method !== 'GET') break;
+        this.count(method, path);
+        return sendJson(res, 200, { object: 'list', data: [...this.disk.values()].map((m) => this.oaiModel(m)) });
+    }
+    if (method === 'GET' && path.startsWith('/v1/models/')) {
+      this.count(method, path);
+      const name = decodeURIComponent(path.slice('/v1/models/'.length));
+      const m = this.disk.get(normalizeModelName(name));
+      if (!m) return this.fail(res, 404, `model "${name}" not found`, true);
+      return sendJson(res, 200, this.oaiModel(m));
+    }
+    if (path.startsWith('/api/blobs/') && (method === 'HEAD' || method === 'POST')) {
+      this.count(method, path);
+      return this.blob(method, decodeURIComponent(path.slice('/api/blobs/'.length)), raw, res);
+    }
+    const post = method === 'POST';
+    if (!(post || (method === 'DELETE' && path === '/api/delete'))) return this.notFoundRoute(res);
+    if (!MODEL_ROUTES.has(path)) {
+      if (!['/api/show', '/api/pull', '/api/push', '/api/create', '/api/copy', '/api/delete'].includes(path)) return this.notFoundRoute(res);
+      this.count(method, path);
+    }
+    const parsed = parseJsonBody(raw);
+    if (!parsed.value) return this.fail(res, 400, parsed.error!, openai);
+    const body = parsed.value;
+    switch (path) {
+      case '/api/generate':
+      case '/api/chat':
+        return this.completion(path === '/api/generate' ? 'generate' : 'chat', body, res);
+      case '/v1/chat/completions':
+        return this.completion('oai-chat', body, res);
+      case '/v1/completions':
+        return this.completion('oai-completion', body, res);
+      case '/api/embed':
+        return this.embed('embed', body, res);
+      case '/api/embeddings':
+        return this.embed('embeddings', body, res);
+      case '/v1/embeddings':
+        return this.embed('oai-embed', body, res);
+      case '/api/show':
+        return this.show(body, res);
+      case '/api/pull':
+        return this.pull(body, res);
+      case '/api/push':
+        return this.push(body, res);
+      case '/api/create':
+        return this.create(body, res);
+      case '/api/copy':
+        return this.copy(body, res);
+      case '/api/delete':
+        return this.delete(body, res);
+    }
+    void req;
+  }
+
+  private roll(): number {
+    this.dice = nextRandom(this.dice);
+    return randomOf(this.dice);
+  }
+
+  private modelLabel(body: Body): string {
+    const v = body.model ?? body.name;
+    return typeof v === 'string' ? v.trim() : '';
+  }
+
+  private countModel(name: string): void {
+    this.modelStats.set(name, (this.modelStats.get(name) ?? 0) + 1);
+  }
+
+  // ---------------------------------------------------------------- completions
+
+  private completion(kind: CompletionKind, body: Body, res: ServerResponse): void {
+    const openai = kind === 'oai-chat' || kind === 'oai-completion';
+    const label = this.modelLabel(body);
+    if (!label) return this.fail(res, 400, 'model is required', openai);
+    const model = this.disk.get(normalizeModelName(label));
+    if (!model) return this.fail(res, 404, `model "${label}" not found, try pulling it first`, openai);
+    this.countModel(model.name);
+    if (model.embedding) return this.fail(res, 400, `"${label}" does not support ${kind === 'chat' || kind === 'oai-chat' ? 'chat' : 'generate'}`, openai);
+    const keepAlive = parseKeepAlive(body.keep_alive);
+
+    let prompt: string;
+    if (kind === 'generate' || kind === 'oai-completion') {
+      const p = body.prompt;
+      prompt = typeof p === 'string' ? p : Array.isArray(p) ? p.join('\n') : '';
+      if (kind === 'generate' && typeof body.system === 'string' && prompt) prompt = `${body.system}\n${prompt}`;
+    } else {
+      prompt = messagesText(body.messages);
+    }
+    if ((kind === 'generate' && prompt === '' && !body.images) || (kind === 'chat' && (!Array.isArray(body.messages) || body.messages.length === 0))) {
+      if (keepAlive === 0) {
+        this.sched.unload(model.name);
+        return sendJson(res, 200, loadReply(label, kind === 'chat', 'unload'));
+      }
+      const job = new LoadJob(this.state, res, model, keepAlive, label, kind === 'chat');
+      if (!this.sched.request(job)) this.fail(res, 503, BUSY_MESSAGE);
+      return;
+    }
+
+    const cfg = this.cfg;
+    let limit: unknown = openai ? (body.max_completion_tokens ?? body.max_tokens) : body.options?.num_predict;
+    if (typeof limit !== 'number' || !Number.isFinite(limit) || limit < 0) limit = undefined;
+    const outputTokens = limit === undefined ? cfg.defaultOutputTokens : Math.min(Math.floor(limit as number), cfg.maxOutputTokens);
+    const stream = openai ? body.stream === true : body.stream !== false;
+    const job = new CompletionJob(this.state, res, model, keepAlive, {
+      kind,
+      modelLabel: label,
+      stream,
+      seed: hashString(prompt),
+      promptTokens: Math.max(1, countTokens(prompt)),
+      outputTokens: Math.max(0, outputTokens),
+      limited: limit !== undefined,
+      includeUsage: !!body.stream_options?.include_usage,
+    });
+    if (!this.sched.request(job)) this.fail(res, 503, BUSY_MESSAGE, openai);
+  }
+
+  private embed(kind: EmbedKind, body: Body, res: ServerResponse): void {
+    const openai = kind === 'oai-embed';
+    const label = this.modelLabel(body);
+    if (!label) return this.fail(res, 400, 'model is required', openai);
+    const model = this.disk.get(normalizeModelName(label));
+    if (!model) return this.fail(res, 404, `model '${label}' not found`, openai);
+    this.countModel(model.name);
+    const raw = kind === 'embeddings' ? body.prompt : body.input;
+    let inputs: string[];
+    if (typeof raw === 'string') inputs = kind === 'embeddings' && raw === '' ? [] : [raw];
+    else if (Array.isArray(raw)) inputs = raw.map((x) => (typeof x === 'string' ? x : JSON.stringify(x)));
+    else if (raw === undefined || raw === null) inputs = [];
+    else return this.fail(res, 400, `invalid input type`, openai);
+    const tokens = inputs.reduce((s, t) => s + countTokens(t), 0);
+    const job = new EmbedJob(this.state, res, model, parseKeepAlive(body.keep_alive), kind, label, inputs, tokens, body.encoding_format === 'base64');
+    if (!this.sched.request(job)) this.fail(res, 503, BUSY_MESSAGE, openai);
+  }
+
+  // ---------------------------------------------------------------- model management
+
+  private details(m: DiskModel): Record<string, unknown> {
+    const family = m.family ?? m.name.split(/[:/]/)[0].replace(/[\d.]+$/, '') ?? 'llama';
+    return {
+      parent_model: '',
+      format: 'gguf',
+      family,
+      families: [family],
+      parameter_size: m.parameterSize ?? `${(m.sizeBytes / 0.6e9).toFixed(1)}B`,
+      quantization_level: m.quantization ?? 'Q4_K_M',
+    };
+  }
+
+  private tags(): unknown[] {
+    return [...this.disk.values()]
+      .sort((a, b) => b.modifiedAt.getTime() - a.modifiedAt.getTime())
+      .map((m) => ({
+        name: m.name,
+        model: m.name,
+        modified_at: m.modifiedAt.toISOString(),
+        size: m.sizeBytes,
+        digest: m.digest,
+        details: this.details(m),
+      }));
+  }
+
+  private expiresAt(r: Runner): number {
+    if (r.keepAliveMs < 0) return Number.POSITIVE_INFINITY;
+    return r.idle ? r.expiresAt || Date.now() + r.keepAliveMs : Date.now() + r.keepAliveMs;
+  }
+
+  private ps(): unknown[] {
+    return [...this.sched.runners.values()]
+      .map((r) => ({ r, exp: this.expiresAt(r) }))
+      .sort((a, b) => b.exp - a.exp)
+      .map(({ r, exp }) => ({
+        name: r.model.name,
+        model: r.model.name,
+        size: r.model.sizeBytes,
+        digest: r.model.digest,
+        details: this.details(r.model),
+        expires_at: Number.isFinite(exp) ? new Date(exp).toISOString() : FOREVER,
+        size_vram: Math.min(r.model.sizeBytes, this.cfg.vramBytes),
+        context_length: 4096,
+      }));
+  }
+
+  private oaiModel(m: DiskModel): Record<string, unknown> {
+    return { id: m.name, object: 'model', created: Math.floor(m.modifiedAt.getTime() / 1000), owned_by: 'library' };
+  }
+
+  private show(body: Body, res: ServerResponse): void {
+    const label = this.modelLabel(body);
+    if (!label) return this.fail(res, 400, 'model is required');
+    const m = this.disk.get(normalizeModelName(label));
+    if (!m) return this.fail(res, 404, `model '${label}' not found`);
+    const d = this.details(m);
+    const fam = d.family as string;
+    sendJson(res, 200, {
+      license: 'Simulated model: no license.',
+      modelfile: `# Modelfile generated by ollama-sim\nFROM ${m.name}\n`,
+      parameters: 'stop "<|eot_id|>"',
+      template: '{{ .Prompt }}',
+      details: d,
+      model_info: {
+        'general.architecture': fam,
+        'general.parameter_count': Math.round(m.sizeBytes / 0.6),
+        [`${fam}.context_length`]: 131072,
+        [`${fam}.embedding_length`]: m.embeddingDims ?? this.cfg.embeddingDims,
+      },
+      capabilities: m.embedding ? ['embedding'] : ['completion'],
+      modified_at: m.modifiedAt.toISOString(),
+    });
+  }
+
+  /** Streams NDJSON progress lines spread over `pullMs`, or answers one object at the end. */
+  private progress(res: ServerResponse, stream: boolean, lines: Record<string, unknown>[], onDone: () => Record<string, unknown> | undefined): void {
+    const step = this.cfg.pullMs / Math.max(1, lines.length);
+    let i = 0;
+    if (!stream) {
+      const t = setTimeout(() => {
+        this.timers.delete(t);
+        if (res.destroyed) return;
+        const err = onDone();
+        if (err) this.fail(res, 500, err.error as string);
+        else sendJson(res, 200, { status: 'success' });
+      }, this.cfg.pullMs);
+      this.track(t);
+      return;
+    }
+    res.writeHead(200, { 'Content-Type': 'application/x-ndjson' });
+    const tick = (): void => {
+      this.timers.delete(t);
+      if (res.destroyed) return;
+      if (i < lines.length) {
+        res.write(JSON.stringify(lines[i++]) + '\n');
+        t = setTimeout(tick, step);
+        this.track(t);
+        return;
+      }
+      const err = onDone();
+      res.end(JSON.stringify(err ?? { status: 'success' }) + '\n');
+    };
+    let t = setTimeout(tick, 0);
+    this.track(t);
+  }
+
+  private pull(body: Body, res: ServerResponse): void {
+    const label = this.modelLabel(body);
+    if (!label) return this.fail(res, 400, 'model is required');
+    const name = normalizeModelName(label);
+    this.counters.pulls++;
+    this.countModel(name);
+    const stream = body.stream !== false;
+    const missing = name.includes('nonexistent') || this.cfg.unpullable.some((u) => normalizeModelName(u) === name);
+    const NOT_FOUND = { error: 'pull model manifest: file does not exist' };
+    if (missing) {
+      if (!stream) return this.fail(res, 500, NOT_FOUND.error);
+      return this.progress(res, true, [{ status: 'pulling manifest' }], () => NOT_FOUND);
+    }
+    const known = this.disk.get(name) ?? this.cfg.registry.find((r) => normalizeModelName(r.name) === name);
+    const model: SimModel = known ? { ...known, name } : { name, sizeBytes: guessSize(name) };
+    const digest = `sha256:${createHash('sha256').update(`blob:${name}`).digest('hex')}`;
+    const total = model.sizeBytes;
+    const lines: Record<string, unknown>[] = [{ status: 'pulling manifest' }];
+    for (const frac of [0, 0.25, 0.5, 0.75, 1]) lines.push({ status: `pulling ${digest.slice(7, 19)}`, digest, total, completed: Math.round(total * frac) });
+    lines.push({ status: 'verifying sha256 digest' }, { status: 'writing manifest' });
+    this.progress(res, stream, lines, () => {
+      const d = toDiskModel(model);
+      this.disk.set(d.name, d);
+      this.blobs.add(digest);
+      return undefined;
+    });
+  }
+
+  private push(body: Body, res: ServerResponse): void {
+    const label = this.modelLabel(body);
+    if (!label) return this.fail(res, 400, 'model is required');
+    const m = this.disk.get(normalizeModelName(label));
+    const stream = body.stream !== false;
+    if (!m) {
+      if (!stream) return this.fail(res, 404, `model '${label}' not found`);
+      return this.progress(res, true, [{ status: 'retrieving manifest' }], () => ({ error: `model '${label}' not found` }));
+    }
+    const digest = `sha256:${m.digest}`;
+    const lines: Record<string, unknown>[] = [{ status: 'retrieving manifest' }];
+    for (const frac of [0, 0.5, 1]) lines.push({ status: `pushing ${m.digest.slice(0, 12)}`, digest, total: m.sizeBytes, completed: Math.round(m.sizeBytes * frac) });
+    lines.push({ status: 'pushing manifest' });
+    this.progress(res, stream, lines, () => undefined);
+  }
+
+  private create(body: Body, res: ServerResponse): void {
+    const label = this.modelLabel(body);
+    if (!label) return this.fail(res, 400, 'model is required');
+    const from = typeof body.from === 'string' ? body.from : undefined;
+    const files = body.files && typeof body.files === 'object' ? (body.files as Record<string, string>) : undefined;
+    if (!from && !files) return this.fail(res, 400, "neither 'from' or 'files' was specified");
+    const base = from ? this.disk.get(normalizeModelName(from)) : undefined;
+    const stream = body.stream !== false;
+    if (from && !base) {
+      const err = `model '${from}' not found`;
+      if (!stream) return this.fail(res, 404, err);
+      return this.progress(res, true, [{ status: 'parsing GGUF' }], () => ({ error: err }));
+    }
+    const lines: Record<string, unknown>[] = [];
+    if (base) lines.push({ status: `using existing layer sha256:${base.digest}` });
+    for (const d of Object.values(files ?? {})) lines.push({ status: `using existing layer ${String(d)}` });
+    lines.push({ status: 'writing manifest' });
+    this.progress(res, stream, lines, () => {
+      const d = toDiskModel({ ...(base ?? { sizeBytes: 1_000_000_000 }), name: label });
+      this.disk.set(d.name, d);
+      return undefined;
+    });
+  }
+
+  private copy(body: Body, res: ServerResponse): void {
+    const src = typeof body.source === 'string' ? body.source : '';
+    const dst = typeof body.destination === 'string' ? body.destination : '';
+    if (!src || !dst) return this.fail(res, 400, 'source and destination are required');
+    const m = this.disk.get(normalizeModelName(src));
+    if (!m) return this.fail(res, 404, `model '${src}' not found`);
+    const d = toDiskModel({ ...m, name: dst });
+    this.disk.set(d.name, d);
+    sendEmpty(res, 200);
+  }
+
+  private delete(body: Body, res: ServerResponse): void {
+    const label = this.modelLabel(body);
+    if (!label) return this.fail(res, 400, 'model is required');
+    const name = normalizeModelName(label);
+    if (!this.disk.delete(name)) return this.fail(res, 404, `model '${label}' not found`);
+    this.sched.unload(name);
+    sendEmpty(res, 200);
+  }
+
+  private blob(method: string, digest: string, raw: Buffer, res: ServerResponse): void {
+    const hex = digest.replace(/^sha256[:-]/, '');
+    if (method === 'HEAD') return sendEmpty(res, this.blobs.has(`sha256:${hex}`) ? 200 : 404);
+    const got = createHash('sha256').update(raw).digest('hex');
+    if (got !== hex) return this.fail(res, 400, `digest mismatch, expected "${digest}", got "sha256:${got}"`);
+    this.blobs.add(`sha256:${hex}`);
+    sendEmpty(res, 201);
+  }
+
+  // ---------------------------------------------------------------- /_sim control
+
+  private simRoute(method: string, path: string, raw: Buffer, res: ServerResponse): void {
+    const body = (): Body | undefined => {
+      if (raw.length === 0) return {};
+      const p = parseJsonBody(raw);
+      if (!p.value) sendError(res, 400, p.error!);
+      return p.value;
+    };
+    if (path === '/_sim/stats' && method === 'GET') return sendJson(res, 200, this.stats());
+    if (path === '/_sim/stats/reset' && method === 'POST') {
+      this.resetStats();
+      return sendJson(res, 200, this.stats());
+    }
+    if (path === '/_sim/config' && method === 'GET') return sendJson(res, 200, this.cfg);
+    if (path === '/_sim/config' && method === 'POST') {
+      const b = body();
+      if (!b) return;
+      this.update(b as SimConfig).then(
+        () => sendJson(res, 200, this.cfg),
+        (e: Error) => sendError(res, 400, e.message),
+      );
+      return;
+    }
+    if ((path === '/_sim/load' || path === '/_sim/unload') && method === 'POST') {
+      const b = body();
+      if (!b) return;
+      const name = this.modelLabel(b);
+      const ok = path === '/_sim/load' ? this.load(name) : this.unload(name);
+      return sendJson(res, ok ? 200 : 409, { ok, loaded: [...this.sched.runners.keys()] });
+    }
+    this.notFoundRoute(res);
+  }
+
+  // ---------------------------------------------------------------- handle
+
+  stats(): SimStats {
+    const models: Record<string, SimModelStats> = {};
+    for (const name of new Set([...this.disk.keys(), ...this.modelStats.keys(), ...this.sched.runners.keys()])) {
+      const r = this.sched.runners.get(name);
+      models[name] = {
+        requests: this.modelStats.get(name) ?? 0,
+        loaded: !!r,
+        state: r?.state,
+        active: r?.active ?? 0,
+        queued: r?.queue.length ?? 0,
+        slots: r?.slots,
+      };
+    }
+    const c = this.counters;
+    const s = this.sched.counters;
+    return {
+      name: this.cfg.name,
+      uptimeMs: Date.now() - this.startedAt,
+      requests: c.requests,
+      byRoute: { ...c.byRoute },
+      errorsByStatus: { ...c.byStatus },
+      active: this.sched.active,
+      queued: this.sched.queued,
+      loaded: [...this.sched.runners.keys()],
+      loads: s.loads,
+      evictions: s.evictions,
+      unloads: s.unloads,
+      expirations: s.expirations,
+      aborted: c.aborted,
+      tokens: c.tokens,
+      pulls: c.pulls,
+      openConnections: this.sockets.size,
+      connections: c.connections,
+      refusedSockets: c.refusedSockets,
+      refusingConnections: this.refusing,
+      usedVramBytes: this.sched.usedBytes,
+      nvmlWrites: this.nvml?.writes ?? 0,
+      models,
+    };
+  }
+
+  resetStats(): void {
+    this.counters = newCounters();
+    this.modelStats.clear();
+    const s = this.sched.counters;
+    s.loads = s.evictions = s.unloads = s.expirations = 0;
+  }
+
+  async update(partial: SimConfig): Promise<void> {
+    if (this.closed) return;
+    const next = resolveConfig(partial, this.cfg);
+    this.cfg = next;
+    if (partial.models) this.setDisk(next.models);
+    this.sched.setConfig(next);
+    if (partial.seed !== undefined) this.dice = next.seed >>> 0;
+    if (partial.loaded) {
+      const want = new Set(partial.loaded.map(normalizeModelName));
+      for (const name of [...this.sched.runners.keys()]) if (!want.has(name)) this.sched.unload(name);
+      for (const name of want) this.load(name);
+    }
+    if (partial.nvml) {
+      if (this.nvml) this.nvml.setConfig(partial.nvml);
+      else this.startNvml();
+    }
+    this.nvml?.markDirty();
+    await this.applyRefuse(!!next.faults.refuseConnections);
+  }
+
+  load(model: string): boolean {
+    const m = this.disk.get(normalizeModelName(model));
+    if (!m) return false;
+    return this.sched.loadNow(m);
+  }
+
+  unload(model: string): boolean {
+    return this.sched.unload(normalizeModelName(model));
+  }
+
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    this.closed = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    this.sched.shutdown();
+    this.nvml?.close();
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
+    const l = this.listener;
+    this.listener = undefined;
+    this.closing = new Promise<void>((resolve) => (l ? l.close(() => resolve()) : resolve()));
+    return this.closing;
+  }
+
+  kill(): Promise<void> {
+    return this.close();
+  }
+}
+
+/** Starts a simulated Ollama server; resolves once it listens (and the NVML file, if any, exists). */
+export async function startSimServer(config: SimServerOptions = {}): Promise<SimServer> {
+  const s = new SimServerImpl(config, config.host ?? '127.0.0.1');
+  await s.listen(config.port ?? 0);
+  return s;
+}
