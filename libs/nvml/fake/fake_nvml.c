@@ -10,6 +10,9 @@
  *   error.<symbol>=<code>          every call of that exact symbol answers <code>
  *   error.<symbol>.<gpuIndex>=<code>  only calls about that GPU
  *
+ *   delay_ms=<n>                   nvmlDeviceGetCount* sleeps that long (a slow driver, for tests
+ *                                  proving reads stay off the event loop)
+ *
  * A missing or unreadable state file makes nvmlInit answer DRIVER_NOT_LOADED (no state = no driver).
  * Build with -DFAKE_NVML_V1_ONLY to leave out the versioned symbols (_v2/_v3), which exercises the
  * addon's fallbacks onto the old names.
@@ -19,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -69,6 +73,7 @@ struct fake_error { char fn[96]; int gpu; /* -1 = all */ int code; };
 struct fake_state {
   char driver_version[96], nvml_version[96];
   unsigned int gpu_count;
+  unsigned long long delay_ms;
   struct fake_gpu gpus[MAX_GPUS];
   unsigned int error_count;
   struct fake_error errors[MAX_ERRORS];
@@ -168,6 +173,7 @@ static int load_state(struct fake_state *s) {
     v = eq + 1;
     if (strcmp(k, "driver_version") == 0) copy_str(s->driver_version, sizeof s->driver_version, v);
     else if (strcmp(k, "nvml_version") == 0) copy_str(s->nvml_version, sizeof s->nvml_version, v);
+    else if (strcmp(k, "delay_ms") == 0) parse_uint(v, &s->delay_ms);
     else if (strcmp(k, "gpu_count") == 0) {
       unsigned long long c;
       if (parse_uint(v, &c)) s->gpu_count = c > MAX_GPUS ? MAX_GPUS : (unsigned)c;
@@ -320,6 +326,10 @@ static nvmlReturn_t get_count(const char *fn, unsigned int *count) {
   if (!s) return NVML_ERROR_UNKNOWN;
   if (!load_state(s)) { free(s); return NVML_ERROR_DRIVER_NOT_LOADED; }
   rc = injected(s, fn, -1);
+  if (s->delay_ms) {
+    struct timespec ts = {(time_t)(s->delay_ms / 1000), (long)(s->delay_ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+  }
   if (!rc) *count = s->gpu_count;
   free(s);
   return rc;

@@ -3,6 +3,8 @@
 // and turned into a JS Error { code: 'NVML_ERROR_*', nvmlReturn: <number>, function } in OnOK.
 #include <napi.h>
 
+#include <cstdlib>
+
 #include "nvml_loader.h"
 
 namespace {
@@ -179,6 +181,23 @@ Napi::Value ErrorName(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, nvml::ErrorName(info[0].As<Napi::Number>().Int32Value()));
 }
 
+// setNativeEnv(name, value?): setenv/unsetenv in the real process environment. Jest gives each spec
+// a copy of process.env that never reaches getenv(), so tests set FAKE_NVML_STATE through this.
+Napi::Value SetNativeEnv(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString() || (info.Length() > 1 && !info[1].IsString() && !info[1].IsUndefined())) {
+    Napi::TypeError::New(env, "setNativeEnv(name: string, value?: string)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  if (info.Length() > 1 && info[1].IsString()) {
+    setenv(name.c_str(), info[1].As<Napi::String>().Utf8Value().c_str(), 1);
+  } else {
+    unsetenv(name.c_str());
+  }
+  return env.Undefined();
+}
+
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("init", Napi::Function::New(env, Init, "init"));
   exports.Set("shutdown", Napi::Function::New(env, Shutdown, "shutdown"));
@@ -186,6 +205,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("reset", Napi::Function::New(env, Reset, "reset"));
   exports.Set("state", Napi::Function::New(env, State, "state"));
   exports.Set("errorName", Napi::Function::New(env, ErrorName, "errorName"));
+  exports.Set("setNativeEnv", Napi::Function::New(env, SetNativeEnv, "setNativeEnv"));
   return exports;
 }
 

@@ -24,6 +24,7 @@ import { promises as fs, writeFileSync, renameSync } from 'fs';
  *   gpu.0.process_count=1
  *   gpu.0.process.0.pid=1234
  *   gpu.0.process.0.used_memory=... (bytes)
+ *   delay_ms=50                    (optional: nvmlDeviceGetCount* sleeps that long, a slow driver)
  *   error.nvmlInit_v2=9            (every call of that function returns 9)
  *   error.nvmlDeviceGetFanSpeed.1=3 (only for GPU index 1)
  */
@@ -51,6 +52,8 @@ export interface FakeNvmlState {
   gpus: FakeGpuState[];
   /** NVML function name (optionally `.gpuIndex`) -> nvmlReturn_t to answer instead of success. */
   errors?: Record<string, number>;
+  /** Makes nvmlDeviceGetCount* sleep this long: a slow driver, to prove reads stay off the event loop. */
+  delayMs?: number;
 }
 
 export function renderFakeNvmlState(state: FakeNvmlState): string {
@@ -59,6 +62,7 @@ export function renderFakeNvmlState(state: FakeNvmlState): string {
     `nvml_version=${state.nvmlVersion ?? '12.550.54.15'}`,
     `gpu_count=${state.gpus.length}`,
   ];
+  if (state.delayMs) lines.push(`delay_ms=${Math.round(state.delayMs)}`);
   state.gpus.forEach((g, i) => {
     const p = `gpu.${i}.`;
     lines.push(
