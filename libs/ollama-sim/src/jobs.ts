@@ -164,8 +164,18 @@ export class CompletionJob extends SlotJob {
     return 1000 / this.state.config.tokensPerSecond;
   }
 
+  /** Fault: the connection drops mid-answer (after flushing what was written, so the client sees it). */
+  private cutConnection(): void {
+    clearTimeout(this.timer);
+    this.res.socket?.destroySoon();
+  }
+
   private readonly firstToken = (): void => {
     this.firstTokenAt = performance.now();
+    if (this.state.config.faults.stopMidStreamAfterChunks === 0) {
+      this.res.socket?.destroy();
+      return;
+    }
     const name = JSON.stringify(this.req.modelLabel);
     const k = this.req.kind;
     if (k === 'generate' || k === 'chat') {
@@ -201,7 +211,7 @@ export class CompletionJob extends SlotJob {
     this.state.counters.tokens++;
     const stopAfter = this.state.config.faults.stopMidStreamAfterChunks;
     if (stopAfter !== undefined && this.sent >= stopAfter) {
-      this.res.socket?.destroy();
+      this.cutConnection();
       return;
     }
     if (this.sent >= this.req.outputTokens) {
@@ -273,6 +283,7 @@ export class CompletionJob extends SlotJob {
       this.res.socket?.destroy();
       return;
     }
+
     const n = this.req.outputTokens;
     const text = generateText(this.req.seed, n);
     this.state.counters.tokens += n;

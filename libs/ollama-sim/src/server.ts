@@ -124,6 +124,8 @@ class SimServerImpl implements SimServer {
   private readonly blobs = new Set<string>();
   private readonly modelStats = new Map<string, number>();
   private readonly sockets = new Set<net.Socket>();
+  /** Sockets with a request in progress (the others are idle keep-alive connections). */
+  private readonly busySockets = new Set<net.Socket>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly http: http.Server;
   private listener: net.Server | undefined;
@@ -200,7 +202,10 @@ class SimServerImpl implements SimServer {
     }
     this.counters.connections++;
     this.sockets.add(socket);
-    socket.once('close', () => this.sockets.delete(socket));
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      this.busySockets.delete(socket);
+    });
     this.http.emit('connection', socket);
   };
 
@@ -208,10 +213,10 @@ class SimServerImpl implements SimServer {
     if (on === this.refusing) return;
     this.refusing = on;
     if (on) {
-      const l = this.listener;
+      // net.Server.close() stops accepting at once; its callback would wait for open connections.
+      this.listener?.close();
       this.listener = undefined;
-      if (l) await new Promise<void>((r) => l.close(() => r()));
-      this.http.closeIdleConnections();
+      for (const s of this.sockets) if (!this.busySockets.has(s)) s.destroy();
       return;
     }
     if (this.closed) return;
@@ -259,6 +264,9 @@ class SimServerImpl implements SimServer {
       req.socket.destroy();
       return;
     }
+    const socket = req.socket;
+    this.busySockets.add(socket);
+    res.once('close', () => this.busySockets.delete(socket));
     const method = req.method ?? 'GET';
     if (method === 'GET' || method === 'HEAD') {
       req.resume();
@@ -810,9 +818,10 @@ class SimServerImpl implements SimServer {
     this.nvml?.close();
     for (const s of this.sockets) s.destroy();
     this.sockets.clear();
-    const l = this.listener;
+    this.busySockets.clear();
+    this.listener?.close();
     this.listener = undefined;
-    this.closing = new Promise<void>((resolve) => (l ? l.close(() => resolve()) : resolve()));
+    this.closing = Promise.resolve();
     return this.closing;
   }
 
