@@ -1,0 +1,41 @@
+import { CanActivate, ExecutionContext, ForbiddenException, Inject, Injectable, UnauthorizedException } from '@nestjs/common';
+import { timingSafeEqual } from 'crypto';
+import type { Request } from 'express';
+import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
+
+/** Admin endpoints need ADMIN_TOKEN; with none configured they are off, not open. */
+@Injectable()
+export class AdminTokenGuard implements CanActivate {
+  private readonly token: Buffer | null;
+  constructor(@Inject(BALANCER_CONFIG) config: BalancerConfig) {
+    this.token = config.adminToken ? Buffer.from(config.adminToken) : null;
+  }
+  canActivate(ctx: ExecutionContext): boolean {
+    if (this.token === null) throw new ForbiddenException('the admin API is disabled: set ADMIN_TOKEN to enable it');
+    if (!this.matches(ctx.switchToHttp().getRequest<Request>())) throw new UnauthorizedException('admin token required: Authorization: Bearer <ADMIN_TOKEN>');
+    return true;
+  }
+  matches(req: Request): boolean {
+    if (this.token === null) return false;
+    const auth = req.headers.authorization ?? '';
+    const given = Buffer.from(auth.replace(/^bearer\s+/i, '').trim());
+    return given.length === this.token.length && timingSafeEqual(given, this.token);
+  }
+}
+
+/** Read-only views (status, dashboard): open when no ADMIN_TOKEN is set, behind it when one is. */
+@Injectable()
+export class ViewGuard implements CanActivate {
+  constructor(
+    @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
+    private readonly admin: AdminTokenGuard,
+  ) {}
+  canActivate(ctx: ExecutionContext): boolean {
+    if (!this.config.adminToken) return true;
+    const req = ctx.switchToHttp().getRequest<Request>();
+    const q = typeof req.query?.token === 'string' ? req.query.token : null;
+    if (q !== null) req.headers.authorization = `Bearer ${q}`;
+    if (!this.admin.matches(req)) throw new UnauthorizedException('admin token required: Authorization: Bearer <ADMIN_TOKEN>');
+    return true;
+  }
+}

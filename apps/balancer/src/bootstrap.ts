@@ -1,0 +1,61 @@
+import { INestApplication, Logger, LogLevel } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { AppModule } from './app.module';
+import { BALANCER_CONFIG, BalancerConfig, ConfigError, loadBalancerConfig } from './config/balancer-config';
+import { ShutdownState } from './health/shutdown-state';
+import { ProxyService } from './proxy/proxy.service';
+
+const LEVELS: LogLevel[] = ['error', 'warn', 'log', 'debug', 'verbose'];
+
+export function logLevelsFrom(level: string): LogLevel[] {
+  return LEVELS.slice(0, LEVELS.indexOf(level as LogLevel) + 1);
+}
+
+/**
+ * Graceful drain: readiness turns 503 at once, new requests get 503 with Connection: close,
+ * in-flight streams finish (up to DRAIN_TIMEOUT_MS), then the app closes.
+ */
+export async function drainAndClose(app: INestApplication): Promise<void> {
+  const config = app.get<BalancerConfig>(BALANCER_CONFIG);
+  app.get(ShutdownState).draining = true;
+  const proxy = app.get(ProxyService);
+  proxy.draining = true;
+  const deadline = Date.now() + config.drainTimeoutMs;
+  while (proxy.inFlightResponses > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  await app.close();
+}
+
+/** Starts the balancer as production does. Exits with a clear message on bad configuration. */
+export async function startBalancer(): Promise<INestApplication> {
+  let config: BalancerConfig;
+  try {
+    config = loadBalancerConfig(process.env);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(e.message);
+      process.exit(2);
+    }
+    throw e;
+  }
+  const app = await NestFactory.create(AppModule, { logger: logLevelsFrom(config.logLevel), bodyParser: true });
+  const logger = new Logger('Balancer');
+  if (config.backends.length === 0) logger.warn('No backends configured (OLLAMA_BACKENDS or BALANCER_CONFIG): every request will answer 503.');
+  await app.listen(config.port, config.host);
+  logger.log(`Listening on http://${config.host}:${config.port} with ${config.backends.length} backend(s): ${config.backends.map((b) => `${b.name}=${b.url}`).join(', ')}; policy ${config.policy}`);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.log(`${signal}: draining (up to ${config.drainTimeoutMs} ms)`);
+    drainAndClose(app).then(
+      () => process.exit(0),
+      (e) => {
+        logger.error(`shutdown failed: ${(e as Error).message}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  return app;
+}

@@ -1,0 +1,319 @@
+import { readFileSync } from 'fs';
+
+/** One Ollama server behind the balancer. */
+export interface BackendConfig {
+  /** Stable name used in headers, logs, metrics and admin calls. */
+  name: string;
+  /** Base URL of the Ollama server, e.g. http://gpu1:11434 (path ignored). */
+  url: string;
+  /** Relative capacity for policies that weigh backends (default 1). */
+  weight: number;
+  /** Requests Ollama serves at once per loaded model (its OLLAMA_NUM_PARALLEL). */
+  parallel: number;
+  /** Cap on requests in flight to this backend across all models (0 = only per-model caps). */
+  maxConcurrency: number;
+  /** Cap on requests in flight per model on this backend (default = parallel; 0 = no cap). */
+  modelConcurrency: number;
+  /** Models Ollama keeps loaded at once (its OLLAMA_MAX_LOADED_MODELS; 0 = unknown). */
+  maxLoadedModels: number;
+  /** URL of the gpu-agent beside this server, if any. */
+  agentUrl?: string;
+  /** Token the agent expects (falls back to AGENT_TOKEN). Never logged. */
+  agentToken?: string;
+}
+
+export type PolicyName = 'predictive' | 'least-loaded' | 'round-robin' | 'least-connections' | 'seed-score';
+export const POLICY_NAMES: PolicyName[] = ['predictive', 'least-loaded', 'round-robin', 'least-connections', 'seed-score'];
+export type LogLevel = 'error' | 'warn' | 'log' | 'debug' | 'verbose';
+const LOG_LEVELS: LogLevel[] = ['error', 'warn', 'log', 'debug', 'verbose'];
+
+export interface ApiKeyConfig {
+  /** The secret itself. Never logged. */
+  key: string;
+  /** Name shown in logs and metrics instead of the key. */
+  name: string;
+  /** Requests per minute allowed for this key (0 = unlimited). */
+  ratePerMinute: number;
+  /** Models this key may use (empty = all). Normalised names. */
+  models: string[];
+}
+
+export interface BalancerConfig {
+  port: number;
+  host: string;
+  backends: BackendConfig[];
+  policy: PolicyName;
+  healthIntervalMs: number;
+  healthTimeoutMs: number;
+  healthFailureThreshold: number;
+  inventoryIntervalMs: number;
+  agentIntervalMs: number;
+  agentStaleMs: number;
+  agentToken?: string;
+  connectTimeoutMs: number;
+  headersTimeoutMs: number;
+  idleStreamTimeoutMs: number;
+  maxBodyBytes: number;
+  queueMax: number;
+  queueTimeoutMs: number;
+  retryMaxAttempts: number;
+  retryBudgetRatio: number;
+  ejectConsecutiveFailures: number;
+  ejectBaseMs: number;
+  ejectMaxPercent: number;
+  slowStartMs: number;
+  affinityMaxExtraMs: number;
+  drainTimeoutMs: number;
+  adminToken?: string;
+  apiKeys: ApiKeyConfig[];
+  forwardAuthorization: boolean;
+  logLevel: LogLevel;
+  logRequests: boolean;
+}
+
+export class ConfigError extends Error {}
+
+type Env = Record<string, string | undefined>;
+
+const DEFAULTS = {
+  PORT: 11434,
+  HOST: '0.0.0.0',
+  ROUTING_POLICY: 'predictive',
+  HEALTH_INTERVAL_MS: 5000,
+  HEALTH_TIMEOUT_MS: 2000,
+  HEALTH_FAILURE_THRESHOLD: 3,
+  INVENTORY_INTERVAL_MS: 10000,
+  AGENT_INTERVAL_MS: 2000,
+  AGENT_STALE_MS: 10000,
+  CONNECT_TIMEOUT_MS: 5000,
+  HEADERS_TIMEOUT_MS: 300000,
+  IDLE_STREAM_TIMEOUT_MS: 120000,
+  MAX_BODY_BYTES: 64 * 1024 * 1024,
+  QUEUE_MAX: 1000,
+  QUEUE_TIMEOUT_MS: 60000,
+  RETRY_MAX_ATTEMPTS: 3,
+  RETRY_BUDGET_RATIO: 0.2,
+  EJECT_CONSECUTIVE_FAILURES: 5,
+  EJECT_BASE_MS: 10000,
+  EJECT_MAX_PERCENT: 50,
+  SLOW_START_MS: 10000,
+  AFFINITY_MAX_EXTRA_MS: 2000,
+  DRAIN_TIMEOUT_MS: 30000,
+  LOG_LEVEL: 'log',
+  LOG_REQUESTS: true,
+  BACKEND_PARALLEL: 4,
+};
+
+function fail(setting: string, value: unknown, why: string): never {
+  const shown = typeof value === 'string' ? JSON.stringify(value) : JSON.stringify(value ?? null);
+  throw new ConfigError(`Invalid configuration: ${setting}=${shown} ${why}`);
+}
+
+function int(env: Env, key: string, def: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const raw = env[key];
+  if (raw === undefined || raw === '') return def;
+  if (!/^-?\d+$/.test(raw.trim())) fail(key, raw, `must be an integer between ${min} and ${max}`);
+  const n = Number(raw.trim());
+  if (n < min || n > max) fail(key, raw, `must be an integer between ${min} and ${max}`);
+  return n;
+}
+
+function num(env: Env, key: string, def: number, min: number, max: number): number {
+  const raw = env[key];
+  if (raw === undefined || raw === '') return def;
+  const n = Number(raw.trim());
+  if (!Number.isFinite(n) || n < min || n > max) fail(key, raw, `must be a number between ${min} and ${max}`);
+  return n;
+}
+
+function bool(env: Env, key: string, def: boolean): boolean {
+  const raw = env[key];
+  if (raw === undefined || raw === '') return def;
+  const v = raw.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['0', 'false', 'no', 'off'].includes(v)) return false;
+  return fail(key, raw, 'must be true or false');
+}
+
+function validUrl(setting: string, raw: unknown): string {
+  if (typeof raw !== 'string' || raw.trim() === '') fail(setting, raw, 'must be an http(s) URL such as http://gpu1:11434');
+  let s = raw.trim();
+  if (!/^[a-z]+:\/\//i.test(s)) s = `http://${s}`;
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    return fail(setting, raw, 'must be an http(s) URL such as http://gpu1:11434');
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') fail(setting, raw, 'must use http or https');
+  if (u.username || u.password) fail(setting, '<redacted>', 'must not embed credentials in the URL');
+  if (!u.port) u.port = u.protocol === 'https:' ? '443' : '11434';
+  return `${u.protocol}//${u.host}`;
+}
+
+function positiveIntField(setting: string, raw: unknown, def: number, min = 0): number {
+  if (raw === undefined || raw === null) return def;
+  if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < min) fail(setting, raw, `must be an integer >= ${min}`);
+  return raw;
+}
+
+export function normaliseModelName(name: string): string {
+  const n = name.trim();
+  if (n === '') return n;
+  // A tag follows the last ':' after the last '/' (registry hosts may carry a port).
+  const slash = n.lastIndexOf('/');
+  return n.indexOf(':', slash + 1) === -1 ? `${n}:latest` : n;
+}
+
+function parseBackends(env: Env, file: Record<string, unknown> | undefined, parallelDefault: number): BackendConfig[] {
+  const out: BackendConfig[] = [];
+  const fromFile = file?.backends;
+  if (fromFile !== undefined) {
+    if (!Array.isArray(fromFile)) fail('BALANCER_CONFIG backends', fromFile, 'must be an array');
+    fromFile.forEach((b: any, i: number) => {
+      const where = `BALANCER_CONFIG backends[${i}]`;
+      if (typeof b !== 'object' || b === null) fail(where, b, 'must be an object with a url');
+      const url = validUrl(`${where}.url`, b.url);
+      const parallel = positiveIntField(`${where}.parallel`, b.parallel, parallelDefault, 1);
+      if (b.weight !== undefined && (typeof b.weight !== 'number' || !(b.weight > 0))) fail(`${where}.weight`, b.weight, 'must be a number > 0');
+      if (b.name !== undefined && (typeof b.name !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(b.name)))
+        fail(`${where}.name`, b.name, 'must be 1-64 characters of letters, digits, . _ -');
+      out.push({
+        name: b.name ?? new URL(url).host,
+        url,
+        weight: b.weight ?? 1,
+        parallel,
+        maxConcurrency: positiveIntField(`${where}.maxConcurrency`, b.maxConcurrency, 0),
+        modelConcurrency: positiveIntField(`${where}.modelConcurrency`, b.modelConcurrency, parallel),
+        maxLoadedModels: positiveIntField(`${where}.maxLoadedModels`, b.maxLoadedModels, 0),
+        agentUrl: b.agentUrl === undefined ? undefined : validUrl(`${where}.agentUrl`, b.agentUrl),
+        agentToken: b.agentToken === undefined ? undefined : String(b.agentToken),
+      });
+    });
+  }
+  const list = env.OLLAMA_BACKENDS;
+  if (list !== undefined && list.trim() !== '') {
+    const agents = (env.OLLAMA_AGENTS ?? '').split(',').map((s) => s.trim());
+    list.split(',').forEach((raw, i) => {
+      const url = validUrl('OLLAMA_BACKENDS', raw);
+      const agent = agents[i];
+      out.push({
+        name: new URL(url).host,
+        url,
+        weight: 1,
+        parallel: parallelDefault,
+        maxConcurrency: 0,
+        modelConcurrency: parallelDefault,
+        maxLoadedModels: 0,
+        agentUrl: agent ? validUrl('OLLAMA_AGENTS', agent) : undefined,
+      });
+    });
+  }
+  const seen = new Set<string>();
+  for (const b of out) {
+    if (seen.has(b.name)) fail('backend name', b.name, 'is used twice: give each backend a distinct name');
+    seen.add(b.name);
+  }
+  return out;
+}
+
+function parseApiKeys(env: Env, file: Record<string, unknown> | undefined): ApiKeyConfig[] {
+  const keys: ApiKeyConfig[] = [];
+  // API_KEYS=name:key[:ratePerMinute[:model|model]],...
+  const raw = env.API_KEYS;
+  if (raw !== undefined && raw.trim() !== '') {
+    raw.split(',').forEach((entry, i) => {
+      const parts = entry.trim().split(':');
+      if (parts.length < 2 || !parts[0] || !parts[1]) fail('API_KEYS', `<entry ${i + 1} redacted>`, 'entries must be name:key[:ratePerMinute[:model|model]]');
+      const rate = parts[2] ? Number(parts[2]) : 0;
+      if (!Number.isInteger(rate) || rate < 0) fail('API_KEYS', `<entry ${i + 1} rate ${parts[2]}>`, 'rate must be a non-negative integer');
+      keys.push({ name: parts[0], key: parts[1], ratePerMinute: rate, models: parts.slice(3).join(':').split('|').filter(Boolean).map(normaliseModelName) });
+    });
+  }
+  const fromFile = file?.apiKeys;
+  if (fromFile !== undefined) {
+    if (!Array.isArray(fromFile)) fail('BALANCER_CONFIG apiKeys', '<redacted>', 'must be an array');
+    fromFile.forEach((k: any, i: number) => {
+      if (!k || typeof k.key !== 'string' || k.key.length < 8) fail(`BALANCER_CONFIG apiKeys[${i}].key`, '<redacted>', 'must be a string of at least 8 characters');
+      keys.push({
+        name: typeof k.name === 'string' ? k.name : `key${i + 1}`,
+        key: k.key,
+        ratePerMinute: positiveIntField(`BALANCER_CONFIG apiKeys[${i}].ratePerMinute`, k.ratePerMinute, 0),
+        models: Array.isArray(k.models) ? k.models.map((m: unknown) => normaliseModelName(String(m))) : [],
+      });
+    });
+  }
+  return keys;
+}
+
+/** Reads, validates and types every setting once. Throws ConfigError naming the setting and value. */
+export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
+  let file: Record<string, unknown> | undefined;
+  if (env.BALANCER_CONFIG) {
+    let text: string;
+    try {
+      text = readFileSync(env.BALANCER_CONFIG, 'utf8');
+    } catch (e) {
+      return fail('BALANCER_CONFIG', env.BALANCER_CONFIG, `cannot be read: ${(e as Error).message}`);
+    }
+    try {
+      file = JSON.parse(text);
+    } catch (e) {
+      return fail('BALANCER_CONFIG', env.BALANCER_CONFIG, `is not valid JSON: ${(e as Error).message}`);
+    }
+    if (typeof file !== 'object' || file === null || Array.isArray(file)) fail('BALANCER_CONFIG', env.BALANCER_CONFIG, 'must hold a JSON object');
+    // Settings may also be given in the file, as their environment names; the environment wins.
+    const settings = (file as any).settings;
+    if (settings !== undefined) {
+      if (typeof settings !== 'object' || settings === null) fail('BALANCER_CONFIG settings', settings, 'must be an object');
+      const merged: Env = {};
+      for (const [k, v] of Object.entries(settings)) merged[k] = String(v);
+      env = { ...merged, ...env };
+    }
+  }
+  const parallelDefault = int(env, 'BACKEND_PARALLEL', DEFAULTS.BACKEND_PARALLEL, 1, 1024);
+  const backends = parseBackends(env, file, parallelDefault);
+  const policy = (env.ROUTING_POLICY ?? DEFAULTS.ROUTING_POLICY).trim() as PolicyName;
+  if (!POLICY_NAMES.includes(policy)) fail('ROUTING_POLICY', env.ROUTING_POLICY, `must be one of ${POLICY_NAMES.join(', ')}`);
+  const logLevel = (env.LOG_LEVEL ?? DEFAULTS.LOG_LEVEL).trim() as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) fail('LOG_LEVEL', env.LOG_LEVEL, `must be one of ${LOG_LEVELS.join(', ')}`);
+  const adminToken = env.ADMIN_TOKEN?.trim() || undefined;
+  if (adminToken !== undefined && adminToken.length < 12) fail('ADMIN_TOKEN', '<redacted>', 'must be at least 12 characters');
+  const cfg: BalancerConfig = {
+    port: int(env, 'PORT', DEFAULTS.PORT, 0, 65535),
+    host: (env.HOST ?? DEFAULTS.HOST).trim(),
+    backends,
+    policy,
+    healthIntervalMs: int(env, 'HEALTH_INTERVAL_MS', DEFAULTS.HEALTH_INTERVAL_MS, 50),
+    healthTimeoutMs: int(env, 'HEALTH_TIMEOUT_MS', DEFAULTS.HEALTH_TIMEOUT_MS, 10),
+    healthFailureThreshold: int(env, 'HEALTH_FAILURE_THRESHOLD', DEFAULTS.HEALTH_FAILURE_THRESHOLD, 1, 1000),
+    inventoryIntervalMs: int(env, 'INVENTORY_INTERVAL_MS', DEFAULTS.INVENTORY_INTERVAL_MS, 50),
+    agentIntervalMs: int(env, 'AGENT_INTERVAL_MS', DEFAULTS.AGENT_INTERVAL_MS, 50),
+    agentStaleMs: int(env, 'AGENT_STALE_MS', DEFAULTS.AGENT_STALE_MS, 100),
+    agentToken: env.AGENT_TOKEN?.trim() || undefined,
+    connectTimeoutMs: int(env, 'CONNECT_TIMEOUT_MS', DEFAULTS.CONNECT_TIMEOUT_MS, 10),
+    headersTimeoutMs: int(env, 'HEADERS_TIMEOUT_MS', DEFAULTS.HEADERS_TIMEOUT_MS, 10),
+    idleStreamTimeoutMs: int(env, 'IDLE_STREAM_TIMEOUT_MS', DEFAULTS.IDLE_STREAM_TIMEOUT_MS, 10),
+    maxBodyBytes: int(env, 'MAX_BODY_BYTES', DEFAULTS.MAX_BODY_BYTES, 1024),
+    queueMax: int(env, 'QUEUE_MAX', DEFAULTS.QUEUE_MAX, 0),
+    queueTimeoutMs: int(env, 'QUEUE_TIMEOUT_MS', DEFAULTS.QUEUE_TIMEOUT_MS, 1),
+    retryMaxAttempts: int(env, 'RETRY_MAX_ATTEMPTS', DEFAULTS.RETRY_MAX_ATTEMPTS, 1, 10),
+    retryBudgetRatio: num(env, 'RETRY_BUDGET_RATIO', DEFAULTS.RETRY_BUDGET_RATIO, 0, 1),
+    ejectConsecutiveFailures: int(env, 'EJECT_CONSECUTIVE_FAILURES', DEFAULTS.EJECT_CONSECUTIVE_FAILURES, 1),
+    ejectBaseMs: int(env, 'EJECT_BASE_MS', DEFAULTS.EJECT_BASE_MS, 1),
+    ejectMaxPercent: int(env, 'EJECT_MAX_PERCENT', DEFAULTS.EJECT_MAX_PERCENT, 0, 100),
+    slowStartMs: int(env, 'SLOW_START_MS', DEFAULTS.SLOW_START_MS, 0),
+    affinityMaxExtraMs: int(env, 'AFFINITY_MAX_EXTRA_MS', DEFAULTS.AFFINITY_MAX_EXTRA_MS, 0),
+    drainTimeoutMs: int(env, 'DRAIN_TIMEOUT_MS', DEFAULTS.DRAIN_TIMEOUT_MS, 0),
+    adminToken,
+    apiKeys: parseApiKeys(env, file),
+    forwardAuthorization: bool(env, 'FORWARD_AUTHORIZATION', false),
+    logLevel,
+    logRequests: bool(env, 'LOG_REQUESTS', DEFAULTS.LOG_REQUESTS),
+  };
+  // No backend is allowed (every request then answers 503 and readiness stays down), so an
+  // orchestrator can start the balancer before its servers; main.ts warns loudly.
+  return cfg;
+}
+
+export const BALANCER_CONFIG = Symbol('BALANCER_CONFIG');

@@ -1,0 +1,54 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
+import { Backend } from '../registry/backend';
+import { BackendRegistry } from '../registry/backend-registry.service';
+
+const MAX_EJECTION_MS = 5 * 60_000;
+
+/**
+ * Outlier detection from live traffic (Envoy's consecutive-5xx): a backend that fails
+ * EJECT_CONSECUTIVE_FAILURES requests in a row is ejected for EJECT_BASE_MS x 2^(ejections-1),
+ * capped, and returns with a slow start. Never more than EJECT_MAX_PERCENT of backends at once
+ * (at least one always stays).
+ */
+@Injectable()
+export class PassiveHealth {
+  private readonly logger = new Logger(PassiveHealth.name);
+  readonly events: { at: number; backend: string; event: string; detail: string }[] = [];
+  ejectionsTotal = 0;
+
+  constructor(
+    @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
+    private readonly registry: BackendRegistry,
+  ) {}
+
+  success(b: Backend): void {
+    if (b.consecutiveErrors !== 0) b.consecutiveErrors = 0;
+    // A backend that has served well for a while since its last ejection starts its back-off afresh.
+    if (b.ejections > 0 && Date.now() - b.ejectedUntil > this.config.ejectBaseMs * 2) b.ejections = 0;
+  }
+
+  failure(b: Backend, why: string): void {
+    b.consecutiveErrors++;
+    if (b.consecutiveErrors < this.config.ejectConsecutiveFailures) return;
+    const now = Date.now();
+    if (b.isEjected(now)) return;
+    const ejected = this.registry.backends.filter((x) => x.isEjected(now)).length;
+    const maxEjected = Math.min(this.registry.backends.length - 1, Math.floor((this.registry.backends.length * this.config.ejectMaxPercent) / 100));
+    if (ejected >= maxEjected) return;
+    b.ejections++;
+    this.ejectionsTotal++;
+    const ms = Math.min(MAX_EJECTION_MS, this.config.ejectBaseMs * 2 ** (b.ejections - 1));
+    b.ejectedUntil = now + ms;
+    b.slowStartFrom = b.ejectedUntil;
+    b.consecutiveErrors = 0;
+    this.note(b, 'ejected', `${why}; for ${ms} ms`);
+    this.logger.warn(JSON.stringify({ event: 'ejected', backend: b.name, forMs: ms, reason: why }));
+    setTimeout(() => this.registry.capacityChanged(), ms + 5).unref();
+  }
+
+  note(b: Backend, event: string, detail: string): void {
+    this.events.push({ at: Date.now(), backend: b.name, event, detail });
+    if (this.events.length > 100) this.events.shift();
+  }
+}

@@ -1,0 +1,4 @@
+import 'reflect-metadata';
+import { startBalancer } from './bootstrap';
+
+void startBalancer();

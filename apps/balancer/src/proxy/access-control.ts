@@ -1,0 +1,90 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { timingSafeEqual } from 'crypto';
+import type { IncomingMessage } from 'http';
+import { ApiKeyConfig, BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
+import type { RouteKind } from './routes';
+
+export interface Denial {
+  status: 401 | 403 | 429;
+  message: string;
+  headers?: Record<string, string | number>;
+}
+
+interface Bucket {
+  tokens: number;
+  updatedAt: number;
+}
+
+/**
+ * Optional client API keys. Off when none are configured (Ollama itself has no auth). A key comes
+ * as `Authorization: Bearer <key>` (what the openai SDK sends) or `X-API-Key: <key>` (a header any
+ * Ollama client can set). Each key may carry a per-minute rate (token bucket) and a model allow-list.
+ */
+@Injectable()
+export class AccessControl {
+  private readonly keys: { cfg: ApiKeyConfig; buf: Buffer }[];
+  private readonly buckets = new Map<string, Bucket>();
+  private readonly keyOf = new WeakMap<IncomingMessage, ApiKeyConfig>();
+
+  constructor(@Inject(BALANCER_CONFIG) config: BalancerConfig) {
+    this.keys = config.apiKeys.map((cfg) => ({ cfg, buf: Buffer.from(cfg.key) }));
+  }
+
+  get enabled(): boolean {
+    return this.keys.length > 0;
+  }
+
+  /** Checks the key and rate; null when the request may go on. */
+  check(req: IncomingMessage, kind: RouteKind): Denial | null {
+    if (this.keys.length === 0) return null;
+    // The bare liveness probe stays open so `ollama` clients and orchestrators can see the server.
+    if (kind === 'root') return null;
+    const presented = presentedKey(req);
+    if (presented === null) return { status: 401, message: 'missing API key: send Authorization: Bearer <key> or X-API-Key', headers: { 'WWW-Authenticate': 'Bearer' } };
+    const cfg = this.match(presented);
+    if (!cfg) return { status: 401, message: 'invalid API key', headers: { 'WWW-Authenticate': 'Bearer' } };
+    this.keyOf.set(req, cfg);
+    if (cfg.ratePerMinute > 0) {
+      const now = Date.now();
+      let b = this.buckets.get(cfg.name);
+      if (!b) this.buckets.set(cfg.name, (b = { tokens: cfg.ratePerMinute, updatedAt: now }));
+      b.tokens = Math.min(cfg.ratePerMinute, b.tokens + ((now - b.updatedAt) * cfg.ratePerMinute) / 60_000);
+      b.updatedAt = now;
+      if (b.tokens < 1) {
+        const waitS = Math.max(1, Math.ceil(((1 - b.tokens) * 60) / cfg.ratePerMinute));
+        return { status: 429, message: `rate limit of ${cfg.ratePerMinute} requests per minute exceeded for key '${cfg.name}'`, headers: { 'Retry-After': waitS } };
+      }
+      b.tokens -= 1;
+    }
+    return null;
+  }
+
+  /** Checks the key's model allow-list once the model is known. */
+  allowsModel(req: IncomingMessage, model: string): Denial | null {
+    const cfg = this.keyOf.get(req);
+    if (!cfg || cfg.models.length === 0 || cfg.models.includes(model)) return null;
+    return { status: 403, message: `API key '${cfg.name}' may not use model '${model}'` };
+  }
+
+  keyName(req: IncomingMessage): string | null {
+    return this.keyOf.get(req)?.name ?? null;
+  }
+
+  private match(presented: string): ApiKeyConfig | null {
+    const p = Buffer.from(presented);
+    let found: ApiKeyConfig | null = null;
+    for (const k of this.keys) {
+      // Constant-time compare per key; keep scanning so timing does not reveal which one matched.
+      if (k.buf.length === p.length && timingSafeEqual(k.buf, p)) found = k.cfg;
+    }
+    return found;
+  }
+}
+
+export function presentedKey(req: IncomingMessage): string | null {
+  const auth = req.headers.authorization;
+  if (typeof auth === 'string' && /^bearer\s+/i.test(auth)) return auth.replace(/^bearer\s+/i, '').trim() || null;
+  const x = req.headers['x-api-key'];
+  if (typeof x === 'string' && x.trim() !== '') return x.trim();
+  return null;
+}

@@ -1,0 +1,597 @@
+import { Inject, Injectable, Logger, OnModuleDestroy } from '@nestjs/common';
+import { randomUUID } from 'crypto';
+import * as http from 'http';
+import type { IncomingMessage, ServerResponse } from 'http';
+import { createProxyMiddleware, RequestHandler } from 'http-proxy-middleware';
+import type { Socket } from 'net';
+import { BALANCER_CONFIG, BalancerConfig, normaliseModelName } from '../config/balancer-config';
+import { Backend } from '../registry/backend';
+import { BackendRegistry } from '../registry/backend-registry.service';
+import { Lease, RouteError, RoutingService } from '../routing/routing.service';
+import { PassiveHealth } from '../health/passive-health.service';
+import { AccessControl } from './access-control';
+import { midStreamError, sendError } from './errors';
+import { classifyRoute, RouteKind } from './routes';
+import { ClusterApi } from './cluster-api.service';
+import { RequestObserver, RequestRecord } from './request-observer';
+
+/** Headers that describe one hop, never forwarded (RFC 9110 7.6.1), plus ones we set ourselves. */
+const HOP_BY_HOP_REQUEST = ['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect'];
+const HOP_BY_HOP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'trailer', 'upgrade', 'te']);
+/** A body for a retried request is kept up to this size; larger ones are sent once. */
+const MAX_ERROR_BODY = 64 * 1024;
+
+interface ProxyTarget {
+  protocol: string;
+  host: string;
+  hostname: string;
+  port: string;
+}
+
+/** One try of a request on one backend. */
+interface Attempt {
+  lease: Lease;
+  target: ProxyTarget;
+  proxyReq: http.ClientRequest | null;
+  proxyRes: IncomingMessage | null;
+  startedAt: number;
+  timer: NodeJS.Timeout | null;
+  done: boolean;
+}
+
+/** Per-request state carried on the IncomingMessage for the proxy's event handlers. */
+interface Flight {
+  kind: RouteKind;
+  model: string | null;
+  displayModel: string | null;
+  body: Buffer | null;
+  sessionKey: string | null;
+  attempt: Attempt | null;
+  attempts: number;
+  tried: Set<Backend>;
+  requestId: string;
+  startedAt: number;
+  finished: boolean;
+  clientGone: boolean;
+  record: RequestRecord;
+  cancelQueue: (() => void) | null;
+  res: ServerResponse;
+}
+
+type LbRequest = IncomingMessage & { lb?: Flight };
+
+const NO_BODY_PIPE = { pipe: () => undefined } as any;
+
+/**
+ * The Ollama-compatible hot path. It reads and checks the request, asks RoutingService for a
+ * backend, and relays the request through http-proxy-middleware with our own response handling:
+ * status, headers and body unchanged, each NDJSON line or SSE event written the moment it arrives,
+ * retries on another backend only before the first byte reached the client, the in-flight count
+ * released on every path.
+ */
+@Injectable()
+export class ProxyService implements OnModuleDestroy {
+  private readonly logger = new Logger(ProxyService.name);
+  private readonly agent: http.Agent;
+  private readonly proxy: RequestHandler<IncomingMessage, ServerResponse>;
+  private readonly openResponses = new Set<ServerResponse>();
+  draining = false;
+
+  constructor(
+    @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
+    private readonly registry: BackendRegistry,
+    private readonly routing: RoutingService,
+    private readonly passive: PassiveHealth,
+    private readonly cluster: ClusterApi,
+    private readonly access: AccessControl,
+    private readonly observer: RequestObserver,
+  ) {
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 1024, scheduling: 'lifo' });
+    this.proxy = createProxyMiddleware<IncomingMessage, ServerResponse>({
+      router: (req) => (req as LbRequest).lb!.attempt!.target as unknown as string,
+      changeOrigin: true,
+      agent: this.agent,
+      selfHandleResponse: true,
+      ejectPlugins: true,
+      buffer: NO_BODY_PIPE,
+      plugins: [
+        (server) => {
+          server.on('proxyReq', (proxyReq, req) => this.onProxyReq(proxyReq, req as LbRequest));
+          server.on('proxyRes', (proxyRes, req, res) => this.onProxyRes(proxyRes, req as LbRequest, res as ServerResponse));
+          server.on('error', (err, req, res, target) => this.onProxyError(err as NodeJS.ErrnoException, req as LbRequest, res as ServerResponse, target));
+          server.on('econnreset', () => undefined);
+        },
+      ],
+    });
+  }
+
+  onModuleDestroy(): void {
+    this.agent.destroy();
+  }
+
+  get inFlightResponses(): number {
+    return this.openResponses.size;
+  }
+
+  /** Entry point for every request on an Ollama or OpenAI path. */
+  handle(req: IncomingMessage, res: ServerResponse): void {
+    const startedAt = Date.now();
+    const q = req.url!.indexOf('?');
+    const path = q === -1 ? req.url! : req.url!.slice(0, q);
+    const kind = classifyRoute(req.method ?? 'GET', path);
+    const requestId = pickRequestId(req.headers['x-request-id']);
+    res.setHeader('X-Request-Id', requestId);
+    req.headers['x-request-id'] = requestId;
+    const record = this.observer.begin(req, path, requestId, startedAt);
+    res.once('close', () => this.observer.end(record, res));
+
+    if (this.draining) {
+      res.setHeader('Connection', 'close');
+      return sendError(req, res, 503, 'balancer is shutting down', { 'Retry-After': 1 });
+    }
+    const denied = this.access.check(req, kind);
+    if (denied) return sendError(req, res, denied.status, denied.message, denied.headers);
+
+    switch (kind) {
+      case 'not-found':
+        return sendError(req, res, 404, `404 page not found: ${req.method} ${path}`);
+      case 'method-not-allowed':
+        return sendError(req, res, 405, `405 method not allowed: ${req.method} ${path}`, { Allow: allowFor(path) });
+      case 'root':
+      case 'version':
+      case 'tags':
+      case 'ps':
+      case 'v1-models':
+      case 'v1-model':
+        this.cluster.answerRead(kind, req, res, path);
+        return;
+      default:
+        break;
+    }
+    this.readBody(req, res, (body) => {
+      if (kind !== 'model' && kind !== 'push') {
+        this.cluster.answerManagement(kind, req, res, body);
+        return;
+      }
+      this.startModelRequest(req as LbRequest, res, kind, body, requestId, startedAt, record);
+    });
+  }
+
+  /** Reads the whole body (bounded). Answers 413 itself when it is too large. */
+  private readBody(req: IncomingMessage, res: ServerResponse, done: (body: Buffer) => void): void {
+    const limit = this.config.maxBodyBytes;
+    const declared = Number(req.headers['content-length'] ?? -1);
+    if (declared > limit) {
+      res.setHeader('Connection', 'close');
+      sendError(req, res, 413, `request body of ${declared} bytes exceeds the limit of ${limit} bytes`);
+      req.resume();
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    req.on('data', (c: Buffer) => {
+      if (over) return;
+      size += c.length;
+      if (size > limit) {
+        over = true;
+        chunks.length = 0;
+        res.setHeader('Connection', 'close');
+        sendError(req, res, 413, `request body exceeds the limit of ${limit} bytes`);
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => {
+      if (!over) done(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size));
+    });
+    req.on('error', () => undefined);
+  }
+
+  private startModelRequest(req: LbRequest, res: ServerResponse, kind: RouteKind, body: Buffer, requestId: string, startedAt: number, record: RequestRecord): void {
+    let parsed: any;
+    if (body.length === 0) return sendError(req, res, 400, 'missing request body');
+    try {
+      parsed = JSON.parse(body.toString('utf8'));
+    } catch (e) {
+      return sendError(req, res, 400, `invalid JSON in request body: ${(e as Error).message}`);
+    }
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return sendError(req, res, 400, 'request body must be a JSON object');
+    const raw = typeof parsed.model === 'string' && parsed.model !== '' ? parsed.model : typeof parsed.name === 'string' ? parsed.name : '';
+    if (raw.trim() === '') return sendError(req, res, 400, 'model is required');
+    const model = normaliseModelName(raw);
+    const allowed = this.access.allowsModel(req, model);
+    if (allowed) return sendError(req, res, allowed.status, allowed.message);
+    record.model = model;
+    const flight: Flight = {
+      kind,
+      model,
+      displayModel: raw,
+      body,
+      sessionKey: sessionKeyOf(req, parsed),
+      attempt: null,
+      attempts: 0,
+      tried: new Set(),
+      requestId,
+      startedAt,
+      finished: false,
+      clientGone: false,
+      record,
+      cancelQueue: null,
+      res,
+    };
+    req.lb = flight;
+    // Hop-by-hop and client credentials never travel upstream (unless configured).
+    for (const h of HOP_BY_HOP_REQUEST) delete req.headers[h];
+    if (!this.config.forwardAuthorization) delete req.headers.authorization;
+    delete req.headers['x-api-key'];
+    this.openResponses.add(res);
+    res.once('close', () => {
+      this.openResponses.delete(res);
+      if (!flight.finished) {
+        flight.clientGone = true;
+        this.abandon(req, 'client closed the connection');
+      }
+    });
+    this.dispatch(req, res);
+  }
+
+  /** Places the request (possibly after queueing) and starts an attempt. */
+  private dispatch(req: LbRequest, res: ServerResponse): void {
+    const flight = req.lb!;
+    const now = Date.now();
+    const routeReq = { model: flight.model, modelSize: this.routing.modelSize(flight.model), sessionKey: flight.sessionKey, now, displayModel: flight.displayModel ?? undefined };
+    this.routing
+      .acquire(routeReq, flight.tried, (cancel) => (flight.cancelQueue = cancel))
+      .then(
+        (lease) => {
+          flight.cancelQueue = null;
+          if (flight.clientGone || flight.finished) {
+            lease.release();
+            return;
+          }
+          this.startAttempt(req, res, lease);
+        },
+        (err: RouteError) => {
+          flight.cancelQueue = null;
+          if (flight.clientGone) return;
+          this.fail(req, res, err.status ?? 503, err.message, err.retryAfterS);
+        },
+      );
+  }
+
+  private startAttempt(req: LbRequest, res: ServerResponse, lease: Lease): void {
+    const flight = req.lb!;
+    const b = lease.backend;
+    flight.attempts++;
+    flight.tried.add(b);
+    const hostname = b.url.hostname.startsWith('[') ? b.url.hostname.slice(1, -1) : b.url.hostname;
+    const attempt: Attempt = {
+      lease,
+      target: { protocol: b.url.protocol, host: b.host, hostname, port: b.url.port },
+      proxyReq: null,
+      proxyRes: null,
+      startedAt: Date.now(),
+      timer: null,
+      done: false,
+    };
+    flight.attempt = attempt;
+    flight.record.backend = b.name;
+    flight.record.reason = lease.reason;
+    flight.record.queuedMs = lease.queuedMs;
+    // Connect + response headers must come within the headers timeout (long enough for a cold load).
+    attempt.timer = setTimeout(() => this.onAttemptTimeout(req, res, attempt, 'headers'), this.config.headersTimeoutMs);
+    void this.proxy(req, res, (err?: unknown) => {
+      if (err) this.onProxyError(err as NodeJS.ErrnoException, req, res, attempt.target);
+    });
+  }
+
+  private onProxyReq(proxyReq: http.ClientRequest, req: LbRequest): void {
+    const flight = req.lb;
+    const attempt = flight?.attempt;
+    if (!flight || !attempt || attempt.done) {
+      proxyReq.destroy();
+      return;
+    }
+    attempt.proxyReq = proxyReq;
+    const socket = proxyReq.socket as Socket | null;
+    if (socket && socket.connecting) {
+      const connectTimer = setTimeout(() => this.onAttemptTimeout(req, null, attempt, 'connect'), this.config.connectTimeoutMs);
+      socket.once('connect', () => clearTimeout(connectTimer));
+      socket.once('close', () => clearTimeout(connectTimer));
+    }
+    const body = flight.body!;
+    if (req.method === 'GET' || req.method === 'HEAD') proxyReq.end();
+    else {
+      proxyReq.setHeader('Content-Length', body.length);
+      proxyReq.end(body);
+    }
+  }
+
+  private onProxyRes(proxyRes: IncomingMessage, req: LbRequest, res: ServerResponse): void {
+    const flight = req.lb;
+    const attempt = flight?.attempt;
+    if (!flight || !attempt || attempt.done || (proxyRes as any).req !== attempt.proxyReq) {
+      proxyRes.destroy();
+      return;
+    }
+    attempt.proxyRes = proxyRes;
+    if (attempt.timer) clearTimeout(attempt.timer);
+    attempt.timer = null;
+    const status = proxyRes.statusCode ?? 502;
+    const b = attempt.lease.backend;
+    // Before the first byte reaches the client a failure may be retried on another backend.
+    if (status >= 500 || status === 404) {
+      this.collect(proxyRes, (errBody) => {
+        if (attempt.done) return;
+        const busy = status === 503;
+        const modelMissing = status === 404 && flight.model !== null && errBody.includes('not found');
+        if (status >= 500) this.passive.failure(b, `HTTP ${status}`);
+        if (modelMissing) this.cluster.forgetModel(b, flight.model!);
+        if ((status >= 500 || modelMissing) && this.canRetry(flight)) {
+          this.endAttempt(req, attempt, busy ? 'busy' : `status ${status}`);
+          flight.record.retries++;
+          this.routing.activeRetries++;
+          const retried = () => this.routing.activeRetries--;
+          res.once('close', retried);
+          this.dispatchRetry(req, res, modelMissing ? 404 : status, errBody);
+          return;
+        }
+        this.respondBuffered(req, res, attempt, proxyRes, errBody);
+      });
+      return;
+    }
+    this.passive.success(b);
+    this.relay(req, res, attempt, proxyRes);
+  }
+
+  /** Retries on another backend; if none can take it, the client gets this backend's answer. */
+  private dispatchRetry(req: LbRequest, res: ServerResponse, status: number, errBody: Buffer): void {
+    const flight = req.lb!;
+    try {
+      this.routing.candidatesFor({ model: flight.model, modelSize: 0, sessionKey: null, now: Date.now() }, flight.tried);
+    } catch {
+      const ct = 'application/json; charset=utf-8';
+      if (!res.headersSent) {
+        res.writeHead(status, { 'Content-Type': ct, 'Content-Length': errBody.length });
+        res.end(errBody);
+      }
+      this.finish(req, status, 'no backend left to retry on');
+      return;
+    }
+    this.dispatch(req, res);
+  }
+
+  private canRetry(flight: Flight): boolean {
+    return !flight.clientGone && flight.attempts < this.config.retryMaxAttempts && this.routing.retryAllowed();
+  }
+
+  private collect(stream: IncomingMessage, done: (body: Buffer) => void): void {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    stream.on('data', (c: Buffer) => {
+      if (size < MAX_ERROR_BODY) chunks.push(c);
+      size += c.length;
+    });
+    stream.once('end', () => done(Buffer.concat(chunks)));
+    stream.once('error', () => done(Buffer.concat(chunks)));
+    stream.once('aborted', () => done(Buffer.concat(chunks)));
+  }
+
+  private responseHeaders(proxyRes: IncomingMessage, attempt: Attempt, flight: Flight, dropLength: boolean): Record<string, string | string[]> {
+    const out: Record<string, string | string[]> = {};
+    const raw = proxyRes.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) {
+      const k = raw[i];
+      const lower = k.toLowerCase();
+      if (HOP_BY_HOP_RESPONSE.has(lower) || (dropLength && lower === 'content-length')) continue;
+      const prev = out[k];
+      out[k] = prev === undefined ? raw[i + 1] : Array.isArray(prev) ? [...prev, raw[i + 1]] : [prev, raw[i + 1]];
+    }
+    const lease = attempt.lease;
+    out['X-Balancer-Backend'] = lease.backend.name;
+    out['X-Balancer-Reason'] = lease.reason;
+    out['X-Balancer-Queue-Ms'] = String(lease.queuedMs);
+    if (lease.predictedMs !== undefined) out['X-Balancer-Predicted-Ms'] = String(lease.predictedMs);
+    if (flight.attempts > 1) out['X-Balancer-Attempts'] = String(flight.attempts);
+    out['X-Request-Id'] = flight.requestId;
+    return out;
+  }
+
+  private respondBuffered(req: LbRequest, res: ServerResponse, attempt: Attempt, proxyRes: IncomingMessage, body: Buffer): void {
+    const flight = req.lb!;
+    if (!res.headersSent && !res.destroyed) {
+      const headers = this.responseHeaders(proxyRes, attempt, flight, true);
+      headers['Content-Length'] = String(body.length);
+      res.writeHead(proxyRes.statusCode ?? 502, headers);
+      res.end(body);
+    }
+    this.endAttempt(req, attempt, null);
+    this.finish(req, proxyRes.statusCode ?? 502, null);
+  }
+
+  /** Streams the backend's answer to the client chunk by chunk, untouched. */
+  private relay(req: LbRequest, res: ServerResponse, attempt: Attempt, proxyRes: IncomingMessage): void {
+    const flight = req.lb!;
+    const status = proxyRes.statusCode ?? 502;
+    res.writeHead(status, this.responseHeaders(proxyRes, attempt, flight, false));
+    const contentType = proxyRes.headers['content-type'];
+    const idleMs = this.config.idleStreamTimeoutMs;
+    attempt.timer = setTimeout(() => this.onAttemptTimeout(req, res, attempt, 'idle'), idleMs);
+    let tail: Buffer | null = null;
+    const observer = this.observer;
+    flight.record.status = status;
+    flight.record.ttfbMs = Date.now() - flight.startedAt;
+    attempt.lease.backend.ttfbMs.add(Date.now() - attempt.startedAt);
+    proxyRes.on('data', (chunk: Buffer) => {
+      if (attempt.done) return;
+      attempt.timer?.refresh();
+      flight.record.bytes += chunk.length;
+      tail = chunk;
+      if (!res.write(chunk)) {
+        proxyRes.pause();
+        res.once('drain', () => proxyRes.resume());
+      }
+    });
+    proxyRes.once('end', () => {
+      if (attempt.done) return;
+      // http-proxy emits 'end' also for a body cut short; `complete` tells a clean end apart.
+      if (!proxyRes.complete) return this.brokenStream(req, res, attempt, contentType, 'the backend closed the stream early');
+      if (tail !== null) observer.finalChunk(flight.record, attempt.lease.backend, tail);
+      res.end();
+      this.learnFromSuccess(flight, attempt);
+      this.endAttempt(req, attempt, null);
+      this.finish(req, status, null);
+    });
+    proxyRes.once('aborted', () => this.brokenStream(req, res, attempt, contentType, 'the backend connection was lost mid-stream'));
+    proxyRes.once('error', () => this.brokenStream(req, res, attempt, contentType, 'the backend connection failed mid-stream'));
+    proxyRes.once('close', () => {
+      if (!attempt.done && !proxyRes.complete) this.brokenStream(req, res, attempt, contentType, 'the backend connection closed mid-stream');
+    });
+  }
+
+  private learnFromSuccess(flight: Flight, attempt: Attempt): void {
+    const b = attempt.lease.backend;
+    b.noteServiceTime(flight.model, Date.now() - attempt.startedAt);
+    if (flight.model !== null && flight.kind === 'model' && flight.record.status !== undefined && flight.record.status < 300) b.noteLoaded(flight.model);
+  }
+
+  /** The backend failed after the client got bytes: say so in the stream's own format, then end. */
+  private brokenStream(req: LbRequest, res: ServerResponse, attempt: Attempt, contentType: string | undefined, why: string): void {
+    if (attempt.done) return;
+    const b = attempt.lease.backend;
+    this.passive.failure(b, why);
+    const message = `backend ${b.name}: ${why}`;
+    const line = midStreamError(contentType, message);
+    if (line !== null && !res.destroyed && !res.writableEnded) {
+      res.end(line);
+    } else if (!res.writableEnded) {
+      // A JSON body cut short cannot carry an error: close the connection so it cannot pass for success.
+      res.destroy();
+    }
+    this.endAttempt(req, attempt, why);
+    this.finish(req, res.statusCode, message);
+  }
+
+  private onAttemptTimeout(req: LbRequest, res: ServerResponse | null, attempt: Attempt, which: 'connect' | 'headers' | 'idle'): void {
+    if (attempt.done) return;
+    const flight = req.lb!;
+    const b = attempt.lease.backend;
+    if (which === 'idle') {
+      const ct = attempt.proxyRes?.headers['content-type'];
+      this.brokenStream(req, res ?? flight.res, attempt, ct, `no data for ${this.config.idleStreamTimeoutMs} ms`);
+      return;
+    }
+    const ms = which === 'connect' ? this.config.connectTimeoutMs : this.config.headersTimeoutMs;
+    this.onAttemptFailure(req, flight.res, attempt, `${which} timeout after ${ms} ms`, b);
+  }
+
+  private onProxyError(err: NodeJS.ErrnoException, req: LbRequest, res: ServerResponse, target: unknown): void {
+    const flight = req.lb;
+    const attempt = flight?.attempt;
+    if (!flight || !attempt || attempt.done || (target !== undefined && target !== attempt.target)) return;
+    if (attempt.proxyRes) {
+      this.brokenStream(req, res, attempt, attempt.proxyRes.headers['content-type'], err.message);
+      return;
+    }
+    this.onAttemptFailure(req, res, attempt, `${err.code ?? 'error'}: ${err.message}`, attempt.lease.backend);
+  }
+
+  /** A failure before any response byte: retry elsewhere when allowed, otherwise 502/504. */
+  private onAttemptFailure(req: LbRequest, res: ServerResponse, attempt: Attempt, why: string, b: Backend): void {
+    const flight = req.lb!;
+    this.passive.failure(b, why);
+    this.endAttempt(req, attempt, why);
+    if (flight.clientGone) return this.finish(req, 499, why);
+    if (this.canRetry(flight)) {
+      flight.record.retries++;
+      try {
+        this.routing.candidatesFor({ model: flight.model, modelSize: 0, sessionKey: null, now: Date.now() }, flight.tried);
+        this.dispatch(req, res);
+        return;
+      } catch {
+        // nothing else can take it: fall through
+      }
+    }
+    const timeout = why.includes('timeout');
+    this.fail(req, res, timeout ? 504 : 502, `backend ${b.name} failed: ${why}`);
+  }
+
+  private fail(req: LbRequest, res: ServerResponse, status: number, message: string, retryAfterS?: number): void {
+    const headers: Record<string, string | number> = {};
+    if (retryAfterS !== undefined) headers['Retry-After'] = retryAfterS;
+    sendError(req, res, status, message, headers);
+    this.finish(req, status, message);
+  }
+
+  private endAttempt(req: LbRequest, attempt: Attempt, why: string | null): void {
+    if (attempt.done) return;
+    attempt.done = true;
+    if (attempt.timer) clearTimeout(attempt.timer);
+    attempt.timer = null;
+    if (why !== null) {
+      attempt.proxyRes?.destroy();
+      attempt.proxyReq?.destroy();
+    }
+    attempt.lease.release();
+  }
+
+  private finish(req: LbRequest, status: number, error: string | null): void {
+    const flight = req.lb;
+    if (!flight || flight.finished) return;
+    flight.finished = true;
+    flight.record.status = flight.record.status ?? status;
+    if (error !== null) flight.record.error = error;
+    flight.record.attempts = flight.attempts;
+    flight.body = null;
+  }
+
+  /** The client left: abort the upstream request at once and free the in-flight slot. */
+  private abandon(req: LbRequest, why: string): void {
+    const flight = req.lb!;
+    flight.cancelQueue?.();
+    flight.cancelQueue = null;
+    if (flight.attempt) this.endAttempt(req, flight.attempt, why);
+    this.finish(req, 499, why);
+  }
+}
+
+function pickRequestId(given: string | string[] | undefined): string {
+  const v = Array.isArray(given) ? given[0] : given;
+  if (v && v.length <= 128 && /^[\w.:@/+=-]+$/.test(v)) return v;
+  return randomUUID();
+}
+
+function allowFor(path: string): string {
+  const k = classifyRoute('POST', path);
+  if (k === 'model' || k === 'pull' || k === 'copy' || k === 'create' || k === 'push') return 'POST';
+  if (k === 'blobs') return 'HEAD, POST';
+  if (classifyRoute('DELETE', path) === 'delete') return 'DELETE';
+  return 'GET, HEAD';
+}
+
+/**
+ * The conversation a request belongs to, for prompt-cache affinity: an explicit header, else a hash
+ * of the system prompt and first user message (chat), else none.
+ */
+export function sessionKeyOf(req: IncomingMessage, body: any): string | null {
+  const h = req.headers['x-session-id'] ?? req.headers['x-conversation-id'];
+  const explicit = Array.isArray(h) ? h[0] : h;
+  if (explicit) return `h:${explicit.slice(0, 256)}`;
+  const msgs = body?.messages;
+  if (Array.isArray(msgs) && msgs.length >= 1) {
+    const sys = msgs.find((m: any) => m?.role === 'system')?.content ?? '';
+    const first = msgs.find((m: any) => m?.role === 'user')?.content ?? '';
+    if (typeof first === 'string' && first.length > 0) return `c:${body.model}:${fnv1a(String(sys).slice(0, 2048) + '\u0000' + first.slice(0, 2048))}`;
+  }
+  return null;
+}
+
+function fnv1a(s: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0).toString(16);
+}

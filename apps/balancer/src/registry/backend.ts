@@ -1,0 +1,206 @@
+import type { AgentStatusDto } from '@app/common';
+import { BackendConfig, normaliseModelName } from '../config/balancer-config';
+
+export type HealthState = 'unknown' | 'healthy' | 'unhealthy';
+
+export interface ModelOnDisk {
+  name: string;
+  size: number;
+  /** The entry exactly as the backend listed it in /api/tags (for merged views). */
+  raw: Record<string, unknown>;
+}
+
+export interface LoadedModel {
+  name: string;
+  size: number;
+  sizeVram: number;
+  expiresAt: number | null;
+  raw: Record<string, unknown>;
+}
+
+/** An exponentially weighted moving average that starts from its first sample. */
+export class Ewma {
+  value: number | null = null;
+  constructor(private readonly alpha: number) {}
+  add(sample: number): void {
+    this.value = this.value === null ? sample : this.value + this.alpha * (sample - this.value);
+  }
+}
+
+/**
+ * Everything the balancer knows about one Ollama server. The in-flight counts are exact: taken at
+ * dispatch, released when the response ends, errors or is aborted, never overwritten by a poll.
+ */
+export class Backend {
+  readonly name: string;
+  readonly url: URL;
+  /** The backend's own host:port, sent as Host so Ollama's host check passes. */
+  readonly host: string;
+  readonly origin: string;
+
+  inFlight = 0;
+  readonly modelInFlight = new Map<string, number>();
+  /** Requests dispatched since start (for the status view). */
+  served = 0;
+
+  // Active health (scheduled probes).
+  health: HealthState = 'unknown';
+  consecutiveFailures = 0;
+  lastPollAt: number | null = null;
+  lastOkAt: number | null = null;
+  lastError: string | null = null;
+  version: string | null = null;
+
+  // Passive health (outlier ejection from live traffic).
+  consecutiveErrors = 0;
+  ejectedUntil = 0;
+  ejections = 0;
+  slowStartFrom = 0;
+
+  /** Cordoned by an admin: no new requests, in-flight ones finish. */
+  cordoned = false;
+
+  // Model inventory.
+  readonly modelsOnDisk = new Map<string, ModelOnDisk>();
+  readonly modelsLoaded = new Map<string, LoadedModel>();
+  inventoryAt: number | null = null;
+  /** Last time each model was used here through the balancer (for eviction cost). */
+  readonly modelLastUsed = new Map<string, number>();
+
+  // GPU agent.
+  agent: AgentStatusDto | null = null;
+  agentAt: number | null = null;
+  agentError: string | null = null;
+
+  // Learned speed.
+  /** Milliseconds per byte of model to load it here, learned from load_duration. */
+  readonly loadMsPerByte = new Ewma(0.3);
+  /** Service time of a request in ms per model, learned from what passes through. */
+  readonly serviceMs = new Map<string, Ewma>();
+  readonly serviceMsAll = new Ewma(0.2);
+  readonly ttfbMs = new Ewma(0.2);
+
+  constructor(readonly config: BackendConfig) {
+    this.name = config.name;
+    this.url = new URL(config.url);
+    this.host = this.url.host;
+    this.origin = `${this.url.protocol}//${this.url.host}`;
+  }
+
+  get weight(): number {
+    return this.config.weight;
+  }
+
+  modelCap(): number {
+    return this.config.modelConcurrency;
+  }
+
+  inFlightFor(model: string): number {
+    return this.modelInFlight.get(model) ?? 0;
+  }
+
+  /** Ejected by passive health right now. */
+  isEjected(now = Date.now()): boolean {
+    return this.ejectedUntil > now;
+  }
+
+  /** Whether routing may send new requests here. */
+  isAvailable(now = Date.now()): boolean {
+    return this.health !== 'unhealthy' && !this.cordoned && !this.isEjected(now);
+  }
+
+  /** Whether a request for `model` would exceed a concurrency cap here. */
+  atCap(model: string | null): boolean {
+    const c = this.config;
+    if (c.maxConcurrency > 0 && this.inFlight >= this.effectiveCap(c.maxConcurrency)) return true;
+    if (model !== null && c.modelConcurrency > 0 && this.inFlightFor(model) >= this.effectiveCap(c.modelConcurrency)) return true;
+    return false;
+  }
+
+  /** During slow start a returning backend takes a growing share of its cap. */
+  private effectiveCap(cap: number): number {
+    if (this.slowStartFrom === 0) return cap;
+    return Math.max(1, Math.floor(cap * this.slowStartFactor()));
+  }
+
+  /** Length of the slow start after an ejection (SLOW_START_MS). */
+  slowStartMs = 10000;
+
+  slowStartFactor(now = Date.now(), windowMs = this.slowStartMs): number {
+    if (this.slowStartFrom === 0) return 1;
+    if (windowMs <= 0) {
+      this.slowStartFrom = 0;
+      return 1;
+    }
+    const f = (now - this.slowStartFrom) / windowMs;
+    if (f >= 1) {
+      this.slowStartFrom = 0;
+      return 1;
+    }
+    return Math.max(0.1, f);
+  }
+
+  acquire(model: string | null): void {
+    this.inFlight++;
+    this.served++;
+    if (model !== null) {
+      this.modelInFlight.set(model, this.inFlightFor(model) + 1);
+      this.modelLastUsed.set(model, Date.now());
+    }
+  }
+
+  release(model: string | null): void {
+    this.inFlight--;
+    if (model !== null) {
+      const n = this.inFlightFor(model) - 1;
+      if (n <= 0) this.modelInFlight.delete(model);
+      else this.modelInFlight.set(model, n);
+      this.modelLastUsed.set(model, Date.now());
+    }
+  }
+
+  hasModel(model: string): boolean {
+    return this.modelsOnDisk.has(model) || this.modelsLoaded.has(model);
+  }
+
+  isLoaded(model: string, now = Date.now()): boolean {
+    const m = this.modelsLoaded.get(model);
+    if (!m) return false;
+    return m.expiresAt === null || m.expiresAt > now || this.inFlightFor(model) > 0;
+  }
+
+  /** GPU reading from the agent when it is fresh enough to trust; otherwise null (unknown, never idle). */
+  freshAgent(staleMs: number, now = Date.now()): AgentStatusDto | null {
+    if (!this.agent || this.agentAt === null) return null;
+    if (!this.agent.nvml.available) return null;
+    if (now - this.agentAt + (this.agent.readingAgeMs ?? 0) > staleMs) return null;
+    return this.agent;
+  }
+
+  gpuUtilization(staleMs: number, now = Date.now()): number | null {
+    return this.freshAgent(staleMs, now)?.host.meanUtilizationGpu ?? null;
+  }
+
+  noteServiceTime(model: string | null, ms: number): void {
+    this.serviceMsAll.add(ms);
+    if (model === null) return;
+    let e = this.serviceMs.get(model);
+    if (!e) this.serviceMs.set(model, (e = new Ewma(0.2)));
+    e.add(ms);
+  }
+
+  /** Records that `model` is resident now (it just answered a request). */
+  noteLoaded(model: string, keepAliveMs = 5 * 60_000): void {
+    const existing = this.modelsLoaded.get(model);
+    const size = existing?.size ?? this.modelsOnDisk.get(model)?.size ?? 0;
+    this.modelsLoaded.set(model, {
+      name: model,
+      size,
+      sizeVram: existing?.sizeVram ?? size,
+      expiresAt: keepAliveMs < 0 ? null : Date.now() + keepAliveMs,
+      raw: existing?.raw ?? { name: model, model, size, size_vram: size },
+    });
+  }
+}
+
+export { normaliseModelName };

@@ -1,0 +1,52 @@
+import type { Backend } from '../../registry/backend';
+
+/** What routing knows about the request being placed. */
+export interface RouteRequest {
+  /** Normalised model name, or null for routes without one. */
+  model: string | null;
+  /** Size of the model in bytes where some backend reported it (for load-time estimates). */
+  modelSize: number;
+  /** Conversation key for session affinity, or null. */
+  sessionKey: string | null;
+  now: number;
+}
+
+/** Why a backend was chosen: shown in X-Balancer-Reason and the decision log. */
+export type PickReason = 'warm' | 'cold-load' | 'affinity' | 'only-candidate' | 'least-loaded' | 'round-robin' | 'least-connections' | 'seed-score' | 'any';
+
+export interface Pick {
+  backend: Backend;
+  reason: PickReason;
+  /** Predicted milliseconds until the first token, where the policy predicts. */
+  predictedMs?: number;
+}
+
+export interface PolicyContext {
+  /** A reading older than this counts as unknown. */
+  agentStaleMs: number;
+}
+
+/**
+ * A routing policy ranks candidates that already passed the filters (healthy, not cordoned or
+ * ejected, holding the model, under their caps). Keep each one small: filters live in RoutingService.
+ */
+export interface RoutingPolicy {
+  readonly name: string;
+  pick(candidates: readonly Backend[], req: RouteRequest, ctx: PolicyContext): Pick;
+}
+
+/** Index of the smallest score; ties broken by fewer in-flight, then by a rotating start. */
+export function argmin(candidates: readonly Backend[], score: (b: Backend) => number, tieStart: number): number {
+  let best = -1;
+  let bestScore = Infinity;
+  const n = candidates.length;
+  for (let k = 0; k < n; k++) {
+    const i = (tieStart + k) % n;
+    const s = score(candidates[i]);
+    if (s < bestScore - 1e-9 || (Math.abs(s - bestScore) <= 1e-9 && best >= 0 && candidates[i].inFlight < candidates[best].inFlight)) {
+      best = i;
+      bestScore = s;
+    }
+  }
+  return best < 0 ? 0 : best;
+}

@@ -1,0 +1,271 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
+import { Backend } from '../registry/backend';
+import { BackendRegistry } from '../registry/backend-registry.service';
+import { createPolicy, Pick, PickReason, PolicyContext, PredictivePolicy, RouteRequest, RoutingPolicy } from './policies';
+
+/** A dispatched request's hold on a backend; release exactly once. */
+export class Lease {
+  private released = false;
+  constructor(
+    readonly backend: Backend,
+    readonly model: string | null,
+    readonly reason: PickReason,
+    readonly predictedMs: number | undefined,
+    readonly queuedMs: number,
+    private readonly onRelease: (lease: Lease) => void,
+  ) {}
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.onRelease(this);
+  }
+  get isReleased(): boolean {
+    return this.released;
+  }
+}
+
+/** Why no backend could be had: becomes the client's status and message. */
+export class RouteError extends Error {
+  constructor(
+    readonly status: 404 | 429 | 503,
+    message: string,
+    readonly retryAfterS?: number,
+    readonly kind: 'not_found' | 'no_backend' | 'queue_full' | 'queue_timeout' | 'draining' = 'no_backend',
+  ) {
+    super(message);
+  }
+}
+
+interface Waiter {
+  req: RouteRequest;
+  exclude: ReadonlySet<Backend> | undefined;
+  enqueuedAt: number;
+  resolve: (lease: Lease) => void;
+  reject: (err: RouteError) => void;
+  timer: NodeJS.Timeout;
+}
+
+export interface Decision {
+  at: number;
+  model: string | null;
+  backend: string;
+  reason: PickReason;
+  predictedMs?: number;
+  queuedMs: number;
+  candidates: number;
+}
+
+const AFFINITY_MAX_SESSIONS = 10_000;
+
+/**
+ * Filter -> score -> pick. Filters drop backends that cannot serve (unhealthy, cordoned, ejected,
+ * without the model, at their caps); the configured policy ranks the rest. When every candidate is
+ * at its cap the request waits in a bounded FIFO queue instead of piling onto one server.
+ */
+@Injectable()
+export class RoutingService {
+  private readonly logger = new Logger(RoutingService.name);
+  readonly policy: RoutingPolicy;
+  private readonly predictor = new PredictivePolicy();
+  private readonly ctx: PolicyContext;
+  private readonly waiters: Waiter[] = [];
+  /** Session key -> backend name, in insertion order for bounded eviction. */
+  private readonly sessions = new Map<string, string>();
+  readonly recentDecisions: Decision[] = [];
+  private draining = false;
+  /** Retries in progress, for the retry budget. */
+  activeRetries = 0;
+  readonly counters = { routed: 0, queued: 0, queueTimeouts: 0, queueRejected: 0, byReason: new Map<string, number>() };
+  /** Called for every decision (metrics and logs hook in here). */
+  readonly decisionListeners: ((d: Decision) => void)[] = [];
+
+  constructor(
+    @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
+    private readonly registry: BackendRegistry,
+  ) {
+    this.policy = createPolicy(config.policy);
+    this.ctx = { agentStaleMs: config.agentStaleMs };
+    registry.onCapacity(() => this.drainQueue());
+  }
+
+  get queueLength(): number {
+    return this.waiters.length;
+  }
+
+  queueLengthFor(model: string | null): number {
+    let n = 0;
+    for (const w of this.waiters) if (w.req.model === model) n++;
+    return n;
+  }
+
+  startDraining(): void {
+    this.draining = true;
+    for (const w of this.waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(new RouteError(503, 'balancer is shutting down', 1, 'draining'));
+    }
+  }
+
+  /** Largest size any backend reported for the model (0 when unknown). */
+  modelSize(model: string | null): number {
+    if (model === null) return 0;
+    let size = 0;
+    for (const b of this.registry.backends) size = Math.max(size, b.modelsOnDisk.get(model)?.size ?? b.modelsLoaded.get(model)?.size ?? 0);
+    return size;
+  }
+
+  /**
+   * Backends that may serve the model: available, and holding it (a backend whose inventory is not
+   * known yet stays a candidate). Throws RouteError when none can.
+   */
+  candidatesFor(req: RouteRequest, exclude?: ReadonlySet<Backend>): Backend[] {
+    const available = this.registry.available(req.now).filter((b) => !exclude?.has(b));
+    if (this.registry.backends.length === 0) throw new RouteError(503, 'no Ollama backends are configured', 5);
+    if (available.length === 0) {
+      const tried = exclude && exclude.size > 0;
+      throw new RouteError(503, tried ? 'no healthy backend could take the request' : 'no healthy Ollama backend is available', 5);
+    }
+    if (req.model === null) return available;
+    const model = req.model;
+    const holding = available.filter((b) => b.inventoryAt === null || b.hasModel(model));
+    if (holding.length > 0) return holding;
+    const anywhere = this.registry.backends.some((b) => b.hasModel(model));
+    if (anywhere) throw new RouteError(503, `no healthy backend holding model '${displayName(model)}' is available`, 5);
+    throw new RouteError(404, `model '${displayName(model)}' not found`, undefined, 'not_found');
+  }
+
+  /** Places the request on a backend, waiting in the queue when every candidate is at its cap. */
+  acquire(req: RouteRequest, exclude?: ReadonlySet<Backend>, onQueued?: (cancel: () => void) => void): Promise<Lease> {
+    if (this.draining) return Promise.reject(new RouteError(503, 'balancer is shutting down', 1, 'draining'));
+    let lease: Lease | null;
+    try {
+      lease = this.tryPlace(req, exclude, req.now);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (lease) return Promise.resolve(lease);
+    if (this.waiters.length >= this.config.queueMax) {
+      this.counters.queueRejected++;
+      return Promise.reject(new RouteError(503, 'server busy, please try again.  balancer queue is full', this.retryAfterS(), 'queue_full'));
+    }
+    this.counters.queued++;
+    return new Promise<Lease>((resolve, reject) => {
+      const w: Waiter = {
+        req,
+        exclude,
+        enqueuedAt: Date.now(),
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.removeWaiter(w);
+          this.counters.queueTimeouts++;
+          reject(new RouteError(503, `server busy, please try again.  timed out after ${this.config.queueTimeoutMs} ms in the balancer queue`, this.retryAfterS(), 'queue_timeout'));
+        }, this.config.queueTimeoutMs),
+      };
+      this.waiters.push(w);
+      onQueued?.(() => {
+        if (this.removeWaiter(w)) {
+          clearTimeout(w.timer);
+          reject(new RouteError(503, 'request canceled while queued', undefined, 'queue_timeout'));
+        }
+      });
+    });
+  }
+
+  private retryAfterS(): number {
+    return Math.max(1, Math.ceil(Math.min(this.config.queueTimeoutMs, 30_000) / 1000 / 2));
+  }
+
+  private removeWaiter(w: Waiter): boolean {
+    const i = this.waiters.indexOf(w);
+    if (i < 0) return false;
+    this.waiters.splice(i, 1);
+    return true;
+  }
+
+  /** Gives queued requests the capacity that appeared, oldest first (FIFO per model). */
+  drainQueue(): void {
+    if (this.waiters.length === 0) return;
+    const now = Date.now();
+    for (let i = 0; i < this.waiters.length; ) {
+      const w = this.waiters[i];
+      let lease: Lease | null = null;
+      try {
+        lease = this.tryPlace({ ...w.req, now }, w.exclude, now, now - w.enqueuedAt);
+      } catch (e) {
+        this.waiters.splice(i, 1);
+        clearTimeout(w.timer);
+        w.reject(e as RouteError);
+        continue;
+      }
+      if (lease) {
+        this.waiters.splice(i, 1);
+        clearTimeout(w.timer);
+        w.resolve(lease);
+        continue;
+      }
+      i++;
+    }
+  }
+
+  private tryPlace(req: RouteRequest, exclude: ReadonlySet<Backend> | undefined, now: number, queuedMs = 0): Lease | null {
+    const candidates = this.candidatesFor(req, exclude);
+    // An older waiter for the same model goes first: a new arrival never overtakes the queue.
+    if (queuedMs === 0 && this.waiters.length > 0 && this.waiters.some((w) => w.req.model === req.model)) return null;
+    const open = candidates.filter((b) => !b.atCap(req.model));
+    if (open.length === 0) return null;
+    const pick = this.choose(open, req);
+    return this.dispatch(pick, req, queuedMs, candidates.length);
+  }
+
+  private choose(open: Backend[], req: RouteRequest): Pick {
+    const pick = this.policy.pick(open, req, this.ctx);
+    if (req.sessionKey === null) return pick;
+    const pinnedName = this.sessions.get(req.sessionKey);
+    const pinned = pinnedName === undefined ? undefined : open.find((b) => b.name === pinnedName);
+    if (pinned && pinned !== pick.backend) {
+      // Stay with the pinned backend (its prompt cache) while its predicted wait is within the bound.
+      const pinnedMs = this.predictor.predict(pinned, req, this.ctx).totalMs;
+      const bestMs = pick.predictedMs ?? this.predictor.predict(pick.backend, req, this.ctx).totalMs;
+      if (pinnedMs <= bestMs + this.config.affinityMaxExtraMs) return { backend: pinned, reason: 'affinity', predictedMs: Math.round(pinnedMs) };
+    }
+    this.pin(req.sessionKey, pick.backend.name);
+    return pick;
+  }
+
+  private pin(key: string, backend: string): void {
+    this.sessions.delete(key);
+    this.sessions.set(key, backend);
+    if (this.sessions.size > AFFINITY_MAX_SESSIONS) this.sessions.delete(this.sessions.keys().next().value as string);
+  }
+
+  pinnedBackend(sessionKey: string): string | undefined {
+    return this.sessions.get(sessionKey);
+  }
+
+  private dispatch(pick: Pick, req: RouteRequest, queuedMs: number, candidates: number): Lease {
+    const b = pick.backend;
+    b.acquire(req.model);
+    this.counters.routed++;
+    this.counters.byReason.set(pick.reason, (this.counters.byReason.get(pick.reason) ?? 0) + 1);
+    const d: Decision = { at: Date.now(), model: req.model, backend: b.name, reason: pick.reason, predictedMs: pick.predictedMs, queuedMs, candidates };
+    this.recentDecisions.push(d);
+    if (this.recentDecisions.length > 50) this.recentDecisions.shift();
+    for (const l of this.decisionListeners) l(d);
+    return new Lease(b, req.model, pick.reason, pick.predictedMs, queuedMs, (lease) => {
+      lease.backend.release(lease.model);
+      this.drainQueue();
+    });
+  }
+
+  /** Whether the retry budget allows one more retry now (Envoy-style: a share of active requests). */
+  retryAllowed(): boolean {
+    const active = this.registry.totalInFlight();
+    return this.activeRetries < Math.max(3, Math.floor(active * this.config.retryBudgetRatio));
+  }
+}
+
+export function displayName(model: string): string {
+  return model;
+}

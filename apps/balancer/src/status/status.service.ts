@@ -1,0 +1,81 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
+import { Backend } from '../registry/backend';
+import { BackendRegistry } from '../registry/backend-registry.service';
+import { RoutingService } from '../routing/routing.service';
+import { PassiveHealth } from '../health/passive-health.service';
+
+const iso = (t: number | null) => (t === null ? null : new Date(t).toISOString());
+
+/** The JSON view of every backend that the status endpoint and the dashboard show. */
+@Injectable()
+export class StatusService {
+  constructor(
+    @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
+    private readonly registry: BackendRegistry,
+    private readonly routing: RoutingService,
+    private readonly passive: PassiveHealth,
+  ) {}
+
+  backendView(b: Backend, now = Date.now()) {
+    const agent = b.agent;
+    return {
+      name: b.name,
+      url: b.origin,
+      health: b.health,
+      available: b.isAvailable(now),
+      cordoned: b.cordoned,
+      ejected: b.isEjected(now),
+      ejectedUntil: b.isEjected(now) ? iso(b.ejectedUntil) : null,
+      inFlight: b.inFlight,
+      inFlightByModel: Object.fromEntries(b.modelInFlight),
+      served: b.served,
+      consecutiveFailures: b.consecutiveFailures,
+      lastPollAt: iso(b.lastPollAt),
+      lastOkAt: iso(b.lastOkAt),
+      lastError: b.lastError,
+      version: b.version,
+      parallel: b.config.parallel,
+      weight: b.weight,
+      models: [...b.modelsOnDisk.keys()].sort(),
+      loaded: [...b.modelsLoaded.values()].map((m) => ({ name: m.name, sizeVram: m.sizeVram, expiresAt: iso(m.expiresAt), inFlight: b.inFlightFor(m.name) })),
+      inventoryAt: iso(b.inventoryAt),
+      learned: {
+        serviceMs: b.serviceMsAll.value === null ? null : Math.round(b.serviceMsAll.value),
+        ttfbMs: b.ttfbMs.value === null ? null : Math.round(b.ttfbMs.value),
+        loadMsPerGB: b.loadMsPerByte.value === null ? null : Math.round(b.loadMsPerByte.value * 1e9),
+      },
+      agent: b.config.agentUrl
+        ? {
+            url: b.config.agentUrl,
+            fresh: b.freshAgent(this.config.agentStaleMs, now) !== null,
+            ageMs: b.agentAt === null ? null : now - b.agentAt + (agent?.readingAgeMs ?? 0),
+            error: b.agentError,
+            nvml: agent?.nvml ?? null,
+            host: agent?.host ?? null,
+            gpus: agent?.gpus ?? [],
+          }
+        : null,
+    };
+  }
+
+  status() {
+    const now = Date.now();
+    return {
+      policy: this.routing.policy.name,
+      time: new Date(now).toISOString(),
+      queue: { length: this.routing.queueLength, max: this.config.queueMax, timeoutMs: this.config.queueTimeoutMs },
+      counters: {
+        routed: this.routing.counters.routed,
+        queued: this.routing.counters.queued,
+        queueTimeouts: this.routing.counters.queueTimeouts,
+        queueRejected: this.routing.counters.queueRejected,
+        byReason: Object.fromEntries(this.routing.counters.byReason),
+        ejections: this.passive.ejectionsTotal,
+      },
+      backends: this.registry.backends.map((b) => this.backendView(b, now)),
+      decisions: this.routing.recentDecisions.slice(-20).reverse(),
+      events: this.passive.events.slice(-20).reverse(),
+    };
+  }
+}
