@@ -65,6 +65,19 @@ export class ClusterApi {
     }
   }
 
+  private readonly refreshTimers = new Map<Backend, NodeJS.Timeout>();
+
+  /** Refreshes a backend's inventory shortly (coalescing bursts), e.g. after a model load. */
+  refreshSoon(b: Backend, delayMs = 50): void {
+    if (this.refreshTimers.has(b)) return;
+    const t = setTimeout(() => {
+      this.refreshTimers.delete(b);
+      void this.refreshInventory(b).catch(() => undefined);
+    }, delayMs);
+    t.unref();
+    this.refreshTimers.set(b, t);
+  }
+
   /** A backend said it does not have the model: stop sending it there until the next refresh. */
   forgetModel(b: Backend, model: string): void {
     b.modelsOnDisk.delete(model);
@@ -391,6 +404,39 @@ export class ClusterApi {
     if (ok.length === 0) return sendError(req, res, 404, `model '${parsed.source}' not found`);
     res.writeHead(200, { 'Content-Length': 0, 'X-Balancer-Backends': ok.map((d) => d.b.name).join(',') });
     res.end();
+  }
+
+  /**
+   * Preload (Ollama's empty-prompt load) on the backends named by X-Balancer-Backends ("all" for
+   * every available one), so a model is warm where the operator wants it before traffic arrives.
+   */
+  async preloadFanOut(req: IncomingMessage, res: ServerResponse, path: string, body: Buffer, model: string): Promise<void> {
+    const targets = this.targets(req);
+    if (targets instanceof Error) return sendError(req, res, 400, targets.message);
+    if (targets.length === 0) return this.noBackend(req, res);
+    const holding = targets.filter((b) => b.inventoryAt === null || b.hasModel(model));
+    if (holding.length === 0) return sendError(req, res, 404, `model '${model}' not found`);
+    const results = await Promise.all(
+      holding.map(async (b) => {
+        try {
+          const r = await backendRequest(b, path, { method: 'POST', body, timeoutMs: this.config.headersTimeoutMs, headers: this.upstreamHeaders(req) });
+          if (r.status === 200) {
+            b.noteLoaded(model);
+            this.refreshSoon(b);
+          }
+          return { b, status: r.status, text: r.body.toString('utf8') };
+        } catch (e) {
+          return { b, status: 502, text: (e as Error).message };
+        }
+      }),
+    );
+    const failed = results.filter((r) => r.status !== 200);
+    const backends = Object.fromEntries(results.map((r) => [r.b.name, r.status === 200 ? 'loaded' : errText(r.text, r.status)]));
+    if (failed.length > 0) return sendError(req, res, failed.length === results.length ? failed[0].status : 500, `preload of '${model}' failed on ${failed.map((f) => `${f.b.name}: ${errText(f.text, f.status)}`).join('; ')}`);
+    const done: Record<string, unknown> = { model, created_at: new Date().toISOString(), done: true, done_reason: 'load', backends };
+    if (path === '/api/chat') done.message = { role: 'assistant', content: '' };
+    else done.response = '';
+    this.json(res, 200, done, false, { 'X-Balancer-Backends': holding.map((b) => b.name).join(',') });
   }
 
   /** Blobs go to every target so a following /api/create works wherever it runs. */

@@ -153,7 +153,7 @@ export class ProxyService implements OnModuleDestroy {
         this.cluster.answerManagement(kind, req, res, body);
         return;
       }
-      this.startModelRequest(req as LbRequest, res, kind, body, requestId, startedAt, record);
+      this.startModelRequest(req as LbRequest, res, kind, path, body, requestId, startedAt, record);
     });
   }
 
@@ -188,7 +188,7 @@ export class ProxyService implements OnModuleDestroy {
     req.on('error', () => undefined);
   }
 
-  private startModelRequest(req: LbRequest, res: ServerResponse, kind: RouteKind, body: Buffer, requestId: string, startedAt: number, record: RequestRecord): void {
+  private startModelRequest(req: LbRequest, res: ServerResponse, kind: RouteKind, path: string, body: Buffer, requestId: string, startedAt: number, record: RequestRecord): void {
     let parsed: any;
     if (body.length === 0) return sendError(req, res, 400, 'missing request body');
     try {
@@ -203,6 +203,11 @@ export class ProxyService implements OnModuleDestroy {
     const allowed = this.access.allowsModel(req, model);
     if (allowed) return sendError(req, res, allowed.status, allowed.message);
     record.model = model;
+    // Preload: a load-only request (empty prompt / no messages) naming backends goes to each of them.
+    if (req.headers['x-balancer-backends'] !== undefined && isLoadOnly(path, parsed)) {
+      this.cluster.preloadFanOut(req, res, path, body, model);
+      return;
+    }
     const flight: Flight = {
       kind,
       model,
@@ -453,7 +458,11 @@ export class ProxyService implements OnModuleDestroy {
   private learnFromSuccess(flight: Flight, attempt: Attempt): void {
     const b = attempt.lease.backend;
     b.noteServiceTime(flight.model, Date.now() - attempt.startedAt);
-    if (flight.model !== null && flight.kind === 'model' && flight.record.status !== undefined && flight.record.status < 300) b.noteLoaded(flight.model);
+    if (flight.model !== null && flight.kind === 'model' && flight.record.status !== undefined && flight.record.status < 300) {
+      b.noteLoaded(flight.model);
+      // A real load may have evicted another model there: look again soon rather than at the next poll.
+      if ((flight.record.loadDurationNs ?? 0) > 200e6) this.cluster.refreshSoon(b);
+    }
   }
 
   /** The backend failed after the client got bytes: say so in the stream's own format, then end. */
@@ -554,6 +563,13 @@ export class ProxyService implements OnModuleDestroy {
     if (flight.attempt) this.endAttempt(req, flight.attempt, why);
     this.finish(req, 499, why);
   }
+}
+
+/** Ollama's load-only requests: generate with no prompt, chat with no messages. */
+export function isLoadOnly(path: string, body: any): boolean {
+  if (path === '/api/generate') return (body.prompt === undefined || body.prompt === '') && body.suffix === undefined && body.images === undefined;
+  if (path === '/api/chat') return !Array.isArray(body.messages) || body.messages.length === 0;
+  return false;
 }
 
 function pickRequestId(given: string | string[] | undefined): string {

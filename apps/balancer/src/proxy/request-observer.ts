@@ -1,7 +1,8 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
 import type { IncomingMessage, ServerResponse } from 'http';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
 import type { Backend } from '../registry/backend';
+import { JsonLog } from '../metrics/json-log';
 
 /** What one request did, for its log line and the metrics. Holds no prompt and no secret. */
 export interface RequestRecord {
@@ -37,10 +38,18 @@ export interface RequestListener {
  */
 @Injectable()
 export class RequestObserver {
-  private readonly logger = new Logger('Request');
   readonly listeners: RequestListener[] = [];
+  /** Plain JSON lines on stdout (LOG_LEVEL; a 5xx is a warn line, the rest info); shared with the routing-event log. */
+  readonly log: JsonLog;
+  private readonly logRequests: boolean;
+  /** Configured API key names: only these may appear in a log line, never a key itself. */
+  private readonly keyNames: Set<string>;
 
-  constructor(@Inject(BALANCER_CONFIG) private readonly config: BalancerConfig) {}
+  constructor(@Inject(BALANCER_CONFIG) config: BalancerConfig) {
+    this.log = new JsonLog(config.logLevel);
+    this.logRequests = config.logRequests;
+    this.keyNames = new Set(config.apiKeys.map((k) => k.name));
+  }
 
   begin(req: IncomingMessage, path: string, id: string, startedAt: number): RequestRecord {
     return {
@@ -67,27 +76,27 @@ export class RequestObserver {
     if (record.status === undefined) record.status = res.statusCode;
     if (!res.writableFinished && record.error === null) record.error = 'client closed the connection';
     for (const l of this.listeners) l.onRequestEnd(record, durationMs);
-    if (this.config.logRequests) {
-      this.logger.log(
-        JSON.stringify({
-          event: 'request',
-          id: record.id,
-          method: record.method,
-          path: record.path,
-          model: record.model,
-          backend: record.backend,
-          status: record.status,
-          bytes: record.bytes,
-          ttfbMs: record.ttfbMs,
-          durationMs,
-          queuedMs: record.queuedMs,
-          retries: record.retries,
-          reason: record.reason,
-          apiKey: record.apiKey,
-          error: record.error,
-        }),
-      );
-    }
+    if (!this.logRequests) return;
+    const status = record.status ?? 0;
+    this.log.line(status >= 500 ? 'warn' : 'log', 'request', {
+      id: record.id,
+      method: record.method,
+      path: record.path,
+      model: record.model,
+      backend: record.backend,
+      status,
+      bytes: record.bytes,
+      ttfbMs: record.ttfbMs,
+      durationMs,
+      queuedMs: record.queuedMs,
+      retries: record.retries,
+      attempts: record.attempts,
+      reason: record.reason,
+      key: record.apiKey !== null && this.keyNames.has(record.apiKey) ? record.apiKey : null,
+      evalCount: record.evalCount,
+      promptEvalCount: record.promptEvalCount,
+      error: record.error,
+    });
   }
 
   /** Reads Ollama's counters from the last line of a stream (or a non-streamed answer). */
