@@ -1,0 +1,72 @@
+import { writeFileSync, mkdtempSync } from 'fs';
+import { tmpdir } from 'os';
+import { join } from 'path';
+import { ConfigError, loadBalancerConfig, normaliseModelName } from './balancer-config';
+
+const base = { OLLAMA_BACKENDS: 'http://gpu1:11434,gpu2:11500' };
+
+describe('loadBalancerConfig', () => {
+  it('reads backends from OLLAMA_BACKENDS with defaults', () => {
+    const c = loadBalancerConfig(base);
+    expect(c.port).toBe(11434);
+    expect(c.policy).toBe('predictive');
+    expect(c.healthFailureThreshold).toBe(3);
+    expect(c.backends.map((b) => [b.name, b.url])).toEqual([
+      ['gpu1:11434', 'http://gpu1:11434'],
+      ['gpu2:11500', 'http://gpu2:11500'],
+    ]);
+    expect(c.adminToken).toBeUndefined();
+    expect(c.apiKeys).toEqual([]);
+  });
+
+  it.each([
+    ['PORT', 'abc', /PORT="abc"/],
+    ['PORT', '70000', /PORT="70000"/],
+    ['HEALTH_FAILURE_THRESHOLD', '0', /HEALTH_FAILURE_THRESHOLD="0"/],
+    ['ROUTING_POLICY', 'fastest', /ROUTING_POLICY="fastest" must be one of predictive/],
+    ['OLLAMA_BACKENDS', 'ftp://x', /OLLAMA_BACKENDS="ftp:\/\/x" must use http or https/],
+    ['RETRY_BUDGET_RATIO', '2', /RETRY_BUDGET_RATIO="2"/],
+    ['FORWARD_AUTHORIZATION', 'maybe', /FORWARD_AUTHORIZATION="maybe" must be true or false/],
+    ['LOG_LEVEL', 'loud', /LOG_LEVEL="loud"/],
+  ])('a bad %s (%s) stops start-up naming the setting and the value', (key, value, message) => {
+    expect(() => loadBalancerConfig({ ...base, [key]: value })).toThrow(ConfigError);
+    expect(() => loadBalancerConfig({ ...base, [key]: value })).toThrow(message);
+  });
+
+  it('never echoes a secret in its error', () => {
+    expect(() => loadBalancerConfig({ ...base, ADMIN_TOKEN: 'short' })).toThrow(/ADMIN_TOKEN="<redacted>"/);
+    expect(() => loadBalancerConfig({ ...base, OLLAMA_BACKENDS: 'http://user:pw@h:1' })).toThrow(/<redacted>/);
+  });
+
+  it('reads per-backend options from BALANCER_CONFIG and names a bad field', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+    const good = join(dir, 'good.json');
+    writeFileSync(good, JSON.stringify({ backends: [{ name: 'a', url: 'http://h:1', parallel: 2, weight: 3, agentUrl: 'http://h:9400' }], settings: { ROUTING_POLICY: 'round-robin' } }));
+    const c = loadBalancerConfig({ BALANCER_CONFIG: good });
+    expect(c.backends[0]).toMatchObject({ name: 'a', parallel: 2, modelConcurrency: 2, weight: 3, agentUrl: 'http://h:9400' });
+    expect(c.policy).toBe('round-robin');
+    const bad = join(dir, 'bad.json');
+    writeFileSync(bad, JSON.stringify({ backends: [{ name: 'a', url: 'http://h:1', parallel: 0 }] }));
+    expect(() => loadBalancerConfig({ BALANCER_CONFIG: bad })).toThrow(/backends\[0\]\.parallel=0/);
+    writeFileSync(bad, '{ nope');
+    expect(() => loadBalancerConfig({ BALANCER_CONFIG: bad })).toThrow(/BALANCER_CONFIG=".*bad.json" is not valid JSON/);
+    expect(() => loadBalancerConfig({ BALANCER_CONFIG: join(dir, 'missing.json') })).toThrow(/cannot be read/);
+    writeFileSync(bad, JSON.stringify({ backends: [{ name: 'a', url: 'http://h:1' }, { name: 'a', url: 'http://h:2' }] }));
+    expect(() => loadBalancerConfig({ BALANCER_CONFIG: bad })).toThrow(/backend name="a" is used twice/);
+  });
+
+  it('parses API keys with rate and model allow-list', () => {
+    const c = loadBalancerConfig({ ...base, API_KEYS: 'team-a:secretkey1:60:llama3.2|qwen2.5:7b,team-b:secretkey2' });
+    expect(c.apiKeys).toEqual([
+      { name: 'team-a', key: 'secretkey1', ratePerMinute: 60, models: ['llama3.2:latest', 'qwen2.5:7b'] },
+      { name: 'team-b', key: 'secretkey2', ratePerMinute: 0, models: [] },
+    ]);
+  });
+
+  it('normalises model names the way Ollama does', () => {
+    expect(normaliseModelName('llama3.2')).toBe('llama3.2:latest');
+    expect(normaliseModelName('llama3.2:latest')).toBe('llama3.2:latest');
+    expect(normaliseModelName('registry.local:5000/ns/model')).toBe('registry.local:5000/ns/model:latest');
+    expect(normaliseModelName('ns/model:7b')).toBe('ns/model:7b');
+  });
+});
