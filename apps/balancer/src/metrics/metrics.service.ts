@@ -1,0 +1,274 @@
+import { Inject, Injectable, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
+import { PassiveHealth } from '../health/passive-health.service';
+import { RequestListener, RequestObserver, RequestRecord } from '../proxy/request-observer';
+import { BackendRegistry } from '../registry/backend-registry.service';
+import { Decision, RoutingService } from '../routing/routing.service';
+import { ModelLabels, routeLabel } from './labels';
+import { RecentTraffic } from './recent-traffic';
+
+type Inc = { inc(v?: number): void };
+type Obs = { observe(v: number): void };
+
+const LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+const QUEUE_BUCKETS = [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+const TPS_BUCKETS = [1, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000];
+const LOAD_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160];
+/** How often passive-health events and health changes are turned into metrics and log lines. */
+const WATCH_MS = 1000;
+
+/**
+ * The balancer's Prometheus metrics on a registry of its own (several apps may live in one test
+ * process). Per-request series are fed from RequestObserver at the end of each request through
+ * child metrics cached per label set; nothing runs per streamed chunk. Gauges that mirror live state
+ * (in-flight, queue, health) are read at scrape time.
+ */
+@Injectable()
+export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestListener {
+  readonly registry = new Registry();
+  readonly traffic: RecentTraffic;
+  private readonly models = new ModelLabels(100);
+  private readonly children = new Map<string, Inc>();
+  private readonly observers = new Map<string, Obs>();
+
+  private readonly requests: Counter<'route' | 'model' | 'backend' | 'status'>;
+  private readonly duration: Histogram<'route' | 'model' | 'backend'>;
+  private readonly ttfb: Histogram<'route' | 'model' | 'backend'>;
+  private readonly responseBytes: Counter<'route' | 'backend'>;
+  private readonly queueWait: Histogram<'model'>;
+  private readonly retries: Counter<'route' | 'model'>;
+  private readonly decisions: Counter<'reason' | 'backend'>;
+  private readonly tokensPerSecond: Histogram<'model' | 'backend'>;
+  private readonly evalTokens: Counter<'model' | 'backend'>;
+  private readonly promptTokens: Counter<'model' | 'backend'>;
+  private readonly evalSeconds: Counter<'model' | 'backend'>;
+  private readonly loadSeconds: Histogram<'model' | 'backend'>;
+  private readonly ejections: Counter<'backend'>;
+  private readonly ejectionCounts = new Map<string, number>();
+
+  private lastEvent: object | null = null;
+  private readonly lastHealth = new Map<string, string>();
+  private watcher: NodeJS.Timeout | null = null;
+
+  constructor(
+    @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
+    private readonly backends: BackendRegistry,
+    private readonly routing: RoutingService,
+    private readonly passive: PassiveHealth,
+    private readonly observer: RequestObserver,
+  ) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    this.traffic = new RecentTraffic(backends.backends.map((b) => b.name));
+
+    this.requests = new Counter({
+      name: 'balancer_requests_total',
+      help: 'Requests answered, by route (a fixed set, else "other"), model, backend ("none" when none was picked) and HTTP status.',
+      labelNames: ['route', 'model', 'backend', 'status'],
+      registers,
+    });
+    this.duration = new Histogram({
+      name: 'balancer_request_duration_seconds',
+      help: 'End-to-end time from the request arriving to the last byte sent (queue and retries included).',
+      labelNames: ['route', 'model', 'backend'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.ttfb = new Histogram({
+      name: 'balancer_time_to_first_byte_seconds',
+      help: 'Time from the request arriving to the response headers leaving for the client (queue and retries included).',
+      labelNames: ['route', 'model', 'backend'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.responseBytes = new Counter({ name: 'balancer_response_bytes_total', help: 'Response body bytes relayed from backends.', labelNames: ['route', 'backend'], registers });
+    this.queueWait = new Histogram({
+      name: 'balancer_queue_wait_seconds',
+      help: 'Time a routed request waited in the balancer queue for a free slot (0 when placed at once).',
+      labelNames: ['model'],
+      buckets: QUEUE_BUCKETS,
+      registers,
+    });
+    this.retries = new Counter({ name: 'balancer_retries_total', help: 'Retries on another backend before the first byte.', labelNames: ['route', 'model'], registers });
+    this.decisions = new Counter({ name: 'balancer_routing_decisions_total', help: 'Routing decisions by reason (warm, cold-load, affinity, ...) and chosen backend.', labelNames: ['reason', 'backend'], registers });
+    this.tokensPerSecond = new Histogram({
+      name: 'balancer_tokens_per_second',
+      help: "Generation speed of a request: eval_count / eval_duration from Ollama's final chunk.",
+      labelNames: ['model', 'backend'],
+      buckets: TPS_BUCKETS,
+      registers,
+    });
+    this.evalTokens = new Counter({ name: 'balancer_eval_tokens_total', help: "Generated tokens (eval_count of Ollama's final chunks).", labelNames: ['model', 'backend'], registers });
+    this.promptTokens = new Counter({ name: 'balancer_prompt_eval_tokens_total', help: "Prompt tokens evaluated (prompt_eval_count of Ollama's final chunks).", labelNames: ['model', 'backend'], registers });
+    this.evalSeconds = new Counter({ name: 'balancer_eval_duration_seconds_total', help: "Time spent generating (eval_duration of Ollama's final chunks).", labelNames: ['model', 'backend'], registers });
+    this.loadSeconds = new Histogram({
+      name: 'balancer_model_load_duration_seconds',
+      help: "Model load time Ollama reported (load_duration of the final chunk); a warm model reports a few ms.",
+      labelNames: ['model', 'backend'],
+      buckets: LOAD_BUCKETS,
+      registers,
+    });
+
+    this.ejections = new Counter({
+      name: 'balancer_ejections_total',
+      help: 'Times passive health ejected a backend after consecutive failures.',
+      labelNames: ['backend'],
+      registers,
+      collect: () => {
+        this.watch();
+        this.ejections.reset();
+        for (const b of this.backends.backends) this.ejections.inc({ backend: b.name }, this.ejectionCounts.get(b.name) ?? 0);
+      },
+    });
+    const live = <L extends string>(name: string, help: string, labelNames: L[], fill: (g: Gauge<L>) => void) =>
+      new Gauge<L>({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect() {
+          this.reset();
+          fill(this);
+        },
+      });
+    const perBackend = (name: string, help: string, value: (b: BackendRegistry['backends'][number], now: number) => number | null) =>
+      live(name, help, ['backend'], (g) => {
+        const now = Date.now();
+        for (const b of this.backends.backends) {
+          const v = value(b, now);
+          if (v !== null) g.set({ backend: b.name }, v);
+        }
+      });
+    perBackend('balancer_backend_in_flight', 'Requests in flight to the backend now.', (b) => b.inFlight);
+    perBackend('balancer_backend_up', '1 when the active health check passes, 0 when the backend is unhealthy (absent until first checked).', (b) =>
+      b.health === 'unknown' ? null : b.health === 'healthy' ? 1 : 0,
+    );
+    perBackend('balancer_backend_available', '1 when routing may send new requests to the backend (healthy, not cordoned, not ejected).', (b, now) => (b.isAvailable(now) ? 1 : 0));
+    perBackend('balancer_backend_ejected', '1 while passive health keeps the backend ejected.', (b, now) => (b.isEjected(now) ? 1 : 0));
+    perBackend('balancer_backend_cordoned', '1 while an admin has cordoned the backend.', (b) => (b.cordoned ? 1 : 0));
+    perBackend('balancer_backend_models_loaded', 'Models the backend holds in memory (as last seen by the balancer).', (b) => b.modelsLoaded.size);
+    perBackend('balancer_backend_agent_fresh', '1 when the gpu-agent beside the backend gave a fresh reading (absent without an agent).', (b, now) =>
+      b.config.agentUrl ? (b.freshAgent(this.config.agentStaleMs, now) !== null ? 1 : 0) : null,
+    );
+    perBackend('balancer_backend_gpu_utilization_percent', 'Mean GPU utilization the agent reported (absent when unknown or stale).', (b, now) => b.gpuUtilization(this.config.agentStaleMs, now));
+    live('balancer_backend_model_in_flight', 'Requests in flight per backend and model.', ['backend', 'model'], (g) => {
+      for (const b of this.backends.backends) for (const [m, n] of b.modelInFlight) g.inc({ backend: b.name, model: this.models.label(m) }, n);
+    });
+    live('balancer_queue_length', 'Requests waiting in the balancer queue now.', [], (g) => g.set(this.routing.queueLength));
+    live('balancer_queue_max', 'Capacity of the balancer queue (QUEUE_MAX).', [], (g) => g.set(this.config.queueMax));
+    const counterFrom = (name: string, help: string, value: () => number) =>
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          this.reset();
+          this.inc(value());
+        },
+      });
+    counterFrom('balancer_queued_total', 'Requests that had to wait in the queue.', () => this.routing.counters.queued);
+    counterFrom('balancer_queue_timeouts_total', 'Requests answered 503 after waiting QUEUE_TIMEOUT_MS in the queue.', () => this.routing.counters.queueTimeouts);
+    counterFrom('balancer_queue_rejected_total', 'Requests answered 503 because the queue was full.', () => this.routing.counters.queueRejected);
+  }
+
+  onModuleInit(): void {
+    this.observer.listeners.push(this);
+    this.routing.decisionListeners.push(this.onDecision);
+    this.watcher = setInterval(() => this.watch(), WATCH_MS);
+    this.watcher.unref();
+  }
+
+  onModuleDestroy(): void {
+    if (this.watcher) clearInterval(this.watcher);
+    this.watcher = null;
+    const i = this.observer.listeners.indexOf(this);
+    if (i >= 0) this.observer.listeners.splice(i, 1);
+    const j = this.routing.decisionListeners.indexOf(this.onDecision);
+    if (j >= 0) this.routing.decisionListeners.splice(j, 1);
+  }
+
+  /** Once per request, when its response ends (or the client left). */
+  onRequestEnd(r: RequestRecord, durationMs: number): void {
+    const route = routeLabel(r.path);
+    // A name no backend holds (a typo, a 404) must not use up the label budget.
+    const model = r.backend !== null || this.known(r.model) ? this.models.label(r.model) : r.model === null ? 'none' : 'unknown';
+    const backend = r.backend ?? 'none';
+    const status = r.status ?? 0;
+    const rmb = `${route}\u0000${model}\u0000${backend}`;
+    this.child(this.children, `${rmb}\u0000${status}`, () => this.requests.labels(route, model, backend, String(status))).inc();
+    this.child(this.observers, `d\u0000${rmb}`, () => this.duration.labels(route, model, backend)).observe(durationMs / 1000);
+    if (r.ttfbMs !== null) this.child(this.observers, `t\u0000${rmb}`, () => this.ttfb.labels(route, model, backend)).observe(r.ttfbMs / 1000);
+    if (r.bytes > 0) this.child(this.children, `b\u0000${route}\u0000${backend}`, () => this.responseBytes.labels(route, backend)).inc(r.bytes);
+    if (r.backend !== null) this.child(this.observers, `q\u0000${model}`, () => this.queueWait.labels(model)).observe(r.queuedMs / 1000);
+    if (r.retries > 0) this.child(this.children, `r\u0000${route}\u0000${model}`, () => this.retries.labels(route, model)).inc(r.retries);
+    if (r.evalCount !== undefined || r.promptEvalCount !== undefined || r.loadDurationNs !== undefined) {
+      const mb = `${model}\u0000${backend}`;
+      if (r.evalCount !== undefined) {
+        this.child(this.children, `e\u0000${mb}`, () => this.evalTokens.labels(model, backend)).inc(r.evalCount);
+        if (r.evalDurationNs !== undefined && r.evalDurationNs > 0) {
+          this.child(this.children, `es\u0000${mb}`, () => this.evalSeconds.labels(model, backend)).inc(r.evalDurationNs / 1e9);
+          if (r.evalCount > 0) this.child(this.observers, `tps\u0000${mb}`, () => this.tokensPerSecond.labels(model, backend)).observe(r.evalCount / (r.evalDurationNs / 1e9));
+        }
+      }
+      if (r.promptEvalCount !== undefined) this.child(this.children, `p\u0000${mb}`, () => this.promptTokens.labels(model, backend)).inc(r.promptEvalCount);
+      if (r.loadDurationNs !== undefined) this.child(this.observers, `l\u0000${mb}`, () => this.loadSeconds.labels(model, backend)).observe(r.loadDurationNs / 1e9);
+    }
+    const error = status >= 500 || (r.error !== null && status !== 499);
+    this.traffic.record(Date.now(), durationMs, r.ttfbMs, error, r.backend, r.evalCount);
+  }
+
+  private known(model: string | null): boolean {
+    if (model === null) return false;
+    for (const b of this.backends.backends) if (b.hasModel(model)) return true;
+    return false;
+  }
+
+  private child<T>(cache: Map<string, T>, key: string, make: () => T): T {
+    let c = cache.get(key);
+    if (c === undefined) cache.set(key, (c = make()));
+    return c;
+  }
+
+  private readonly onDecision = (d: Decision): void => {
+    this.child(this.children, `dec\u0000${d.reason}\u0000${d.backend}`, () => this.decisions.labels(d.reason, d.backend)).inc();
+    this.observer.log.line('debug', 'route', {
+      model: d.model,
+      backend: d.backend,
+      reason: d.reason,
+      predictedMs: d.predictedMs ?? null,
+      queuedMs: d.queuedMs,
+      candidates: d.candidates,
+    });
+  };
+
+  /**
+   * Picks up what PassiveHealth and the poller changed since the last look: new ejection/cordon
+   * events (counted and logged) and health transitions (logged).
+   */
+  watch(): void {
+    const events = this.passive.events;
+    let from = 0;
+    if (this.lastEvent !== null) {
+      const at = events.lastIndexOf(this.lastEvent as (typeof events)[number]);
+      from = at + 1; // not found (shifted out of the window): every event held is new
+    }
+    for (let i = from; i < events.length; i++) {
+      const e = events[i];
+      if (e.event === 'ejected') this.ejectionCounts.set(e.backend, (this.ejectionCounts.get(e.backend) ?? 0) + 1);
+      this.observer.log.line(e.event === 'ejected' ? 'warn' : 'log', 'backend', { backend: e.backend, change: e.event, detail: e.detail });
+    }
+    if (events.length > 0) this.lastEvent = events[events.length - 1];
+    for (const b of this.backends.backends) {
+      const before = this.lastHealth.get(b.name);
+      if (before === b.health) continue;
+      this.lastHealth.set(b.name, b.health);
+      if (before === undefined && b.health === 'unknown') continue;
+      this.observer.log.line(b.health === 'unhealthy' ? 'warn' : 'log', 'backend', { backend: b.name, change: `health ${before ?? 'unknown'} -> ${b.health}`, detail: b.lastError });
+    }
+  }
+
+  async scrape(): Promise<string> {
+    return this.registry.metrics();
+  }
+}
