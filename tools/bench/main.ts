@@ -1,0 +1,200 @@
+/**
+ * npm run bench -- [--suite overhead|routing|all|smoke] [--scenario <file.json>]... [--out <dir>] [--only <target>,...]
+ * Runs the overhead and/or routing suites, prints the tables, writes results.json, tables.md and SVG charts to --out.
+ */
+import { execFileSync } from 'child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'fs';
+import { cpus, freemem, tmpdir, totalmem } from 'os';
+import { join, resolve } from 'path';
+import { BenchContext, balancerMain, repoRoot, simCli } from './context';
+import { pickLoadGen } from './loadgen';
+import { runOverhead } from './overhead';
+import { HAPROXY_INSTALL_HINT, NGINX_INSTALL_HINT } from './peers';
+import { which } from './procs';
+import { BenchResults, charts, overheadTables, routingTables, targetsTable, validateResults } from './report';
+import { runScenario } from './routing';
+import { parseScenario, Scenario, ScenarioError } from './scenario';
+import { fmt } from './stats';
+
+const USAGE = `usage: npm run bench -- [--suite overhead|routing|all|smoke] [--scenario <file.json>]... [--out <dir>] [--only <target>,...]
+  --suite     overhead, routing, all (default) or smoke (a few seconds per suite, for CI)
+  --scenario  routing scenario file(s) (default: every tools/bench/scenarios/*.json)
+  --out       where results.json, tables.md and the SVG charts go (default bench-results/latest)
+  --only      run only targets whose name contains one of these (e.g. predictive,nginx-least_conn)`;
+
+interface Args {
+  suite: 'overhead' | 'routing' | 'all' | 'smoke';
+  scenarios: string[];
+  out: string;
+  only?: string[];
+}
+
+export function parseArgs(argv: string[]): Args {
+  const a: Args = { suite: 'all', scenarios: [], out: 'bench-results/latest' };
+  for (let i = 0; i < argv.length; i++) {
+    const [flag, inline] = argv[i].includes('=') ? [argv[i].slice(0, argv[i].indexOf('=')), argv[i].slice(argv[i].indexOf('=') + 1)] : [argv[i], undefined];
+    const val = (): string => {
+      const v = inline ?? argv[++i];
+      if (v === undefined) throw new Error(`${flag} needs a value\n${USAGE}`);
+      return v;
+    };
+    if (flag === '--suite') {
+      const s = val();
+      if (!['overhead', 'routing', 'all', 'smoke'].includes(s)) throw new Error(`--suite must be overhead, routing, all or smoke (got ${s})\n${USAGE}`);
+      a.suite = s as Args['suite'];
+    } else if (flag === '--scenario') a.scenarios.push(val());
+    else if (flag === '--out') a.out = val();
+    else if (flag === '--only') a.only = val().split(',').filter(Boolean);
+    else if (flag === '--smoke') a.suite = 'smoke';
+    else if (flag === '--help' || flag === '-h') {
+      process.stdout.write(USAGE + '\n');
+      process.exit(0);
+    } else throw new Error(`unknown argument ${argv[i]}\n${USAGE}`);
+  }
+  return a;
+}
+
+export function loadScenario(file: string): Scenario {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new ScenarioError(`scenario ${file}: cannot read or parse: ${(e as Error).message}`);
+  }
+  return parseScenario(raw, file);
+}
+
+function version(cmd: string, args: string[]): string | null {
+  const bin = which(cmd);
+  if (!bin) return null;
+  try {
+    return execFileSync(bin, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).split('\n')[0].trim() || bin;
+  } catch (e: any) {
+    return String(e.stderr ?? '').split('\n')[0].trim() || bin;
+  }
+}
+
+async function main(): Promise<number> {
+  const args = parseArgs(process.argv.slice(2));
+  const root = repoRoot();
+  const smoke = args.suite === 'smoke';
+  for (const f of [simCli(root), balancerMain(root)]) {
+    if (!existsSync(f)) throw new Error(`${f} is missing: run \`npm run build\` first (npm run bench does)`);
+  }
+  const scenarioFiles = args.scenarios.length
+    ? args.scenarios.map((s) => resolve(s))
+    : readdirSync(join(root, 'tools/bench/scenarios'))
+        .filter((f) => f.endsWith('.json'))
+        .sort()
+        .map((f) => join(root, 'tools/bench/scenarios', f));
+  // Parse every scenario up front: a bad file fails before anything starts.
+  const scenarios = scenarioFiles.map(loadScenario);
+
+  const nginx = version('nginx', ['-v']);
+  const haproxy = version('haproxy', ['-v']);
+  const skipped: string[] = [];
+  if (!nginx) {
+    console.warn(`bench: ${NGINX_INSTALL_HINT}; the nginx peers are skipped.`);
+    skipped.push('nginx');
+  }
+  if (!haproxy) {
+    console.warn(`bench: ${HAPROXY_INSTALL_HINT}; the HAProxy peer is skipped.`);
+    skipped.push('haproxy');
+  }
+  const loadGen = pickLoadGen();
+  if (loadGen !== 'wrk') {
+    console.warn('bench: wrk not found (`apt-get install -y wrk`); using autocannon for every target instead.');
+    skipped.push('wrk (autocannon used)');
+  }
+  const tmp = mkdtempSync(join(tmpdir(), 'ollama-bench-'));
+  const ctx: BenchContext = { root, tmp, smoke, loadGen, hasNginx: !!nginx, hasHaproxy: !!haproxy, log: (m) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${m}`) };
+  const cpu = cpus();
+  const res: BenchResults = {
+    version: 1,
+    startedAt: new Date().toISOString(),
+    finishedAt: '',
+    suite: args.suite,
+    smoke,
+    machine: { nproc: cpu.length, cpuModel: cpu[0]?.model ?? 'unknown', memTotalBytes: totalmem(), node: process.version, platform: `${process.platform} ${process.arch}`, loadGen, nginx, haproxy },
+    targets: [],
+    skipped,
+  };
+  ctx.log(`bench: suite ${args.suite}, ${cpu.length} CPUs, ${(totalmem() / 2 ** 30).toFixed(1)} GiB (${(freemem() / 2 ** 30).toFixed(1)} free), node ${process.version}, load generator ${loadGen}, temp ${tmp}`);
+
+  try {
+    if (args.suite === 'overhead' || args.suite === 'all' || smoke) {
+      const o = await runOverhead(ctx);
+      res.overhead = o;
+      const c1 = o.ratios.find((r) => r.concurrency === 1 && r.target === 'balancer')!;
+      const c64 = o.ratios.find((r) => r.concurrency === 64 && r.target === 'balancer')!;
+      const st = o.streaming.added.find((a) => a.target === 'balancer')!;
+      res.targets.push({ name: 'c=1: p50 added over direct', measured: `${fmt(c1.p50AddedMs, 2)} ms`, limit: '<= 1 ms', pass: c1.p50AddedMs <= 1 });
+      if (Number.isFinite(c64.rpsVsNginx)) res.targets.push({ name: 'c=64: throughput vs nginx', measured: `${fmt(c64.rpsVsNginx, 2)}x`, limit: '>= 0.3x', pass: c64.rpsVsNginx >= 0.3 });
+      res.targets.push({ name: `${o.streaming.streams} streams: p99 per-chunk delay added`, measured: `${fmt(st.transitP99Ms, 1)} ms (gap p99 added ${fmt(st.gapP99Ms, 1)} ms)`, limit: '< 5 ms', pass: st.transitP99Ms < 5 });
+      res.targets.push({ name: `${o.streaming.streams} streams: balancer peak RSS`, measured: `${fmt(o.streaming.balancerRssBytes.peak / 2 ** 20, 0)} MB`, limit: '< 300 MB', pass: o.streaming.balancerRssBytes.peak < 300 * 2 ** 20 });
+      const errs = o.streaming.results.find((r) => r.target === 'balancer')!.result.errors;
+      res.targets.push({ name: `${o.streaming.streams} streams: errors via balancer`, measured: String(errs), limit: '0', pass: errs === 0 });
+      for (const s of o.skipped) if (!skipped.includes(s)) skipped.push(s);
+    }
+    if (args.suite === 'routing' || args.suite === 'all' || smoke) {
+      res.routing = [];
+      // The smoke replays one scenario through a few targets only.
+      const list = smoke && !args.scenarios.length ? scenarios.slice(0, 1) : scenarios;
+      const only = args.only ?? (smoke ? ['balancer predictive', 'balancer round-robin', 'nginx-least_conn', 'nginx-per-model-pools', 'haproxy-leastconn'] : undefined);
+      for (const sc of list) {
+        const r = await runScenario(ctx, sc, only);
+        res.routing.push(r);
+        for (const c of r.checks.filter((c) => c.target === 'balancer predictive')) {
+          const isMs = c.name.startsWith('p95');
+          res.targets.push({
+            name: `${r.scenario}: predictive ${c.name}`,
+            measured: isMs ? `${fmt(c.measured / 1000, 2)} s` : String(c.measured),
+            limit: isMs ? `<= ${fmt(c.limit / 1000, 2)} s` : `<= ${c.limit}`,
+            pass: c.pass,
+          });
+        }
+      }
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  res.finishedAt = new Date().toISOString();
+
+  const out = resolve(args.out);
+  mkdirSync(out, { recursive: true });
+  const md = [
+    `## Benchmark ${res.startedAt} (${args.suite})`,
+    '',
+    `Machine: ${res.machine.nproc} CPUs (${res.machine.cpuModel}), ${(res.machine.memTotalBytes / 2 ** 30).toFixed(1)} GiB, node ${res.machine.node}, ${res.machine.platform}; load generator ${loadGen}; ${nginx ?? 'no nginx'}; ${haproxy ?? 'no haproxy'}.`,
+    skipped.length ? `\nSkipped: ${skipped.join(', ')}.` : '',
+    res.overhead ? `\n## Overhead\n\n${overheadTables(res.overhead)}` : '',
+    res.routing ? `\n## Routing\n\n${routingTables(res.routing)}` : '',
+    res.targets.length ? `\n## Targets\n\n${targetsTable(res)}\n` : '',
+  ].join('\n');
+  writeFileSync(join(out, 'results.json'), JSON.stringify(res, null, 2));
+  writeFileSync(join(out, 'tables.md'), md);
+  const svgs = charts(res);
+  for (const [name, svg] of Object.entries(svgs)) writeFileSync(join(out, name), svg);
+  process.stdout.write(md + '\n');
+
+  // Prove the output is well formed (the CI smoke relies on this exit code).
+  validateResults(JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')));
+  for (const name of Object.keys(svgs)) {
+    const s = readFileSync(join(out, name), 'utf8');
+    if (!s.startsWith('<svg') || !s.trimEnd().endsWith('</svg>')) throw new Error(`${name} is not a well-formed SVG`);
+  }
+  if (Object.keys(svgs).length === 0) throw new Error('no chart was written');
+  console.error(`bench: wrote ${join(out, 'results.json')}, tables.md and ${Object.keys(svgs).join(', ')}`);
+  if (skipped.length) console.error(`bench: skipped peers: ${skipped.join(', ')} (install with tools/bench/ensure-peers.sh)`);
+  return 0;
+}
+
+if (require.main === module) {
+  main().then(
+    (code) => process.exit(code),
+    (e: Error) => {
+      console.error(`bench: ${e instanceof ScenarioError ? e.message : (e.stack ?? e.message)}`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,150 @@
+/** Markdown tables and SVG charts from the raw results. */
+import type { OverheadResult } from './overhead';
+import type { ScenarioResult } from './routing';
+import { fmt } from './stats';
+import { barChart } from './svg';
+
+export interface BenchResults {
+  version: 1;
+  startedAt: string;
+  finishedAt: string;
+  suite: string;
+  smoke: boolean;
+  machine: { nproc: number; cpuModel: string; memTotalBytes: number; node: string; platform: string; loadGen: string; nginx: string | null; haproxy: string | null };
+  overhead?: OverheadResult;
+  routing?: ScenarioResult[];
+  targets: { name: string; measured: string; limit: string; pass: boolean }[];
+  skipped: string[];
+}
+
+function table(head: string[], rows: string[][]): string {
+  return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+}
+
+const mb = (b: number): string => (Number.isFinite(b) ? `${(b / 1024 / 1024).toFixed(0)} MB` : 'n/a');
+const sec = (ms: number): string => fmt(ms / 1000, 2);
+
+export function overheadTables(o: OverheadResult): string {
+  const small = table(
+    ['conc.', 'target', 'req/s', 'p50 ms', 'p99 ms', 'errors', 'req/s ÷ direct', 'req/s ÷ nginx', 'p50 added ms', 'p99 added ms'],
+    o.small.map((s) => {
+      const r = o.ratios.find((x) => x.concurrency === s.concurrency && x.target === s.target)!;
+      return [String(s.concurrency), s.target, fmt(s.result.rps, 0), fmt(s.result.p50Ms, 2), fmt(s.result.p99Ms, 2), String(s.result.errors + s.result.non2xx), fmt(r.rpsVsDirect, 2), fmt(r.rpsVsNginx, 2), s.target === 'direct' ? '-' : fmt(r.p50AddedMs, 2), s.target === 'direct' ? '-' : fmt(r.p99AddedMs, 2)];
+    }),
+  );
+  const st = o.streaming;
+  const streams = table(
+    ['target', 'streams', 'errors', 'chunks', 'TTFB p50 ms', 'TTFB p99 ms', 'gap p50 ms', 'gap p99 ms', 'transit p50 ms', 'transit p99 ms'],
+    st.results.map((s) => [s.target, String(s.result.streams), String(s.result.errors), String(s.result.chunks), fmt(s.result.ttfbMs.p50, 1), fmt(s.result.ttfbMs.p99, 1), fmt(s.result.gapMs.p50, 1), fmt(s.result.gapMs.p99, 1), fmt(s.result.transitMs.p50, 1), fmt(s.result.transitMs.p99, 1)]),
+  );
+  const added = table(
+    ['target', 'TTFB added p50 ms', 'TTFB added p99 ms', 'gap added p50 ms', 'gap added p99 ms', 'per-chunk delay added p50 ms', 'per-chunk delay added p99 ms'],
+    st.added.map((a) => [a.target, fmt(a.ttfbP50Ms, 1), fmt(a.ttfbP99Ms, 1), fmt(a.gapP50Ms, 1), fmt(a.gapP99Ms, 1), fmt(a.transitP50Ms, 1), fmt(a.transitP99Ms, 1)]),
+  );
+  return `### Small non-streamed requests (${o.loadGen}, ${o.durationS} s per cell)
+
+${small}
+
+### ${st.streams} concurrent streams, one chunk every ${st.chunkIntervalMs} ms, ${st.outputTokens} chunks each
+
+${streams}
+
+Added over direct:
+
+${added}
+
+Balancer resident memory: ${mb(st.balancerRssBytes.idle)} idle, ${mb(st.balancerRssBytes.peak)} peak during the streams, ${mb(o.balancerRssPeakUnderLoadBytes)} peak over the whole suite.
+`;
+}
+
+export function routingTables(rs: ScenarioResult[]): string {
+  return rs
+    .map((r) => {
+      const t = table(
+        ['target', 'ok/sent', 'errors', 'mean s', 'p50 s', 'p95 s', 'p99 s', 'TTFT p50 s', 'TTFT p95 s', 'TTFT p99 s', 'loads', 'evictions', 'requests per backend'],
+        r.targets.map((x) => [
+          x.kind === 'balancer' ? `**${x.target}**` : x.target,
+          `${x.ok}/${x.requests}`,
+          String(x.errors),
+          sec(x.e2eMs.mean),
+          sec(x.e2eMs.p50),
+          sec(x.e2eMs.p95),
+          sec(x.e2eMs.p99),
+          sec(x.ttftMs.p50),
+          sec(x.ttftMs.p95),
+          sec(x.ttftMs.p99),
+          String(x.loads),
+          String(x.evictions),
+          Object.entries(x.perBackend)
+            .map(([k, v]) => `${k}:${v}`)
+            .join(' '),
+        ]),
+      );
+      const errs = r.targets.filter((x) => x.errorSamples.length).map((x) => `- ${x.target}: ${x.errorSamples.join('; ')}`);
+      return `### ${r.scenario} (${r.requests} requests over ${r.durationS} s; unavoidable cold loads: ${r.unavoidableLoads})
+
+${r.description}
+
+${t}
+${errs.length ? `\nError samples:\n${errs.join('\n')}\n` : ''}`;
+    })
+    .join('\n');
+}
+
+export function targetsTable(res: BenchResults): string {
+  if (!res.targets.length) return '';
+  return table(
+    ['target', 'measured', 'limit', 'met'],
+    res.targets.map((t) => [t.name, t.measured, t.limit, t.pass ? 'yes' : '**no**']),
+  );
+}
+
+export function charts(res: BenchResults): Record<string, string> {
+  const out: Record<string, string> = {};
+  const o = res.overhead;
+  if (o) {
+    const group = (c: number) => ({ label: `concurrency ${c}`, bars: o.small.filter((s) => s.concurrency === c).map((s) => ({ label: s.target, value: s.result.rps, accent: s.target === 'balancer' })) });
+    out['overhead-throughput.svg'] = barChart({ title: 'Small requests: throughput (higher is better)', unit: 'req/s', groups: [group(1), group(64)] });
+    const lat = (c: number) => ({ label: `concurrency ${c}: p50 / p99`, bars: o.small.filter((s) => s.concurrency === c).flatMap((s) => [{ label: `${s.target} p50`, value: s.result.p50Ms, accent: s.target === 'balancer' }, { label: `${s.target} p99`, value: s.result.p99Ms, accent: s.target === 'balancer' }]) });
+    out['overhead-latency.svg'] = barChart({ title: 'Small requests: latency (lower is better)', unit: 'ms', groups: [lat(1), lat(64)], log: true });
+    out['overhead-streams.svg'] = barChart({
+      title: `${o.streaming.streams} streams: per-chunk delay and TTFB (lower is better)`,
+      unit: 'ms',
+      groups: [
+        { label: 'per-chunk delay p99', bars: o.streaming.results.map((s) => ({ label: s.target, value: s.result.transitMs.p99, accent: s.target === 'balancer' })) },
+        { label: 'inter-chunk gap p99', bars: o.streaming.results.map((s) => ({ label: s.target, value: s.result.gapMs.p99, accent: s.target === 'balancer' })) },
+        { label: 'TTFB p99', bars: o.streaming.results.map((s) => ({ label: s.target, value: s.result.ttfbMs.p99, accent: s.target === 'balancer' })) },
+      ],
+    });
+  }
+  if (res.routing?.length) {
+    out['routing-p95.svg'] = barChart({
+      title: 'Routing: p95 end-to-end latency per policy and peer (lower is better)',
+      unit: 's',
+      log: true,
+      groups: res.routing.map((r) => ({ label: r.scenario, bars: r.targets.map((t) => ({ label: t.target, value: t.e2eMs.p95 / 1000, accent: t.kind === 'balancer' })) })),
+    });
+  }
+  return out;
+}
+
+/** Throws with the first problem found; used by the smoke to prove the output is well formed. */
+export function validateResults(res: any): void {
+  const need = (cond: boolean, what: string): void => {
+    if (!cond) throw new Error(`results.json is malformed: ${what}`);
+  };
+  need(res && res.version === 1, 'version must be 1');
+  need(typeof res.machine?.nproc === 'number', 'machine.nproc missing');
+  need(Array.isArray(res.targets), 'targets must be an array');
+  if (res.overhead) {
+    need(Array.isArray(res.overhead.small) && res.overhead.small.length > 0, 'overhead.small is empty');
+    for (const s of res.overhead.small) need(Number.isFinite(s.result.rps) && s.result.requests > 0, `overhead ${s.target} c=${s.concurrency} served no requests`);
+    need(res.overhead.streaming.results.every((s: any) => s.result.chunks > 0), 'a streaming run received no chunks');
+  }
+  if (res.routing) {
+    for (const r of res.routing) {
+      need(r.targets.length > 0, `routing ${r.scenario} has no targets`);
+      for (const t of r.targets) need(t.requests === r.requests, `routing ${r.scenario} ${t.target}: ${t.requests} records for ${r.requests} requests`);
+    }
+  }
+}

@@ -1,0 +1,188 @@
+/** Routing suite: the same seeded workload replayed through each policy and each peer, on a fresh simulated cluster each time. */
+import { readFileSync, writeFileSync } from 'fs';
+import { join } from 'path';
+import { BenchContext, startBalancer, startSim } from './context';
+import type { DriverJob, RequestRecord } from './driver';
+import { startHaproxy, startNginx } from './peers';
+import { postJson } from './overhead';
+import { Child, freePort, httpGet, runToEnd, sleep } from './procs';
+import { generateWorkload, Scenario, simConfigFor } from './scenario';
+import { summarize, Summary } from './stats';
+
+export const BALANCER_POLICIES = ['round-robin', 'least-connections', 'seed-score', 'least-loaded', 'predictive'] as const;
+export const PEERS = ['nginx-round-robin', 'nginx-least_conn', 'nginx-per-model-pools', 'haproxy-leastconn'] as const;
+
+export interface TargetResult {
+  target: string;
+  kind: 'balancer' | 'peer';
+  requests: number;
+  ok: number;
+  errors: number;
+  errorSamples: string[];
+  e2eMs: Summary;
+  ttftMs: Summary;
+  loads: number;
+  evictions: number;
+  perBackend: Record<string, number>;
+  wallMs: number;
+}
+
+export interface ScenarioResult {
+  scenario: string;
+  description: string;
+  durationS: number;
+  requests: number;
+  unavoidableLoads: number;
+  targets: TargetResult[];
+  checks: { name: string; target: string; measured: number; limit: number; pass: boolean }[];
+  skipped: string[];
+}
+
+interface Cluster {
+  sims: Child[];
+  ports: Record<string, number>;
+}
+
+async function startCluster(ctx: BenchContext, sc: Scenario, tag: string): Promise<Cluster> {
+  const ports: Record<string, number> = {};
+  const sims = await Promise.all(
+    sc.backends.map(async (b) => {
+      const port = await freePort();
+      ports[b.name] = port;
+      const cfg = join(ctx.tmp, `${sc.name}-${tag}-${b.name}.json`);
+      writeFileSync(cfg, JSON.stringify(simConfigFor(sc, b)));
+      return startSim(ctx, b.name, port, cfg);
+    }),
+  );
+  return { sims, ports };
+}
+
+async function simStats(port: number): Promise<{ loads: number; evictions: number }> {
+  const r = await httpGet(`http://127.0.0.1:${port}/_sim/stats`, 5000);
+  const j = JSON.parse(r.body);
+  return { loads: j.loads, evictions: j.evictions };
+}
+
+export async function runScenario(ctx: BenchContext, sc: Scenario, only?: string[]): Promise<ScenarioResult> {
+  const durationS = ctx.smoke ? sc.smokeDurationS : sc.workload.phases.reduce((s, p) => s + p.durationS, 0);
+  const plan = generateWorkload(sc, ctx.smoke ? sc.smokeDurationS : undefined);
+  const skipped: string[] = [];
+  const targets: string[] = [...BALANCER_POLICIES.map((p) => `balancer ${p}`)];
+  for (const p of PEERS) {
+    if (p.startsWith('nginx') && !ctx.hasNginx) skipped.push(p);
+    else if (p.startsWith('haproxy') && !ctx.hasHaproxy) skipped.push(p);
+    else targets.push(p);
+  }
+  const results: TargetResult[] = [];
+  for (const target of targets) {
+    if (only && !only.some((o) => target.includes(o))) continue;
+    ctx.log(`routing: ${sc.name}: ${target} (${plan.length} requests over ${durationS}s)`);
+    results.push(await runTarget(ctx, sc, target, plan, durationS));
+  }
+  const loadedAnywhere = new Set(sc.backends.flatMap((b) => b.loaded));
+  const unavoidableLoads = new Set(plan.map((p) => p.model).filter((m) => !loadedAnywhere.has(m))).size;
+  return { scenario: sc.name, description: sc.description, durationS, requests: plan.length, unavoidableLoads, targets: results, checks: checksFor(sc, results, unavoidableLoads), skipped };
+}
+
+export function checksFor(sc: Scenario, results: TargetResult[], unavoidableLoads: number): ScenarioResult['checks'] {
+  const checks: ScenarioResult['checks'] = [];
+  const pools = results.find((r) => r.target === 'nginx-per-model-pools');
+  const lc = results.find((r) => r.target === 'nginx-least_conn');
+  for (const r of results.filter((x) => x.kind === 'balancer')) {
+    if (pools) checks.push({ name: `p95 <= ${sc.targets.p95VsPools}x per-model pools`, target: r.target, measured: r.e2eMs.p95, limit: pools.e2eMs.p95 * sc.targets.p95VsPools, pass: r.e2eMs.p95 <= pools.e2eMs.p95 * sc.targets.p95VsPools });
+    if (lc && sc.targets.p95VsNginxLeastConn !== undefined)
+      checks.push({ name: `p95 <= ${sc.targets.p95VsNginxLeastConn}x nginx least_conn`, target: r.target, measured: r.e2eMs.p95, limit: lc.e2eMs.p95 * sc.targets.p95VsNginxLeastConn, pass: r.e2eMs.p95 <= lc.e2eMs.p95 * sc.targets.p95VsNginxLeastConn });
+    checks.push({ name: 'no avoidable cold loads', target: r.target, measured: r.loads, limit: unavoidableLoads, pass: r.loads <= unavoidableLoads });
+    checks.push({ name: 'no errors', target: r.target, measured: r.errors, limit: 0, pass: r.errors === 0 });
+  }
+  return checks;
+}
+
+async function runTarget(ctx: BenchContext, sc: Scenario, target: string, plan: ReturnType<typeof generateWorkload>, durationS: number): Promise<TargetResult> {
+  const tag = target.replace(/[^A-Za-z0-9_-]+/g, '-');
+  const cluster = await startCluster(ctx, sc, tag);
+  const children: Child[] = [...cluster.sims];
+  try {
+    const upstreamNames: Record<string, string> = {};
+    for (const b of sc.backends) {
+      upstreamNames[`127.0.0.1:${cluster.ports[b.name]}`] = b.name;
+      upstreamNames[b.name] = b.name;
+    }
+    const servers = sc.backends.map((b) => ({ name: b.name, port: cluster.ports[b.name], maxconn: b.numParallel }));
+    let targets: Record<string, string>;
+    if (target.startsWith('balancer ')) {
+      const policy = target.slice('balancer '.length);
+      const port = await freePort();
+      const cfg = join(ctx.tmp, `${sc.name}-${tag}-balancer.json`);
+      writeFileSync(
+        cfg,
+        JSON.stringify({ backends: sc.backends.map((b) => ({ name: b.name, url: `http://127.0.0.1:${cluster.ports[b.name]}`, parallel: b.numParallel, maxLoadedModels: b.maxLoadedModels })) }),
+      );
+      const bal = await startBalancer(ctx, port, cfg, { ROUTING_POLICY: policy, QUEUE_MAX: '100000', QUEUE_TIMEOUT_MS: '300000' });
+      children.push(bal);
+      // Wait until the balancer has seen every backend's inventory (what is loaded where).
+      const deadline = Date.now() + 15_000;
+      while (Date.now() < deadline) {
+        try {
+          const st = JSON.parse((await httpGet(`http://127.0.0.1:${port}/balancer/status`)).body);
+          if (Array.isArray(st.backends) && st.backends.every((b: any) => b.health === 'healthy' && b.inventoryAt)) break;
+        } catch {
+          /* not yet */
+        }
+        await sleep(100);
+      }
+      targets = { '*': `http://127.0.0.1:${port}` };
+    } else if (target === 'nginx-per-model-pools') {
+      const pools = await Promise.all(
+        Object.entries(sc.pools).map(async ([model, names]) => ({ model, listen: await freePort(), method: 'least_conn' as const, servers: servers.filter((s) => names.includes(s.name)) })),
+      );
+      children.push(await startNginx(join(ctx.tmp, `nginx-${sc.name}-${tag}`), pools));
+      targets = Object.fromEntries(pools.map((p) => [p.model, `http://127.0.0.1:${p.listen}`]));
+    } else if (target.startsWith('nginx-')) {
+      const listen = await freePort();
+      children.push(await startNginx(join(ctx.tmp, `nginx-${sc.name}-${tag}`), [{ listen, method: target === 'nginx-least_conn' ? 'least_conn' : 'round-robin', servers }]));
+      targets = { '*': `http://127.0.0.1:${listen}` };
+    } else {
+      const listen = await freePort();
+      children.push(await startHaproxy(join(ctx.tmp, `haproxy-${sc.name}-${tag}`), listen, servers));
+      targets = { '*': `http://127.0.0.1:${listen}` };
+    }
+    // Count only what the workload causes.
+    await Promise.all(sc.backends.map((b) => postJson(`http://127.0.0.1:${cluster.ports[b.name]}/_sim/stats/reset`, {})));
+    const timeoutMs = ctx.smoke ? 30_000 : 180_000;
+    const job: DriverJob = { requests: plan, targets, stream: sc.workload.stream, timeoutMs, upstreamNames };
+    const jobPath = join(ctx.tmp, `${sc.name}-${tag}-job.json`);
+    const outPath = join(ctx.tmp, `${sc.name}-${tag}-out.json`);
+    writeFileSync(jobPath, JSON.stringify(job));
+    const r = await runToEnd(process.execPath, [join(__dirname, 'driver.js'), jobPath, outPath], { timeoutMs: durationS * 1000 + timeoutMs + 30_000 });
+    if (r.code !== 0) throw new Error(`workload driver failed for ${target} (exit ${r.code}): ${r.stderr.slice(-800)}`);
+    const { records, wallMs } = JSON.parse(readFileSync(outPath, 'utf8')) as { records: RequestRecord[]; wallMs: number };
+    let loads = 0;
+    let evictions = 0;
+    for (const b of sc.backends) {
+      const s = await simStats(cluster.ports[b.name]);
+      loads += s.loads;
+      evictions += s.evictions;
+    }
+    const ok = records.filter((x) => x.status === 200 && !x.error);
+    const bad = records.filter((x) => !(x.status === 200 && !x.error));
+    const perBackend: Record<string, number> = Object.fromEntries(sc.backends.map((b) => [b.name, 0]));
+    for (const x of ok) perBackend[x.backend] = (perBackend[x.backend] ?? 0) + 1;
+    return {
+      target,
+      kind: target.startsWith('balancer ') ? 'balancer' : 'peer',
+      requests: records.length,
+      ok: ok.length,
+      errors: bad.length,
+      errorSamples: [...new Set(bad.map((x) => `${x.status} ${x.error ?? ''}`.slice(0, 160)))].slice(0, 5),
+      e2eMs: summarize(ok.map((x) => x.e2eMs)),
+      ttftMs: summarize(ok.map((x) => x.ttftMs)),
+      loads,
+      evictions,
+      perBackend,
+      wallMs,
+    };
+  } finally {
+    await Promise.all(children.reverse().map((c) => c.stop()));
+  }
+}
