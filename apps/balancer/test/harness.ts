@@ -103,7 +103,7 @@ export function request(url: string, opts: { method?: string; body?: unknown; he
     const u = new URL(url);
     const payload = opts.body === undefined ? undefined : typeof opts.body === 'string' || Buffer.isBuffer(opts.body) ? opts.body : JSON.stringify(opts.body);
     const req = http.request(
-      { hostname: u.hostname, port: u.port, path: u.pathname + u.search, method: opts.method ?? (payload ? 'POST' : 'GET'), headers: { ...(payload ? { 'content-type': 'application/json' } : {}), ...opts.headers }, agent: false },
+      { hostname: u.hostname, port: u.port, path: u.pathname + u.search, method: opts.method ?? (payload ? 'POST' : 'GET'), headers: { ...(payload ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) } : {}), ...opts.headers }, agent: false },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c) => chunks.push(c));
@@ -152,4 +152,108 @@ export function streamTimed(url: string, body: unknown, onChunk?: (c: TimedChunk
     req.on('error', (e) => (req.destroyed ? undefined : reject(e)));
     req.end(payload);
   });
+}
+
+// ---- Child processes (a simulator to SIGKILL, the real balancer to SIGTERM) --------------------
+
+import { ChildProcess, spawn } from 'child_process';
+import { readFileSync } from 'fs';
+import { createServer } from 'net';
+import { resolve as resolvePath } from 'path';
+
+export const REPO_ROOT = resolvePath(__dirname, '../../..');
+const TS_NODE = ['-r', 'ts-node/register/transpile-only', '-r', 'tsconfig-paths/register'];
+
+export interface Child {
+  proc: ChildProcess;
+  url: string;
+  output(): string;
+  exited: Promise<number | null>;
+}
+
+function spawnTs(script: string, args: string[], env: Record<string, string>, nodeArgs: string[], ready: RegExp, timeoutMs: number): Promise<{ proc: ChildProcess; match: RegExpExecArray; output: () => string; exited: Promise<number | null> }> {
+  const proc = spawn(process.execPath, [...nodeArgs, ...TS_NODE, script, ...args], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, TS_NODE_PROJECT: join(REPO_ROOT, 'tsconfig.json'), ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  const exited = new Promise<number | null>((res) => proc.once('exit', (code) => res(code)));
+  return new Promise((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`${script} did not start within ${timeoutMs} ms:\n${out}`)), timeoutMs);
+    const onData = (c: Buffer) => {
+      out += c.toString();
+      const m = ready.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        res({ proc, match: m, output: () => out, exited });
+      }
+    };
+    proc.stdout!.on('data', onData);
+    proc.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+    void exited.then((code) => {
+      clearTimeout(timer);
+      rej(new Error(`${script} exited with ${code} before it was ready:\n${out}`));
+    });
+  });
+}
+
+/** A simulated Ollama server in its own process (so it can be SIGKILLed). */
+export async function spawnSim(config: SimConfig): Promise<Child> {
+  const file = writeConfigFile(config);
+  const s = await spawnTs('libs/ollama-sim/src/cli.ts', ['--port', '0', '--host', '127.0.0.1', '--config', file], {}, [], /listening on (http:\/\/127\.0\.0\.1:\d+)/, 30_000);
+  return { proc: s.proc, url: s.match[1], output: s.output, exited: s.exited };
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as AddressInfo).port;
+      srv.close(() => res(port));
+    });
+  });
+}
+
+/** The real balancer (apps/balancer/src/main.ts) in its own process, as production starts it. */
+export async function spawnBalancer(env: Record<string, string>, nodeArgs: string[] = []): Promise<Child> {
+  const port = await freePort();
+  const s = await spawnTs('apps/balancer/src/main.ts', [], { ...FAST_ENV, LOG_LEVEL: 'log', HOST: '127.0.0.1', PORT: String(port), ...env }, nodeArgs, /Listening on http:\/\/127\.0\.0\.1:\d+/, 60_000);
+  return { proc: s.proc, url: `http://127.0.0.1:${port}`, output: s.output, exited: s.exited };
+}
+
+/** Resident memory of a process in bytes (Linux /proc). */
+export function rssOf(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+/** Parses an NDJSON or SSE body into its objects (`[DONE]` becomes the string "[DONE]"). */
+export function parseStream(text: string): any[] {
+  const out: any[] = [];
+  for (const raw of text.split('\n')) {
+    const line = raw.startsWith('data: ') ? raw.slice(6) : raw;
+    if (line.trim() === '') continue;
+    if (line.trim() === '[DONE]') {
+      out.push('[DONE]');
+      continue;
+    }
+    try {
+      out.push(JSON.parse(line));
+    } catch {
+      out.push({ unparsable: line });
+    }
+  }
+  return out;
+}
+
+/** Every backend idle and the queue empty, as the status endpoint reports. */
+export async function waitIdle(url: string, timeoutMs = 10_000, headers?: Record<string, string>): Promise<any> {
+  let last: any;
+  await waitFor(async () => {
+    last = (await getJson(`${url}/balancer/status`, headers)).body;
+    return last.queue.length === 0 && last.backends.every((b: any) => b.inFlight === 0 && Object.keys(b.inFlightByModel).length === 0);
+  }, timeoutMs, 'every in-flight and queue count back to zero');
+  return last;
 }

@@ -418,10 +418,13 @@ export class ClusterApi {
     if (holding.length === 0) return sendError(req, res, 404, `model '${model}' not found`);
     const results = await Promise.all(
       holding.map(async (b) => {
+        const wasLoaded = b.isLoaded(model);
+        const t0 = Date.now();
         try {
           const r = await backendRequest(b, path, { method: 'POST', body, timeoutMs: this.config.headersTimeoutMs, headers: this.upstreamHeaders(req) });
           if (r.status === 200) {
             b.noteLoaded(model);
+            if (!wasLoaded) this.learnLoad(b, model, r.body, Date.now() - t0);
             this.refreshSoon(b);
           }
           return { b, status: r.status, text: r.body.toString('utf8') };
@@ -437,6 +440,21 @@ export class ClusterApi {
     if (path === '/api/chat') done.message = { role: 'assistant', content: '' };
     else done.response = '';
     this.json(res, 200, done, false, { 'X-Balancer-Backends': holding.map((b) => b.name).join(',') });
+  }
+
+  /** A cold load's load_duration teaches how fast this backend loads models. */
+  private learnLoad(b: Backend, model: string, body: Buffer, elapsedMs: number): void {
+    const size = b.modelsOnDisk.get(model)?.size ?? 0;
+    if (size <= 0) return;
+    // Ollama's load-only answer carries no load_duration: the call's own duration is the load time.
+    let ms = elapsedMs;
+    try {
+      const ns = Number(JSON.parse(body.toString('utf8'))?.load_duration);
+      if (ns > 0) ms = ns / 1e6;
+    } catch {
+      // no JSON: keep the elapsed time
+    }
+    if (ms > 0) b.loadMsPerByte.add(ms / size);
   }
 
   /** Blobs go to every target so a following /api/create works wherever it runs. */

@@ -123,6 +123,9 @@ export class RoutingService {
     const available = this.registry.available(req.now).filter((b) => !exclude?.has(b));
     if (this.registry.backends.length === 0) throw new RouteError(503, 'no Ollama backends are configured', 5);
     if (available.length === 0) {
+      const model = req.model;
+      if (model !== null && !this.registry.backends.some((b) => b.inventoryAt === null || b.hasModel(model)))
+        throw new RouteError(404, `model '${req.displayModel ?? model}' not found`, undefined, 'not_found');
       const tried = exclude && exclude.size > 0;
       throw new RouteError(503, tried ? 'no healthy backend could take the request' : 'no healthy Ollama backend is available', 5);
     }
@@ -131,8 +134,8 @@ export class RoutingService {
     const holding = available.filter((b) => b.inventoryAt === null || b.hasModel(model));
     if (holding.length > 0) return holding;
     const anywhere = this.registry.backends.some((b) => b.hasModel(model));
-    if (anywhere) throw new RouteError(503, `no healthy backend holding model '${displayName(model)}' is available`, 5);
-    throw new RouteError(404, `model '${displayName(model)}' not found`, undefined, 'not_found');
+    if (anywhere) throw new RouteError(503, `no healthy backend holding model '${req.displayModel ?? model}' is available`, 5);
+    throw new RouteError(404, `model '${req.displayModel ?? model}' not found`, undefined, 'not_found');
   }
 
   /** Places the request on a backend, waiting in the queue when every candidate is at its cap. */
@@ -192,7 +195,9 @@ export class RoutingService {
       const w = this.waiters[i];
       let lease: Lease | null = null;
       try {
-        lease = this.tryPlace({ ...w.req, now }, w.exclude, now, now - w.enqueuedAt);
+        let ahead = 0;
+        for (let j = 0; j < i; j++) if (this.waiters[j].req.model === w.req.model) ahead++;
+        lease = this.tryPlace({ ...w.req, now, queuedAhead: ahead }, w.exclude, now, now - w.enqueuedAt);
       } catch (e) {
         this.waiters.splice(i, 1);
         clearTimeout(w.timer);
@@ -213,6 +218,12 @@ export class RoutingService {
     const candidates = this.candidatesFor(req, exclude);
     // An older waiter for the same model goes first: a new arrival never overtakes the queue.
     if (queuedMs === 0 && this.waiters.length > 0 && this.waiters.some((w) => w.req.model === req.model)) return null;
+    if (this.policy.weighsWaiting) {
+      // The policy may judge that waiting for a busy (warm) backend beats a free (cold) one.
+      const pick = this.choose(candidates, req);
+      if (pick.backend.atCap(req.model)) return null;
+      return this.dispatch(pick, req, queuedMs, candidates.length);
+    }
     const open = candidates.filter((b) => !b.atCap(req.model));
     if (open.length === 0) return null;
     const pick = this.choose(open, req);
@@ -264,8 +275,4 @@ export class RoutingService {
     const active = this.registry.totalInFlight();
     return this.activeRetries < Math.max(3, Math.floor(active * this.config.retryBudgetRatio));
   }
-}
-
-export function displayName(model: string): string {
-  return model;
 }

@@ -9,6 +9,10 @@ export interface RouteRequest {
   /** Conversation key for session affinity, or null. */
   sessionKey: string | null;
   now: number;
+  /** The name as the client wrote it, for error messages. */
+  displayModel?: string;
+  /** Requests for the same model queued in the balancer ahead of this one. */
+  queuedAhead?: number;
 }
 
 /** Why a backend was chosen: shown in X-Balancer-Reason and the decision log. */
@@ -32,6 +36,11 @@ export interface PolicyContext {
  */
 export interface RoutingPolicy {
   readonly name: string;
+  /**
+   * True when the policy ranks backends that are at their concurrency cap too, so that waiting for
+   * a busy warm server can beat loading the model elsewhere. Others only see backends with room.
+   */
+  readonly weighsWaiting?: boolean;
   pick(candidates: readonly Backend[], req: RouteRequest, ctx: PolicyContext): Pick;
 }
 

@@ -29,6 +29,7 @@ export interface Prediction {
  */
 export class PredictivePolicy implements RoutingPolicy {
   readonly name = 'predictive';
+  readonly weighsWaiting = true;
   private turn = 0;
 
   pick(candidates: readonly Backend[], req: RouteRequest, ctx: PolicyContext): Pick {
@@ -57,8 +58,9 @@ export class PredictivePolicy implements RoutingPolicy {
     const slots = Math.max(1, b.config.parallel);
     const svc = (model !== null ? b.serviceMs.get(model)?.value : null) ?? b.serviceMsAll.value ?? DEFAULT_SERVICE_MS;
     const active = model !== null ? b.inFlightFor(model) : b.inFlight;
-    // Requests ahead of this one beyond the free slots each hold a slot for about one service time.
-    const ahead = Math.max(0, active + 1 - slots);
+    // Requests ahead of this one beyond the free slots each hold a slot for about one service time;
+    // those queued in the balancer for the same model count too.
+    const ahead = Math.max(0, active + 1 + (req.queuedAhead ?? 0) - slots);
     let waitMs = (ahead * svc) / slots;
     // Other models running on the same GPUs slow this one down; a busy GPU (fresh reading) too.
     const others = b.inFlight - (model !== null ? b.inFlightFor(model) : 0);
