@@ -48,7 +48,7 @@ header h1 span { color: var(--muted); font-weight: 500; }
 .charts { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; margin-bottom: 14px; }
 svg.chart { width: 100%; height: 150px; display: block; }
 svg.chart text { fill: var(--muted); font-size: 10.5px; }
-.backends { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); gap: 12px; margin-bottom: 14px; }
+.backends { display: grid; grid-template-columns: repeat(auto-fit, minmax(380px, 1fr)); gap: 12px; margin-bottom: 14px; }
 .backend { background: var(--panel); border: 1px solid var(--line); border-radius: 12px; padding: 14px 16px; border-top: 3px solid var(--c, var(--accent)); }
 .backend.down { opacity: .75; border-top-color: var(--bad); }
 .bhead { display: flex; align-items: center; gap: 8px; }
@@ -109,8 +109,8 @@ td.r, th.r { text-align: right; }
 </section>
 
 <section class="charts">
-  <div class="panel"><h2>Request rate <span class="legend" id="rateLegend"></span></h2><svg class="chart" id="rateChart" viewBox="0 0 600 150" preserveAspectRatio="none"></svg></div>
-  <div class="panel"><h2>Latency <span class="legend"><span><i style="background:#60a5fa"></i>p50</span><span><i style="background:#f472b6"></i>p95</span><span><i style="background:#fbbf24"></i>mean TTFB</span></span></h2><svg class="chart" id="latChart" viewBox="0 0 600 150" preserveAspectRatio="none"></svg></div>
+  <div class="panel"><h2>Request rate <span class="legend" id="rateLegend"></span></h2><svg class="chart" id="rateChart"></svg></div>
+  <div class="panel"><h2>Latency <span class="legend"><span><i style="background:#60a5fa"></i>p50</span><span><i style="background:#f472b6"></i>p95</span><span><i style="background:#fbbf24"></i>mean TTFB</span></span></h2><svg class="chart" id="latChart"></svg></div>
 </section>
 
 <section class="backends" id="backends"></section>
@@ -198,22 +198,37 @@ td.r, th.r { text-align: right; }
     return d;
   }
   function niceMax(v) { if (v <= 0) return 1; var p = Math.pow(10, Math.floor(Math.log10(v))), m = v / p; return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p; }
-  function axes(max, unit, w, h, minutes) {
+  var X0 = 46;
+  function fmtAxis(v, unit) {
+    if (unit === 'ms') return v >= 1000 ? +(v / 1000).toFixed(1) + ' s' : Math.round(v) + ' ms';
+    return +v.toFixed(2) + unit;
+  }
+  function axes(max, unit, w, h, spanS) {
     var s = '';
     for (var k = 0; k <= 2; k++) {
       var y = h - 16 - (k / 2) * (h - 30);
-      s += '<line x1="34" x2="' + w + '" y1="' + y + '" y2="' + y + '" stroke="#243150" stroke-width="1"/>';
-      s += '<text x="30" y="' + (y + 3.5) + '" text-anchor="end">' + (max * k / 2 >= 1000 && unit === 'ms' ? (max * k / 2000).toFixed(1) + 's' : +(max * k / 2).toFixed(2) + (k ? unit : '')) + '</text>';
+      s += '<line x1="' + X0 + '" x2="' + w + '" y1="' + y + '" y2="' + y + '" stroke="#243150" stroke-width="1"/>';
+      s += '<text x="' + (X0 - 6) + '" y="' + (y + 3.5) + '" text-anchor="end">' + (k ? fmtAxis(max * k / 2, unit) : '0') + '</text>';
     }
-    s += '<text x="36" y="' + (h - 2) + '">−' + minutes + ' min</text><text x="' + w + '" y="' + (h - 2) + '" text-anchor="end">now</text>';
+    s += '<text x="' + X0 + '" y="' + (h - 2) + '">−' + (spanS < 120 ? Math.round(spanS) + ' s' : Math.round(spanS / 60) + ' min') + '</text><text x="' + w + '" y="' + (h - 2) + '" text-anchor="end">now</text>';
+    return s;
+  }
+  function sizeOf(svg) { var w = Math.max(200, Math.round(svg.clientWidth || 600)); svg.setAttribute('viewBox', '0 0 ' + w + ' 150'); return w; }
+  function dots(points, w, h, max, color) {
+    var n = points.length, s = '';
+    for (var i = 0; i < n; i++) {
+      if (points[i] == null) continue;
+      var x = X0 + (i / Math.max(1, n - 1)) * (w - X0), y = h - 16 - (points[i] / max) * (h - 30);
+      s += '<circle cx="' + x.toFixed(1) + '" cy="' + y.toFixed(1) + '" r="2.4" fill="' + color + '"/>';
+    }
     return s;
   }
 
   function rateChart(t) {
-    var w = 600, h = 150, series = t.series, slotS = t.slotMs / 1000, n = series.length, x0 = 36;
+    var svgEl = $('rateChart'), w = sizeOf(svgEl), h = 150, series = t.series, slotS = t.slotMs / 1000, n = series.length, x0 = X0;
     var totals = series.map(function (p) { return p.rps; });
     var max = niceMax(Math.max.apply(null, totals.concat([0.5])) * 1.1);
-    var svg = axes(max, '/s', w, h, Math.round(n * slotS / 60));
+    var svg = axes(max, '/s', w, h, n * slotS);
     // Stacked areas, one per backend.
     var acc = series.map(function () { return 0; });
     t.backends.forEach(function (name, k) {
@@ -224,19 +239,19 @@ td.r, th.r { text-align: right; }
       svg += '<path d="' + top + bottom + 'Z" fill="' + colorOf[name] + '" fill-opacity=".28" stroke="none"/>';
       svg += '<path d="' + top + '" fill="none" stroke="' + colorOf[name] + '" stroke-width="1.6"/>';
     });
-    $('rateChart').innerHTML = svg;
+    svgEl.innerHTML = svg;
     $('rateLegend').innerHTML = t.backends.map(function (b) { return '<span><i style="background:' + colorOf[b] + '"></i>' + esc(b) + '</span>'; }).join('');
   }
 
   function latChart(t) {
-    var w = 600, h = 150, s = t.series, n = s.length;
+    var svgEl = $('latChart'), w = sizeOf(svgEl), h = 150, s = t.series, n = s.length;
     var p50 = s.map(function (p) { return p.p50Ms; }), p95 = s.map(function (p) { return p.p95Ms; }), tt = s.map(function (p) { return p.meanTtfbMs; });
     var max = niceMax(Math.max.apply(null, p95.concat(tt, [50]).filter(function (v) { return v != null; })) * 1.05);
-    var svg = axes(max, 'ms', w, h, Math.round(n * t.slotMs / 60000));
-    svg += '<path d="' + path(p95, w, h, max, 36) + '" fill="none" stroke="#f472b6" stroke-width="1.8"/>';
-    svg += '<path d="' + path(p50, w, h, max, 36) + '" fill="none" stroke="#60a5fa" stroke-width="1.8"/>';
-    svg += '<path d="' + path(tt, w, h, max, 36) + '" fill="none" stroke="#fbbf24" stroke-width="1.5" stroke-dasharray="4 3"/>';
-    $('latChart').innerHTML = svg;
+    var svg = axes(max, 'ms', w, h, n * t.slotMs / 1000);
+    svg += '<path d="' + path(p95, w, h, max, X0) + '" fill="none" stroke="#f472b6" stroke-width="1.8"/>' + dots(p95, w, h, max, '#f472b6');
+    svg += '<path d="' + path(p50, w, h, max, X0) + '" fill="none" stroke="#60a5fa" stroke-width="1.8"/>' + dots(p50, w, h, max, '#60a5fa');
+    svg += '<path d="' + path(tt, w, h, max, X0) + '" fill="none" stroke="#fbbf24" stroke-width="1.5" stroke-dasharray="4 3"/>' + dots(tt, w, h, max, '#fbbf24');
+    svgEl.innerHTML = svg;
   }
 
   function decisionsHtml(ds) {
@@ -269,7 +284,7 @@ td.r, th.r { text-align: right; }
   function eventsHtml(evs) {
     if (!evs.length) return '<div class="empty">No ejections or cordons.</div>';
     return '<table><tbody>' + evs.slice(0, 8).map(function (e) {
-      var cls = e.event === 'ejected' ? 'bad' : e.event === 'cordoned' ? 'warn' : 'info';
+      var cls = e.event === 'ejected' || e.event === 'unhealthy' ? 'bad' : e.event === 'cordoned' ? 'warn' : e.event === 'healthy' || e.event === 'uncordoned' ? 'ok' : 'info';
       return '<tr><td class="muted num">' + ago(new Date(e.at).toISOString()) + '</td><td>' + esc(e.backend) + '</td><td><span class="pill ' + cls + '">' + esc(e.event) + '</span></td><td class="muted">' + esc(e.detail) + '</td></tr>';
     }).join('') + '</tbody></table>';
   }

@@ -7,6 +7,7 @@ import { StatusService } from '../status/status.service';
 export const FEED_INTERVAL_MS = 1000;
 /** Traffic shown on the dashboard's charts. */
 const CHART_WINDOW_MS = 5 * 60_000;
+const MIN_CHART_MS = 60_000;
 
 /**
  * The dashboard's data: the status view plus request rate and latency over the last minutes. One
@@ -26,7 +27,11 @@ export class DashboardService implements OnModuleDestroy {
 
   snapshot() {
     const now = Date.now();
-    const series = this.metrics.traffic.series(now).filter((p) => p.t > now - CHART_WINDOW_MS);
+    const all = this.metrics.traffic.series(now).filter((p) => p.t > now - CHART_WINDOW_MS);
+    // The chart spans the traffic seen so far (at least a minute), so a young cluster fills it.
+    const first = all.findIndex((p) => p.requests > 0);
+    const from = Math.min(first < 0 ? all.length : first, all.length - Math.ceil(MIN_CHART_MS / this.metrics.traffic.slotMs));
+    const series = all.slice(Math.max(0, from));
     // Headline figures over the last 30 s of complete-enough slots.
     const recent = series.filter((p) => p.t > now - 30_000);
     const spanS = Math.max(1, Math.min(30, (now - (recent[0]?.t ?? now)) / 1000));

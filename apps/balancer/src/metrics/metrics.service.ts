@@ -48,7 +48,6 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
   private readonly ejectionCounts = new Map<string, number>();
 
   private lastEvent: object | null = null;
-  private readonly lastHealth = new Map<string, string>();
   private watcher: NodeJS.Timeout | null = null;
 
   constructor(
@@ -243,8 +242,8 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
   };
 
   /**
-   * Picks up what PassiveHealth and the poller changed since the last look: new ejection/cordon
-   * events (counted and logged) and health transitions (logged).
+   * Picks up the backend events (ejected, healthy/unhealthy, cordoned...) noted since the last look:
+   * ejections are counted, every event is logged.
    */
   watch(): void {
     const events = this.passive.events;
@@ -256,16 +255,9 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
     for (let i = from; i < events.length; i++) {
       const e = events[i];
       if (e.event === 'ejected') this.ejectionCounts.set(e.backend, (this.ejectionCounts.get(e.backend) ?? 0) + 1);
-      this.observer.log.line(e.event === 'ejected' ? 'warn' : 'log', 'backend', { backend: e.backend, change: e.event, detail: e.detail });
+      this.observer.log.line(e.event === 'ejected' || e.event === 'unhealthy' ? 'warn' : 'log', 'backend', { backend: e.backend, change: e.event, detail: e.detail });
     }
     if (events.length > 0) this.lastEvent = events[events.length - 1];
-    for (const b of this.backends.backends) {
-      const before = this.lastHealth.get(b.name);
-      if (before === b.health) continue;
-      this.lastHealth.set(b.name, b.health);
-      if (before === undefined && b.health === 'unknown') continue;
-      this.observer.log.line(b.health === 'unhealthy' ? 'warn' : 'log', 'backend', { backend: b.name, change: `health ${before ?? 'unknown'} -> ${b.health}`, detail: b.lastError });
-    }
   }
 
   async scrape(): Promise<string> {

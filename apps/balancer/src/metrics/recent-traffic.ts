@@ -35,7 +35,7 @@ export class RecentTraffic {
 
   constructor(
     readonly backends: string[],
-    readonly slotMs = 5000,
+    readonly slotMs = 2000,
     readonly windowMs = 10 * 60_000,
   ) {
     this.slots = Math.ceil(windowMs / slotMs);
