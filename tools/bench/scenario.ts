@@ -214,6 +214,7 @@ export function parseScenario(raw: unknown, source = '<inline>'): Scenario {
 
   const pools: Record<string, string[]> = {};
   const rawPools = root.pools === undefined ? undefined : r.obj(root.pools, 'pools');
+  for (const k of Object.keys(rawPools ?? {})) modelRef(k, `pools.${k} (key)`);
   for (const { model } of mix) {
     let names: string[];
     const key = rawPools && Object.keys(rawPools).find((k) => normaliseModel(k) === model);

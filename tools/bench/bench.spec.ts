@@ -1,0 +1,176 @@
+import { readdirSync, readFileSync } from 'fs';
+import { join } from 'path';
+import { checksFor, TargetResult } from './routing';
+import { parseArgs } from './main';
+import { haproxyConfig, nginxConfig } from './peers';
+import { validateResults } from './report';
+import { generateWorkload, parseScenario, ScenarioError } from './scenario';
+import { mulberry32, percentile, summarize } from './stats';
+import { barChart } from './svg';
+
+const minimal = () => ({
+  name: 'tiny',
+  seed: 7,
+  models: [{ name: 'llama3.2', sizeGB: 2 }, { name: 'qwen2.5:7b', sizeGB: 4 }],
+  backends: [
+    { name: 'a', tokensPerSecond: 50, numParallel: 2, vramGB: 8, maxLoadedModels: 1, loaded: ['llama3.2'] },
+    { name: 'b', tokensPerSecond: 150, numParallel: 2, vramGB: 8, maxLoadedModels: 1, loaded: ['qwen2.5:7b'] },
+  ],
+  workload: {
+    phases: [{ durationS: 5, ratePerS: 4 }, { durationS: 5, ratePerS: 8 }],
+    mix: [{ model: 'llama3.2', weight: 3 }, { model: 'qwen2.5:7b', weight: 1 }],
+    outputTokens: { min: 10, max: 20 },
+    sessions: { count: 5, share: 0.5 },
+  },
+});
+
+describe('percentiles', () => {
+  it('uses the nearest rank', () => {
+    const v = Array.from({ length: 100 }, (_, i) => 100 - i); // 100..1, unsorted
+    expect(percentile(v, 50)).toBe(50);
+    expect(percentile(v, 95)).toBe(95);
+    expect(percentile(v, 99)).toBe(99);
+    expect(percentile(v, 100)).toBe(100);
+    expect(percentile([7], 99)).toBe(7);
+    expect(percentile([], 50)).toBeNaN();
+  });
+
+  it('summarises mean and tail', () => {
+    const s = summarize([1, 2, 3, 4, 100]);
+    expect(s).toEqual({ count: 5, mean: 22, p50: 3, p95: 100, p99: 100, max: 100 });
+  });
+});
+
+describe('scenario parsing', () => {
+  it('fills defaults and normalises model names', () => {
+    const sc = parseScenario(minimal(), 'tiny.json');
+    expect(sc.backends[0].models).toEqual(['llama3.2:latest', 'qwen2.5:7b']);
+    expect(sc.backends[0].promptTokensPerSecond).toBe(2000);
+    expect(sc.workload.stream).toBe(true);
+    expect(sc.pools).toEqual({ 'llama3.2:latest': ['a'], 'qwen2.5:7b': ['b'] });
+    expect(sc.targets).toEqual({ p95VsPools: 1 });
+  });
+
+  it.each([
+    [(s: any) => (s.backends[1].tokensPerSecond = 'fast'), /tiny\.json: backends\[1\]\.tokensPerSecond must be a number > 0 and <= 10000000 \(got "fast"\)/],
+    [(s: any) => (s.backends[0].numParallel = 1.5), /backends\[0\]\.numParallel must be an integer >= 1/],
+    [(s: any) => (s.workload.mix[1].model = 'gemma'), /workload\.mix\[1\]\.model must name a model listed in models/],
+    [(s: any) => (s.backends[0].loaded = ['llama3.2', 'qwen2.5:7b']), /backends\[0\]\.loaded holds more than maxLoadedModels/],
+    [(s: any) => (s.workload.phases = []), /workload\.phases must be an array with at least 1/],
+    [(s: any) => (s.workload.outputTokens = { min: 10, max: 5 }), /workload\.outputTokens\.max must be an integer >= 10/],
+    [(s: any) => (s.backends[0].speed = 3), /backends\[0\]\.speed is not a known field/],
+    [(s: any) => (s.pools = { llama3: ['a'] }), /pools\.llama3 \(key\) must name a model/],
+    [(s: any) => (s.pools = { 'llama3.2': ['zz'] }), /pools\.llama3\.2\[0\] must name a backend/],
+    [(s: any) => (s.backends[1].name = 'a'), /backends must not name a backend twice/],
+  ])('rejects a bad field with a message naming it (%#)', (mutate, message) => {
+    const s = minimal();
+    mutate(s);
+    expect(() => parseScenario(s, 'tiny.json')).toThrow(ScenarioError);
+    expect(() => parseScenario(s, 'tiny.json')).toThrow(message);
+  });
+
+  it('accepts every shipped scenario', () => {
+    const dir = join(__dirname, 'scenarios');
+    const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
+    expect(files.length).toBeGreaterThanOrEqual(3);
+    for (const f of files) expect(() => parseScenario(JSON.parse(readFileSync(join(dir, f), 'utf8')), f)).not.toThrow();
+  });
+});
+
+describe('seeded workload', () => {
+  it('is identical for the same seed and differs for another', () => {
+    const sc = parseScenario(minimal());
+    const a = generateWorkload(sc);
+    expect(generateWorkload(sc)).toEqual(a);
+    expect(generateWorkload({ ...sc, seed: 8 })).not.toEqual(a);
+  });
+
+  it('follows the phases, mix, lengths and sessions', () => {
+    const sc = parseScenario({ ...minimal(), workload: { ...minimal().workload, phases: [{ durationS: 200, ratePerS: 5 }, { durationS: 200, ratePerS: 10 }] } });
+    const w = generateWorkload(sc);
+    const first = w.filter((r) => r.atMs < 200_000).length;
+    const second = w.length - first;
+    expect(first / 200).toBeCloseTo(5, 0);
+    expect(second / 200).toBeCloseTo(10, 0);
+    expect(w.every((r, i) => i === 0 || r.atMs >= w[i - 1].atMs)).toBe(true);
+    expect(w.filter((r) => r.model === 'llama3.2:latest').length / w.length).toBeCloseTo(0.75, 1);
+    expect(w.every((r) => r.outputTokens >= 10 && r.outputTokens <= 20 && r.prompt.length <= r.promptTokens * 4)).toBe(true);
+    expect(w.filter((r) => r.session !== null).length / w.length).toBeCloseTo(0.5, 1);
+    expect(new Set(w.map((r) => r.session).filter(Boolean)).size).toBeLessThanOrEqual(5);
+  });
+
+  it('rescales to a short smoke duration', () => {
+    const w = generateWorkload(parseScenario(minimal()), 1);
+    expect(w.every((r) => r.atMs < 1000)).toBe(true);
+  });
+
+  it('PRNG is deterministic and in [0, 1)', () => {
+    const a = mulberry32(1);
+    const b = mulberry32(1);
+    for (let i = 0; i < 1000; i++) {
+      const x = a();
+      expect(x).toBe(b());
+      expect(x >= 0 && x < 1).toBe(true);
+    }
+  });
+});
+
+describe('targets', () => {
+  const t = (target: string, p95: number, loads = 0, errors = 0): TargetResult => ({
+    target,
+    kind: target.startsWith('balancer') ? 'balancer' : 'peer',
+    requests: 10,
+    ok: 10 - errors,
+    errors,
+    errorSamples: [],
+    e2eMs: { count: 10, mean: p95, p50: p95, p95, p99: p95, max: p95 },
+    ttftMs: { count: 10, mean: 1, p50: 1, p95: 1, p99: 1, max: 1 },
+    loads,
+    evictions: 0,
+    perBackend: {},
+    wallMs: 1,
+  });
+
+  it('compares p95 with the pools and nginx least_conn, and counts avoidable loads', () => {
+    const sc = parseScenario({ ...minimal(), targets: { p95VsNginxLeastConn: 0.7 } });
+    const checks = checksFor(sc, [t('balancer predictive', 900, 1), t('nginx-per-model-pools', 1000), t('nginx-least_conn', 1200)], 0);
+    const by = (n: string) => checks.find((c) => c.name.startsWith(n))!;
+    expect(by('p95 <= 1x per-model').pass).toBe(true);
+    expect(by('p95 <= 0.7x nginx').pass).toBe(false);
+    expect(by('p95 <= 0.7x nginx').limit).toBeCloseTo(840);
+    expect(by('no avoidable').pass).toBe(false);
+  });
+});
+
+describe('outputs', () => {
+  it('writes nginx and HAProxy configs with keep-alive, no buffering and a per-server queue', () => {
+    const n = nginxConfig('/tmp/x', [{ listen: 8080, method: 'least_conn', servers: [{ name: 'a', port: 1 }, { name: 'b', port: 2 }] }]);
+    expect(n).toContain('least_conn;');
+    expect(n).toContain('keepalive 64;');
+    expect(n).toContain('proxy_set_header Connection "";');
+    expect(n).toContain('proxy_buffering off;');
+    expect(n).toContain('pid /tmp/x/nginx.pid;');
+    const h = haproxyConfig(8081, [{ name: 'a', port: 1, maxconn: 4 }]);
+    expect(h).toContain('balance leastconn');
+    expect(h).toContain('server a 127.0.0.1:1 maxconn 4');
+  });
+
+  it('draws a well-formed SVG that escapes labels', () => {
+    const svg = barChart({ title: 'p95 <s>', unit: 's', log: true, groups: [{ label: 'g', bars: [{ label: 'a&b', value: 0.4 }, { label: 'c', value: 35, accent: true }] }] });
+    expect(svg.startsWith('<svg')).toBe(true);
+    expect(svg.trimEnd().endsWith('</svg>')).toBe(true);
+    expect(svg).toContain('a&amp;b');
+    expect(svg).toContain('p95 &lt;s&gt;');
+  });
+
+  it('rejects malformed results', () => {
+    expect(() => validateResults({ version: 1, machine: { nproc: 2 }, targets: [] })).not.toThrow();
+    expect(() => validateResults({ version: 1, machine: {}, targets: [] })).toThrow(/machine.nproc/);
+    expect(() => validateResults({ version: 1, machine: { nproc: 2 }, targets: [], routing: [{ scenario: 's', requests: 3, targets: [{ target: 'x', requests: 2 }] }] })).toThrow(/2 records for 3 requests/);
+  });
+
+  it('parses the command line', () => {
+    expect(parseArgs(['--suite', 'routing', '--scenario', 'a.json', '--out=o'])).toEqual({ suite: 'routing', scenarios: ['a.json'], out: 'o' });
+    expect(() => parseArgs(['--suite', 'fast'])).toThrow(/--suite must be/);
+  });
+});
