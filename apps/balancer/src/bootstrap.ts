@@ -1,5 +1,6 @@
 import { INestApplication, Logger, LogLevel } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import type { Server } from 'http';
 import { AppModule } from './app.module';
 import { BALANCER_CONFIG, BalancerConfig, ConfigError, loadBalancerConfig } from './config/balancer-config';
 import { ShutdownState } from './health/shutdown-state';
@@ -13,16 +14,30 @@ export function logLevelsFrom(level: string): LogLevel[] {
 
 /**
  * Graceful drain: readiness turns 503 at once, new requests get 503 with Connection: close,
- * in-flight streams finish (up to DRAIN_TIMEOUT_MS), then the app closes.
+ * in-flight requests (queued ones included) finish, up to DRAIN_TIMEOUT_MS. Whatever is still open
+ * then ends with an error line (stream) or 503, and the app closes.
  */
 export async function drainAndClose(app: INestApplication): Promise<void> {
   const config = app.get<BalancerConfig>(BALANCER_CONFIG);
   app.get(ShutdownState).draining = true;
   const proxy = app.get(ProxyService);
   proxy.draining = true;
+  const server = app.getHttpServer() as Server;
+  // Idle keep-alive connections go now, so their clients reconnect elsewhere rather than here.
+  server.closeIdleConnections?.();
   const deadline = Date.now() + config.drainTimeoutMs;
   while (proxy.inFlightResponses > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  await app.close();
+  if (proxy.inFlightResponses > 0) {
+    new Logger('Balancer').warn(`drain timeout: ending ${proxy.inFlightResponses} request(s) still open`);
+    proxy.cutOpenResponses(`balancer is shutting down: drain timeout of ${config.drainTimeoutMs} ms reached`);
+  }
+  // server.close() waits for open connections: give the last bytes a moment, then cut what is left.
+  const force = setTimeout(() => server.closeAllConnections?.(), 2000);
+  try {
+    await app.close();
+  } finally {
+    clearTimeout(force);
+  }
 }
 
 /** Starts the balancer as production does. Exits with a clear message on bad configuration. */

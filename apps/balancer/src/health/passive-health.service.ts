@@ -8,8 +8,8 @@ const MAX_EJECTION_MS = 5 * 60_000;
 /**
  * Outlier detection from live traffic (Envoy's consecutive-5xx): a backend that fails
  * EJECT_CONSECUTIVE_FAILURES requests in a row is ejected for EJECT_BASE_MS x 2^(ejections-1),
- * capped, and returns with a slow start. Never more than EJECT_MAX_PERCENT of backends at once
- * (at least one always stays).
+ * capped, and returns with a slow start. Never more than EJECT_MAX_PERCENT of backends at once,
+ * and never the last backend still available (unhealthy and cordoned ones count as gone).
  */
 @Injectable()
 export class PassiveHealth {
@@ -36,6 +36,8 @@ export class PassiveHealth {
     const ejected = this.registry.backends.filter((x) => x.isEjected(now)).length;
     const maxEjected = Math.min(this.registry.backends.length - 1, Math.floor((this.registry.backends.length * this.config.ejectMaxPercent) / 100));
     if (ejected >= maxEjected) return;
+    // Nor the last backend that can still serve (others may be down by probe or cordoned).
+    if (!this.registry.backends.some((x) => x !== b && x.isAvailable(now))) return;
     b.ejections++;
     this.ejectionsTotal++;
     const ms = Math.min(MAX_EJECTION_MS, this.config.ejectBaseMs * 2 ** (b.ejections - 1));

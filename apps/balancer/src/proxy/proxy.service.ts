@@ -53,6 +53,8 @@ interface Flight {
   startedAt: number;
   finished: boolean;
   clientGone: boolean;
+  /** A retry of this request is in progress (counted once in the retry budget until it finishes). */
+  retrying: boolean;
   record: RequestRecord;
   cancelQueue: (() => void) | null;
   res: ServerResponse;
@@ -74,7 +76,8 @@ export class ProxyService implements OnModuleDestroy {
   private readonly logger = new Logger(ProxyService.name);
   private readonly agent: http.Agent;
   private readonly proxy: RequestHandler<IncomingMessage, ServerResponse>;
-  private readonly openResponses = new Set<ServerResponse>();
+  /** Every model request not yet answered in full (what a drain waits for). */
+  private readonly openResponses = new Map<ServerResponse, LbRequest>();
   draining = false;
 
   constructor(
@@ -113,6 +116,27 @@ export class ProxyService implements OnModuleDestroy {
     return this.openResponses.size;
   }
 
+  /**
+   * The drain deadline passed: every model request still open ends now, in its own format (a
+   * final error line on a stream that began, 503 with Retry-After on one that had not), and the
+   * queue is emptied the same way.
+   */
+  cutOpenResponses(message: string): void {
+    this.routing.startDraining();
+    for (const [res, req] of [...this.openResponses]) {
+      const flight = req.lb;
+      if (!flight || flight.finished) continue;
+      flight.cancelQueue?.();
+      const attempt = flight.attempt;
+      if (res.headersSent) this.endStream(req, res, String(res.getHeader('content-type') ?? ''), message);
+      else {
+        res.setHeader('Connection', 'close');
+        this.fail(req, res, 503, message, 1);
+      }
+      if (attempt) this.endAttempt(req, attempt, message);
+    }
+  }
+
   /** Entry point for every request on an Ollama or OpenAI path. */
   handle(req: IncomingMessage, res: ServerResponse): void {
     const startedAt = Date.now();
@@ -131,6 +155,7 @@ export class ProxyService implements OnModuleDestroy {
     }
     const denied = this.access.check(req, kind);
     if (denied) return sendError(req, res, denied.status, denied.message, denied.headers);
+    record.apiKey = this.access.keyName(req);
 
     switch (kind) {
       case 'not-found':
@@ -221,16 +246,19 @@ export class ProxyService implements OnModuleDestroy {
       startedAt,
       finished: false,
       clientGone: false,
+      retrying: false,
       record,
       cancelQueue: null,
       res,
     };
     req.lb = flight;
-    // Hop-by-hop and client credentials never travel upstream (unless configured).
+    // Hop-by-hop (the fixed set and whatever Connection names) and client credentials never travel
+    // upstream (Authorization only when FORWARD_AUTHORIZATION is on).
+    for (const h of connectionTokens(req.headers.connection)) delete req.headers[h];
     for (const h of HOP_BY_HOP_REQUEST) delete req.headers[h];
     if (!this.config.forwardAuthorization) delete req.headers.authorization;
     delete req.headers['x-api-key'];
-    this.openResponses.add(res);
+    this.openResponses.set(res, req);
     res.once('close', () => {
       this.openResponses.delete(res);
       if (!flight.finished) {
@@ -327,6 +355,8 @@ export class ProxyService implements OnModuleDestroy {
     const b = attempt.lease.backend;
     // Before the first byte reaches the client a failure may be retried on another backend.
     if (status >= 500 || status === 404) {
+      // An error body that never ends must not hold the request: the idle limit applies to it too.
+      attempt.timer = setTimeout(() => this.onAttemptTimeout(req, res, attempt, 'idle'), this.config.idleStreamTimeoutMs);
       this.collect(proxyRes, (errBody) => {
         if (attempt.done) return;
         const busy = status === 503;
@@ -335,10 +365,6 @@ export class ProxyService implements OnModuleDestroy {
         if (modelMissing) this.cluster.forgetModel(b, flight.model!);
         if ((status >= 500 || modelMissing) && this.canRetry(flight)) {
           this.endAttempt(req, attempt, busy ? 'busy' : `status ${status}`);
-          flight.record.retries++;
-          this.routing.activeRetries++;
-          const retried = () => this.routing.activeRetries--;
-          res.once('close', retried);
           this.dispatchRetry(req, res, modelMissing ? 404 : status, errBody);
           return;
         }
@@ -350,25 +376,36 @@ export class ProxyService implements OnModuleDestroy {
     this.relay(req, res, attempt, proxyRes);
   }
 
+  /** Counts a retry against the budget (once per request while it is in progress). */
+  private noteRetry(flight: Flight): void {
+    flight.record.retries++;
+    if (!flight.retrying) {
+      flight.retrying = true;
+      this.routing.activeRetries++;
+    }
+  }
+
   /** Retries on another backend; if none can take it, the client gets this backend's answer. */
   private dispatchRetry(req: LbRequest, res: ServerResponse, status: number, errBody: Buffer): void {
     const flight = req.lb!;
     try {
       this.routing.candidatesFor({ model: flight.model, modelSize: 0, sessionKey: null, now: Date.now() }, flight.tried);
     } catch {
-      const ct = 'application/json; charset=utf-8';
-      if (!res.headersSent) {
-        res.writeHead(status, { 'Content-Type': ct, 'Content-Length': errBody.length });
+      if (!res.headersSent && !res.destroyed) {
+        const headers: Record<string, string | number> = { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': errBody.length, 'X-Request-Id': flight.requestId };
+        if (status === 503) headers['Retry-After'] = 1;
+        res.writeHead(status, headers);
         res.end(errBody);
       }
       this.finish(req, status, 'no backend left to retry on');
       return;
     }
+    this.noteRetry(flight);
     this.dispatch(req, res);
   }
 
   private canRetry(flight: Flight): boolean {
-    return !flight.clientGone && flight.attempts < this.config.retryMaxAttempts && this.routing.retryAllowed();
+    return !flight.clientGone && flight.attempts < this.config.retryMaxAttempts && (flight.retrying || this.routing.retryAllowed());
   }
 
   private collect(stream: IncomingMessage, done: (body: Buffer) => void): void {
@@ -386,10 +423,11 @@ export class ProxyService implements OnModuleDestroy {
   private responseHeaders(proxyRes: IncomingMessage, attempt: Attempt, flight: Flight, dropLength: boolean): Record<string, string | string[]> {
     const out: Record<string, string | string[]> = {};
     const raw = proxyRes.rawHeaders;
+    const named = connectionTokens(proxyRes.headers.connection);
     for (let i = 0; i < raw.length; i += 2) {
       const k = raw[i];
       const lower = k.toLowerCase();
-      if (HOP_BY_HOP_RESPONSE.has(lower) || (dropLength && lower === 'content-length')) continue;
+      if (HOP_BY_HOP_RESPONSE.has(lower) || (dropLength && lower === 'content-length') || (named.length > 0 && named.includes(lower))) continue;
       const prev = out[k];
       out[k] = prev === undefined ? raw[i + 1] : Array.isArray(prev) ? [...prev, raw[i + 1]] : [prev, raw[i + 1]];
     }
@@ -405,32 +443,50 @@ export class ProxyService implements OnModuleDestroy {
 
   private respondBuffered(req: LbRequest, res: ServerResponse, attempt: Attempt, proxyRes: IncomingMessage, body: Buffer): void {
     const flight = req.lb!;
+    const status = proxyRes.statusCode ?? 502;
     if (!res.headersSent && !res.destroyed) {
       const headers = this.responseHeaders(proxyRes, attempt, flight, true);
       headers['Content-Length'] = String(body.length);
-      res.writeHead(proxyRes.statusCode ?? 502, headers);
+      if (status === 503 && proxyRes.headers['retry-after'] === undefined) headers['Retry-After'] = '1';
+      res.writeHead(status, headers);
       res.end(body);
     }
     this.endAttempt(req, attempt, null);
-    this.finish(req, proxyRes.statusCode ?? 502, null);
+    this.finish(req, status, null);
   }
 
-  /** Streams the backend's answer to the client chunk by chunk, untouched. */
+  /**
+   * Streams the backend's answer to the client chunk by chunk, untouched. The status line and
+   * headers go out with the first body chunk (as Node would send them anyway): until then nothing
+   * has reached the client and a failure is still retried elsewhere.
+   */
   private relay(req: LbRequest, res: ServerResponse, attempt: Attempt, proxyRes: IncomingMessage): void {
     const flight = req.lb!;
     const status = proxyRes.statusCode ?? 502;
-    res.writeHead(status, this.responseHeaders(proxyRes, attempt, flight, false));
     const contentType = proxyRes.headers['content-type'];
     const idleMs = this.config.idleStreamTimeoutMs;
     attempt.timer = setTimeout(() => this.onAttemptTimeout(req, res, attempt, 'idle'), idleMs);
     let tail: Buffer | null = null;
+    let headed = false;
     const observer = this.observer;
-    flight.record.status = status;
-    flight.record.ttfbMs = Date.now() - flight.startedAt;
-    attempt.lease.backend.ttfbMs.add(Date.now() - attempt.startedAt);
+    const head = (): boolean => {
+      headed = true;
+      if (res.headersSent || res.destroyed) return !res.destroyed;
+      flight.record.status = status;
+      flight.record.ttfbMs = Date.now() - flight.startedAt;
+      attempt.lease.backend.ttfbMs.add(Date.now() - attempt.startedAt);
+      try {
+        res.writeHead(status, this.responseHeaders(proxyRes, attempt, flight, false));
+      } catch {
+        res.destroy();
+        return false;
+      }
+      return true;
+    };
     proxyRes.on('data', (chunk: Buffer) => {
       if (attempt.done) return;
       attempt.timer?.refresh();
+      if (!headed && !head()) return;
       flight.record.bytes += chunk.length;
       tail = chunk;
       if (!res.write(chunk)) {
@@ -442,6 +498,7 @@ export class ProxyService implements OnModuleDestroy {
       if (attempt.done) return;
       // http-proxy emits 'end' also for a body cut short; `complete` tells a clean end apart.
       if (!proxyRes.complete) return this.brokenStream(req, res, attempt, contentType, 'the backend closed the stream early');
+      if (!headed) head();
       if (tail !== null) observer.finalChunk(flight.record, attempt.lease.backend, tail);
       res.end();
       this.learnFromSuccess(flight, attempt);
@@ -465,12 +522,21 @@ export class ProxyService implements OnModuleDestroy {
     }
   }
 
-  /** The backend failed after the client got bytes: say so in the stream's own format, then end. */
+  /**
+   * The backend failed after its response began. If nothing reached the client yet it is still a
+   * clean failure (retried elsewhere); otherwise say so in the stream's own format, then end.
+   */
   private brokenStream(req: LbRequest, res: ServerResponse, attempt: Attempt, contentType: string | undefined, why: string): void {
     if (attempt.done) return;
     const b = attempt.lease.backend;
+    if (!res.headersSent && !res.destroyed) return this.onAttemptFailure(req, res, attempt, why, b);
     this.passive.failure(b, why);
-    const message = `backend ${b.name}: ${why}`;
+    this.endStream(req, res, contentType, `backend ${b.name}: ${why}`);
+    this.endAttempt(req, attempt, why);
+  }
+
+  /** Ends a response that already began with an error line (or a cut, for a non-stream body). */
+  private endStream(req: LbRequest, res: ServerResponse, contentType: string | undefined, message: string): void {
     const line = midStreamError(contentType, message);
     if (line !== null && !res.destroyed && !res.writableEnded) {
       res.end(line);
@@ -478,7 +544,6 @@ export class ProxyService implements OnModuleDestroy {
       // A JSON body cut short cannot carry an error: close the connection so it cannot pass for success.
       res.destroy();
     }
-    this.endAttempt(req, attempt, why);
     this.finish(req, res.statusCode, message);
   }
 
@@ -513,9 +578,9 @@ export class ProxyService implements OnModuleDestroy {
     this.endAttempt(req, attempt, why);
     if (flight.clientGone) return this.finish(req, 499, why);
     if (this.canRetry(flight)) {
-      flight.record.retries++;
       try {
         this.routing.candidatesFor({ model: flight.model, modelSize: 0, sessionKey: null, now: Date.now() }, flight.tried);
+        this.noteRetry(flight);
         this.dispatch(req, res);
         return;
       } catch {
@@ -553,6 +618,10 @@ export class ProxyService implements OnModuleDestroy {
     if (error !== null) flight.record.error = error;
     flight.record.attempts = flight.attempts;
     flight.body = null;
+    if (flight.retrying) {
+      flight.retrying = false;
+      this.routing.activeRetries--;
+    }
   }
 
   /** The client left: abort the upstream request at once and free the in-flight slot. */
@@ -570,6 +639,17 @@ export function isLoadOnly(path: string, body: any): boolean {
   if (path === '/api/generate') return (body.prompt === undefined || body.prompt === '') && body.suffix === undefined && body.images === undefined;
   if (path === '/api/chat') return !Array.isArray(body.messages) || body.messages.length === 0;
   return false;
+}
+
+/** Header names listed in a Connection header (hop-by-hop by declaration, RFC 9110 7.6.1). */
+function connectionTokens(v: string | string[] | undefined): string[] {
+  if (v === undefined) return [];
+  const s = Array.isArray(v) ? v.join(',') : v;
+  if (s === '' || s === 'keep-alive' || s === 'close') return [];
+  return s
+    .split(',')
+    .map((t) => t.trim().toLowerCase())
+    .filter((t) => t !== '' && t !== 'close' && t !== 'keep-alive');
 }
 
 function pickRequestId(given: string | string[] | undefined): string {
