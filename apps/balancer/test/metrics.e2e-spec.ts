@@ -3,6 +3,8 @@
  * non-streamed requests, a failing backend (retries, ejection), then a scrape parsed as Prometheus
  * text and the stdout lines parsed as JSON.
  */
+import { readFileSync } from 'fs';
+import { join } from 'path';
 import { Cluster, request, startCluster, streamTimed, waitFor } from './harness';
 
 interface Sample {
@@ -219,6 +221,31 @@ describe('balancer /metrics and JSON logs', () => {
     expect(all).not.toContain(SECRET_PROMPT);
     expect(all).not.toContain('sk-never-log-this');
     expect(all.includes('\u001b[')).toBe(false); // no ANSI colours
+  });
+
+  it('the Grafana dashboard queries only series the balancer and the gpu-agent expose', async () => {
+    const root = join(__dirname, '../../..');
+    const dash = JSON.parse(readFileSync(join(root, 'grafana/ollama-balancer.json'), 'utf8'));
+    const exprs: string[] = [];
+    const walk = (o: any): void => {
+      if (Array.isArray(o)) o.forEach(walk);
+      else if (o && typeof o === 'object') {
+        for (const [k, v] of Object.entries(o)) {
+          if (k === 'expr' && typeof v === 'string') exprs.push(v);
+          else walk(v);
+        }
+      }
+    };
+    walk(dash.panels);
+    expect(exprs.length).toBeGreaterThan(20);
+    const { types } = parsePrometheus(await (await fetch(`${c.url}/metrics`)).text());
+    const agentSource = readFileSync(join(root, 'apps/gpu-agent/src/metrics/metrics.service.ts'), 'utf8');
+    const names = new Set(exprs.flatMap((e) => e.match(/\b(balancer_[a-z_]+|DCGM_FI_[A-Z_]+|ollama_[a-z_]+|gpu_agent_[a-z_]+)\b/g) ?? []));
+    for (const n of names) {
+      if (n.startsWith('balancer_')) expect({ n, exposed: n.replace(/_(bucket|sum|count)$/, '') in types }).toEqual({ n, exposed: true });
+      else expect({ n, exposed: agentSource.includes(`'${n}'`) }).toEqual({ n, exposed: true });
+    }
+    expect([...names].some((n) => n.startsWith('DCGM_FI_'))).toBe(true);
   });
 
   it('GET /metrics needs no admin token and is not an Ollama route', async () => {
