@@ -1,6 +1,6 @@
 import { Ollama } from 'ollama';
 import OpenAI from 'openai';
-import { Cluster, getJson, request, sleep, startBalancer, startCluster, streamTimed, waitFor, writeConfigFile } from './harness';
+import { Cluster, getJson, request, startBalancer, startCluster, streamTimed, waitFor, writeConfigFile } from './harness';
 
 const model = 'llama3.2';
 const chat = (content: string, extra: Record<string, unknown> = {}) => ({ model, messages: [{ role: 'user', content }], ...extra });

@@ -1,6 +1,6 @@
 import { Ollama } from 'ollama';
 import OpenAI from 'openai';
-import { Cluster, getJson, request, sleep, startCluster, streamTimed, waitFor } from './harness';
+import { Cluster, getJson, request, sleep, startCluster, waitFor } from './harness';
 
 const LLAMA = { name: 'llama3.2:latest', sizeBytes: 2_000_000_000 };
 const QWEN = { name: 'qwen2.5:7b', sizeBytes: 4_700_000_000 };
