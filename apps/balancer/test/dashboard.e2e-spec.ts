@@ -136,8 +136,9 @@ describe('dashboard in Chromium (playwright-core) over a live demo cluster', () 
   }, 90_000);
 
   afterAll(async () => {
-    await browser?.close();
+    // The app closes while the page still holds its event stream open: close must not hang on it.
     await app?.close();
+    await browser?.close();
     for (const a of agents) a.proc.kill('SIGTERM');
     await Promise.all(sims.map((s) => s.close()));
     if (dir) rmSync(dir, { recursive: true, force: true });
