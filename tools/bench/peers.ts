@@ -90,6 +90,8 @@ defaults
   timeout server 600s
   timeout queue 300s
   option http-keep-alive
+  # Forward each streamed chunk at once (as nginx does with proxy_buffering off).
+  option http-no-delay
 frontend fe
   bind 127.0.0.1:${listen}
   default_backend be

@@ -32,20 +32,17 @@ export function overheadTables(o: OverheadResult): string {
       return [String(s.concurrency), s.target, fmt(s.result.rps, 0), fmt(s.result.p50Ms, 2), fmt(s.result.p99Ms, 2), String(s.result.errors + s.result.non2xx), fmt(r.rpsVsDirect, 2), fmt(r.rpsVsNginx, 2), s.target === 'direct' ? '-' : fmt(r.p50AddedMs, 2), s.target === 'direct' ? '-' : fmt(r.p99AddedMs, 2)];
     }),
   );
-  const st = o.streaming;
-  const streams = table(
-    ['target', 'streams', 'errors', 'chunks', 'TTFB p50 ms', 'TTFB p99 ms', 'gap p50 ms', 'gap p99 ms', 'transit p50 ms', 'transit p99 ms'],
-    st.results.map((s) => [s.target, String(s.result.streams), String(s.result.errors), String(s.result.chunks), fmt(s.result.ttfbMs.p50, 1), fmt(s.result.ttfbMs.p99, 1), fmt(s.result.gapMs.p50, 1), fmt(s.result.gapMs.p99, 1), fmt(s.result.transitMs.p50, 1), fmt(s.result.transitMs.p99, 1)]),
-  );
-  const added = table(
-    ['target', 'TTFB added p50 ms', 'TTFB added p99 ms', 'gap added p50 ms', 'gap added p99 ms', 'per-chunk delay added p50 ms', 'per-chunk delay added p99 ms'],
-    st.added.map((a) => [a.target, fmt(a.ttfbP50Ms, 1), fmt(a.ttfbP99Ms, 1), fmt(a.gapP50Ms, 1), fmt(a.gapP99Ms, 1), fmt(a.transitP50Ms, 1), fmt(a.transitP99Ms, 1)]),
-  );
-  return `### Small non-streamed requests (${o.loadGen}, ${o.durationS} s per cell)
-
-${small}
-
-### ${st.streams} concurrent streams, one chunk every ${st.chunkIntervalMs} ms, ${st.outputTokens} chunks each
+  const levels = o.streaming
+    .map((st) => {
+      const streams = table(
+        ['target', 'streams', 'errors', 'chunks', 'TTFB p50 ms', 'TTFB p99 ms', 'gap p50 ms', 'gap p99 ms', 'per-chunk delay p50 ms', 'per-chunk delay p99 ms'],
+        st.results.map((s) => [s.target, String(s.result.streams), String(s.result.errors), String(s.result.chunks), fmt(s.result.ttfbMs.p50, 1), fmt(s.result.ttfbMs.p99, 1), fmt(s.result.gapMs.p50, 1), fmt(s.result.gapMs.p99, 1), fmt(s.result.transitMs.p50, 1), fmt(s.result.transitMs.p99, 1)]),
+      );
+      const added = table(
+        ['target', 'TTFB added p50 ms', 'TTFB added p99 ms', 'gap added p50 ms', 'gap added p99 ms', 'per-chunk delay added p50 ms', 'per-chunk delay added p99 ms'],
+        st.added.map((a) => [a.target, fmt(a.ttfbP50Ms, 1), fmt(a.ttfbP99Ms, 1), fmt(a.gapP50Ms, 1), fmt(a.gapP99Ms, 1), fmt(a.transitP50Ms, 1), fmt(a.transitP99Ms, 1)]),
+      );
+      return `### ${st.streams} concurrent streams, one chunk every ${st.chunkIntervalMs} ms, ${st.outputTokens} chunks each
 
 ${streams}
 
@@ -53,9 +50,19 @@ Added over direct:
 
 ${added}
 
-Balancer resident memory: ${mb(st.balancerRssBytes.idle)} idle, ${mb(st.balancerRssBytes.peak)} peak during the streams, ${mb(o.balancerRssPeakUnderLoadBytes)} peak over the whole suite.
+Balancer resident memory: ${mb(st.balancerRssBytes.idle)} idle at start, ${mb(st.balancerRssBytes.peak)} peak during these streams.
+`;
+    })
+    .join('\n');
+  return `### Small non-streamed requests (${o.loadGen}; ${o.rounds} interleaved round(s) of ${o.durationS} s per cell, median-throughput round shown)
+
+${small}
+
+${levels}
+Balancer peak resident memory over the whole suite: ${mb(o.balancerRssPeakUnderLoadBytes)}.
 `;
 }
+
 
 export function routingTables(rs: ScenarioResult[]): string {
   return rs
@@ -108,13 +115,13 @@ export function charts(res: BenchResults): Record<string, string> {
     const lat = (c: number) => ({ label: `concurrency ${c}: p50 / p99`, bars: o.small.filter((s) => s.concurrency === c).flatMap((s) => [{ label: `${s.target} p50`, value: s.result.p50Ms, accent: s.target === 'balancer' }, { label: `${s.target} p99`, value: s.result.p99Ms, accent: s.target === 'balancer' }]) });
     out['overhead-latency.svg'] = barChart({ title: 'Small requests: latency (lower is better)', unit: 'ms', groups: [lat(1), lat(64)], log: true });
     out['overhead-streams.svg'] = barChart({
-      title: `${o.streaming.streams} streams: per-chunk delay and TTFB (lower is better)`,
+      title: 'Streams: p99 per-chunk delay, inter-chunk gap and TTFB (lower is better)',
       unit: 'ms',
-      groups: [
-        { label: 'per-chunk delay p99', bars: o.streaming.results.map((s) => ({ label: s.target, value: s.result.transitMs.p99, accent: s.target === 'balancer' })) },
-        { label: 'inter-chunk gap p99', bars: o.streaming.results.map((s) => ({ label: s.target, value: s.result.gapMs.p99, accent: s.target === 'balancer' })) },
-        { label: 'TTFB p99', bars: o.streaming.results.map((s) => ({ label: s.target, value: s.result.ttfbMs.p99, accent: s.target === 'balancer' })) },
-      ],
+      groups: o.streaming.flatMap((st) => [
+        { label: `${st.streams} streams: per-chunk delay p99`, bars: st.results.map((s) => ({ label: s.target, value: s.result.transitMs.p99, accent: s.target === 'balancer' })) },
+        { label: `${st.streams} streams: inter-chunk gap p99`, bars: st.results.map((s) => ({ label: s.target, value: s.result.gapMs.p99, accent: s.target === 'balancer' })) },
+        { label: `${st.streams} streams: TTFB p99`, bars: st.results.map((s) => ({ label: s.target, value: s.result.ttfbMs.p99, accent: s.target === 'balancer' })) },
+      ]),
     });
   }
   if (res.routing?.length) {
@@ -139,7 +146,7 @@ export function validateResults(res: any): void {
   if (res.overhead) {
     need(Array.isArray(res.overhead.small) && res.overhead.small.length > 0, 'overhead.small is empty');
     for (const s of res.overhead.small) need(Number.isFinite(s.result.rps) && s.result.requests > 0, `overhead ${s.target} c=${s.concurrency} served no requests`);
-    need(res.overhead.streaming.results.every((s: any) => s.result.chunks > 0), 'a streaming run received no chunks');
+    need(Array.isArray(res.overhead.streaming) && res.overhead.streaming.every((l: any) => l.results.every((s: any) => s.result.chunks > 0)), 'a streaming run received no chunks');
   }
   if (res.routing) {
     for (const r of res.routing) {
