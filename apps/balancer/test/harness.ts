@@ -180,7 +180,10 @@ function spawnTs(script: string, args: string[], env: Record<string, string>, no
   let out = '';
   const exited = new Promise<number | null>((res) => proc.once('exit', (code) => res(code)));
   return new Promise((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`${script} did not start within ${timeoutMs} ms:\n${out}`)), timeoutMs);
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      rej(new Error(`${script} did not start within ${timeoutMs} ms:\n${out}`));
+    }, timeoutMs);
     const onData = (c: Buffer) => {
       out += c.toString();
       const m = ready.exec(out);
@@ -216,7 +219,10 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** The real balancer (apps/balancer/src/main.ts) in its own process, as production starts it. */
+/**
+ * The real balancer (apps/balancer/src/main.ts) in its own process, as production starts it. Ready
+ * when it logs "Listening on", so LOG_LEVEL must stay at log or above.
+ */
 export async function spawnBalancer(env: Record<string, string>, nodeArgs: string[] = []): Promise<Child> {
   const port = await freePort();
   const s = await spawnTs('apps/balancer/src/main.ts', [], { ...FAST_ENV, LOG_LEVEL: 'log', HOST: '127.0.0.1', PORT: String(port), ...env }, nodeArgs, /Listening on http:\/\/127\.0\.0\.1:\d+/, 60_000);
