@@ -58,6 +58,7 @@ export interface BalancerConfig {
   queueTimeoutMs: number;
   retryMaxAttempts: number;
   retryBudgetRatio: number;
+  retryBudgetMin: number;
   ejectConsecutiveFailures: number;
   ejectBaseMs: number;
   ejectMaxPercent: number;
@@ -93,6 +94,7 @@ const DEFAULTS = {
   QUEUE_TIMEOUT_MS: 60000,
   RETRY_MAX_ATTEMPTS: 3,
   RETRY_BUDGET_RATIO: 0.2,
+  RETRY_BUDGET_MIN: 10,
   EJECT_CONSECUTIVE_FAILURES: 5,
   EJECT_BASE_MS: 10000,
   EJECT_MAX_PERCENT: 50,
@@ -299,6 +301,7 @@ export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
     queueTimeoutMs: int(env, 'QUEUE_TIMEOUT_MS', DEFAULTS.QUEUE_TIMEOUT_MS, 1),
     retryMaxAttempts: int(env, 'RETRY_MAX_ATTEMPTS', DEFAULTS.RETRY_MAX_ATTEMPTS, 1, 10),
     retryBudgetRatio: num(env, 'RETRY_BUDGET_RATIO', DEFAULTS.RETRY_BUDGET_RATIO, 0, 1),
+    retryBudgetMin: int(env, 'RETRY_BUDGET_MIN', DEFAULTS.RETRY_BUDGET_MIN, 0, 100000),
     ejectConsecutiveFailures: int(env, 'EJECT_CONSECUTIVE_FAILURES', DEFAULTS.EJECT_CONSECUTIVE_FAILURES, 1),
     ejectBaseMs: int(env, 'EJECT_BASE_MS', DEFAULTS.EJECT_BASE_MS, 1),
     ejectMaxPercent: int(env, 'EJECT_MAX_PERCENT', DEFAULTS.EJECT_MAX_PERCENT, 0, 100),

@@ -273,6 +273,6 @@ export class RoutingService {
   /** Whether the retry budget allows one more retry now (Envoy-style: a share of active requests). */
   retryAllowed(): boolean {
     const active = this.registry.totalInFlight();
-    return this.activeRetries < Math.max(3, Math.floor(active * this.config.retryBudgetRatio));
+    return this.activeRetries < Math.max(this.config.retryBudgetMin, Math.floor(active * this.config.retryBudgetRatio));
   }
 }
