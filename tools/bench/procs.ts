@@ -7,16 +7,22 @@ import * as net from 'net';
 const children = new Set<ChildProcess>();
 let hooksInstalled = false;
 
-function killAll(signal: NodeJS.Signals = 'SIGKILL'): void {
-  for (const c of children) {
-    if (c.exitCode === null && c.signalCode === null && c.pid) {
-      try {
-        process.kill(c.pid, signal);
-      } catch {
-        /* already gone */
-      }
+/** Signals a child's whole process group (nginx and HAProxy fork workers that a plain kill would orphan). */
+function killGroup(c: ChildProcess, signal: NodeJS.Signals): void {
+  if (!c.pid) return;
+  try {
+    process.kill(-c.pid, signal);
+  } catch {
+    try {
+      process.kill(c.pid, signal);
+    } catch {
+      /* already gone */
     }
   }
+}
+
+function killAll(signal: NodeJS.Signals = 'SIGKILL'): void {
+  for (const c of children) killGroup(c, signal);
 }
 
 function installHooks(): void {
@@ -48,7 +54,8 @@ export interface Child {
 
 export function startChild(name: string, cmd: string, args: string[], opts: SpawnOptions = {}): Child {
   installHooks();
-  const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+  // detached: each child leads its own process group, so killGroup reaches its workers too.
+  const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...opts });
   children.add(proc);
   let tail = '';
   const keep = (d: Buffer): void => {
@@ -64,19 +71,17 @@ export function startChild(name: string, cmd: string, args: string[], opts: Spaw
     tail: () => tail,
     stop: () =>
       new Promise<void>((resolve) => {
-        if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
-        const t = setTimeout(() => {
-          try {
-            proc.kill('SIGKILL');
-          } catch {
-            /* gone */
-          }
-        }, 3000);
+        if (proc.exitCode !== null || proc.signalCode !== null) {
+          killGroup(proc, 'SIGKILL'); // stray workers, if any
+          return resolve();
+        }
+        const t = setTimeout(() => killGroup(proc, 'SIGKILL'), 3000);
         proc.once('exit', () => {
           clearTimeout(t);
+          killGroup(proc, 'SIGKILL');
           resolve();
         });
-        proc.kill('SIGTERM');
+        killGroup(proc, 'SIGTERM');
       }),
   };
   return child;
@@ -152,13 +157,13 @@ export function which(cmd: string): string | undefined {
 export function runToEnd(cmd: string, args: string[], opts: SpawnOptions & { timeoutMs?: number; input?: string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   installHooks();
   return new Promise((resolve, reject) => {
-    const proc = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], ...opts });
+    const proc = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true, ...opts });
     children.add(proc);
     let stdout = '';
     let stderr = '';
     proc.stdout!.on('data', (d) => (stdout += d));
     proc.stderr!.on('data', (d) => (stderr = (stderr + d).slice(-8000)));
-    const t = opts.timeoutMs ? setTimeout(() => proc.kill('SIGKILL'), opts.timeoutMs) : undefined;
+    const t = opts.timeoutMs ? setTimeout(() => killGroup(proc, 'SIGKILL'), opts.timeoutMs) : undefined;
     proc.on('error', reject);
     proc.on('exit', (code, sig) => {
       children.delete(proc);
