@@ -10,6 +10,8 @@ export interface BenchContext {
   loadGen: LoadGenName;
   hasNginx: boolean;
   hasHaproxy: boolean;
+  /** Start apps/gpu-agent beside each simulator (over the fake NVML library) and give the balancer its agentUrl. */
+  agents: boolean;
   log: (msg: string) => void;
 }
 
@@ -25,6 +27,27 @@ export function repoRoot(): string {
 
 export const simCli = (root: string): string => join(root, 'dist/libs/ollama-sim/src/cli.js');
 export const balancerMain = (root: string): string => join(root, 'dist/apps/balancer/src/main.js');
+export const agentMain = (root: string): string => join(root, 'dist/apps/gpu-agent/src/main.js');
+export const fakeNvmlLibrary = (root: string): string => join(root, 'libs/nvml/fake/build/libnvidia-ml.so.1');
+
+/** The gpu-agent beside one simulator, reading the simulator's fake-NVML state file. */
+export async function startAgent(ctx: BenchContext, name: string, port: number, simUrl: string, statePath: string): Promise<Child> {
+  const c = startChild(`gpu-agent ${name}`, process.execPath, [agentMain(ctx.root)], {
+    env: {
+      ...process.env,
+      PORT: String(port),
+      OLLAMA_HOST: simUrl,
+      NVML_LIBRARY_PATH: fakeNvmlLibrary(ctx.root),
+      FAKE_NVML_STATE: statePath,
+      NVML_POLL_INTERVAL_MS: '500',
+      OLLAMA_POLL_INTERVAL_MS: '1000',
+      HOSTNAME_LABEL: name,
+      LOG_LEVEL: 'warn',
+    },
+  });
+  await waitFor(`http://127.0.0.1:${port}/health/ready`, c, 30_000);
+  return c;
+}
 
 export async function startSim(ctx: BenchContext, name: string, port: number, configPath: string): Promise<Child> {
   const c = startChild(`sim ${name}`, process.execPath, [simCli(ctx.root), '--port', String(port), '--config', configPath, '--host', '127.0.0.1']);

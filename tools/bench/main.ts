@@ -6,7 +6,7 @@ import { execFileSync } from 'child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'fs';
 import { cpus, freemem, tmpdir, totalmem } from 'os';
 import { join, resolve } from 'path';
-import { BenchContext, balancerMain, repoRoot, simCli } from './context';
+import { agentMain, BenchContext, balancerMain, fakeNvmlLibrary, repoRoot, simCli } from './context';
 import { pickLoadGen } from './loadgen';
 import { runOverhead } from './overhead';
 import { HAPROXY_INSTALL_HINT, NGINX_INSTALL_HINT } from './peers';
@@ -20,13 +20,15 @@ const USAGE = `usage: npm run bench -- [--suite overhead|routing|all|smoke] [--s
   --suite     overhead, routing, all (default) or smoke (a few seconds per suite, for CI)
   --scenario  routing scenario file(s) (default: every tools/bench/scenarios/*.json)
   --out       where results.json, tables.md and the SVG charts go (default bench-results/latest)
-  --only      run only targets whose name contains one of these (e.g. predictive,nginx-least_conn)`;
+  --only      run only targets whose name contains one of these (e.g. predictive,nginx-least_conn)
+  --agents    routing: start apps/gpu-agent beside each simulator (fake NVML) and give the balancer its agentUrl`;
 
 interface Args {
   suite: 'overhead' | 'routing' | 'all' | 'smoke';
   scenarios: string[];
   out: string;
   only?: string[];
+  agents?: boolean;
 }
 
 export function parseArgs(argv: string[]): Args {
@@ -46,6 +48,7 @@ export function parseArgs(argv: string[]): Args {
     else if (flag === '--out') a.out = val();
     else if (flag === '--only') a.only = val().split(',').filter(Boolean);
     else if (flag === '--smoke') a.suite = 'smoke';
+    else if (flag === '--agents') a.agents = true;
     else if (flag === '--help' || flag === '-h') {
       process.stdout.write(USAGE + '\n');
       process.exit(0);
@@ -78,7 +81,7 @@ async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2));
   const root = repoRoot();
   const smoke = args.suite === 'smoke';
-  for (const f of [simCli(root), balancerMain(root)]) {
+  for (const f of [simCli(root), balancerMain(root), ...(args.agents ? [agentMain(root), fakeNvmlLibrary(root)] : [])]) {
     if (!existsSync(f)) throw new Error(`${f} is missing: run \`npm run build\` first (npm run bench does)`);
   }
   const scenarioFiles = args.scenarios.length
@@ -107,7 +110,7 @@ async function main(): Promise<number> {
     skipped.push('wrk (autocannon used)');
   }
   const tmp = mkdtempSync(join(tmpdir(), 'ollama-bench-'));
-  const ctx: BenchContext = { root, tmp, smoke, loadGen, hasNginx: !!nginx, hasHaproxy: !!haproxy, log: (m) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${m}`) };
+  const ctx: BenchContext = { root, tmp, smoke, loadGen, hasNginx: !!nginx, hasHaproxy: !!haproxy, agents: !!args.agents, log: (m) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${m}`) };
   const cpu = cpus();
   const res: BenchResults = {
     version: 1,

@@ -88,7 +88,7 @@ export function routingTables(rs: ScenarioResult[]): string {
         ]),
       );
       const errs = r.targets.filter((x) => x.errorSamples.length).map((x) => `- ${x.target}: ${x.errorSamples.join('; ')}`);
-      return `### ${r.scenario} (${r.requests} requests over ${r.durationS} s; unavoidable cold loads: ${r.unavoidableLoads})
+      return `### ${r.scenario} (${r.requests} requests over ${r.durationS} s; unavoidable cold loads: ${r.unavoidableLoads}${r.agents ? '; balancer with a gpu-agent per backend' : ''})
 
 ${r.description}
 

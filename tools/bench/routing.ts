@@ -1,7 +1,7 @@
 /** Routing suite: the same seeded workload replayed through each policy and each peer, on a fresh simulated cluster each time. */
 import { readFileSync, writeFileSync } from 'fs';
 import { join } from 'path';
-import { BenchContext, startBalancer, startSim } from './context';
+import { BenchContext, startAgent, startBalancer, startSim } from './context';
 import type { DriverJob, RequestRecord } from './driver';
 import { startHaproxy, startNginx } from './peers';
 import { postJson } from './overhead';
@@ -33,6 +33,8 @@ export interface ScenarioResult {
   durationS: number;
   requests: number;
   unavoidableLoads: number;
+  /** Whether the balancer targets ran with a gpu-agent beside each simulator. */
+  agents: boolean;
   targets: TargetResult[];
   checks: { name: string; target: string; measured: number; limit: number; pass: boolean }[];
   skipped: string[];
@@ -41,20 +43,34 @@ export interface ScenarioResult {
 interface Cluster {
   sims: Child[];
   ports: Record<string, number>;
+  /** gpu-agent ports by backend name (only with --agents, only for balancer targets). */
+  agentPorts: Record<string, number>;
 }
 
-async function startCluster(ctx: BenchContext, sc: Scenario, tag: string): Promise<Cluster> {
+async function startCluster(ctx: BenchContext, sc: Scenario, tag: string, withAgents: boolean): Promise<Cluster> {
   const ports: Record<string, number> = {};
-  const sims = await Promise.all(
-    sc.backends.map(async (b) => {
+  const agentPorts: Record<string, number> = {};
+  const sims: Child[] = [];
+  await Promise.all(
+    sc.backends.map(async (b, i) => {
       const port = await freePort();
       ports[b.name] = port;
       const cfg = join(ctx.tmp, `${sc.name}-${tag}-${b.name}.json`);
-      writeFileSync(cfg, JSON.stringify(simConfigFor(sc, b)));
-      return startSim(ctx, b.name, port, cfg);
+      const statePath = join(ctx.tmp, `${sc.name}-${tag}-${b.name}.nvml`);
+      const simCfg = simConfigFor(sc, b);
+      if (withAgents) {
+        const uuid = `GPU-00000000-0000-4000-8000-${String(i + 1).padStart(12, '0')}`;
+        simCfg.nvml = { statePath, gpus: [{ name: `Simulated GPU ${b.name}`, uuid, memTotalBytes: Math.round(b.vramGB * 1e9) }] };
+      }
+      writeFileSync(cfg, JSON.stringify(simCfg));
+      sims.push(await startSim(ctx, b.name, port, cfg));
+      if (withAgents) {
+        agentPorts[b.name] = await freePort();
+        sims.push(await startAgent(ctx, b.name, agentPorts[b.name], `http://127.0.0.1:${port}`, statePath));
+      }
     }),
   );
-  return { sims, ports };
+  return { sims, ports, agentPorts };
 }
 
 async function simStats(port: number): Promise<{ loads: number; evictions: number }> {
@@ -81,7 +97,7 @@ export async function runScenario(ctx: BenchContext, sc: Scenario, only?: string
   }
   const loadedAnywhere = new Set(sc.backends.flatMap((b) => b.loaded));
   const unavoidableLoads = new Set(plan.map((p) => p.model).filter((m) => !loadedAnywhere.has(m))).size;
-  return { scenario: sc.name, description: sc.description, durationS, requests: plan.length, unavoidableLoads, targets: results, checks: checksFor(sc, results, unavoidableLoads), skipped };
+  return { scenario: sc.name, description: sc.description, durationS, requests: plan.length, unavoidableLoads, agents: ctx.agents, targets: results, checks: checksFor(sc, results, unavoidableLoads), skipped };
 }
 
 /**
@@ -107,7 +123,7 @@ export function checksFor(sc: Scenario, results: TargetResult[], unavoidableLoad
 
 async function runTarget(ctx: BenchContext, sc: Scenario, target: string, plan: ReturnType<typeof generateWorkload>, durationS: number): Promise<TargetResult> {
   const tag = target.replace(/[^A-Za-z0-9_-]+/g, '-');
-  const cluster = await startCluster(ctx, sc, tag);
+  const cluster = await startCluster(ctx, sc, tag, ctx.agents && target.startsWith('balancer '));
   const children: Child[] = [...cluster.sims];
   try {
     const upstreamNames: Record<string, string> = {};
@@ -123,21 +139,33 @@ async function runTarget(ctx: BenchContext, sc: Scenario, target: string, plan: 
       const cfg = join(ctx.tmp, `${sc.name}-${tag}-balancer.json`);
       writeFileSync(
         cfg,
-        JSON.stringify({ backends: sc.backends.map((b) => ({ name: b.name, url: `http://127.0.0.1:${cluster.ports[b.name]}`, parallel: b.numParallel, maxLoadedModels: b.maxLoadedModels })) }),
+        JSON.stringify({
+          backends: sc.backends.map((b) => ({
+            name: b.name,
+            url: `http://127.0.0.1:${cluster.ports[b.name]}`,
+            parallel: b.numParallel,
+            maxLoadedModels: b.maxLoadedModels,
+            ...(cluster.agentPorts[b.name] ? { agentUrl: `http://127.0.0.1:${cluster.agentPorts[b.name]}` } : {}),
+          })),
+        }),
       );
       const bal = await startBalancer(ctx, port, cfg, { ROUTING_POLICY: policy, QUEUE_MAX: '100000', QUEUE_TIMEOUT_MS: '300000' });
       children.push(bal);
       // Wait until the balancer has seen every backend's inventory (what is loaded where).
       const deadline = Date.now() + 15_000;
+      let seen = '';
       while (Date.now() < deadline) {
         try {
           const st = JSON.parse((await httpGet(`http://127.0.0.1:${port}/balancer/status`)).body);
-          if (Array.isArray(st.backends) && st.backends.every((b: any) => b.health === 'healthy' && b.inventoryAt)) break;
+          const bs: any[] = Array.isArray(st.backends) ? st.backends : [];
+          seen = `${bs.filter((b) => b.health === 'healthy' && b.inventoryAt).length}/${sc.backends.length} backends with inventory, ${bs.filter((b) => b.agent).length} with agent data`;
+          if (bs.length && bs.every((b) => b.health === 'healthy' && b.inventoryAt && (!ctx.agents || b.agent))) break;
         } catch {
           /* not yet */
         }
         await sleep(100);
       }
+      ctx.log(`routing: balancer ready: ${seen}`);
       targets = { '*': `http://127.0.0.1:${port}` };
     } else if (target === 'nginx-per-model-pools') {
       const pools = await Promise.all(
