@@ -1,4 +1,4 @@
-import { INestApplication, Logger, LogLevel } from '@nestjs/common';
+import { ConsoleLogger, INestApplication, Logger, LogLevel } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { Server } from 'http';
 import { AppModule } from './app.module';
@@ -52,7 +52,8 @@ export async function startBalancer(): Promise<INestApplication> {
     }
     throw e;
   }
-  const app = await NestFactory.create(AppModule, { logger: logLevelsFrom(config.logLevel), bodyParser: true });
+  // Plain JSON lines, like the request log: one format for log shippers, no colours.
+  const app = await NestFactory.create(AppModule, { logger: new ConsoleLogger({ json: true, colors: false, logLevels: logLevelsFrom(config.logLevel) }), bodyParser: true });
   const logger = new Logger('Balancer');
   if (config.backends.length === 0) logger.warn('No backends configured (OLLAMA_BACKENDS or BALANCER_CONFIG): every request will answer 503.');
   await app.listen(config.port, config.host);

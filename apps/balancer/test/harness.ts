@@ -49,7 +49,7 @@ export async function startCluster(configs: SimConfig[], env: Record<string, str
   });
   const { app, url } = await startBalancer({ BALANCER_CONFIG: file, ...env });
   await waitFor(async () => {
-    const st = await getJson(`${url}/balancer/status`);
+    const st = await getJson(`${url}/balancer/status`, env.ADMIN_TOKEN ? { authorization: `Bearer ${env.ADMIN_TOKEN}` } : undefined);
     return st.body.backends.every((b: any) => b.health === 'healthy' && b.inventoryAt !== null);
   }, 10_000, 'backends healthy with inventory');
   return {

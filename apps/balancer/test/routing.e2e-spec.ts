@@ -5,7 +5,7 @@ import { Cluster, getJson, request, sleep, startCluster, waitFor } from './harne
 const LLAMA = { name: 'llama3.2:latest', sizeBytes: 2_000_000_000 };
 const QWEN = { name: 'qwen2.5:7b', sizeBytes: 4_700_000_000 };
 const EMBED = { name: 'nomic-embed-text:latest', sizeBytes: 274_000_000, embedding: true };
-const status = async (c: Cluster) => (await getJson(`${c.url}/balancer/status`)).body;
+const status = async (c: Cluster) => (await getJson(`${c.url}/balancer/status`, { authorization: 'Bearer test-admin-token-123' })).body;
 
 describe('model-aware routing', () => {
   let c: Cluster;
@@ -53,7 +53,7 @@ describe('model-aware routing', () => {
         { models: [LLAMA], loaded: ['llama3.2:latest'], tokensPerSecond: 20, numParallel: 1 },
         { models: [LLAMA], tokensPerSecond: 400, numParallel: 1, loadMsPerGB },
       ],
-      { ROUTING_POLICY: 'predictive', HEADERS_TIMEOUT_MS: '60000' },
+      { ROUTING_POLICY: 'predictive', HEADERS_TIMEOUT_MS: '60000', ADMIN_TOKEN: 'test-admin-token-123' },
       [{ parallel: 1 }, { parallel: 1 }],
     );
     // Learn b1's service time (~1 s for 20 tokens at 20/s) and b2's load speed (a preload there).
@@ -64,9 +64,12 @@ describe('model-aware routing', () => {
     expect(pre.body.done_reason).toBe('load');
     expect(c.sims[1].unload('llama3.2:latest')).toBe(true);
     await waitFor(async () => (await status(c)).backends[1].loaded.length === 0, 5000, 'b2 seen unloaded');
-    // Occupy b1's only slot with a long request.
+    // Occupy b1's only slot with a long request (b2 cordoned meanwhile, so it cannot go there).
+    const admin = { authorization: 'Bearer test-admin-token-123' };
+    expect((await request(`${c.url}/balancer/admin/backends/b2/cordon`, { method: 'POST', headers: admin })).status).toBe(200);
     const long = request(`${c.url}/api/generate`, { body: { model: 'llama3.2', prompt: 'long', stream: false, options: { num_predict: 20 } } });
     await waitFor(async () => (await status(c)).backends[0].inFlight === 1, 5000, 'b1 busy');
+    expect((await request(`${c.url}/balancer/admin/backends/b2/uncordon`, { method: 'POST', headers: admin })).status).toBe(200);
     const r = await request(`${c.url}/api/generate`, { body: { model: 'llama3.2', prompt: 'decide', stream: false, options: { num_predict: 5 } } });
     expect(r.status).toBe(200);
     const st = await status(c);

@@ -2,6 +2,7 @@ import { CanActivate, ExecutionContext, ForbiddenException, Inject, Injectable, 
 import { timingSafeEqual } from 'crypto';
 import type { Request } from 'express';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
+import { AccessControl } from '../proxy/access-control';
 
 /** Admin endpoints need ADMIN_TOKEN; with none configured they are off, not open. */
 @Injectable()
@@ -23,19 +24,27 @@ export class AdminTokenGuard implements CanActivate {
   }
 }
 
-/** Read-only views (status, dashboard): open when no ADMIN_TOKEN is set, behind it when one is. */
+/**
+ * Read-only views (status, dashboard, its event feed): behind ADMIN_TOKEN when one is set; else
+ * behind any valid client API key when keys are configured; else open.
+ */
 @Injectable()
 export class ViewGuard implements CanActivate {
   constructor(
     @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
     private readonly admin: AdminTokenGuard,
+    private readonly access: AccessControl,
   ) {}
   canActivate(ctx: ExecutionContext): boolean {
-    if (!this.config.adminToken) return true;
     const req = ctx.switchToHttp().getRequest<Request>();
     const q = typeof req.query?.token === 'string' ? req.query.token : null;
     if (q !== null) req.headers.authorization = `Bearer ${q}`;
-    if (!this.admin.matches(req)) throw new UnauthorizedException('admin token required: Authorization: Bearer <ADMIN_TOKEN>');
+    if (this.config.adminToken) {
+      if (!this.admin.matches(req)) throw new UnauthorizedException('admin token required: Authorization: Bearer <ADMIN_TOKEN>');
+      return true;
+    }
+    // No admin token but client keys configured: the views show backend URLs, so a client key is needed.
+    if (this.access.enabled && !this.access.isValidKey(req)) throw new UnauthorizedException('API key required: Authorization: Bearer <key>');
     return true;
   }
 }

@@ -92,7 +92,6 @@ export class BackendPoller implements OnModuleInit, OnApplicationShutdown {
     b.lastError = null;
     b.health = 'healthy';
     if (was !== 'healthy') {
-      this.logger.log(JSON.stringify({ event: 'backend-healthy', backend: b.name, was }));
       this.passive.note(b, 'healthy', `was ${was}`);
       if (was === 'unhealthy') {
         // Back from the dead: refresh what it holds before trusting it, and ease it in.
@@ -108,7 +107,6 @@ export class BackendPoller implements OnModuleInit, OnApplicationShutdown {
     b.lastError = error;
     if (b.health !== 'unhealthy' && b.consecutiveFailures >= this.config.healthFailureThreshold) {
       b.health = 'unhealthy';
-      this.logger.warn(JSON.stringify({ event: 'backend-unhealthy', backend: b.name, failures: b.consecutiveFailures, error }));
       this.passive.note(b, 'unhealthy', error);
       this.registry.capacityChanged();
     }

@@ -1,7 +1,14 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
 import { Backend } from '../registry/backend';
 import { BackendRegistry } from '../registry/backend-registry.service';
+
+export interface BackendEvent {
+  at: number;
+  backend: string;
+  event: string;
+  detail: string;
+}
 
 const MAX_EJECTION_MS = 5 * 60_000;
 
@@ -13,8 +20,9 @@ const MAX_EJECTION_MS = 5 * 60_000;
  */
 @Injectable()
 export class PassiveHealth {
-  private readonly logger = new Logger(PassiveHealth.name);
-  readonly events: { at: number; backend: string; event: string; detail: string }[] = [];
+  readonly events: BackendEvent[] = [];
+  /** Told of every event as it happens (metrics and logs). */
+  readonly listeners: ((e: BackendEvent) => void)[] = [];
   ejectionsTotal = 0;
 
   constructor(
@@ -45,12 +53,13 @@ export class PassiveHealth {
     b.slowStartFrom = b.ejectedUntil;
     b.consecutiveErrors = 0;
     this.note(b, 'ejected', `${why}; for ${ms} ms`);
-    this.logger.warn(JSON.stringify({ event: 'ejected', backend: b.name, forMs: ms, reason: why }));
     setTimeout(() => this.registry.capacityChanged(), ms + 5).unref();
   }
 
   note(b: Backend, event: string, detail: string): void {
-    this.events.push({ at: Date.now(), backend: b.name, event, detail });
+    const e: BackendEvent = { at: Date.now(), backend: b.name, event, detail };
+    this.events.push(e);
     if (this.events.length > 100) this.events.shift();
+    for (const l of this.listeners) l(e);
   }
 }

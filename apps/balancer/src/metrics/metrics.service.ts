@@ -1,7 +1,7 @@
 import { Inject, Injectable, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
-import { PassiveHealth } from '../health/passive-health.service';
+import { BackendEvent, PassiveHealth } from '../health/passive-health.service';
 import { RequestListener, RequestObserver, RequestRecord } from '../proxy/request-observer';
 import { BackendRegistry } from '../registry/backend-registry.service';
 import { Decision, RoutingService } from '../routing/routing.service';
@@ -15,8 +15,6 @@ const LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 6
 const QUEUE_BUCKETS = [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const TPS_BUCKETS = [1, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000];
 const LOAD_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160];
-/** How often passive-health events and health changes are turned into metrics and log lines. */
-const WATCH_MS = 1000;
 
 /**
  * The balancer's Prometheus metrics on a registry of its own (several apps may live in one test
@@ -47,8 +45,6 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
   private readonly ejections: Counter<'backend'>;
   private readonly ejectionCounts = new Map<string, number>();
 
-  private lastEvent: object | null = null;
-  private watcher: NodeJS.Timeout | null = null;
 
   constructor(
     @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
@@ -115,7 +111,6 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
       labelNames: ['backend'],
       registers,
       collect: () => {
-        this.watch();
         this.ejections.reset();
         for (const b of this.backends.backends) this.ejections.inc({ backend: b.name }, this.ejectionCounts.get(b.name) ?? 0);
       },
@@ -174,13 +169,12 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
   onModuleInit(): void {
     this.observer.listeners.push(this);
     this.routing.decisionListeners.push(this.onDecision);
-    this.watcher = setInterval(() => this.watch(), WATCH_MS);
-    this.watcher.unref();
+    this.passive.listeners.push(this.onBackendEvent);
   }
 
   onModuleDestroy(): void {
-    if (this.watcher) clearInterval(this.watcher);
-    this.watcher = null;
+    const k = this.passive.listeners.indexOf(this.onBackendEvent);
+    if (k >= 0) this.passive.listeners.splice(k, 1);
     const i = this.observer.listeners.indexOf(this);
     if (i >= 0) this.observer.listeners.splice(i, 1);
     const j = this.routing.decisionListeners.indexOf(this.onDecision);
@@ -241,24 +235,11 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
     });
   };
 
-  /**
-   * Picks up the backend events (ejected, healthy/unhealthy, cordoned...) noted since the last look:
-   * ejections are counted, every event is logged.
-   */
-  watch(): void {
-    const events = this.passive.events;
-    let from = 0;
-    if (this.lastEvent !== null) {
-      const at = events.lastIndexOf(this.lastEvent as (typeof events)[number]);
-      from = at + 1; // not found (shifted out of the window): every event held is new
-    }
-    for (let i = from; i < events.length; i++) {
-      const e = events[i];
-      if (e.event === 'ejected') this.ejectionCounts.set(e.backend, (this.ejectionCounts.get(e.backend) ?? 0) + 1);
-      this.observer.log.line(e.event === 'ejected' || e.event === 'unhealthy' ? 'warn' : 'log', 'backend', { backend: e.backend, change: e.event, detail: e.detail });
-    }
-    if (events.length > 0) this.lastEvent = events[events.length - 1];
-  }
+  /** Each backend event (ejected, healthy/unhealthy, cordoned...) as it happens: ejections are counted, every event is logged. */
+  private readonly onBackendEvent = (e: BackendEvent): void => {
+    if (e.event === 'ejected') this.ejectionCounts.set(e.backend, (this.ejectionCounts.get(e.backend) ?? 0) + 1);
+    this.observer.log.line(e.event === 'ejected' || e.event === 'unhealthy' ? 'warn' : 'log', 'backend', { backend: e.backend, change: e.event, detail: e.detail });
+  };
 
   async scrape(): Promise<string> {
     return this.registry.metrics();

@@ -66,6 +66,12 @@ export class AccessControl {
     return { status: 403, message: `API key '${cfg.name}' may not use model '${model}'` };
   }
 
+  /** Whether the request carries a configured key (no rate accounting). */
+  isValidKey(req: IncomingMessage): boolean {
+    const presented = presentedKey(req);
+    return presented !== null && this.match(presented) !== null;
+  }
+
   keyName(req: IncomingMessage): string | null {
     return this.keyOf.get(req)?.name ?? null;
   }

@@ -6,6 +6,7 @@ import { AccessControl } from './access-control';
 import { ClusterApi } from './cluster-api.service';
 import { ProxyService } from './proxy.service';
 import { RequestObserver } from './request-observer';
+import { sendError } from './errors';
 import { isProxyPath } from './routes';
 
 type Listener = (req: IncomingMessage, res: ServerResponse) => void;
@@ -41,10 +42,8 @@ export class ProxyModule implements OnApplicationBootstrap {
         try {
           this.proxy.handle(req, res);
         } catch (e) {
-          if (!res.headersSent) {
-            res.writeHead(500, { 'Content-Type': 'application/json' });
-            res.end(JSON.stringify({ error: `internal error: ${(e as Error).message}` }));
-          } else res.destroy();
+          if (!res.headersSent) sendError(req, res, 500, `internal error: ${(e as Error).message}`);
+          else res.destroy();
         }
       } else nest(req, res);
     };

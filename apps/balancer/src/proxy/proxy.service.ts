@@ -58,6 +58,9 @@ interface Flight {
   record: RequestRecord;
   cancelQueue: (() => void) | null;
   res: ServerResponse;
+  expectedTokens: number | null;
+  promptTokens: number;
+  streamed: boolean;
 }
 
 type LbRequest = IncomingMessage & { lb?: Flight };
@@ -239,6 +242,9 @@ export class ProxyService implements OnModuleDestroy {
       displayModel: raw,
       body,
       sessionKey: sessionKeyOf(req, parsed),
+      expectedTokens: requestedTokens(parsed),
+      promptTokens: Math.ceil(body.length / 4),
+      streamed: path.startsWith('/v1/') ? parsed.stream === true : parsed.stream !== false,
       attempt: null,
       attempts: 0,
       tried: new Set(),
@@ -273,7 +279,15 @@ export class ProxyService implements OnModuleDestroy {
   private dispatch(req: LbRequest, res: ServerResponse): void {
     const flight = req.lb!;
     const now = Date.now();
-    const routeReq = { model: flight.model, modelSize: this.routing.modelSize(flight.model), sessionKey: flight.sessionKey, now, displayModel: flight.displayModel ?? undefined };
+    const routeReq = {
+      model: flight.model,
+      modelSize: this.routing.modelSize(flight.model),
+      sessionKey: flight.sessionKey,
+      now,
+      displayModel: flight.displayModel ?? undefined,
+      expectedTokens: flight.expectedTokens,
+      promptTokens: flight.promptTokens,
+    };
     this.routing
       .acquire(routeReq, flight.tried, (cancel) => (flight.cancelQueue = cancel))
       .then(
@@ -466,7 +480,8 @@ export class ProxyService implements OnModuleDestroy {
     const contentType = proxyRes.headers['content-type'];
     const idleMs = this.config.idleStreamTimeoutMs;
     attempt.timer = setTimeout(() => this.onAttemptTimeout(req, res, attempt, 'idle'), idleMs);
-    let tail: Buffer | null = null;
+    // The last few chunks, by reference (no copies): Ollama's final object may span several.
+    const recent: Buffer[] = [];
     let headed = false;
     const observer = this.observer;
     const head = (): boolean => {
@@ -488,7 +503,8 @@ export class ProxyService implements OnModuleDestroy {
       attempt.timer?.refresh();
       if (!headed && !head()) return;
       flight.record.bytes += chunk.length;
-      tail = chunk;
+      if (recent.length === RECENT_CHUNKS) recent.shift();
+      recent.push(chunk);
       if (!res.write(chunk)) {
         proxyRes.pause();
         res.once('drain', () => proxyRes.resume());
@@ -499,7 +515,7 @@ export class ProxyService implements OnModuleDestroy {
       // http-proxy emits 'end' also for a body cut short; `complete` tells a clean end apart.
       if (!proxyRes.complete) return this.brokenStream(req, res, attempt, contentType, 'the backend closed the stream early');
       if (!headed) head();
-      if (tail !== null) observer.finalChunk(flight.record, attempt.lease.backend, tail);
+      if (recent.length > 0) observer.finalChunk(flight.record, attempt.lease.backend, lastLine(recent));
       res.end();
       this.learnFromSuccess(flight, attempt);
       this.endAttempt(req, attempt, null);
@@ -515,6 +531,9 @@ export class ProxyService implements OnModuleDestroy {
   private learnFromSuccess(flight: Flight, attempt: Attempt): void {
     const b = attempt.lease.backend;
     b.noteServiceTime(flight.model, Date.now() - attempt.startedAt);
+    const r = flight.record;
+    b.noteTokens(flight.model, r.evalCount, r.evalDurationNs, r.promptEvalCount, r.promptEvalDurationNs);
+    if (flight.streamed && r.ttfbMs !== null) b.ttftMs.add(Math.max(0, r.ttfbMs - r.queuedMs));
     if (flight.model !== null && flight.kind === 'model' && flight.record.status !== undefined && flight.record.status < 300) {
       b.noteLoaded(flight.model);
       // A real load may have evicted another model there: look again soon rather than at the next poll.
@@ -632,6 +651,27 @@ export class ProxyService implements OnModuleDestroy {
     if (flight.attempt) this.endAttempt(req, flight.attempt, why);
     this.finish(req, 499, why);
   }
+}
+
+const RECENT_CHUNKS = 8;
+
+/** The bytes holding the last line of a body, joined from the last chunks only when it spans them. */
+export function lastLine(chunks: Buffer[]): Buffer {
+  const last = chunks[chunks.length - 1];
+  // A newline before the trailing one means the final line starts inside the last chunk.
+  let end = last.length;
+  while (end > 0 && (last[end - 1] === 10 || last[end - 1] === 13)) end--;
+  if (end > 0 && last.lastIndexOf(10, end - 1) !== -1) return last;
+  for (let i = chunks.length - 2; i >= 0; i--) {
+    if (chunks[i].lastIndexOf(10) !== -1 || i === 0) return Buffer.concat(chunks.slice(i));
+  }
+  return last;
+}
+
+/** The most output tokens the client asked for (Ollama's num_predict, OpenAI's max_tokens), if any. */
+export function requestedTokens(body: any): number | null {
+  const v = body?.options?.num_predict ?? body?.max_completion_tokens ?? body?.max_tokens ?? body?.max_output_tokens;
+  return typeof v === 'number' && Number.isFinite(v) && v > 0 ? Math.min(v, 1_000_000) : null;
 }
 
 /** Ollama's load-only requests: generate with no prompt, chat with no messages. */

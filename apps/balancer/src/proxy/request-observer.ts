@@ -25,6 +25,7 @@ export interface RequestRecord {
   evalCount?: number;
   evalDurationNs?: number;
   promptEvalCount?: number;
+  promptEvalDurationNs?: number;
   loadDurationNs?: number;
 }
 
@@ -115,6 +116,7 @@ export class RequestObserver {
     record.evalCount = num(obj.eval_count);
     record.evalDurationNs = num(obj.eval_duration);
     record.promptEvalCount = num(obj.prompt_eval_count);
+    record.promptEvalDurationNs = num(obj.prompt_eval_duration);
     record.loadDurationNs = num(obj.load_duration);
     const loadMs = (record.loadDurationNs ?? 0) / 1e6;
     // A real load (not the few ms of a warm start) teaches how fast this backend loads models.

@@ -79,6 +79,13 @@ export class Backend {
   readonly serviceMs = new Map<string, Ewma>();
   readonly serviceMsAll = new Ewma(0.2);
   readonly ttfbMs = new Ewma(0.2);
+  /** Output speed (tokens/s per request) per model, from Ollama's eval_count / eval_duration. */
+  readonly tokensPerSec = new Map<string, Ewma>();
+  readonly tokensPerSecAll = new Ewma(0.2);
+  /** Time to first token of streamed requests (prompt evaluation and overhead), ms. */
+  readonly ttftMs = new Ewma(0.2);
+  /** Prompt evaluation speed, ms per prompt token. */
+  readonly promptMsPerToken = new Ewma(0.2);
 
   constructor(readonly config: BackendConfig) {
     this.name = config.name;
@@ -140,17 +147,28 @@ export class Backend {
     return Math.max(0.1, f);
   }
 
-  acquire(model: string | null): void {
+  /** Expected end time of each request in flight here, per model (0 when unknown). */
+  readonly runningEnds = new Map<string | null, number[]>();
+
+  acquire(model: string | null, expectedEnd = 0): void {
     this.inFlight++;
     this.served++;
+    let ends = this.runningEnds.get(model);
+    if (!ends) this.runningEnds.set(model, (ends = []));
+    ends.push(expectedEnd);
     if (model !== null) {
       this.modelInFlight.set(model, this.inFlightFor(model) + 1);
       this.modelLastUsed.set(model, Date.now());
     }
   }
 
-  release(model: string | null): void {
+  release(model: string | null, expectedEnd = 0): void {
     this.inFlight--;
+    const ends = this.runningEnds.get(model);
+    if (ends) {
+      const i = ends.indexOf(expectedEnd);
+      ends.splice(i >= 0 ? i : 0, 1);
+    }
     if (model !== null) {
       const n = this.inFlightFor(model) - 1;
       if (n <= 0) this.modelInFlight.delete(model);
@@ -189,16 +207,38 @@ export class Backend {
     e.add(ms);
   }
 
+  /** Learns from Ollama's counters in a final chunk. */
+  noteTokens(model: string | null, evalCount: number | undefined, evalNs: number | undefined, promptCount: number | undefined, promptNs: number | undefined): void {
+    if (evalCount !== undefined && evalNs !== undefined && evalCount >= 2 && evalNs > 0) {
+      const tps = evalCount / (evalNs / 1e9);
+      this.tokensPerSecAll.add(tps);
+      if (model !== null) {
+        let e = this.tokensPerSec.get(model);
+        if (!e) this.tokensPerSec.set(model, (e = new Ewma(0.2)));
+        e.add(tps);
+      }
+    }
+    if (promptCount !== undefined && promptNs !== undefined && promptCount >= 8 && promptNs > 0) this.promptMsPerToken.add(promptNs / 1e6 / promptCount);
+  }
+
+  tokenRate(model: string | null): number | null {
+    return (model !== null ? this.tokensPerSec.get(model)?.value : null) ?? this.tokensPerSecAll.value;
+  }
+
   /** Records that `model` is resident now (it just answered a request). */
   noteLoaded(model: string, keepAliveMs = 5 * 60_000): void {
     const existing = this.modelsLoaded.get(model);
-    const size = existing?.size ?? this.modelsOnDisk.get(model)?.size ?? 0;
+    if (existing) {
+      existing.expiresAt = keepAliveMs < 0 ? null : Date.now() + keepAliveMs;
+      return;
+    }
+    const size = this.modelsOnDisk.get(model)?.size ?? 0;
     this.modelsLoaded.set(model, {
       name: model,
       size,
-      sizeVram: existing?.sizeVram ?? size,
+      sizeVram: size,
       expiresAt: keepAliveMs < 0 ? null : Date.now() + keepAliveMs,
-      raw: existing?.raw ?? { name: model, model, size, size_vram: size },
+      raw: { name: model, model, size, size_vram: size },
     });
   }
 }

@@ -13,6 +13,8 @@ export class Lease {
     readonly reason: PickReason,
     readonly predictedMs: number | undefined,
     readonly queuedMs: number,
+    /** When the policy expects the answer to be complete (0 when it does not predict). */
+    readonly expectedEnd: number,
     private readonly onRelease: (lease: Lease) => void,
   ) {}
   release(): void {
@@ -57,6 +59,10 @@ export interface Decision {
 }
 
 const AFFINITY_MAX_SESSIONS = 10_000;
+/** Until a backend has shown its prompt speed: about 1,000 prompt tokens per second. */
+const DEFAULT_PROMPT_MS_PER_TOKEN = 1;
+/** Affinity always tolerates this much extra predicted time (keeps short chats together). */
+const MIN_AFFINITY_MS = 50;
 
 /**
  * Filter -> score -> pick. Filters drop backends that cannot serve (unhealthy, cordoned, ejected,
@@ -237,9 +243,13 @@ export class RoutingService {
     const pinned = pinnedName === undefined ? undefined : open.find((b) => b.name === pinnedName);
     if (pinned && pinned !== pick.backend) {
       // Stay with the pinned backend (its prompt cache) while its predicted wait is within the bound.
-      const pinnedMs = this.predictor.predict(pinned, req, this.ctx).totalMs;
-      const bestMs = pick.predictedMs ?? this.predictor.predict(pick.backend, req, this.ctx).totalMs;
-      if (pinnedMs <= bestMs + this.config.affinityMaxExtraMs) return { backend: pinned, reason: 'affinity', predictedMs: Math.round(pinnedMs) };
+      const pinnedP = this.predictor.predict(pinned, req, this.ctx);
+      const bestMs = pick.completionMs ?? this.predictor.predict(pick.backend, req, this.ctx).totalMs;
+      // Staying is worth about what the prompt cache saves: re-evaluating the prompt elsewhere.
+      const saves = (req.promptTokens ?? 0) * (pick.backend.promptMsPerToken.value ?? DEFAULT_PROMPT_MS_PER_TOKEN);
+      const bound = Math.min(this.config.affinityMaxExtraMs, Math.max(MIN_AFFINITY_MS, saves));
+      if (pinnedP.totalMs <= bestMs + bound)
+        return { backend: pinned, reason: 'affinity', predictedMs: Math.round(pinnedP.ttftMs), completionMs: Math.round(pinnedP.totalMs) };
     }
     this.pin(req.sessionKey, pick.backend.name);
     return pick;
@@ -257,15 +267,16 @@ export class RoutingService {
 
   private dispatch(pick: Pick, req: RouteRequest, queuedMs: number, candidates: number): Lease {
     const b = pick.backend;
-    b.acquire(req.model);
+    const expectedEnd = pick.completionMs !== undefined ? req.now + pick.completionMs : 0;
+    b.acquire(req.model, expectedEnd);
     this.counters.routed++;
     this.counters.byReason.set(pick.reason, (this.counters.byReason.get(pick.reason) ?? 0) + 1);
     const d: Decision = { at: Date.now(), model: req.model, backend: b.name, reason: pick.reason, predictedMs: pick.predictedMs, queuedMs, candidates };
     this.recentDecisions.push(d);
     if (this.recentDecisions.length > 50) this.recentDecisions.shift();
     for (const l of this.decisionListeners) l(d);
-    return new Lease(b, req.model, pick.reason, pick.predictedMs, queuedMs, (lease) => {
-      lease.backend.release(lease.model);
+    return new Lease(b, req.model, pick.reason, pick.predictedMs, queuedMs, expectedEnd, (lease) => {
+      lease.backend.release(lease.model, lease.expectedEnd);
       this.drainQueue();
     });
   }

@@ -135,4 +135,21 @@ describe('predictive', () => {
     tight.modelsOnDisk.set('m:latest', { name: 'm:latest', size: 2 * GB, raw: {} });
     expect(p.predict(tight, req('m:latest'), ctx).evictMs).toBeGreaterThan(0);
   });
+
+  it('sends a long answer to the fast GPU even when it must wait, and a short one to a free slow GPU', () => {
+    const fast = backend('fast');
+    const slow = backend('slow');
+    for (const b of [fast, slow]) load(b, 'm:latest');
+    // Learned: fast makes 150 tokens/s, slow 50 (from Ollama's eval_count / eval_duration).
+    fast.noteTokens('m:latest', 150, 1e9, undefined, undefined);
+    slow.noteTokens('m:latest', 50, 1e9, undefined, undefined);
+    const now = Date.now();
+    fast.acquire('m:latest', now + 400); // its only slot frees in 0.4 s
+    const long = p.pick([fast, slow], req('m:latest', { expectedTokens: 100, now }), ctx);
+    expect(long.backend.name).toBe('fast'); // 0.4 + 0.67 s beats 2 s on slow
+    const short = p.pick([fast, slow], req('m:latest', { expectedTokens: 10, now }), ctx);
+    expect(short.backend.name).toBe('slow'); // 0.2 s on slow beats 0.4 + 0.07 s on fast
+    expect(long.completionMs).toBeGreaterThan(long.predictedMs!);
+  });
 });
+

@@ -13,6 +13,10 @@ export interface RouteRequest {
   displayModel?: string;
   /** Requests for the same model queued in the balancer ahead of this one. */
   queuedAhead?: number;
+  /** Output tokens the client asked for at most (num_predict, max_tokens), when it said. */
+  expectedTokens?: number | null;
+  /** Rough prompt size in tokens (for what prompt-cache affinity saves). */
+  promptTokens?: number;
 }
 
 /** Why a backend was chosen: shown in X-Balancer-Reason and the decision log. */
@@ -23,6 +27,8 @@ export interface Pick {
   reason: PickReason;
   /** Predicted milliseconds until the first token, where the policy predicts. */
   predictedMs?: number;
+  /** Predicted milliseconds until the answer is complete, where the policy predicts. */
+  completionMs?: number;
 }
 
 export interface PolicyContext {

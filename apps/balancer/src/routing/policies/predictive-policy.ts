@@ -9,23 +9,36 @@ export const DEFAULT_LOAD_MS_PER_BYTE = 1 / 1_000_000;
 export const DEFAULT_LOAD_MS = 3000;
 /** A model used this recently is still "hot": evicting it will likely cost someone a reload. */
 const RECENT_USE_MS = 60_000;
+const EMPTY: number[] = [];
 
 export interface Prediction {
+  /** Until the answer is complete: what the policy minimises. */
   totalMs: number;
+  /** Until the first token: what X-Balancer-Predicted-Ms reports. */
+  ttftMs: number;
   waitMs: number;
   loadMs: number;
   evictMs: number;
+  serviceMs: number;
   warm: boolean;
 }
 
+/** Until a backend has shown its time to first token and token rate, assume these. */
+const DEFAULT_TTFT_MS = 300;
+const DEFAULT_TOKENS_PER_SEC = 30;
+
 /**
- * Predicts, per candidate, the time until this request's first token:
- *   queue wait (requests ahead of it for that model, over the backend's parallel slots, times the
- *   learned service time) + the model's load time if it is cold there (size x learned load speed)
+ * Predicts, per candidate, when this request would be answered, and takes the soonest (join the
+ * shortest expected delay, with what is specific to Ollama):
+ *   wait for a slot (the expected ends of the requests running there for this model, and those
+ *     queued in the balancer ahead of it, over the backend's parallel slots)
+ *   + the model's load time if it is cold there (size x load speed learned from earlier loads)
  *   + the cost of evicting another model (waiting for it to go idle if every resident model is
- *   busy, and a share of its reload time if it was used recently)
- * and takes the smallest. Waiting for a warm server wins when that is faster; loading elsewhere
- * wins when the warm ones are backed up.
+ *     busy, and a share of its reload time if it was used recently)
+ *   + this request's own service time (time to first token + the output tokens it asked for, or the
+ *     usual count, at the token rate learned on that backend).
+ * Waiting for a busy warm server wins when that is sooner; loading elsewhere wins when the warm
+ * ones are backed up; long answers go to fast GPUs, short ones fill the slow.
  */
 export class PredictivePolicy implements RoutingPolicy {
   readonly name = 'predictive';
@@ -50,32 +63,63 @@ export class PredictivePolicy implements RoutingPolicy {
       }
     }
     const p = bestP as Prediction;
-    return { backend: best, reason: n === 1 ? 'only-candidate' : p.warm ? 'warm' : 'cold-load', predictedMs: Math.round(p.totalMs) };
+    return {
+      backend: best,
+      reason: n === 1 ? 'only-candidate' : p.warm ? 'warm' : 'cold-load',
+      predictedMs: Math.round(p.ttftMs),
+      completionMs: Math.round(p.totalMs),
+    };
+  }
+
+  /** This request's own time on `b` once it has a slot and the model is loaded. */
+  serviceTime(b: Backend, req: RouteRequest): { serviceMs: number; ttftMs: number } {
+    const model = req.model;
+    const ttft = b.ttftMs.value ?? DEFAULT_TTFT_MS;
+    const tokens = req.expectedTokens ?? null;
+    if (tokens !== null) {
+      // A backend that has not shown its speed yet is assumed to be of middling speed.
+      const rate = b.tokenRate(model) ?? DEFAULT_TOKENS_PER_SEC;
+      return { serviceMs: ttft + (tokens / rate) * 1000, ttftMs: ttft };
+    }
+    const learned = (model !== null ? b.serviceMs.get(model)?.value : null) ?? b.serviceMsAll.value ?? DEFAULT_SERVICE_MS;
+    return { serviceMs: learned, ttftMs: Math.min(ttft, learned) };
   }
 
   predict(b: Backend, req: RouteRequest, ctx: PolicyContext): Prediction {
     const model = req.model;
     const slots = Math.max(1, b.config.parallel);
-    const svc = (model !== null ? b.serviceMs.get(model)?.value : null) ?? b.serviceMsAll.value ?? DEFAULT_SERVICE_MS;
+    const { serviceMs, ttftMs } = this.serviceTime(b, req);
+    const typical = (model !== null ? b.serviceMs.get(model)?.value : null) ?? b.serviceMsAll.value ?? serviceMs;
+    const ends = b.runningEnds.get(model) ?? EMPTY;
     const active = model !== null ? b.inFlightFor(model) : b.inFlight;
-    // Requests ahead of this one beyond the free slots each hold a slot for about one service time;
-    // those queued in the balancer for the same model count too.
-    const ahead = Math.max(0, active + 1 + (req.queuedAhead ?? 0) - slots);
-    let waitMs = (ahead * svc) / slots;
-    // Other models running on the same GPUs slow this one down; a busy GPU (fresh reading) too.
+    // Completions needed before a slot is free for this request.
+    const need = active + 1 + (req.queuedAhead ?? 0) - slots;
+    let waitMs = 0;
+    if (need > 0) {
+      if (ends.length === active && active > 0 && !ends.includes(0)) {
+        const sorted = [...ends].sort((x, y) => x - y);
+        const known = Math.min(need, sorted.length);
+        waitMs = Math.max(0, sorted[known - 1] - req.now);
+        // Beyond the running ones, each further completion frees a slot every typical/slots ms.
+        if (need > sorted.length) waitMs += ((need - sorted.length) * typical) / slots;
+      } else {
+        waitMs = (need * typical) / slots;
+      }
+    }
+    // Other models running on the same GPUs slow this one down; so does a busy GPU (fresh reading).
     const others = b.inFlight - (model !== null ? b.inFlightFor(model) : 0);
     const util = b.gpuUtilization(ctx.agentStaleMs, req.now);
     waitMs += others * 50 + (util === null ? 0 : util * 2);
-    waitMs /= b.weight;
 
     if (model === null || b.isLoaded(model, req.now)) {
-      return { totalMs: waitMs, waitMs, loadMs: 0, evictMs: 0, warm: true };
+      return { totalMs: waitMs + serviceMs, ttftMs: waitMs + ttftMs, waitMs, loadMs: 0, evictMs: 0, serviceMs, warm: true };
     }
     const size = b.modelsOnDisk.get(model)?.size || req.modelSize;
     const msPerByte = b.loadMsPerByte.value ?? DEFAULT_LOAD_MS_PER_BYTE;
     const loadMs = size > 0 ? size * msPerByte : DEFAULT_LOAD_MS;
-    const evictMs = this.evictionCost(b, model, size, req.now, ctx, msPerByte, svc);
-    return { totalMs: waitMs + loadMs + evictMs, waitMs, loadMs, evictMs, warm: false };
+    const evictMs = this.evictionCost(b, model, size, req.now, ctx, msPerByte, typical);
+    const before = waitMs + loadMs + evictMs;
+    return { totalMs: before + serviceMs, ttftMs: before + ttftMs, waitMs, loadMs, evictMs, serviceMs, warm: false };
   }
 
   /** What making room for `model` on `b` costs: zero when it fits beside what is loaded. */

@@ -1,0 +1,20 @@
+import { lastLine } from './proxy.service';
+
+const b = (s: string) => Buffer.from(s);
+
+describe('lastLine (the final NDJSON object, however the stream was chunked)', () => {
+  it('returns the last chunk when the final line starts inside it', () => {
+    const chunks = [b('{"a":1}\n'), b('{"b":2}\n{"done":true}\n')];
+    expect(lastLine(chunks)).toBe(chunks[1]);
+  });
+  it('joins chunks when the final line spans several', () => {
+    const chunks = [b('{"x":1}\n{"done":tr'), b('ue,"eval_co'), b('unt":5}\n')];
+    const joined = lastLine(chunks).toString();
+    const line = joined.trim().split('\n').pop()!;
+    expect(JSON.parse(line)).toEqual({ done: true, eval_count: 5 });
+  });
+  it('handles a single whole-body chunk (stream:false)', () => {
+    const chunks = [b('{"done":true,"eval_count":3}')];
+    expect(JSON.parse(lastLine(chunks).toString())).toEqual({ done: true, eval_count: 3 });
+  });
+});
