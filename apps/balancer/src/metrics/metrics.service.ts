@@ -16,6 +16,21 @@ const QUEUE_BUCKETS = [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 const TPS_BUCKETS = [1, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000];
 const LOAD_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160];
 
+/** The child metrics one request touches, found with one lookup. */
+interface RequestSeries {
+  requests: Map<number, Inc>;
+  duration: Obs;
+  ttfb: Obs;
+  bytes: Inc;
+  queueWait: Obs;
+  retries: Inc;
+  evalTokens: Inc;
+  evalSeconds: Inc;
+  tokensPerSecond: Obs;
+  promptTokens: Inc;
+  loadSeconds: Obs;
+}
+
 /**
  * The balancer's Prometheus metrics on a registry of its own (several apps may live in one test
  * process). Per-request series are fed from RequestObserver at the end of each request through
@@ -188,27 +203,47 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
     const model = r.backend !== null || this.known(r.model) ? this.models.label(r.model) : r.model === null ? 'none' : 'unknown';
     const backend = r.backend ?? 'none';
     const status = r.status ?? 0;
-    const rmb = `${route}\u0000${model}\u0000${backend}`;
-    this.child(this.children, `${rmb}\u0000${status}`, () => this.requests.labels(route, model, backend, String(status))).inc();
-    this.child(this.observers, `d\u0000${rmb}`, () => this.duration.labels(route, model, backend)).observe(durationMs / 1000);
-    if (r.ttfbMs !== null) this.child(this.observers, `t\u0000${rmb}`, () => this.ttfb.labels(route, model, backend)).observe(r.ttfbMs / 1000);
-    if (r.bytes > 0) this.child(this.children, `b\u0000${route}\u0000${backend}`, () => this.responseBytes.labels(route, backend)).inc(r.bytes);
-    if (r.backend !== null) this.child(this.observers, `q\u0000${model}`, () => this.queueWait.labels(model)).observe(r.queuedMs / 1000);
-    if (r.retries > 0) this.child(this.children, `r\u0000${route}\u0000${model}`, () => this.retries.labels(route, model)).inc(r.retries);
-    if (r.evalCount !== undefined || r.promptEvalCount !== undefined || r.loadDurationNs !== undefined) {
-      const mb = `${model}\u0000${backend}`;
-      if (r.evalCount !== undefined) {
-        this.child(this.children, `e\u0000${mb}`, () => this.evalTokens.labels(model, backend)).inc(r.evalCount);
-        if (r.evalDurationNs !== undefined && r.evalDurationNs > 0) {
-          this.child(this.children, `es\u0000${mb}`, () => this.evalSeconds.labels(model, backend)).inc(r.evalDurationNs / 1e9);
-          if (r.evalCount > 0) this.child(this.observers, `tps\u0000${mb}`, () => this.tokensPerSecond.labels(model, backend)).observe(r.evalCount / (r.evalDurationNs / 1e9));
-        }
+    // One lookup per request finds every child metric of its (route, model, backend).
+    const key = `${route}\u0000${model}\u0000${backend}`;
+    let s = this.series.get(key);
+    if (s === undefined) this.series.set(key, (s = this.makeSeries(route, model, backend)));
+    let byStatus = s.requests.get(status);
+    if (byStatus === undefined) s.requests.set(status, (byStatus = this.requests.labels(route, model, backend, String(status))));
+    byStatus.inc();
+    s.duration.observe(durationMs / 1000);
+    if (r.ttfbMs !== null) s.ttfb.observe(r.ttfbMs / 1000);
+    if (r.bytes > 0) s.bytes.inc(r.bytes);
+    if (r.backend !== null) s.queueWait.observe(r.queuedMs / 1000);
+    if (r.retries > 0) s.retries.inc(r.retries);
+    if (r.evalCount !== undefined) {
+      s.evalTokens.inc(r.evalCount);
+      if (r.evalDurationNs !== undefined && r.evalDurationNs > 0) {
+        s.evalSeconds.inc(r.evalDurationNs / 1e9);
+        if (r.evalCount > 0) s.tokensPerSecond.observe(r.evalCount / (r.evalDurationNs / 1e9));
       }
-      if (r.promptEvalCount !== undefined) this.child(this.children, `p\u0000${mb}`, () => this.promptTokens.labels(model, backend)).inc(r.promptEvalCount);
-      if (r.loadDurationNs !== undefined) this.child(this.observers, `l\u0000${mb}`, () => this.loadSeconds.labels(model, backend)).observe(r.loadDurationNs / 1e9);
     }
+    if (r.promptEvalCount !== undefined) s.promptTokens.inc(r.promptEvalCount);
+    if (r.loadDurationNs !== undefined) s.loadSeconds.observe(r.loadDurationNs / 1e9);
     const error = status >= 500 || (r.error !== null && status !== 499);
     this.traffic.record(Date.now(), durationMs, r.ttfbMs, error, r.backend, r.evalCount);
+  }
+
+  private readonly series = new Map<string, RequestSeries>();
+
+  private makeSeries(route: string, model: string, backend: string): RequestSeries {
+    return {
+      requests: new Map(),
+      duration: this.child(this.observers, `d\u0000${route}\u0000${model}\u0000${backend}`, () => this.duration.labels(route, model, backend)),
+      ttfb: this.child(this.observers, `t\u0000${route}\u0000${model}\u0000${backend}`, () => this.ttfb.labels(route, model, backend)),
+      bytes: this.child(this.children, `b\u0000${route}\u0000${backend}`, () => this.responseBytes.labels(route, backend)),
+      queueWait: this.child(this.observers, `q\u0000${model}`, () => this.queueWait.labels(model)),
+      retries: this.child(this.children, `r\u0000${route}\u0000${model}`, () => this.retries.labels(route, model)),
+      evalTokens: this.child(this.children, `e\u0000${model}\u0000${backend}`, () => this.evalTokens.labels(model, backend)),
+      evalSeconds: this.child(this.children, `es\u0000${model}\u0000${backend}`, () => this.evalSeconds.labels(model, backend)),
+      tokensPerSecond: this.child(this.observers, `tps\u0000${model}\u0000${backend}`, () => this.tokensPerSecond.labels(model, backend)),
+      promptTokens: this.child(this.children, `p\u0000${model}\u0000${backend}`, () => this.promptTokens.labels(model, backend)),
+      loadSeconds: this.child(this.observers, `l\u0000${model}\u0000${backend}`, () => this.loadSeconds.labels(model, backend)),
+    };
   }
 
   private known(model: string | null): boolean {
@@ -225,6 +260,7 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
 
   private readonly onDecision = (d: Decision): void => {
     this.child(this.children, `dec\u0000${d.reason}\u0000${d.backend}`, () => this.decisions.labels(d.reason, d.backend)).inc();
+    if (!this.observer.log.enabled('debug')) return;
     this.observer.log.line('debug', 'route', {
       model: d.model,
       backend: d.backend,

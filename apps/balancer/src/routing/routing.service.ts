@@ -144,6 +144,15 @@ export class RoutingService {
     throw new RouteError(404, `model '${req.displayModel ?? model}' not found`, undefined, 'not_found');
   }
 
+  /**
+   * Places the request at once when it can: a lease, or null when it would have to wait (then call
+   * acquire). Throws RouteError when no backend can take it at all.
+   */
+  tryAcquire(req: RouteRequest, exclude?: ReadonlySet<Backend>): Lease | null {
+    if (this.draining) throw new RouteError(503, 'balancer is shutting down', 1, 'draining');
+    return this.tryPlace(req, exclude, req.now);
+  }
+
   /** Places the request on a backend, waiting in the queue when every candidate is at its cap. */
   acquire(req: RouteRequest, exclude?: ReadonlySet<Backend>, onQueued?: (cancel: () => void) => void): Promise<Lease> {
     if (this.draining) return Promise.reject(new RouteError(503, 'balancer is shutting down', 1, 'draining'));
