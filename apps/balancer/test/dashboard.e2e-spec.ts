@@ -7,14 +7,12 @@
  * after it, and saves the screenshot the README shows.
  */
 import { INestApplication } from '@nestjs/common';
-import { ChildProcess, spawn } from 'child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'fs';
-import { createServer } from 'net';
 import { tmpdir } from 'os';
 import { join, resolve } from 'path';
 import type { Browser, Page } from 'playwright-core';
 import { startSimServer, SimServer } from '@app/ollama-sim';
-import { getJson, request, sleep, startBalancer, streamTimed, waitFor, writeConfigFile } from './harness';
+import { AgentProcess, getJson, request, sleep, startAgent, startBalancer, streamTimed, waitFor, writeConfigFile } from './harness';
 
 /** The page's DOM, inside page.waitForFunction callbacks (they run in the browser). */
 declare const document: any;
@@ -26,58 +24,10 @@ const TOKEN = 'dashboard-e2e-admin-token';
 const GiB = 1024 ** 3;
 const model = 'llama3.2';
 
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
-
-/** Starts apps/gpu-agent from source in its own process, over the fake NVML library and one state file. */
-async function startAgent(name: string, statePath: string, ollamaUrl: string): Promise<{ url: string; proc: ChildProcess; log: () => string }> {
-  const port = await freePort();
-  let log = '';
-  const proc = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', '-r', 'tsconfig-paths/register', 'apps/gpu-agent/src/main.ts'], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      PORT: String(port),
-      TS_NODE_PROJECT: join(ROOT, 'tsconfig.json'),
-      TS_NODE_TRANSPILE_ONLY: '1',
-      NVML_LIBRARY_PATH: join(ROOT, 'libs/nvml/fake/build/libnvidia-ml.so.1'),
-      FAKE_NVML_STATE: statePath,
-      OLLAMA_HOST: ollamaUrl,
-      NVML_POLL_INTERVAL_MS: '200',
-      OLLAMA_POLL_INTERVAL_MS: '500',
-      HOSTNAME_LABEL: name,
-      AGENT_TOKEN: '',
-      NO_COLOR: '1',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  proc.stdout!.on('data', (c) => (log += c));
-  proc.stderr!.on('data', (c) => (log += c));
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor(
-    async () => {
-      if (proc.exitCode !== null) throw new Error(`gpu-agent ${name} exited with ${proc.exitCode}: ${log.slice(-2000)}`);
-      const r = await getJson(`${url}/status`);
-      return r.status === 200 && r.body.nvml?.available === true && r.body.gpus.length > 0;
-    },
-    30_000,
-    `gpu-agent ${name} reading the fake NVML state`,
-  );
-  return { url, proc, log: () => log };
-}
-
 describe('dashboard in Chromium (playwright-core) over a live demo cluster', () => {
   let dir: string;
   let sims: SimServer[] = [];
-  const agents: { url: string; proc: ChildProcess; log: () => string }[] = [];
+  const agents: AgentProcess[] = [];
   let app: INestApplication | undefined;
   let url: string;
   let browser: Browser | undefined;

@@ -263,3 +263,49 @@ export async function waitIdle(url: string, timeoutMs = 10_000, headers?: Record
   }, timeoutMs, 'every in-flight and queue count back to zero');
   return last;
 }
+
+/** A gpu-agent in its own process (the fake NVML library reads FAKE_NVML_STATE from its process env). */
+export interface AgentProcess {
+  url: string;
+  proc: ChildProcess;
+  log: () => string;
+}
+
+
+/** Starts apps/gpu-agent from source in its own process, over the fake NVML library and one state file. */
+export async function startAgent(name: string, statePath: string, ollamaUrl: string): Promise<AgentProcess> {
+  const port = await freePort();
+  let log = '';
+  const proc = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', '-r', 'tsconfig-paths/register', 'apps/gpu-agent/src/main.ts'], {
+    cwd: REPO_ROOT,
+    env: {
+      ...process.env,
+      PORT: String(port),
+      TS_NODE_PROJECT: join(REPO_ROOT, 'tsconfig.json'),
+      TS_NODE_TRANSPILE_ONLY: '1',
+      NVML_LIBRARY_PATH: join(REPO_ROOT, 'libs/nvml/fake/build/libnvidia-ml.so.1'),
+      FAKE_NVML_STATE: statePath,
+      OLLAMA_HOST: ollamaUrl,
+      NVML_POLL_INTERVAL_MS: '200',
+      OLLAMA_POLL_INTERVAL_MS: '500',
+      HOSTNAME_LABEL: name,
+      AGENT_TOKEN: '',
+      NO_COLOR: '1',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  proc.stdout!.on('data', (c) => (log += c));
+  proc.stderr!.on('data', (c) => (log += c));
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(
+    async () => {
+      if (proc.exitCode !== null) throw new Error(`gpu-agent ${name} exited with ${proc.exitCode}: ${log.slice(-2000)}`);
+      const r = await getJson(`${url}/status`);
+      return r.status === 200 && r.body.nvml?.available === true && r.body.gpus.length > 0;
+    },
+    30_000,
+    `gpu-agent ${name} reading the fake NVML state`,
+  );
+  return { url, proc, log: () => log };
+}
+
