@@ -49,7 +49,9 @@ export async function startCluster(configs: SimConfig[], env: Record<string, str
   });
   const { app, url } = await startBalancer({ BALANCER_CONFIG: file, ...env });
   await waitFor(async () => {
-    const st = await getJson(`${url}/balancer/status`, env.ADMIN_TOKEN ? { authorization: `Bearer ${env.ADMIN_TOKEN}` } : undefined);
+    // The status view needs the admin token, or a client key when keys are configured.
+    const key = env.ADMIN_TOKEN ?? env.API_KEYS?.split(',')[0]?.split(':')[1];
+    const st = await getJson(`${url}/balancer/status`, key ? { authorization: `Bearer ${key}` } : undefined);
     return st.body.backends.every((b: any) => b.health === 'healthy' && b.inventoryAt !== null);
   }, 10_000, 'backends healthy with inventory');
   return {

@@ -51,7 +51,7 @@ describe('bad input: each answered in Ollama shape (OpenAI shape on /v1), never 
     ['missing model', '/api/generate', '{"prompt":"hi"}', 400, /model is required/],
     ['model of the wrong type', '/api/chat', '{"model":42,"messages":[]}', 400, /model is required/],
     ['unknown model', '/api/generate', '{"model":"nope:1b","prompt":"x"}', 404, /model 'nope:1b' not found/],
-  ])('%s -> %d', async (_what, path, body, code, message) => {
+  ])('%s (%s) answers its status', async (_what, path, body, code, message) => {
     const r = await request(`${c.url}${path}`, { method: 'POST', body, headers: { 'content-type': 'application/json' } });
     expect(r.status).toBe(code);
     expect(r.headers['content-type']).toMatch(/application\/json/);
@@ -129,6 +129,12 @@ describe('client API keys, rate limits, model allow-lists', () => {
   afterAll(async () => {
     restore();
     await c.close();
+  });
+
+  it('the status view needs a client key when keys are configured and no admin token is', async () => {
+    expect((await getJson(`${c.url}/balancer/status`)).status).toBe(401);
+    expect((await getJson(`${c.url}/balancer/status`, { authorization: 'Bearer not-a-key' })).status).toBe(401);
+    expect((await getJson(`${c.url}/balancer/status`, { authorization: `Bearer ${ALICE}` })).status).toBe(200);
   });
 
   it('missing or wrong key -> 401 in the right shape; Bearer and X-API-Key both work', async () => {
@@ -279,7 +285,7 @@ describe('header hygiene and no client-chosen upstream', () => {
     const backend = await recorder();
     const b = await startBalancer({ BALANCER_CONFIG: writeConfigFile({ backends: [{ name: 'only', url: backend.url }] }), API_KEYS: `alice:${ALICE}` });
     try {
-      await waitFor(async () => (await getJson(`${b.url}/balancer/status`)).body.backends[0].inventoryAt !== null, 5000, 'inventory');
+      await waitFor(async () => (await getJson(`${b.url}/balancer/status`, { authorization: `Bearer ${ALICE}` })).body.backends[0].inventoryAt !== null, 5000, 'inventory');
       const r = await request(`${b.url}/api/generate`, {
         body: { model, prompt: 'x', stream: false },
         headers: {
