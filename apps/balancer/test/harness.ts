@@ -48,12 +48,19 @@ export async function startCluster(configs: SimConfig[], env: Record<string, str
     backends: sims.map((s, i) => ({ name: `b${i + 1}`, url: s.url, ...(extraBackend[i] ?? {}) })),
   });
   const { app, url } = await startBalancer({ BALANCER_CONFIG: file, ...env });
-  await waitFor(async () => {
-    // The status view needs the admin token, or a client key when keys are configured.
-    const key = env.ADMIN_TOKEN ?? env.API_KEYS?.split(',')[0]?.split(':')[1];
-    const st = await getJson(`${url}/balancer/status`, key ? { authorization: `Bearer ${key}` } : undefined);
-    return st.body.backends.every((b: any) => b.health === 'healthy' && b.inventoryAt !== null);
-  }, 10_000, 'backends healthy with inventory');
+  try {
+    await waitFor(async () => {
+      // The status view needs the admin token, or a client key when keys are configured.
+      const key = env.ADMIN_TOKEN ?? env.API_KEYS?.split(',')[0]?.split(':')[1];
+      const st = await getJson(`${url}/balancer/status`, key ? { authorization: `Bearer ${key}` } : undefined);
+      return st.body.backends.every((b: any) => b.health === 'healthy' && b.inventoryAt !== null);
+    }, 10_000, 'backends healthy with inventory');
+  } catch (e) {
+    // Never leave a half-started cluster behind: its sockets would keep Jest from exiting.
+    await app.close();
+    await Promise.all(sims.map((s) => s.close()));
+    throw e;
+  }
   return {
     app,
     url,

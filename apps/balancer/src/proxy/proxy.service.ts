@@ -157,8 +157,9 @@ export class ProxyService implements OnModuleDestroy {
       return sendError(req, res, 503, 'balancer is shutting down', { 'Retry-After': 1 });
     }
     const denied = this.access.check(req, kind);
-    if (denied) return sendError(req, res, denied.status, denied.message, denied.headers);
+    // The key's name (never the key) goes in the log line, rate-limited requests included.
     record.apiKey = this.access.keyName(req);
+    if (denied) return sendError(req, res, denied.status, denied.message, denied.headers);
 
     switch (kind) {
       case 'not-found':
