@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'http';
 import { BALANCER_CONFIG, BalancerConfig, normaliseModelName } from '../config/balancer-config';
 import { Backend, LoadedModel, ModelOnDisk } from '../registry/backend';
 import { BackendRegistry } from '../registry/backend-registry.service';
-import { sendError } from './errors';
+import { parseJsonObject, sendError } from './errors';
 import type { RouteKind } from './routes';
 import { backendRequest, NdjsonSplitter, UpstreamResponse } from './upstream';
 
@@ -219,15 +219,10 @@ export class ClusterApi {
   // ---- management fan-out ------------------------------------------------------------------------
 
   answerManagement(kind: RouteKind, req: IncomingMessage, res: ServerResponse, body: Buffer): void {
-    let parsed: any = {};
+    let parsed: Record<string, any> | null = {};
     if (kind !== 'blobs') {
-      if (body.length === 0) return sendError(req, res, 400, 'missing request body');
-      try {
-        parsed = JSON.parse(body.toString('utf8'));
-      } catch (e) {
-        return sendError(req, res, 400, `invalid JSON in request body: ${(e as Error).message}`);
-      }
-      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return sendError(req, res, 400, 'request body must be a JSON object');
+      parsed = parseJsonObject(req, res, body);
+      if (parsed === null) return;
     }
     const targets = this.targets(req);
     if (targets instanceof Error) return sendError(req, res, 400, targets.message);

@@ -55,3 +55,26 @@ export function midStreamError(contentType: string | undefined, message: string)
   if (contentType.includes('event-stream')) return `data: ${JSON.stringify({ error: { message, type: 'api_error', param: null, code: null } })}\n\n`;
   return null;
 }
+
+/**
+ * Parses a request body that must be a JSON object. Answers 400 in the route's shape itself and
+ * returns null when it is empty, not JSON, or not an object.
+ */
+export function parseJsonObject(req: IncomingMessage, res: ServerResponse, body: Buffer): Record<string, any> | null {
+  if (body.length === 0) {
+    sendError(req, res, 400, 'missing request body');
+    return null;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body.toString('utf8'));
+  } catch (e) {
+    sendError(req, res, 400, `invalid JSON in request body: ${(e as Error).message}`);
+    return null;
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    sendError(req, res, 400, 'request body must be a JSON object');
+    return null;
+  }
+  return parsed as Record<string, any>;
+}

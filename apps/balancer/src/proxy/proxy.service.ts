@@ -10,7 +10,7 @@ import { BackendRegistry } from '../registry/backend-registry.service';
 import { Lease, RouteError, RoutingService } from '../routing/routing.service';
 import { PassiveHealth } from '../health/passive-health.service';
 import { AccessControl } from './access-control';
-import { midStreamError, sendError } from './errors';
+import { midStreamError, parseJsonObject, sendError } from './errors';
 import { classifyRoute, RouteKind } from './routes';
 import { ClusterApi } from './cluster-api.service';
 import { RequestObserver, RequestRecord } from './request-observer';
@@ -218,14 +218,8 @@ export class ProxyService implements OnModuleDestroy {
   }
 
   private startModelRequest(req: LbRequest, res: ServerResponse, kind: RouteKind, path: string, body: Buffer, requestId: string, startedAt: number, record: RequestRecord): void {
-    let parsed: any;
-    if (body.length === 0) return sendError(req, res, 400, 'missing request body');
-    try {
-      parsed = JSON.parse(body.toString('utf8'));
-    } catch (e) {
-      return sendError(req, res, 400, `invalid JSON in request body: ${(e as Error).message}`);
-    }
-    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return sendError(req, res, 400, 'request body must be a JSON object');
+    const parsed = parseJsonObject(req, res, body);
+    if (parsed === null) return;
     const raw = typeof parsed.model === 'string' && parsed.model !== '' ? parsed.model : typeof parsed.name === 'string' ? parsed.name : '';
     if (raw.trim() === '') return sendError(req, res, 400, 'model is required');
     const model = normaliseModelName(raw);
