@@ -362,3 +362,27 @@ describe('header hygiene and no client-chosen upstream', () => {
     }
   });
 });
+
+describe('CORS preflight', () => {
+  it('is answered by a backend, so Ollama’s own origin rules apply, even with API keys on', async () => {
+    const c = await startCluster([{ tokensPerSecond: 1000 }], { API_KEYS: 'web:web-key-123456' });
+    try {
+      const pre = await request(`${c.url}/api/chat`, {
+        method: 'OPTIONS',
+        headers: { origin: 'http://localhost:3000', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type,authorization' },
+      });
+      expect(pre.status).toBe(204);
+      expect(pre.headers['access-control-allow-origin']).toBe('http://localhost:3000');
+      expect(String(pre.headers['access-control-allow-methods'])).toContain('POST');
+      const foreign = await request(`${c.url}/api/chat`, { method: 'OPTIONS', headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' } });
+      expect(foreign.status).toBe(403);
+      expect(foreign.headers['access-control-allow-origin']).toBeUndefined();
+      // The real request's Access-Control-Allow-Origin passes through the proxy.
+      const real = await request(`${c.url}/api/generate`, { body: { model: 'llama3.2', prompt: 'x', stream: false }, headers: { origin: 'http://localhost:3000', authorization: 'Bearer web-key-123456' } });
+      expect(real.status).toBe(200);
+      expect(real.headers['access-control-allow-origin']).toBe('http://localhost:3000');
+    } finally {
+      await c.close();
+    }
+  });
+});

@@ -73,6 +73,8 @@ export interface SimServer {
 
 const MODEL_ROUTES = new Set(['/api/generate', '/api/chat', '/api/embed', '/api/embeddings', '/v1/chat/completions', '/v1/completions', '/v1/embeddings']);
 const MAX_BODY = 64 * 1024 * 1024;
+/** Ollama's default allowed origins (localhost, 127.0.0.1, 0.0.0.0 on any port, and app schemes). */
+const LOCAL_ORIGIN = /^(https?:\/\/(localhost|127\.0\.0\.1|0\.0\.0\.0)(:\d+)?|app:\/\/.*|file:\/\/.*|tauri:\/\/.*|vscode-webview:\/\/.*)$/;
 const FOREVER = '2318-07-31T00:00:00Z';
 
 type Body = Record<string, any>;
@@ -268,6 +270,26 @@ class SimServerImpl implements SimServer {
     this.busySockets.add(socket);
     res.once('close', () => this.busySockets.delete(socket));
     const method = req.method ?? 'GET';
+    // CORS as Ollama's default OLLAMA_ORIGINS does it: local origins allowed, others not.
+    const origin = req.headers.origin;
+    const allowed = typeof origin === 'string' && LOCAL_ORIGIN.test(origin);
+    if (allowed) res.setHeader('Access-Control-Allow-Origin', origin);
+    if (method === 'OPTIONS') {
+      req.resume();
+      if (!allowed) {
+        res.writeHead(403, { 'Content-Length': 0 });
+        res.end();
+        return;
+      }
+      res.writeHead(204, {
+        'Access-Control-Allow-Methods': 'GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS',
+        'Access-Control-Allow-Headers': 'Authorization,Content-Type,User-Agent,Accept,X-Requested-With',
+        'Access-Control-Max-Age': '43200',
+        Vary: 'Origin',
+      });
+      res.end();
+      return;
+    }
     if (method === 'GET' || method === 'HEAD') {
       req.resume();
       this.afterBody(method, path, Buffer.alloc(0), req, res, isSim);

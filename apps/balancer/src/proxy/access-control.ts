@@ -38,7 +38,8 @@ export class AccessControl {
   check(req: IncomingMessage, kind: RouteKind): Denial | null {
     if (this.keys.length === 0) return null;
     // The bare liveness probe stays open so `ollama` clients and orchestrators can see the server.
-    if (kind === 'root') return null;
+    // A browser's CORS preflight carries no credentials by design.
+    if (kind === 'root' || kind === 'preflight') return null;
     const presented = presentedKey(req);
     if (presented === null) return { status: 401, message: 'missing API key: send Authorization: Bearer <key> or X-API-Key', headers: { 'WWW-Authenticate': 'Bearer' } };
     const cfg = this.match(presented);

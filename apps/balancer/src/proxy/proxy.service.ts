@@ -164,6 +164,9 @@ export class ProxyService implements OnModuleDestroy {
     switch (kind) {
       case 'not-found':
         return sendError(req, res, 404, `404 page not found: ${req.method} ${path}`);
+      case 'preflight':
+        this.cluster.answerPreflight(req, res, req.url!);
+        return;
       case 'method-not-allowed':
         return sendError(req, res, 405, `405 method not allowed: ${req.method} ${path}`, { Allow: allowFor(path) });
       case 'root':

@@ -13,6 +13,7 @@ export type RouteKind =
   | 'create'
   | 'push'
   | 'blobs'
+  | 'preflight' // CORS OPTIONS: answered by a backend, so Ollama's own OLLAMA_ORIGINS applies
   | 'not-found'
   | 'method-not-allowed';
 
@@ -30,6 +31,7 @@ const MODEL_POST = new Set([
 ]);
 
 export function classifyRoute(method: string, path: string): RouteKind {
+  if (method === 'OPTIONS') return 'preflight';
   if (MODEL_POST.has(path)) return method === 'POST' ? 'model' : 'method-not-allowed';
   const read = method === 'GET' || method === 'HEAD';
   switch (path) {
