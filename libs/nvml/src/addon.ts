@@ -1,28 +1,13 @@
 import { existsSync } from 'fs';
 import * as path from 'path';
 import { ADDON_NOT_LOADED, NvmlError, NvmlReturn } from './errors';
+import type { GpuReading } from './types';
 
-/** Raw per-GPU record as the addon returns it (power in milliwatts, as NVML gives it). */
-export interface RawGpuReading {
-  index: number;
-  name?: string;
-  uuid?: string;
-  pciBusId?: string;
-  utilizationGpu?: number;
-  utilizationMemory?: number;
-  memoryTotalBytes?: number;
-  memoryFreeBytes?: number;
-  memoryUsedBytes?: number;
-  memoryReservedBytes?: number;
-  temperatureC?: number;
+/** Raw per-GPU record as the addon returns it: GpuReading with power in milliwatts, as NVML gives it. */
+export type RawGpuReading = Omit<GpuReading, 'powerUsageW' | 'powerLimitW'> & {
   powerUsageMw?: number;
   powerLimitMw?: number;
-  fanSpeedPercent?: number;
-  smClockMhz?: number;
-  memClockMhz?: number;
-  processes: { pid: number; usedMemoryBytes?: number }[];
-  error?: { code: string; nvmlReturn: number; function: string; message: string };
-}
+};
 
 export interface RawSnapshot {
   driverVersion?: string;

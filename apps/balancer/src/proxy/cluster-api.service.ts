@@ -37,26 +37,18 @@ export class ClusterApi {
   }
 
   applyTags(b: Backend, r: UpstreamResponse): void {
-    if (r.status !== 200) throw new Error(`/api/tags answered ${r.status}`);
-    const models = JSON.parse(r.body.toString('utf8'))?.models;
-    if (!Array.isArray(models)) throw new Error('/api/tags: no models array');
+    const models = modelsOf(r, '/api/tags');
     b.modelsOnDisk.clear();
-    for (const m of models) {
-      const name = typeof m?.name === 'string' ? m.name : typeof m?.model === 'string' ? m.model : null;
-      if (!name) continue;
+    for (const { m, name } of models) {
       const entry: ModelOnDisk = { name: normaliseModelName(name), size: Number(m.size) || 0, raw: m };
       b.modelsOnDisk.set(entry.name, entry);
     }
   }
 
   applyPs(b: Backend, r: UpstreamResponse): void {
-    if (r.status !== 200) throw new Error(`/api/ps answered ${r.status}`);
-    const models = JSON.parse(r.body.toString('utf8'))?.models;
-    if (!Array.isArray(models)) throw new Error('/api/ps: no models array');
+    const models = modelsOf(r, '/api/ps');
     b.modelsLoaded.clear();
-    for (const m of models) {
-      const name = typeof m?.name === 'string' ? m.name : typeof m?.model === 'string' ? m.model : null;
-      if (!name) continue;
+    for (const { m, name } of models) {
       const expires = typeof m.expires_at === 'string' ? Date.parse(m.expires_at) : NaN;
       // Go's zero time or a far-future date means "kept forever".
       const expiresAt = Number.isFinite(expires) && expires > 0 && expires < Date.now() + 365 * 86400_000 ? expires : null;
@@ -504,6 +496,19 @@ export class ClusterApi {
     res.writeHead(201, { 'Content-Length': 0 });
     res.end();
   }
+}
+
+/** The named entries of an /api/tags or /api/ps answer; throws when it is not one. */
+function modelsOf(r: UpstreamResponse, path: string): { m: any; name: string }[] {
+  if (r.status !== 200) throw new Error(`${path} answered ${r.status}`);
+  const models = JSON.parse(r.body.toString('utf8'))?.models;
+  if (!Array.isArray(models)) throw new Error(`${path}: no models array`);
+  const out: { m: any; name: string }[] = [];
+  for (const m of models) {
+    const name = typeof m?.name === 'string' ? m.name : typeof m?.model === 'string' ? m.model : null;
+    if (name) out.push({ m, name });
+  }
+  return out;
 }
 
 function errText(text: string, status: number): string {

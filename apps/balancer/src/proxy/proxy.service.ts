@@ -415,9 +415,7 @@ export class ProxyService implements OnModuleDestroy {
   /** Retries on another backend; if none can take it, the client gets this backend's answer. */
   private dispatchRetry(req: LbRequest, res: ServerResponse, status: number, errBody: Buffer): void {
     const flight = req.lb!;
-    try {
-      this.routing.candidatesFor({ model: flight.model, modelSize: 0, sessionKey: null, now: Date.now() }, flight.tried);
-    } catch {
+    if (!this.anotherCandidate(flight)) {
       if (!res.headersSent && !res.destroyed) {
         const headers: Record<string, string | number> = { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': errBody.length, 'X-Request-Id': flight.requestId };
         if (status === 503) headers['Retry-After'] = 1;
@@ -429,6 +427,16 @@ export class ProxyService implements OnModuleDestroy {
     }
     this.noteRetry(flight);
     this.dispatch(req, res);
+  }
+
+  /** Whether a backend not yet tried could take this request. */
+  private anotherCandidate(flight: Flight): boolean {
+    try {
+      this.routing.candidatesFor({ model: flight.model, modelSize: 0, sessionKey: null, now: Date.now() }, flight.tried);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   private canRetry(flight: Flight): boolean {
@@ -528,7 +536,7 @@ export class ProxyService implements OnModuleDestroy {
       // http-proxy emits 'end' also for a body cut short; `complete` tells a clean end apart.
       if (!proxyRes.complete) return this.brokenStream(req, res, attempt, contentType, 'the backend closed the stream early');
       if (!headed) head();
-      if (recent.length > 0) observer.finalChunk(flight.record, attempt.lease.backend, lastLine(recent));
+      if (recent.length > 0) observer.finalChunk(flight.record, lastLine(recent));
       res.end();
       this.learnFromSuccess(flight, attempt);
       this.endAttempt(req, attempt, null);
@@ -546,6 +554,12 @@ export class ProxyService implements OnModuleDestroy {
     b.noteServiceTime(flight.model, Date.now() - attempt.startedAt);
     const r = flight.record;
     b.noteTokens(flight.model, r.evalCount, r.evalDurationNs, r.promptEvalCount, r.promptEvalDurationNs);
+    // A real load (not the few ms of a warm start) teaches how fast this backend loads models.
+    const loadMs = (r.loadDurationNs ?? 0) / 1e6;
+    if (loadMs > 200 && flight.model !== null) {
+      const size = b.modelsOnDisk.get(flight.model)?.size ?? b.modelsLoaded.get(flight.model)?.size ?? 0;
+      if (size > 0) b.loadMsPerByte.add(loadMs / size);
+    }
     if (flight.streamed && r.ttfbMs !== null) b.ttftMs.add(Math.max(0, r.ttfbMs - r.queuedMs));
     if (flight.model !== null && flight.kind === 'model' && flight.record.status !== undefined && flight.record.status < 300) {
       b.noteLoaded(flight.model);
@@ -609,15 +623,10 @@ export class ProxyService implements OnModuleDestroy {
     this.passive.failure(b, why);
     this.endAttempt(req, attempt, why);
     if (flight.clientGone) return this.finish(req, 499, why);
-    if (this.canRetry(flight)) {
-      try {
-        this.routing.candidatesFor({ model: flight.model, modelSize: 0, sessionKey: null, now: Date.now() }, flight.tried);
-        this.noteRetry(flight);
-        this.dispatch(req, res);
-        return;
-      } catch {
-        // nothing else can take it: fall through
-      }
+    if (this.canRetry(flight) && this.anotherCandidate(flight)) {
+      this.noteRetry(flight);
+      this.dispatch(req, res);
+      return;
     }
     const timeout = why.includes('timeout');
     this.fail(req, res, timeout ? 504 : 502, `backend ${b.name} failed: ${why}`);

@@ -1,7 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { IncomingMessage, ServerResponse } from 'http';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
-import type { Backend } from '../registry/backend';
 import { JsonLog } from '../metrics/json-log';
 
 /** What one request did, for its log line and the metrics. Holds no prompt and no secret. */
@@ -101,7 +100,7 @@ export class RequestObserver {
   }
 
   /** Reads Ollama's counters from the last line of a stream (or a non-streamed answer). */
-  finalChunk(record: RequestRecord, backend: Backend, tail: Buffer): void {
+  finalChunk(record: RequestRecord, tail: Buffer): void {
     if (tail.indexOf('"done":true') === -1) return;
     let end = tail.length;
     while (end > 0 && (tail[end - 1] === 10 || tail[end - 1] === 13)) end--;
@@ -118,12 +117,6 @@ export class RequestObserver {
     record.promptEvalCount = num(obj.prompt_eval_count);
     record.promptEvalDurationNs = num(obj.prompt_eval_duration);
     record.loadDurationNs = num(obj.load_duration);
-    const loadMs = (record.loadDurationNs ?? 0) / 1e6;
-    // A real load (not the few ms of a warm start) teaches how fast this backend loads models.
-    if (loadMs > 200 && record.model) {
-      const size = backend.modelsOnDisk.get(record.model)?.size ?? backend.modelsLoaded.get(record.model)?.size ?? 0;
-      if (size > 0) backend.loadMsPerByte.add(loadMs / size);
-    }
   }
 }
 
