@@ -172,6 +172,21 @@ async function memory(child: Child): Promise<NodeJS.MemoryUsage> {
   return JSON.parse(line.slice(4));
 }
 
+/** The sum of balancer_retries_total over its series, from the Prometheus endpoint. */
+async function retriesTotal(url: string): Promise<number> {
+  const text = await new Promise<string>((resolve, reject) => {
+    http.get(`${url}/metrics`, (res) => {
+      let b = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (b += c));
+      res.on('end', () => resolve(b));
+    }).on('error', reject);
+  });
+  let sum = 0;
+  for (const line of text.split('\n')) if (line.startsWith('balancer_retries_total')) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  return sum;
+}
+
 describe('soak', () => {
   let sims: SimServer[] = [];
   let child: Child | undefined;
@@ -197,6 +212,7 @@ describe('soak', () => {
     const elapsed = Date.now() - started;
     const st = await waitIdle(url, 15_000);
     const memEnd = await memory(child);
+    const retries = await retriesTotal(url);
     const rssEnd = rssOf(child.proc.pid!);
 
     const all = [...warm, ...rest];
@@ -212,6 +228,7 @@ describe('soak', () => {
       byKind,
       failed: failed.length,
       b3Errors: sims[2].stats().errorsByStatus['500'] ?? 0,
+      retries,
       ejections: st.counters.ejections,
       heapUsedMb: [memWarm.heapUsed / 1e6, memEnd.heapUsed / 1e6].map((x) => Math.round(x * 10) / 10),
       rssMb: [rssWarm / 1e6, rssEnd / 1e6].map((x) => Math.round(x)),
@@ -221,7 +238,12 @@ describe('soak', () => {
 
     expect(all).toHaveLength(TOTAL);
     expect(failed.slice(0, 5).map((r) => r.detail)).toEqual([]);
-    expect(report.b3Errors).toBeGreaterThan(100); // the failing backend really failed, and nobody saw it
+    // The failing backend really failed (how often depends on how much of the run its ejections
+    // cover, so only a floor), was ejected, and its failures were absorbed by retries elsewhere:
+    // its 500s were retried on another backend (all but the few whose client had already gone).
+    expect(report.b3Errors).toBeGreaterThan(20);
+    expect(report.ejections).toBeGreaterThan(0);
+    expect(retries).toBeGreaterThanOrEqual(Math.floor(report.b3Errors * 0.9));
     expect(st.queue.length).toBe(0);
     for (const b of st.backends) {
       expect(b.inFlight).toBe(0);
