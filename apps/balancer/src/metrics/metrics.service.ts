@@ -1,10 +1,11 @@
 import { Inject, Injectable, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
 import { BackendEvent, PassiveHealth } from '../health/passive-health.service';
 import { RequestListener, RequestObserver, RequestRecord } from '../proxy/request-observer';
 import { BackendRegistry } from '../registry/backend-registry.service';
 import { Decision, RoutingService } from '../routing/routing.service';
+import { FastCounter, FastHistogram } from './fast-metrics';
 import { ModelLabels, routeLabel } from './labels';
 import { RecentTraffic } from './recent-traffic';
 
@@ -42,21 +43,19 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
   readonly registry = new Registry();
   readonly traffic: RecentTraffic;
   private readonly models = new ModelLabels(100);
-  private readonly children = new Map<string, Inc>();
-  private readonly observers = new Map<string, Obs>();
 
-  private readonly requests: Counter<'route' | 'model' | 'backend' | 'status'>;
-  private readonly duration: Histogram<'route' | 'model' | 'backend'>;
-  private readonly ttfb: Histogram<'route' | 'model' | 'backend'>;
-  private readonly responseBytes: Counter<'route' | 'backend'>;
-  private readonly queueWait: Histogram<'model'>;
-  private readonly retries: Counter<'route' | 'model'>;
-  private readonly decisions: Counter<'reason' | 'backend'>;
-  private readonly tokensPerSecond: Histogram<'model' | 'backend'>;
-  private readonly evalTokens: Counter<'model' | 'backend'>;
-  private readonly promptTokens: Counter<'model' | 'backend'>;
-  private readonly evalSeconds: Counter<'model' | 'backend'>;
-  private readonly loadSeconds: Histogram<'model' | 'backend'>;
+  private readonly requests: FastCounter<'route' | 'model' | 'backend' | 'status'>;
+  private readonly duration: FastHistogram<'route' | 'model' | 'backend'>;
+  private readonly ttfb: FastHistogram<'route' | 'model' | 'backend'>;
+  private readonly responseBytes: FastCounter<'route' | 'backend'>;
+  private readonly queueWait: FastHistogram<'model'>;
+  private readonly retries: FastCounter<'route' | 'model'>;
+  private readonly decisions: FastCounter<'reason' | 'backend'>;
+  private readonly tokensPerSecond: FastHistogram<'model' | 'backend'>;
+  private readonly evalTokens: FastCounter<'model' | 'backend'>;
+  private readonly promptTokens: FastCounter<'model' | 'backend'>;
+  private readonly evalSeconds: FastCounter<'model' | 'backend'>;
+  private readonly loadSeconds: FastHistogram<'model' | 'backend'>;
   private readonly ejections: Counter<'backend'>;
   private readonly ejectionCounts = new Map<string, number>();
 
@@ -72,47 +71,47 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
     collectDefaultMetrics({ register: this.registry });
     this.traffic = new RecentTraffic(backends.backends.map((b) => b.name));
 
-    this.requests = new Counter({
+    this.requests = new FastCounter({
       name: 'balancer_requests_total',
       help: 'Requests answered, by route (a fixed set, else "other"), model, backend ("none" when none was picked) and HTTP status.',
       labelNames: ['route', 'model', 'backend', 'status'],
       registers,
     });
-    this.duration = new Histogram({
+    this.duration = new FastHistogram({
       name: 'balancer_request_duration_seconds',
       help: 'End-to-end time from the request arriving to the last byte sent (queue and retries included).',
       labelNames: ['route', 'model', 'backend'],
       buckets: LATENCY_BUCKETS,
       registers,
     });
-    this.ttfb = new Histogram({
+    this.ttfb = new FastHistogram({
       name: 'balancer_time_to_first_byte_seconds',
       help: 'Time from the request arriving to the response headers leaving for the client (queue and retries included).',
       labelNames: ['route', 'model', 'backend'],
       buckets: LATENCY_BUCKETS,
       registers,
     });
-    this.responseBytes = new Counter({ name: 'balancer_response_bytes_total', help: 'Response body bytes relayed from backends.', labelNames: ['route', 'backend'], registers });
-    this.queueWait = new Histogram({
+    this.responseBytes = new FastCounter({ name: 'balancer_response_bytes_total', help: 'Response body bytes relayed from backends.', labelNames: ['route', 'backend'], registers });
+    this.queueWait = new FastHistogram({
       name: 'balancer_queue_wait_seconds',
       help: 'Time a routed request waited in the balancer queue for a free slot (0 when placed at once).',
       labelNames: ['model'],
       buckets: QUEUE_BUCKETS,
       registers,
     });
-    this.retries = new Counter({ name: 'balancer_retries_total', help: 'Retries on another backend before the first byte.', labelNames: ['route', 'model'], registers });
-    this.decisions = new Counter({ name: 'balancer_routing_decisions_total', help: 'Routing decisions by reason (warm, cold-load, affinity, ...) and chosen backend.', labelNames: ['reason', 'backend'], registers });
-    this.tokensPerSecond = new Histogram({
+    this.retries = new FastCounter({ name: 'balancer_retries_total', help: 'Retries on another backend before the first byte.', labelNames: ['route', 'model'], registers });
+    this.decisions = new FastCounter({ name: 'balancer_routing_decisions_total', help: 'Routing decisions by reason (warm, cold-load, affinity, ...) and chosen backend.', labelNames: ['reason', 'backend'], registers });
+    this.tokensPerSecond = new FastHistogram({
       name: 'balancer_tokens_per_second',
       help: "Generation speed of a request: eval_count / eval_duration from Ollama's final chunk.",
       labelNames: ['model', 'backend'],
       buckets: TPS_BUCKETS,
       registers,
     });
-    this.evalTokens = new Counter({ name: 'balancer_eval_tokens_total', help: "Generated tokens (eval_count of Ollama's final chunks).", labelNames: ['model', 'backend'], registers });
-    this.promptTokens = new Counter({ name: 'balancer_prompt_eval_tokens_total', help: "Prompt tokens evaluated (prompt_eval_count of Ollama's final chunks).", labelNames: ['model', 'backend'], registers });
-    this.evalSeconds = new Counter({ name: 'balancer_eval_duration_seconds_total', help: "Time spent generating (eval_duration of Ollama's final chunks).", labelNames: ['model', 'backend'], registers });
-    this.loadSeconds = new Histogram({
+    this.evalTokens = new FastCounter({ name: 'balancer_eval_tokens_total', help: "Generated tokens (eval_count of Ollama's final chunks).", labelNames: ['model', 'backend'], registers });
+    this.promptTokens = new FastCounter({ name: 'balancer_prompt_eval_tokens_total', help: "Prompt tokens evaluated (prompt_eval_count of Ollama's final chunks).", labelNames: ['model', 'backend'], registers });
+    this.evalSeconds = new FastCounter({ name: 'balancer_eval_duration_seconds_total', help: "Time spent generating (eval_duration of Ollama's final chunks).", labelNames: ['model', 'backend'], registers });
+    this.loadSeconds = new FastHistogram({
       name: 'balancer_model_load_duration_seconds',
       help: "Model load time Ollama reported (load_duration of the final chunk); a warm model reports a few ms.",
       labelNames: ['model', 'backend'],
@@ -233,16 +232,16 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
   private makeSeries(route: string, model: string, backend: string): RequestSeries {
     return {
       requests: new Map(),
-      duration: this.child(this.observers, `d\u0000${route}\u0000${model}\u0000${backend}`, () => this.duration.labels(route, model, backend)),
-      ttfb: this.child(this.observers, `t\u0000${route}\u0000${model}\u0000${backend}`, () => this.ttfb.labels(route, model, backend)),
-      bytes: this.child(this.children, `b\u0000${route}\u0000${backend}`, () => this.responseBytes.labels(route, backend)),
-      queueWait: this.child(this.observers, `q\u0000${model}`, () => this.queueWait.labels(model)),
-      retries: this.child(this.children, `r\u0000${route}\u0000${model}`, () => this.retries.labels(route, model)),
-      evalTokens: this.child(this.children, `e\u0000${model}\u0000${backend}`, () => this.evalTokens.labels(model, backend)),
-      evalSeconds: this.child(this.children, `es\u0000${model}\u0000${backend}`, () => this.evalSeconds.labels(model, backend)),
-      tokensPerSecond: this.child(this.observers, `tps\u0000${model}\u0000${backend}`, () => this.tokensPerSecond.labels(model, backend)),
-      promptTokens: this.child(this.children, `p\u0000${model}\u0000${backend}`, () => this.promptTokens.labels(model, backend)),
-      loadSeconds: this.child(this.observers, `l\u0000${model}\u0000${backend}`, () => this.loadSeconds.labels(model, backend)),
+      duration: this.duration.labels(route, model, backend),
+      ttfb: this.ttfb.labels(route, model, backend),
+      bytes: this.responseBytes.labels(route, backend),
+      queueWait: this.queueWait.labels(model),
+      retries: this.retries.labels(route, model),
+      evalTokens: this.evalTokens.labels(model, backend),
+      evalSeconds: this.evalSeconds.labels(model, backend),
+      tokensPerSecond: this.tokensPerSecond.labels(model, backend),
+      promptTokens: this.promptTokens.labels(model, backend),
+      loadSeconds: this.loadSeconds.labels(model, backend),
     };
   }
 
@@ -252,14 +251,9 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
     return false;
   }
 
-  private child<T>(cache: Map<string, T>, key: string, make: () => T): T {
-    let c = cache.get(key);
-    if (c === undefined) cache.set(key, (c = make()));
-    return c;
-  }
 
   private readonly onDecision = (d: Decision): void => {
-    this.child(this.children, `dec\u0000${d.reason}\u0000${d.backend}`, () => this.decisions.labels(d.reason, d.backend)).inc();
+    this.decisions.labels(d.reason, d.backend).inc();
     if (!this.observer.log.enabled('debug')) return;
     this.observer.log.line('debug', 'route', {
       model: d.model,
