@@ -99,27 +99,50 @@ export class RequestObserver {
     });
   }
 
-  /** Reads Ollama's counters from the last line of a stream (or a non-streamed answer). */
+  /**
+   * Reads Ollama's counters from the last line of a stream (or a non-streamed answer). The counters
+   * are found by name from the end of the line rather than by parsing it: a non-streamed answer's
+   * line holds the whole response text (and /api/generate's `context` array), which JSON.parse would
+   * walk on every request. In JSON text a quote inside a string is always escaped, so `"eval_count":`
+   * can only be a key; Ollama writes its metrics after the message, so the last match is the top-level one.
+   */
   finalChunk(record: RequestRecord, tail: Buffer): void {
-    if (tail.indexOf('"done":true') === -1) return;
     let end = tail.length;
     while (end > 0 && (tail[end - 1] === 10 || tail[end - 1] === 13)) end--;
-    const start = tail.lastIndexOf(10, end - 1) + 1;
-    let obj: any;
-    try {
-      obj = JSON.parse(tail.subarray(start, end).toString('utf8'));
-    } catch {
-      return;
-    }
-    if (typeof obj !== 'object' || obj === null) return;
-    record.evalCount = num(obj.eval_count);
-    record.evalDurationNs = num(obj.eval_duration);
-    record.promptEvalCount = num(obj.prompt_eval_count);
-    record.promptEvalDurationNs = num(obj.prompt_eval_duration);
-    record.loadDurationNs = num(obj.load_duration);
+    const line = tail.subarray(tail.lastIndexOf(10, end - 1) + 1, end);
+    if (line.lastIndexOf(DONE_TRUE) === -1) return;
+    record.evalCount = numberField(line, EVAL_COUNT);
+    record.evalDurationNs = numberField(line, EVAL_DURATION);
+    record.promptEvalCount = numberField(line, PROMPT_EVAL_COUNT);
+    record.promptEvalDurationNs = numberField(line, PROMPT_EVAL_DURATION);
+    record.loadDurationNs = numberField(line, LOAD_DURATION);
   }
 }
 
-function num(v: unknown): number | undefined {
-  return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+const DONE_TRUE = Buffer.from('"done":true');
+const EVAL_COUNT = Buffer.from('"eval_count":');
+const EVAL_DURATION = Buffer.from('"eval_duration":');
+const PROMPT_EVAL_COUNT = Buffer.from('"prompt_eval_count":');
+const PROMPT_EVAL_DURATION = Buffer.from('"prompt_eval_duration":');
+const LOAD_DURATION = Buffer.from('"load_duration":');
+
+/** The number after the last `"key":` in a JSON line; undefined when absent or not a finite number. */
+export function numberField(line: Buffer, key: Buffer): number | undefined {
+  const at = line.lastIndexOf(key);
+  if (at === -1) return undefined;
+  let i = at + key.length;
+  while (i < line.length && (line[i] === 32 || line[i] === 9)) i++;
+  const start = i;
+  let plain = true;
+  let v = 0;
+  for (; i < line.length; i++) {
+    const c = line[i];
+    if (c >= 48 && c <= 57) v = v * 10 + (c - 48);
+    else if (c === 45 || c === 43 || c === 46 || c === 101 || c === 69) plain = false; // - + . e E
+    else break;
+  }
+  if (i === start) return undefined;
+  if (plain) return i - start <= 15 ? v : Number(line.toString('latin1', start, i));
+  const n = Number(line.toString('latin1', start, i));
+  return Number.isFinite(n) ? n : undefined;
 }

@@ -1,0 +1,43 @@
+import { numberField, RequestObserver, RequestRecord } from './request-observer';
+
+const observer = new RequestObserver({ logLevel: 'error', logRequests: false, apiKeys: [] } as any);
+const record = (): RequestRecord => ({ id: 'r', method: 'POST', path: '/api/chat', model: null, backend: null, reason: null, status: undefined, bytes: 0, ttfbMs: null, queuedMs: 0, retries: 0, attempts: 0, startedAt: 0, error: null, apiKey: null });
+const b = (s: string) => Buffer.from(s);
+
+describe("RequestObserver.finalChunk (Ollama's counters from the final line)", () => {
+  it('reads every counter of a streamed chat final chunk', () => {
+    const r = record();
+    const final = { model: 'llama3.2', created_at: '2026-11-26T00:00:00Z', message: { role: 'assistant', content: '' }, done_reason: 'stop', done: true, total_duration: 912345678, load_duration: 2345678, prompt_eval_count: 26, prompt_eval_duration: 130079000, eval_count: 259, eval_duration: 4232710000 };
+    observer.finalChunk(r, b(`{"model":"llama3.2","message":{"role":"assistant","content":"Hi"},"done":false}\n${JSON.stringify(final)}\n`));
+    expect([r.evalCount, r.evalDurationNs, r.promptEvalCount, r.promptEvalDurationNs, r.loadDurationNs]).toEqual([259, 4232710000, 26, 130079000, 2345678]);
+  });
+
+  it('is not fooled by the same names inside the answer text or a long context array', () => {
+    const r = record();
+    const text = 'Ollama reports "eval_count": 99999 and "done":true like this: {"eval_count":12345}';
+    const line = JSON.stringify({ model: 'm', response: text, done: true, done_reason: 'stop', context: Array.from({ length: 3000 }, (_, i) => i), total_duration: 5, load_duration: 6, prompt_eval_count: 7, prompt_eval_duration: 8, eval_count: 9, eval_duration: 10 });
+    observer.finalChunk(r, b(line));
+    expect([r.evalCount, r.evalDurationNs, r.promptEvalCount, r.promptEvalDurationNs, r.loadDurationNs]).toEqual([9, 10, 7, 8, 6]);
+  });
+
+  it('leaves the counters unset when the line is not a final one or a counter is missing', () => {
+    const notDone = record();
+    observer.finalChunk(notDone, b('{"model":"m","response":"x","done":false,"eval_count":3}\n'));
+    expect(notDone.evalCount).toBeUndefined();
+    const partial = record();
+    observer.finalChunk(partial, b('{"done":true,"eval_count":3}'));
+    expect(partial.evalCount).toBe(3);
+    expect(partial.evalDurationNs).toBeUndefined();
+    expect(partial.loadDurationNs).toBeUndefined();
+  });
+
+  it('reads numbers with spaces, fractions and exponents, and refuses non-numbers', () => {
+    expect(numberField(b('{"eval_count": 42}'), b('"eval_count":'))).toBe(42);
+    expect(numberField(b('{"x":1.5e3}'), b('"x":'))).toBe(1500);
+    expect(numberField(b('{"x":-2}'), b('"x":'))).toBe(-2);
+    expect(numberField(b('{"x":"12"}'), b('"x":'))).toBeUndefined();
+    expect(numberField(b('{"x":null}'), b('"x":'))).toBeUndefined();
+    expect(numberField(b('{"x":1e999}'), b('"x":'))).toBeUndefined();
+    expect(numberField(b('{"x":12345678901234567890}'), b('"x":'))).toBe(Number('12345678901234567890'));
+  });
+});
