@@ -40,6 +40,9 @@ export function sendError(
     'Content-Length': Buffer.byteLength(body),
     ...extraHeaders,
   };
+  // The balancer's request id (set on req.headers when the request arrived), unless already on res.
+  const id = req.headers['x-request-id'];
+  if (typeof id === 'string' && !res.hasHeader('x-request-id')) headers['X-Request-Id'] = id;
   try {
     res.writeHead(status, headers);
     res.end(body);
