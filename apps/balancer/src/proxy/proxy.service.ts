@@ -112,6 +112,9 @@ export class ProxyService implements OnModuleDestroy {
     this.proxy = createProxyMiddleware<IncomingMessage, ServerResponse>({
       router: (req) => (req as LbRequest).lb!.attempt!.target as unknown as string,
       changeOrigin: true,
+      // The path goes upstream as the client sent it (origin-form, already classified by path):
+      // this skips http-proxy's url.parse of every request URL.
+      toProxy: true,
       agent: this.agent,
       selfHandleResponse: true,
       ejectPlugins: true,
