@@ -256,6 +256,63 @@ describe('admin endpoints and the shared status view', () => {
   });
 });
 
+describe('MODEL_MANAGEMENT: who may pull, delete, copy, create, push and preload through the balancer', () => {
+  it('off: every management route and a preload answer 403 in their shape; inference still works', async () => {
+    const c = await startCluster([{ tokensPerSecond: 1000 }], { MODEL_MANAGEMENT: 'off' });
+    try {
+      const attempts: [string, string, unknown, Record<string, string>?][] = [
+        ['POST', '/api/pull', { model: 'qwen2.5:0.5b' }],
+        ['DELETE', '/api/delete', { model }],
+        ['POST', '/api/copy', { source: model, destination: 'mine' }],
+        ['POST', '/api/create', { model: 'mine', from: model }],
+        ['POST', '/api/push', { model }],
+        ['POST', '/api/generate', { model }, { 'x-balancer-backends': 'all' }],
+      ];
+      for (const [method, path, body, headers] of attempts) {
+        const r = await request(`${c.url}${path}`, { method, body, headers });
+        expect([path, r.status]).toEqual([path, 403]);
+        expect(r.body.error).toMatch(/MODEL_MANAGEMENT=off/);
+      }
+      expect(c.sims[0].stats().pulls).toBe(0);
+      expect((await getJson(`${c.url}/api/tags`)).body.models.map((m: any) => m.name)).toContain('llama3.2:latest');
+      const ok = await request(`${c.url}/api/generate`, { body: { model, prompt: 'hi', stream: false } });
+      expect(ok.status).toBe(200);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('admin: only the admin token (not a client key) may manage models; clients keep inferring with their keys', async () => {
+    const c = await startCluster([{ tokensPerSecond: 1000 }, { tokensPerSecond: 1000 }], { MODEL_MANAGEMENT: 'admin', ADMIN_TOKEN: ADMIN, API_KEYS: `alice:${ALICE}` });
+    try {
+      const pull = { model: 'qwen2.5:0.5b', stream: false };
+      const none = await request(`${c.url}/api/pull`, { body: pull });
+      expect(none.status).toBe(401);
+      expect(none.body.error).toMatch(/admin token/);
+      const client = await request(`${c.url}/api/pull`, { body: pull, headers: { authorization: `Bearer ${ALICE}` } });
+      expect(client.status).toBe(403);
+      expect(client.body.error).toMatch(/not a client key/);
+      const wrong = await request(`${c.url}/api/delete`, { method: 'DELETE', body: { model }, headers: { authorization: 'Bearer not-the-admin-token' } });
+      expect(wrong.status).toBe(401);
+      expect(c.sims.map((x) => x.stats().pulls)).toEqual([0, 0]);
+
+      const admin = await request(`${c.url}/api/pull`, { body: pull, headers: { authorization: `Bearer ${ADMIN}` } });
+      expect(admin.status).toBe(200);
+      expect(admin.body.status).toBe('success');
+      expect(c.sims.map((x) => x.stats().pulls)).toEqual([1, 1]);
+      const preload = await request(`${c.url}/api/generate`, { body: { model }, headers: { authorization: `Bearer ${ADMIN}`, 'x-balancer-backends': 'b1' } });
+      expect(preload.status).toBe(200);
+
+      const chatOk = await request(`${c.url}/api/chat`, { body: chat('hi', { stream: false }), headers: { authorization: `Bearer ${ALICE}` } });
+      expect(chatOk.status).toBe(200);
+      const openai = await new OpenAI({ baseURL: `${c.url}/v1`, apiKey: ALICE }).chat.completions.create({ model, messages: [{ role: 'user', content: 'hi' }] });
+      expect(openai.choices[0].message.content).toBeTruthy();
+    } finally {
+      await c.close();
+    }
+  });
+});
+
 describe('header hygiene and no client-chosen upstream', () => {
   /** Records what reached it; answers like Ollama for the model routes. */
   async function recorder(): Promise<{ url: string; seen: http.IncomingHttpHeaders[]; paths: string[]; close(): Promise<void> }> {
@@ -313,12 +370,18 @@ describe('header hygiene and no client-chosen upstream', () => {
     } finally {
       await b.app.close();
     }
-    // FORWARD_AUTHORIZATION=true is the one way a client's Authorization reaches a backend.
-    const b2 = await startBalancer({ BALANCER_CONFIG: writeConfigFile({ backends: [{ name: 'only', url: backend.url }] }), FORWARD_AUTHORIZATION: 'true' });
+    // FORWARD_AUTHORIZATION=true is the one way a client's Authorization reaches a backend;
+    // the balancer's own admin token never does.
+    const b2 = await startBalancer({ BALANCER_CONFIG: writeConfigFile({ backends: [{ name: 'only', url: backend.url }] }), FORWARD_AUTHORIZATION: 'true', ADMIN_TOKEN: ADMIN });
     try {
-      await waitFor(async () => (await getJson(`${b2.url}/balancer/status`)).body.backends[0].inventoryAt !== null, 5000, 'inventory');
+      await waitFor(async () => (await getJson(`${b2.url}/balancer/status`, { authorization: `Bearer ${ADMIN}` })).body.backends[0].inventoryAt !== null, 5000, 'inventory');
       await request(`${b2.url}/api/generate`, { body: { model, prompt: 'x', stream: false }, headers: { authorization: 'Bearer for-ollama' } });
       expect(backend.seen[backend.seen.length - 1].authorization).toBe('Bearer for-ollama');
+      await request(`${b2.url}/api/generate`, { body: { model, prompt: 'x', stream: false }, headers: { authorization: `Bearer ${ADMIN}` } });
+      expect(backend.seen[backend.seen.length - 1].authorization).toBeUndefined();
+      await request(`${b2.url}/api/copy`, { body: { source: model, destination: 'x' }, headers: { authorization: `Bearer ${ADMIN}` } });
+      expect(backend.paths[backend.paths.length - 1]).toBe('/api/copy');
+      expect(backend.seen[backend.seen.length - 1].authorization).toBeUndefined();
     } finally {
       await b2.app.close();
       await backend.close();

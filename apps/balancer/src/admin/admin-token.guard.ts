@@ -1,8 +1,7 @@
 import { CanActivate, ExecutionContext, ForbiddenException, Inject, Injectable, UnauthorizedException } from '@nestjs/common';
-import { timingSafeEqual } from 'crypto';
 import type { Request } from 'express';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
-import { AccessControl } from '../proxy/access-control';
+import { AccessControl, tokenMatches } from '../proxy/access-control';
 
 /** Admin endpoints need ADMIN_TOKEN; with none configured they are off, not open. */
 @Injectable()
@@ -17,10 +16,7 @@ export class AdminTokenGuard implements CanActivate {
     return true;
   }
   matches(req: Request): boolean {
-    if (this.token === null) return false;
-    const auth = req.headers.authorization ?? '';
-    const given = Buffer.from(auth.replace(/^bearer\s+/i, '').trim());
-    return given.length === this.token.length && timingSafeEqual(given, this.token);
+    return tokenMatches(req, this.token);
   }
 }
 

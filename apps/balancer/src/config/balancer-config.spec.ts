@@ -38,6 +38,13 @@ describe('loadBalancerConfig', () => {
     expect(() => loadBalancerConfig({ ...base, OLLAMA_BACKENDS: 'http://user:pw@h:1' })).toThrow(/<redacted>/);
   });
 
+  it('MODEL_MANAGEMENT is open by default; a bad mode, or admin without ADMIN_TOKEN, stops start-up', () => {
+    expect(() => loadBalancerConfig({ ...base, MODEL_MANAGEMENT: 'closed' })).toThrow('Invalid configuration: MODEL_MANAGEMENT="closed" must be one of open, admin, off');
+    expect(() => loadBalancerConfig({ ...base, MODEL_MANAGEMENT: 'admin' })).toThrow(/MODEL_MANAGEMENT="admin" needs ADMIN_TOKEN/);
+    expect(loadBalancerConfig({ ...base, MODEL_MANAGEMENT: 'admin', ADMIN_TOKEN: 'long-enough-token' }).modelManagement).toBe('admin');
+    expect(loadBalancerConfig(base).modelManagement).toBe('open');
+  });
+
   it('reads per-backend options from BALANCER_CONFIG and names a bad field', () => {
     const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
     const good = join(dir, 'good.json');

@@ -66,6 +66,8 @@ export interface BalancerConfig {
   affinityMaxExtraMs: number;
   drainTimeoutMs: number;
   adminToken?: string;
+  /** Who may pull, delete, copy, create, push and preload models through the balancer. */
+  modelManagement: ModelManagement;
   apiKeys: ApiKeyConfig[];
   forwardAuthorization: boolean;
   logLevel: LogLevel;
@@ -73,6 +75,9 @@ export interface BalancerConfig {
 }
 
 export class ConfigError extends Error {}
+
+export const MODEL_MANAGEMENT_MODES = ['open', 'admin', 'off'] as const;
+export type ModelManagement = (typeof MODEL_MANAGEMENT_MODES)[number];
 
 type Env = Record<string, string | undefined>;
 
@@ -281,6 +286,9 @@ export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
   if (!LOG_LEVELS.includes(logLevel)) fail('LOG_LEVEL', env.LOG_LEVEL, `must be one of ${LOG_LEVELS.join(', ')}`);
   const adminToken = env.ADMIN_TOKEN?.trim() || undefined;
   if (adminToken !== undefined && adminToken.length < 12) fail('ADMIN_TOKEN', '<redacted>', 'must be at least 12 characters');
+  const modelManagement = (env.MODEL_MANAGEMENT ?? 'open').trim() as ModelManagement;
+  if (!MODEL_MANAGEMENT_MODES.includes(modelManagement)) fail('MODEL_MANAGEMENT', env.MODEL_MANAGEMENT, `must be one of ${MODEL_MANAGEMENT_MODES.join(', ')}`);
+  if (modelManagement === 'admin' && adminToken === undefined) fail('MODEL_MANAGEMENT', modelManagement, 'needs ADMIN_TOKEN (the token model management then requires)');
   const cfg: BalancerConfig = {
     port: int(env, 'PORT', DEFAULTS.PORT, 0, 65535),
     host: (env.HOST ?? DEFAULTS.HOST).trim(),
@@ -309,6 +317,7 @@ export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
     affinityMaxExtraMs: int(env, 'AFFINITY_MAX_EXTRA_MS', DEFAULTS.AFFINITY_MAX_EXTRA_MS, 0),
     drainTimeoutMs: int(env, 'DRAIN_TIMEOUT_MS', DEFAULTS.DRAIN_TIMEOUT_MS, 0),
     adminToken,
+    modelManagement,
     apiKeys: parseApiKeys(env, file),
     forwardAuthorization: bool(env, 'FORWARD_AUTHORIZATION', false),
     logLevel,

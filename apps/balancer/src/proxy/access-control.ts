@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { timingSafeEqual } from 'crypto';
 import type { IncomingMessage } from 'http';
-import { ApiKeyConfig, BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
+import { ApiKeyConfig, BALANCER_CONFIG, BalancerConfig, ModelManagement } from '../config/balancer-config';
 import type { RouteKind } from './routes';
 
 export interface Denial {
@@ -15,6 +15,9 @@ interface Bucket {
   updatedAt: number;
 }
 
+/** Routes that change what the backends hold. */
+const MANAGEMENT_KINDS: ReadonlySet<RouteKind> = new Set<RouteKind>(['pull', 'delete', 'copy', 'create', 'push', 'blobs']);
+
 /**
  * Optional client API keys. Off when none are configured (Ollama itself has no auth). A key comes
  * as `Authorization: Bearer <key>` (what the openai SDK sends) or `X-API-Key: <key>` (a header any
@@ -25,9 +28,13 @@ export class AccessControl {
   private readonly keys: { cfg: ApiKeyConfig; buf: Buffer }[];
   private readonly buckets = new Map<string, Bucket>();
   private readonly keyOf = new WeakMap<IncomingMessage, ApiKeyConfig>();
+  private readonly management: ModelManagement;
+  private readonly adminToken: Buffer | null;
 
   constructor(@Inject(BALANCER_CONFIG) config: BalancerConfig) {
     this.keys = config.apiKeys.map((cfg) => ({ cfg, buf: Buffer.from(cfg.key) }));
+    this.management = config.modelManagement;
+    this.adminToken = config.adminToken ? Buffer.from(config.adminToken) : null;
   }
 
   get enabled(): boolean {
@@ -36,6 +43,9 @@ export class AccessControl {
 
   /** Checks the key and rate; null when the request may go on. */
   check(req: IncomingMessage, kind: RouteKind): Denial | null {
+    // MODEL_MANAGEMENT: pull/delete/copy/create/push/blobs, and a preload (X-Balancer-Backends).
+    if (this.management !== 'open' && (MANAGEMENT_KINDS.has(kind) || (kind === 'model' && req.headers['x-balancer-backends'] !== undefined)))
+      return this.managementDenial(req);
     if (this.keys.length === 0) return null;
     // The bare liveness probe stays open so `ollama` clients and orchestrators can see the server.
     // A browser's CORS preflight carries no credentials by design.
@@ -58,6 +68,20 @@ export class AccessControl {
       b.tokens -= 1;
     }
     return null;
+  }
+
+  /** With MODEL_MANAGEMENT=admin only the admin token may manage models (no client key needed with it); off: nobody. */
+  private managementDenial(req: IncomingMessage): Denial | null {
+    if (this.management === 'off') return { status: 403, message: 'model management through the balancer is off (MODEL_MANAGEMENT=off)' };
+    if (tokenMatches(req, this.adminToken)) return null;
+    const presented = presentedKey(req);
+    if (presented !== null && this.match(presented) !== null) return { status: 403, message: 'model management needs the admin token (MODEL_MANAGEMENT=admin), not a client key' };
+    return { status: 401, message: 'model management needs the admin token: Authorization: Bearer <ADMIN_TOKEN>', headers: { 'WWW-Authenticate': 'Bearer' } };
+  }
+
+  /** Whether the request's Authorization is the balancer's admin token (never forwarded upstream). */
+  isAdminToken(req: IncomingMessage): boolean {
+    return tokenMatches(req, this.adminToken);
   }
 
   /** Checks the key's model allow-list once the model is known. */
@@ -86,6 +110,15 @@ export class AccessControl {
     }
     return found;
   }
+}
+
+/** Whether the request's `Authorization: Bearer` is this token (constant-time). */
+export function tokenMatches(req: IncomingMessage, token: Buffer | null): boolean {
+  if (token === null) return false;
+  const auth = req.headers.authorization;
+  if (typeof auth !== 'string') return false;
+  const given = Buffer.from(auth.replace(/^bearer\s+/i, '').trim());
+  return given.length === token.length && timingSafeEqual(given, token);
 }
 
 export function presentedKey(req: IncomingMessage): string | null {

@@ -329,7 +329,7 @@ export class ProxyService implements OnModuleDestroy {
     if (headers.connection !== undefined) for (const h of connectionTokens(headers.connection)) delete headers[h];
     // Only delete what is there: deleting absent keys still costs on this per-request object.
     for (const h of HOP_BY_HOP_REQUEST) if (headers[h] !== undefined) delete headers[h];
-    if (!this.config.forwardAuthorization && headers.authorization !== undefined) delete headers.authorization;
+    if (headers.authorization !== undefined && (!this.config.forwardAuthorization || this.access.isAdminToken(req))) delete headers.authorization;
     if (headers['x-api-key'] !== undefined) delete headers['x-api-key'];
     this.openResponses.set(res, req);
     this.dispatch(req, res);
