@@ -169,8 +169,12 @@ describe('the whole API through one endpoint', () => {
     expect(models.body.data.map((m: any) => m.id).sort()).toEqual(['llama3.2:latest', 'nomic-embed-text:latest', 'qwen2.5:7b']);
     expect(models.body.data[0]).toMatchObject({ object: 'model', owned_by: 'library' });
     const one = await getJson(`${c.url}/v1/models/qwen2.5:7b`);
-    expect(one.body.id).toBe('qwen2.5:7b');
-    expect((await getJson(`${c.url}/v1/models/nope`)).status).toBe(404);
+    expect(one.body).toMatchObject({ id: 'qwen2.5:7b', object: 'model', owned_by: 'library' });
+    // Ollama's retrieve echoes the name asked for, untagged included.
+    expect((await getJson(`${c.url}/v1/models/llama3.2`)).body).toMatchObject({ id: 'llama3.2', object: 'model', owned_by: 'library' });
+    const missing = await getJson(`${c.url}/v1/models/nope`);
+    expect(missing.status).toBe(404);
+    expect(missing.body.error).toMatchObject({ message: "model 'nope' not found", type: 'not_found_error' });
     const ps = await getJson(`${c.url}/api/ps`);
     expect(ps.body.models.map((m: any) => `${m.name}@${m.backend}`).sort()).toEqual(['llama3.2:latest@b1', 'qwen2.5:7b@b2']);
     const v = await getJson(`${c.url}/api/version`);

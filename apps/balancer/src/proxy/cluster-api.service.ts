@@ -202,14 +202,14 @@ export class ClusterApi {
     const data = models.map((m) => {
       const id = String(m.name ?? m.model);
       const created = Math.floor((Date.parse(m.modified_at) || Date.now()) / 1000);
-      const slash = id.indexOf('/');
-      return { id, object: 'model', created, owned_by: slash > 0 ? id.slice(0, slash) : 'library' };
+      return { id, object: 'model', created, owned_by: namespaceOf(id) };
     });
     if (one === null) return this.json(res, 200, { object: 'list', data });
     const want = normaliseModelName(one);
     const found = data.find((d) => normaliseModelName(d.id) === want);
-    if (!found) return sendError(req, res, 404, `model "${one}" not found`);
-    this.json(res, 200, found);
+    if (!found) return sendError(req, res, 404, `model '${one}' not found`);
+    // As Ollama's retrieve does: the id is the name asked for (`llama3.2` stays `llama3.2`).
+    this.json(res, 200, { ...found, id: one, owned_by: namespaceOf(one) });
   }
 
   /**
@@ -536,4 +536,15 @@ export function compareVersions(a: string, b: string): number {
     if (x !== y) return x - y;
   }
   return 0;
+}
+
+/**
+ * A model name's namespace as Ollama's model.ParseName reads it: `library` for `llama3.2`, `user`
+ * for `user/model` and for `host/user/model` (`hf.co/user/repo:tag`).
+ */
+export function namespaceOf(name: string): string {
+  const parts = name.split('/');
+  if (parts.length >= 3) return parts[parts.length - 2] || 'library';
+  if (parts.length === 2) return parts[0] || 'library';
+  return 'library';
 }
