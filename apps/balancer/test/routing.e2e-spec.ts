@@ -235,6 +235,27 @@ describe('the whole API through one endpoint', () => {
     expect(again.body).toEqual({ error: "model 'my-llama' not found" });
   });
 
+  it('unloads (`ollama stop`: keep_alive 0, no prompt) from every backend holding the model loaded', async () => {
+    const ollama = new Ollama({ host: c.url });
+    // Load llama3.2 on b3 too, so two backends hold it.
+    const pre = await request(`${c.url}/api/generate`, { body: { model: 'llama3.2' }, headers: { 'x-balancer-backends': 'b3' } });
+    expect(pre.body.backends).toEqual({ b3: 'loaded' });
+    const loadedOn = async () => (await ollama.ps()).models.filter((m) => m.name === 'llama3.2:latest').map((m: any) => m.backend).sort();
+    await waitFor(async () => (await loadedOn()).length === 2, 5000, 'llama3.2 loaded on b1 and b3');
+
+    const stop = await ollama.generate({ model: 'llama3.2', prompt: '', keep_alive: 0 });
+    expect(stop).toMatchObject({ model: 'llama3.2', done: true, done_reason: 'unload', response: '' });
+    expect((stop as any).backends).toEqual({ b1: 'unloaded', b3: 'unloaded' });
+    expect(await loadedOn()).toEqual([]);
+    expect(c.sims.map((x) => x.stats().active)).toEqual([0, 0, 0]);
+    // qwen2.5 on b2 is untouched; a chat unload ("0s") of a model loaded nowhere goes to one holder as usual.
+    expect((await ollama.ps()).models.map((m) => m.name)).toEqual(['qwen2.5:7b']);
+    const again = await request(`${c.url}/api/chat`, { body: { model: 'llama3.2', messages: [], keep_alive: '0s' } });
+    expect(again.status).toBe(200);
+    expect(again.body).toMatchObject({ done: true, done_reason: 'unload' });
+    expect(again.body.backends).toBeUndefined();
+  });
+
   it('works with the real clients: ollama-js list, ps, pull (streamed), delete, embed; openai models.list, embeddings.create', async () => {
     const ollama = new Ollama({ host: c.url });
     const list = await ollama.list();

@@ -267,6 +267,7 @@ describe('MODEL_MANAGEMENT: who may pull, delete, copy, create, push and preload
         ['POST', '/api/create', { model: 'mine', from: model }],
         ['POST', '/api/push', { model }],
         ['POST', '/api/generate', { model }, { 'x-balancer-backends': 'all' }],
+        ['POST', '/api/generate', { model, keep_alive: 0 }],
       ];
       for (const [method, path, body, headers] of attempts) {
         const r = await request(`${c.url}${path}`, { method, body, headers });
@@ -302,6 +303,12 @@ describe('MODEL_MANAGEMENT: who may pull, delete, copy, create, push and preload
       expect(c.sims.map((x) => x.stats().pulls)).toEqual([1, 1]);
       const preload = await request(`${c.url}/api/generate`, { body: { model }, headers: { authorization: `Bearer ${ADMIN}`, 'x-balancer-backends': 'b1' } });
       expect(preload.status).toBe(200);
+      const clientStop = await request(`${c.url}/api/generate`, { body: { model, keep_alive: 0 }, headers: { authorization: `Bearer ${ALICE}` } });
+      expect(clientStop.status).toBe(403);
+      const adminStop = await request(`${c.url}/api/generate`, { body: { model, keep_alive: 0 }, headers: { authorization: `Bearer ${ADMIN}` } });
+      expect(adminStop.body).toMatchObject({ done: true, done_reason: 'unload' });
+      // The admin token also works wherever a client key does.
+      expect((await request(`${c.url}/api/chat`, { body: chat('hi', { stream: false }), headers: { authorization: `Bearer ${ADMIN}` } })).status).toBe(200);
 
       const chatOk = await request(`${c.url}/api/chat`, { body: chat('hi', { stream: false }), headers: { authorization: `Bearer ${ALICE}` } });
       expect(chatOk.status).toBe(200);

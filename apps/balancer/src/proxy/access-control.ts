@@ -45,8 +45,10 @@ export class AccessControl {
   check(req: IncomingMessage, kind: RouteKind): Denial | null {
     // MODEL_MANAGEMENT: pull/delete/copy/create/push/blobs, and a preload (X-Balancer-Backends).
     if (this.management !== 'open' && (MANAGEMENT_KINDS.has(kind) || (kind === 'model' && req.headers['x-balancer-backends'] !== undefined)))
-      return this.managementDenial(req);
+      return this.checkManagement(req);
     if (this.keys.length === 0) return null;
+    // The admin token may do whatever a client key may (no rate, no model list).
+    if (this.adminToken !== null && tokenMatches(req, this.adminToken)) return null;
     // The bare liveness probe stays open so `ollama` clients and orchestrators can see the server.
     // A browser's CORS preflight carries no credentials by design.
     if (kind === 'root' || kind === 'preflight') return null;
@@ -70,8 +72,12 @@ export class AccessControl {
     return null;
   }
 
-  /** With MODEL_MANAGEMENT=admin only the admin token may manage models (no client key needed with it); off: nobody. */
-  private managementDenial(req: IncomingMessage): Denial | null {
+  /**
+   * MODEL_MANAGEMENT for one request that changes what the backends hold: open lets it through, admin
+   * only with the admin token (no client key needed with it), off never.
+   */
+  checkManagement(req: IncomingMessage): Denial | null {
+    if (this.management === 'open') return null;
     if (this.management === 'off') return { status: 403, message: 'model management through the balancer is off (MODEL_MANAGEMENT=off)' };
     if (tokenMatches(req, this.adminToken)) return null;
     const presented = presentedKey(req);

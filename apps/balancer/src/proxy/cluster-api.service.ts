@@ -426,12 +426,23 @@ export class ClusterApi {
    * Preload (Ollama's empty-prompt load) on the backends named by X-Balancer-Backends ("all" for
    * every available one), so a model is warm where the operator wants it before traffic arrives.
    */
-  async preloadFanOut(req: IncomingMessage, res: ServerResponse, path: string, body: Buffer, model: string): Promise<void> {
-    const targets = this.targets(req);
+  /** Available backends that hold the model loaded now (as last seen). */
+  holdersOf(model: string): Backend[] {
+    return this.registry.available().filter((b) => b.isLoaded(model));
+  }
+
+  /**
+   * A load-only request (empty prompt / no messages) on several backends: those named by
+   * X-Balancer-Backends, else (an unload) every backend holding the model loaded. One answer in
+   * Ollama's load/unload shape, with `backends` saying what each did.
+   */
+  async loadFanOut(req: IncomingMessage, res: ServerResponse, path: string, body: Buffer, model: string, asked: string, unload: boolean): Promise<void> {
+    const targets = req.headers['x-balancer-backends'] !== undefined ? this.targets(req) : this.holdersOf(model);
     if (targets instanceof Error) return sendError(req, res, 400, targets.message);
     if (targets.length === 0) return this.noBackend(req, res);
     const holding = targets.filter((b) => b.inventoryAt === null || b.hasModel(model));
     if (holding.length === 0) return sendError(req, res, 404, `model '${model}' not found`);
+    const verb = unload ? 'unload' : 'load';
     const results = await Promise.all(
       holding.map(async (b) => {
         const wasLoaded = b.isLoaded(model);
@@ -439,8 +450,11 @@ export class ClusterApi {
         try {
           const r = await backendRequest(b, path, { method: 'POST', body, timeoutMs: this.config.headersTimeoutMs, headers: this.upstreamHeaders(req) });
           if (r.status === 200) {
-            b.noteLoaded(model);
-            if (!wasLoaded) this.learnLoad(b, model, r.body, Date.now() - t0);
+            if (unload) b.noteUnloaded(model);
+            else {
+              b.noteLoaded(model);
+              if (!wasLoaded) this.learnLoad(b, model, r.body, Date.now() - t0);
+            }
             this.refreshSoon(b);
           }
           return { b, status: r.status, text: r.body.toString('utf8') };
@@ -450,9 +464,10 @@ export class ClusterApi {
       }),
     );
     const failed = results.filter((r) => r.status !== 200);
-    const backends = Object.fromEntries(results.map((r) => [r.b.name, r.status === 200 ? 'loaded' : errText(r.text, r.status)]));
-    if (failed.length > 0) return sendError(req, res, failed.length === results.length ? failed[0].status : 500, `preload of '${model}' failed on ${failed.map((f) => `${f.b.name}: ${errText(f.text, f.status)}`).join('; ')}`);
-    const done: Record<string, unknown> = { model, created_at: new Date().toISOString(), done: true, done_reason: 'load', backends };
+    const backends = Object.fromEntries(results.map((r) => [r.b.name, r.status === 200 ? `${verb}ed` : errText(r.text, r.status)]));
+    if (failed.length > 0) return sendError(req, res, failed.length === results.length ? failed[0].status : 500, `${unload ? 'unload' : 'preload'} of '${model}' failed on ${failed.map((f) => `${f.b.name}: ${errText(f.text, f.status)}`).join('; ')}`);
+    // Named as the client asked, as Ollama answers (`llama3.2`, not `llama3.2:latest`).
+    const done: Record<string, unknown> = { model: asked, created_at: new Date().toISOString(), done: true, done_reason: verb, backends };
     if (path === '/api/chat') done.message = { role: 'assistant', content: '' };
     else done.response = '';
     this.json(res, 200, done, false, { 'X-Balancer-Backends': holding.map((b) => b.name).join(',') });

@@ -1,5 +1,5 @@
 import { namespaceOf } from './cluster-api.service';
-import { lastLine } from './proxy.service';
+import { keepAliveMs, lastLine } from './proxy.service';
 
 const b = (s: string) => Buffer.from(s);
 
@@ -28,4 +28,24 @@ describe("namespaceOf (owned_by on /v1/models, as Ollama's model.ParseName reads
     ['hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M', 'bartowski'],
     ['registry.ollama.ai/library/qwen2.5:7b', 'library'],
   ])('%s -> %s', (name, ns) => expect(namespaceOf(name)).toBe(ns));
+});
+
+describe('keepAliveMs (keep_alive as Ollama reads it)', () => {
+  it.each([
+    [0, 0],
+    ['0', 0],
+    ['0s', 0],
+    [300, 300_000],
+    ['5m', 300_000],
+    ['1h30m', 5_400_000],
+    ['1.5s', 1500],
+    ['250ms', 250],
+    [-1, -1],
+    ['-1', -1],
+    ['-5m', -1],
+    ['soon', undefined],
+    ['5 minutes', undefined],
+    [null, undefined],
+    [undefined, undefined],
+  ])('%p -> %p', (v, ms) => expect(keepAliveMs(v)).toBe(ms));
 });

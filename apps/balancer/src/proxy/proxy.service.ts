@@ -68,6 +68,8 @@ interface Flight {
   expectedTokens: number | null;
   promptTokens: number;
   streamed: boolean;
+  /** The request's keep_alive in ms (-1 forever), when it gave one Ollama would accept. */
+  keepAliveMs: number | undefined;
 }
 
 type LbRequest = IncomingMessage & { lb?: Flight };
@@ -296,10 +298,22 @@ export class ProxyService implements OnModuleDestroy {
     if (allowed) return sendError(req, res, allowed.status, allowed.message);
     record.model = model;
     // Preload: a load-only request (empty prompt / no messages) naming backends goes to each of them.
-    if (req.headers['x-balancer-backends'] !== undefined && isLoadOnly(path, parsed)) {
-      res.setHeader('X-Request-Id', requestId);
-      this.cluster.preloadFanOut(req, res, path, body, model);
-      return;
+    // Preload (load-only naming backends) and unload (`ollama stop`: load-only with keep_alive 0)
+    // go to each backend concerned: the named ones, else for an unload every one holding the model
+    // loaded, not just the one routing would pick. Both are model management.
+    if (isLoadOnly(path, parsed)) {
+      const named = req.headers['x-balancer-backends'] !== undefined;
+      const unload = keepAliveMs(parsed.keep_alive) === 0;
+      // A named request passed the management check with its headers; an unload is known only now.
+      if (unload && !named) {
+        const denied = this.access.checkManagement(req);
+        if (denied) return sendError(req, res, denied.status, denied.message, denied.headers);
+      }
+      if (named || (unload && this.cluster.holdersOf(model).length > 0)) {
+        res.setHeader('X-Request-Id', requestId);
+        void this.cluster.loadFanOut(req, res, path, body, model, raw, unload);
+        return;
+      }
     }
     const flight: Flight = {
       kind,
@@ -308,6 +322,7 @@ export class ProxyService implements OnModuleDestroy {
       body,
       sessionKey: sessionKeyOf(req, parsed),
       expectedTokens: requestedTokens(parsed),
+      keepAliveMs: keepAliveMs(parsed.keep_alive),
       promptTokens: Math.ceil(body.length / 4),
       streamed: path.startsWith('/v1/') ? parsed.stream === true : parsed.stream !== false,
       attempt: null,
@@ -633,7 +648,8 @@ export class ProxyService implements OnModuleDestroy {
     }
     if (flight.streamed && r.ttfbMs !== null) b.ttftMs.add(Math.max(0, r.ttfbMs - r.queuedMs));
     if (flight.model !== null && flight.kind === 'model' && flight.record.status !== undefined && flight.record.status < 300) {
-      b.noteLoaded(flight.model);
+      // keep_alive 0 unloads it right after this answer; a negative one keeps it for good.
+      b.noteLoaded(flight.model, flight.keepAliveMs);
       // A real load may have evicted another model there: look again soon rather than at the next poll.
       if ((flight.record.loadDurationNs ?? 0) > 200e6) this.cluster.refreshSoon(b);
     }
@@ -764,6 +780,23 @@ export function lastLine(chunks: Buffer[]): Buffer {
 export function requestedTokens(body: any): number | null {
   const v = body?.options?.num_predict ?? body?.max_completion_tokens ?? body?.max_tokens ?? body?.max_output_tokens;
   return typeof v === 'number' && Number.isFinite(v) && v > 0 ? Math.min(v, 1_000_000) : null;
+}
+
+const DURATION_UNIT_MS: Record<string, number> = { ns: 1e-6, us: 1e-3, 'µs': 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/**
+ * A keep_alive as Ollama reads it, in ms: a number of seconds or a Go duration string ("5m",
+ * "1h30m", "0"); negative means forever (-1). Undefined when absent or not one Ollama accepts.
+ */
+export function keepAliveMs(v: unknown): number | undefined {
+  if (typeof v === 'number' && Number.isFinite(v)) return v < 0 ? -1 : v * 1000;
+  if (typeof v !== 'string') return undefined;
+  const s = v.trim();
+  if (/^-?\d+(\.\d+)?$/.test(s)) return keepAliveMs(Number(s));
+  if (!/^-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/.test(s)) return undefined;
+  let ms = 0;
+  for (const [, n, unit] of s.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) ms += Number(n) * DURATION_UNIT_MS[unit];
+  return s.startsWith('-') ? -1 : ms;
 }
 
 /** Ollama's load-only requests: generate with no prompt, chat with no messages. */

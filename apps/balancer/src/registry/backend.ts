@@ -225,6 +225,11 @@ export class Backend {
     return (model !== null ? this.tokensPerSec.get(model)?.value : null) ?? this.tokensPerSecAll.value;
   }
 
+  /** Records that `model` left memory (an unload it answered). */
+  noteUnloaded(model: string): void {
+    this.modelsLoaded.delete(model);
+  }
+
   /** Records that `model` is resident now (it just answered a request). */
   noteLoaded(model: string, keepAliveMs = 5 * 60_000): void {
     const existing = this.modelsLoaded.get(model);
