@@ -3,6 +3,7 @@ import * as http from 'http';
 import { AddressInfo } from 'net';
 import { loadBalancerConfig } from '../config/balancer-config';
 import { BackendRegistry } from '../registry/backend-registry.service';
+import { AccessControl } from '../proxy/access-control';
 import { ClusterApi } from '../proxy/cluster-api.service';
 import { BackendPoller } from './backend-poller.service';
 import { PassiveHealth } from './passive-health.service';
@@ -11,7 +12,7 @@ function setup(threshold = 3, url = 'http://127.0.0.1:1') {
   const config = loadBalancerConfig({ OLLAMA_BACKENDS: url, HEALTH_FAILURE_THRESHOLD: String(threshold), HEALTH_TIMEOUT_MS: '300', EJECT_CONSECUTIVE_FAILURES: '2', EJECT_BASE_MS: '1000' });
   const registry = new BackendRegistry(config);
   const passive = new PassiveHealth(config, registry);
-  const cluster = new ClusterApi(config, registry);
+  const cluster = new ClusterApi(config, registry, new AccessControl(config));
   const poller = new BackendPoller(config, registry, cluster, passive, new SchedulerRegistry());
   return { config, registry, passive, poller, b: registry.backends[0] };
 }

@@ -252,15 +252,8 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
   }
 
 
-  /** Decision counters by reason, then backend (no key string built per request). */
-  private readonly decisionSeries = new Map<string, Map<string, Inc>>();
-
   private readonly onDecision = (d: Decision): void => {
-    let byBackend = this.decisionSeries.get(d.reason);
-    if (byBackend === undefined) this.decisionSeries.set(d.reason, (byBackend = new Map()));
-    let series = byBackend.get(d.backend);
-    if (series === undefined) byBackend.set(d.backend, (series = this.decisions.labels(d.reason, d.backend)));
-    series.inc();
+    this.decisions.labels(d.reason, d.backend).inc();
     if (!this.observer.log.enabled('debug')) return;
     this.observer.log.line('debug', 'route', {
       model: d.model,

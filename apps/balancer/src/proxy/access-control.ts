@@ -48,7 +48,7 @@ export class AccessControl {
       return this.checkManagement(req);
     if (this.keys.length === 0) return null;
     // The admin token may do whatever a client key may (no rate, no model list).
-    if (this.adminToken !== null && tokenMatches(req, this.adminToken)) return null;
+    if (this.isAdminToken(req)) return null;
     // The bare liveness probe stays open so `ollama` clients and orchestrators can see the server.
     // A browser's CORS preflight carries no credentials by design.
     if (kind === 'root' || kind === 'preflight') return null;
@@ -79,7 +79,7 @@ export class AccessControl {
   checkManagement(req: IncomingMessage): Denial | null {
     if (this.management === 'open') return null;
     if (this.management === 'off') return { status: 403, message: 'model management through the balancer is off (MODEL_MANAGEMENT=off)' };
-    if (tokenMatches(req, this.adminToken)) return null;
+    if (this.isAdminToken(req)) return null;
     const presented = presentedKey(req);
     if (presented !== null && this.match(presented) !== null) return { status: 403, message: 'model management needs the admin token (MODEL_MANAGEMENT=admin), not a client key' };
     return { status: 401, message: 'model management needs the admin token: Authorization: Bearer <ADMIN_TOKEN>', headers: { 'WWW-Authenticate': 'Bearer' } };

@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'http';
 import { BALANCER_CONFIG, BalancerConfig, normaliseModelName } from '../config/balancer-config';
 import { Backend, LoadedModel, ModelOnDisk } from '../registry/backend';
 import { BackendRegistry } from '../registry/backend-registry.service';
-import { tokenMatches } from './access-control';
+import { AccessControl } from './access-control';
 import { parseJsonObject, sendError } from './errors';
 import type { RouteKind } from './routes';
 import { backendRequest, NdjsonSplitter, UpstreamResponse } from './upstream';
@@ -18,14 +18,12 @@ const JSON_CT = 'application/json; charset=utf-8';
 @Injectable()
 export class ClusterApi {
   private readonly logger = new Logger(ClusterApi.name);
-  private readonly adminToken: Buffer | null;
 
   constructor(
     @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
     private readonly registry: BackendRegistry,
-  ) {
-    this.adminToken = config.adminToken ? Buffer.from(config.adminToken) : null;
-  }
+    private readonly access: AccessControl,
+  ) {}
 
   // ---- inventory -------------------------------------------------------------------------------
 
@@ -291,7 +289,7 @@ export class ClusterApi {
     const h: Record<string, string> = {};
     const auth = req.headers.authorization;
     // Even with FORWARD_AUTHORIZATION the balancer's own admin token stops here.
-    if (this.config.forwardAuthorization && auth && !tokenMatches(req, this.adminToken)) h.authorization = auth;
+    if (this.config.forwardAuthorization && auth && !this.access.isAdminToken(req)) h.authorization = auth;
     const id = req.headers['x-request-id'];
     if (typeof id === 'string') h['x-request-id'] = id;
     return h;

@@ -297,13 +297,13 @@ export class ProxyService implements OnModuleDestroy {
     const allowed = this.access.allowsModel(req, model);
     if (allowed) return sendError(req, res, allowed.status, allowed.message);
     record.model = model;
-    // Preload: a load-only request (empty prompt / no messages) naming backends goes to each of them.
+    const keepAlive = keepAliveMs(parsed.keep_alive);
     // Preload (load-only naming backends) and unload (`ollama stop`: load-only with keep_alive 0)
     // go to each backend concerned: the named ones, else for an unload every one holding the model
     // loaded, not just the one routing would pick. Both are model management.
     if (isLoadOnly(path, parsed)) {
       const named = req.headers['x-balancer-backends'] !== undefined;
-      const unload = keepAliveMs(parsed.keep_alive) === 0;
+      const unload = keepAlive === 0;
       // A named request passed the management check with its headers; an unload is known only now.
       if (unload && !named) {
         const denied = this.access.checkManagement(req);
@@ -322,7 +322,7 @@ export class ProxyService implements OnModuleDestroy {
       body,
       sessionKey: sessionKeyOf(req, parsed),
       expectedTokens: requestedTokens(parsed),
-      keepAliveMs: keepAliveMs(parsed.keep_alive),
+      keepAliveMs: keepAlive,
       promptTokens: Math.ceil(body.length / 4),
       streamed: path.startsWith('/v1/') ? parsed.stream === true : parsed.stream !== false,
       attempt: null,
