@@ -123,7 +123,8 @@ function one(url: string, agent: http.Agent, i: number): Promise<Result> {
           case 'unknown-model':
             ok = s === 404 && typeof last?.error === 'string';
             break;
-          default:
+          case 'abort-early':
+          case 'abort-mid':
             ok = true; // an aborted request may finish before the abort lands
         }
         resolve({ kind, ok, detail: ok ? '' : `${kind} ${s} ${text.slice(0, 200)}` });

@@ -5,7 +5,7 @@ import { Backend, LoadedModel, ModelOnDisk } from '../registry/backend';
 import { BackendRegistry } from '../registry/backend-registry.service';
 import { AccessControl } from './access-control';
 import { parseJsonObject, sendError } from './errors';
-import type { RouteKind } from './routes';
+import type { FanOutRouteKind, ReadRouteKind } from './routes';
 import { backendRequest, NdjsonSplitter, UpstreamResponse } from './upstream';
 
 const JSON_CT = 'application/json; charset=utf-8';
@@ -80,7 +80,7 @@ export class ClusterApi {
 
   // ---- merged reads ----------------------------------------------------------------------------
 
-  answerRead(kind: RouteKind, req: IncomingMessage, res: ServerResponse, path: string): void {
+  answerRead(kind: ReadRouteKind, req: IncomingMessage, res: ServerResponse, path: string): void {
     const head = req.method === 'HEAD';
     switch (kind) {
       case 'root': {
@@ -104,8 +104,6 @@ export class ClusterApi {
       case 'v1-model':
         void this.v1Models(req, res, decodeURIComponent(path.slice('/v1/models/'.length)));
         return;
-      default:
-        sendError(req, res, 404, 'not found');
     }
   }
 
@@ -236,7 +234,7 @@ export class ClusterApi {
 
   // ---- management fan-out ------------------------------------------------------------------------
 
-  answerManagement(kind: RouteKind, req: IncomingMessage, res: ServerResponse, body: Buffer): void {
+  answerManagement(kind: FanOutRouteKind, req: IncomingMessage, res: ServerResponse, body: Buffer): void {
     let parsed: Record<string, any> | null = {};
     if (kind !== 'blobs') {
       parsed = parseJsonObject(req, res, body);
@@ -259,8 +257,6 @@ export class ClusterApi {
       case 'blobs':
         void this.blobsFanOut(req, res, body, targets);
         return;
-      default:
-        sendError(req, res, 404, 'not found');
     }
   }
 

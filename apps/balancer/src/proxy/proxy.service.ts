@@ -233,7 +233,7 @@ export class ProxyService implements OnModuleDestroy {
       case 'not-found':
         return sendError(req, res, 404, `404 page not found: ${req.method} ${path}`);
       case 'preflight':
-        this.cluster.answerPreflight(req, res, req.url!);
+        void this.cluster.answerPreflight(req, res, req.url!);
         return;
       case 'method-not-allowed':
         return sendError(req, res, 405, `405 method not allowed: ${req.method} ${path}`, { Allow: allowFor(path) });
@@ -245,7 +245,13 @@ export class ProxyService implements OnModuleDestroy {
       case 'v1-model':
         this.cluster.answerRead(kind, req, res, path);
         return;
-      default:
+      case 'model':
+      case 'push':
+      case 'pull':
+      case 'delete':
+      case 'copy':
+      case 'create':
+      case 'blobs':
         break;
     }
     this.readBody(req, res, (body) => {

@@ -17,6 +17,11 @@ export type RouteKind =
   | 'not-found'
   | 'method-not-allowed';
 
+/** The fleet-wide reads the balancer answers itself from its backends' merged answers. */
+export type ReadRouteKind = Extract<RouteKind, 'root' | 'version' | 'tags' | 'ps' | 'v1-models' | 'v1-model'>;
+/** The model-management calls fanned out to every (or every named) backend. `push` is routed like a model call. */
+export type FanOutRouteKind = Extract<RouteKind, 'pull' | 'delete' | 'copy' | 'create' | 'blobs'>;
+
 const MODEL_POST = new Set([
   '/api/generate',
   '/api/chat',
