@@ -4,10 +4,12 @@
  * (child processes: the fake libnvidia-ml.so.1 reads FAKE_NVML_STATE from the process environment,
  * so two agents cannot share one process), and the real balancer behind an admin token. It checks
  * that backends and GPU readings appear, that in-flight and utilization move with load and settle
- * after it, and saves the screenshot the README shows.
+ * after it, and takes a screenshot: into docs/screenshots/dashboard.png (the one the README shows)
+ * only with UPDATE_SCREENSHOTS=1, else into a temporary folder, so a test run leaves the tree as it
+ * was.
  */
 import { INestApplication } from '@nestjs/common';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'fs';
 import { tmpdir } from 'os';
 import { join, resolve } from 'path';
 import type { Browser, Page } from 'playwright-core';
@@ -19,7 +21,7 @@ declare const document: any;
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const ROOT = resolve(__dirname, '../../..');
-const SCREENSHOT = join(ROOT, 'docs/screenshots/dashboard.png');
+const UPDATE_SCREENSHOTS = process.env.UPDATE_SCREENSHOTS === '1';
 const TOKEN = 'dashboard-e2e-admin-token';
 const GiB = 1024 ** 3;
 const model = 'llama3.2';
@@ -36,7 +38,7 @@ describe('dashboard in Chromium (playwright-core) over a live demo cluster', () 
 
   beforeAll(async () => {
     if (!existsSync(CHROMIUM)) {
-      throw new Error(`Chromium not found at ${CHROMIUM}: run scripts/ensure-chromium.sh (installs Debian's chromium with apt-get) and re-run this test.`);
+      throw new Error(`Chromium not found at ${CHROMIUM}: npm test installs it (scripts/ensure-chromium.sh, Debian's chromium with apt-get); with npx jest, run that script once.`);
     }
     dir = mkdtempSync(join(tmpdir(), 'dashboard-e2e-'));
     const gpuSets = [
@@ -106,7 +108,7 @@ describe('dashboard in Chromium (playwright-core) over a live demo cluster', () 
     expect(ok.text).not.toContain(TOKEN);
   });
 
-  it('shows every backend with GPU readings, follows load live, and saves the screenshot', async () => {
+  it('shows every backend with GPU readings, follows load live, and takes the screenshot', async () => {
     await page.goto(`${url}/balancer/dashboard?token=${TOKEN}`);
     await page.waitForFunction(() => Number(document.body.dataset.updates) >= 2, undefined, { timeout: 15_000 });
     // Every backend, healthy, with its GPUs from its own agent.
@@ -156,11 +158,14 @@ describe('dashboard in Chromium (playwright-core) over a live demo cluster', () 
     expect(await page.locator('#decisions tr[data-decision]').count()).toBeGreaterThanOrEqual(8);
     expect(Number(await text('#kInflight'))).toBeGreaterThanOrEqual(4);
 
-    // Let the charts gather a few slots of traffic, then keep the picture the README shows.
+    // Let the charts gather a few slots of traffic, then take the picture the README shows.
     const before = await updates();
     await page.waitForFunction((n) => Number(document.body.dataset.updates) >= n + 2, before, { timeout: 10_000 });
-    mkdirSync(join(ROOT, 'docs/screenshots'), { recursive: true });
-    await page.screenshot({ path: SCREENSHOT, fullPage: true });
+    const shots = UPDATE_SCREENSHOTS ? join(ROOT, 'docs/screenshots') : dir;
+    mkdirSync(shots, { recursive: true });
+    const screenshot = join(shots, 'dashboard.png');
+    await page.screenshot({ path: screenshot, fullPage: true });
+    expect(statSync(screenshot).size).toBeGreaterThan(10_000);
 
     // When the load ends the page settles back: nothing in flight, GPUs idle.
     await Promise.all(streams);
