@@ -11,6 +11,7 @@ import { MetricsService } from './metrics/metrics.service';
 import { gpuReaderProvider } from './nvml/gpu-reader.provider';
 import { GpuStateService } from './nvml/gpu-state.service';
 import { OllamaStateService } from './ollama/ollama-state.service';
+import { RegistrationService } from './registration/registration.service';
 import { StatusController } from './status/status.controller';
 import { StatusService } from './status/status.service';
 
@@ -30,6 +31,7 @@ import { StatusService } from './status/status.service';
     MetricsService,
     NvmlHealthIndicator,
     AgentTokenGuard,
+    RegistrationService,
   ],
 })
 export class AppModule {}

@@ -5,6 +5,7 @@ import type { GpuReading } from '@app/nvml';
 import { agentConfig } from '../config/agent.config';
 import { GpuStateService } from '../nvml/gpu-state.service';
 import { OllamaStateService } from '../ollama/ollama-state.service';
+import { RegistrationService } from '../registration/registration.service';
 import { AGENT_VERSION } from '../version';
 
 const OPTIONAL_FIELDS = [
@@ -60,6 +61,7 @@ export class StatusService {
   constructor(
     private readonly gpus: GpuStateService,
     private readonly ollama: OllamaStateService,
+    private readonly registration: RegistrationService,
     @Inject(agentConfig.KEY) private readonly cfg: ConfigType<typeof agentConfig>,
   ) {}
 
@@ -91,6 +93,7 @@ export class StatusService {
         loaded: o.loaded,
         models: o.models,
       },
+      registration: this.registration.state(),
     };
   }
 }

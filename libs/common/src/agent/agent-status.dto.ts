@@ -5,6 +5,7 @@ import {
   IsArray,
   IsBoolean,
   IsDateString,
+  IsIn,
   IsInt,
   IsNumber,
   IsOptional,
@@ -99,6 +100,17 @@ export class OllamaStatusDto {
   @IsArray() @ValidateNested({ each: true }) @Type(() => OllamaModelDto) models!: OllamaModelDto[];
 }
 
+/** The agent's registration with one balancer (BALANCER_URL), when registration is on. */
+export class RegistrationLinkDto {
+  @IsString() balancerUrl!: string;
+  @IsIn(['registering', 'registered', 'retrying', 'stopped']) state!: 'registering' | 'registered' | 'retrying' | 'stopped';
+  @IsOptional() @IsString() lastError!: string | null;
+  @IsOptional() @IsDateString() lastAcceptedAt!: string | null;
+  @IsInt() @Min(0) failures!: number;
+  @IsOptional() @IsInt() @Min(1) heartbeatIntervalMs!: number | null;
+  @IsOptional() @IsInt() @Min(1) ttlMs!: number | null;
+}
+
 export class AgentStatusDto {
   @IsString() hostname!: string;
   @IsString() agentVersion!: string;
@@ -110,6 +122,8 @@ export class AgentStatusDto {
   @IsArray() @ValidateNested({ each: true }) @Type(() => GpuReadingDto) gpus!: GpuReadingDto[];
   @ValidateNested() @Type(() => HostSummaryDto) host!: HostSummaryDto;
   @ValidateNested() @Type(() => OllamaStatusDto) ollama!: OllamaStatusDto;
+  /** One entry per BALANCER_URL; null when the agent does not register itself. */
+  @IsOptional() @IsArray() @ValidateNested({ each: true }) @Type(() => RegistrationLinkDto) registration?: RegistrationLinkDto[] | null;
 }
 
 function describeErrors(errors: ValidationError[], prefix = ''): string[] {
