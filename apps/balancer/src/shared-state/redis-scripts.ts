@@ -1,0 +1,256 @@
+/**
+ * The Lua scripts behind the shared state. Each runs atomically inside Redis, so a check and the
+ * change it guards can never interleave with another replica's. Time is Redis's own clock (TIME),
+ * so replicas' clocks never need to agree.
+ *
+ * Keys (P = REDIS_PREFIX, default "olb:"):
+ *   P r:<replica>          "1" with a TTL of one lease: the replica is alive
+ *   P replicas             sorted set replica -> expiry: how many replicas are alive
+ *   P b:<backend>          sorted set lease id -> expiry: every slot held at the backend
+ *   P m:<backend>|<model>  sorted set lease id -> expiry: the slots held there for one model
+ *   P w:<model>            sorted set waiter -> place in line: requests waiting for the model,
+ *                          member "<replica>|<waiter>|<excluded backends, comma-separated>";
+ *                          the place is P wseq, incremented per enqueue (strict order, no ties)
+ * Channels: P grant:<replica> (a slot handed to one of its waiters), P capacity (a backend-wide
+ * slot freed that no waiter of the same model took), P events (cordons, ejections, learned stats).
+ *
+ * A lease that is not renewed expires: counting purges expired members first, so the slots of a
+ * replica that died come back one lease time after its last heartbeat.
+ */
+
+const PRELUDE = `
+local function nowMs()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function excludes(excl, b)
+  if excl == '' then return false end
+  return string.find(',' .. excl .. ',', ',' .. b .. ',', 1, true) ~= nil
+end
+local function parseWaiter(m)
+  return string.match(m, '^([^|]*)|([^|]*)|(.*)$')
+end
+local alive = {}
+local function replicaAlive(P, rid)
+  local a = alive[rid]
+  if a == nil then
+    a = redis.call('EXISTS', P .. 'r:' .. rid) == 1
+    alive[rid] = a
+  end
+  return a
+end
+local function counts(P, b, model, now)
+  local bk = P .. 'b:' .. b
+  redis.call('ZREMRANGEBYSCORE', bk, '-inf', now)
+  local cb = redis.call('ZCARD', bk)
+  local cm = 0
+  if model ~= '' then
+    local mk = P .. 'm:' .. b .. '|' .. model
+    redis.call('ZREMRANGEBYSCORE', mk, '-inf', now)
+    cm = redis.call('ZCARD', mk)
+  end
+  return cb, cm
+end
+local function freeSlots(bcap, mcap, cb, cm, model)
+  local free = 1000000000
+  if bcap > 0 then free = bcap - cb end
+  if model ~= '' and mcap > 0 then free = math.min(free, mcap - cm) end
+  return free
+end
+local function take(P, b, model, lid, expiry)
+  redis.call('ZADD', P .. 'b:' .. b, expiry, lid)
+  if model ~= '' then redis.call('ZADD', P .. 'm:' .. b .. '|' .. model, expiry, lid) end
+end
+-- Hands up to free slots on b to the oldest live waiters of the model that may use b.
+local function handOff(P, b, model, free, now, leaseMs)
+  if free <= 0 then return 0 end
+  local granted = 0
+  local wkey = P .. 'w:' .. model
+  local ws = redis.call('ZRANGE', wkey, 0, 99)
+  for _, m in ipairs(ws) do
+    local rid, wid, excl = parseWaiter(m)
+    if rid == nil or not replicaAlive(P, rid) then
+      redis.call('ZREM', wkey, m)
+    elseif not excludes(excl, b) then
+      redis.call('ZREM', wkey, m)
+      local lid = rid .. '/' .. wid
+      take(P, b, model, lid, now + leaseMs)
+      redis.call('PUBLISH', P .. 'grant:' .. rid, wid .. '|' .. b .. '|' .. lid .. '|' .. model)
+      granted = granted + 1
+      if granted >= free then break end
+    end
+  end
+  return granted
+end
+`;
+
+/**
+ * ACQUIRE: takes one slot on the first listed backend with room, or (enqueue) puts the request in
+ * its model's waiting list. Waiters of the model older than this request reserve one slot each on
+ * every backend they may use, so a newcomer never overtakes them.
+ * ARGV: prefix, model ('' = none), replica, lease id, waiter member ('' = not a waiter), lease ms,
+ *       enqueue (1/0), then (backend, backend cap, model cap) per candidate in preference order.
+ * Returns: {status (1 granted, 2 queued, 0 neither), backend granted, place in line (when queued),
+ *           then backend, in flight there, in flight there for the model, per candidate}.
+ */
+export const ACQUIRE_LUA = `${PRELUDE}
+local P, model, lid, member = ARGV[1], ARGV[2], ARGV[4], ARGV[5]
+local leaseMs = tonumber(ARGV[6])
+local now = nowMs()
+local wkey = P .. 'w:' .. model
+local myScore = false
+if member ~= '' then myScore = redis.call('ZSCORE', wkey, member) end
+local bound = '+inf'
+if myScore then bound = '(' .. myScore end
+local olderCount = redis.call('ZCOUNT', wkey, '-inf', bound)
+local olderExcl = {}
+local dead = 0
+if olderCount > 0 then
+  local older = redis.call('ZRANGEBYSCORE', wkey, '-inf', bound, 'LIMIT', 0, 100)
+  for _, m in ipairs(older) do
+    local rid, wid, excl = parseWaiter(m)
+    if rid == nil or not replicaAlive(P, rid) then
+      redis.call('ZREM', wkey, m)
+      dead = dead + 1
+    else
+      table.insert(olderExcl, excl)
+    end
+  end
+end
+-- Waiters past the first 100 are assumed to reserve every backend.
+local beyond = olderCount - dead - #olderExcl
+local out = {0, '', now}
+for i = 8, #ARGV, 3 do
+  local b = ARGV[i]
+  local cb, cm = counts(P, b, model, now)
+  local free = freeSlots(tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), cb, cm, model)
+  if out[1] == 0 and free > 0 then
+    local reserved = beyond
+    for _, e in ipairs(olderExcl) do
+      if not excludes(e, b) then reserved = reserved + 1 end
+    end
+    if free > reserved then
+      take(P, b, model, lid, now + leaseMs)
+      if myScore then redis.call('ZREM', wkey, member) end
+      out[1] = 1
+      out[2] = b
+      cb = cb + 1
+      if model ~= '' then cm = cm + 1 end
+    end
+  end
+  table.insert(out, b)
+  table.insert(out, cb)
+  table.insert(out, cm)
+end
+if out[1] == 0 and ARGV[7] == '1' and member ~= '' then
+  if myScore then
+    out[3] = tonumber(myScore)
+  else
+    out[3] = redis.call('INCR', P .. 'wseq')
+    redis.call('ZADD', wkey, out[3], member)
+  end
+  out[1] = 2
+end
+return out
+`;
+
+/**
+ * RELEASE: gives a slot back (idempotent: a second release finds nothing) and hands the room it
+ * made to the oldest waiter of the model that may use the backend, publishing the grant to that
+ * waiter's replica. A replica returning a grant it cannot use passes its waiter back (requeue
+ * member and score: same place in line, the backend now excluded) before the hand-off runs.
+ * ARGV: prefix, backend, model, lease id, backend cap, model cap, lease ms, requeue member, score.
+ * Returns: {removed (1/0), waiters granted, in flight at the backend, in flight there for the model}.
+ */
+export const RELEASE_LUA = `${PRELUDE}
+local P, b, model, lid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local bcap, mcap, leaseMs = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local removed = redis.call('ZREM', P .. 'b:' .. b, lid)
+if model ~= '' then redis.call('ZREM', P .. 'm:' .. b .. '|' .. model, lid) end
+if ARGV[8] ~= '' then redis.call('ZADD', P .. 'w:' .. model, 'NX', tonumber(ARGV[9]), ARGV[8]) end
+local now = nowMs()
+local cb, cm = counts(P, b, model, now)
+local granted = handOff(P, b, model, freeSlots(bcap, mcap, cb, cm, model), now, leaseMs)
+if granted == 0 and bcap > 0 then redis.call('PUBLISH', P .. 'capacity', b) end
+if model ~= '' then cm = cm + granted end
+return {removed, granted, cb + granted, cm}
+`;
+
+/**
+ * HEARTBEAT: the replica is alive for one more lease, and every slot it holds is renewed (or
+ * registered again, after Redis lost them) in the same round trip.
+ * ARGV: prefix, replica, lease ms, then (backend, model, lease id) per held slot.
+ * Returns: {replicas alive, Redis time ms}.
+ */
+export const HEARTBEAT_LUA = `${PRELUDE}
+local P, rid, leaseMs = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now = nowMs()
+redis.call('SET', P .. 'r:' .. rid, '1', 'PX', leaseMs)
+redis.call('ZADD', P .. 'replicas', now + leaseMs, rid)
+redis.call('ZREMRANGEBYSCORE', P .. 'replicas', '-inf', now)
+for i = 4, #ARGV, 3 do take(P, ARGV[i], ARGV[i + 1], ARGV[i + 2], now + leaseMs) end
+return {redis.call('ZCARD', P .. 'replicas'), now}
+`;
+
+/**
+ * GOODBYE: a replica shutting down cleanly takes itself, its waiters and its slots out at once
+ * instead of leaving them to expire.
+ * ARGV: prefix, replica, then (backend, model, lease id) per held slot.
+ */
+export const GOODBYE_LUA = `
+local P, rid = ARGV[1], ARGV[2]
+redis.call('DEL', P .. 'r:' .. rid)
+redis.call('ZREM', P .. 'replicas', rid)
+for i = 3, #ARGV, 3 do
+  redis.call('ZREM', P .. 'b:' .. ARGV[i], ARGV[i + 2])
+  if ARGV[i + 1] ~= '' then redis.call('ZREM', P .. 'm:' .. ARGV[i] .. '|' .. ARGV[i + 1], ARGV[i + 2]) end
+end
+return 1
+`;
+
+/**
+ * RATE: a token bucket per key that refills rate tokens per minute, shared by every replica.
+ * ARGV: key, rate per minute, cost. Returns {allowed (1/0), ms until enough tokens}.
+ */
+export const RATE_LUA = `${PRELUDE}
+local k, rate, cost = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = nowMs()
+local v = redis.call('HMGET', k, 't', 'u')
+local tokens, upd = tonumber(v[1]), tonumber(v[2])
+if tokens == nil or upd == nil then
+  tokens = rate
+  upd = now
+end
+tokens = math.min(rate, tokens + math.max(0, now - upd) * rate / 60000)
+local ok, waitMs = 0, 0
+if tokens >= cost then
+  tokens = tokens - cost
+  ok = 1
+else
+  waitMs = math.ceil((cost - tokens) * 60000 / rate)
+end
+redis.call('HSET', k, 't', tostring(tokens), 'u', tostring(now))
+redis.call('PEXPIRE', k, 120000)
+return {ok, waitMs}
+`;
+
+/**
+ * QUOTA: a counter per fixed window (e.g. tokens per key per hour). With limit > 0 the amount is
+ * added only if the total stays within it; with limit 0 it is always added (usage known after the
+ * fact). ARGV: key base, amount, limit, window ms.
+ * Returns {added (1/0), total in this window, ms until the window resets}.
+ */
+export const QUOTA_LUA = `${PRELUDE}
+local base, amount, limit, win = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = nowMs()
+local slot = math.floor(now / win)
+local k = base .. ':' .. slot
+local cur = tonumber(redis.call('GET', k) or '0')
+local resetMs = (slot + 1) * win - now
+if limit > 0 and cur + amount > limit then return {0, cur, resetMs} end
+if amount ~= 0 then
+  cur = redis.call('INCRBY', k, amount)
+  redis.call('PEXPIRE', k, win * 2)
+end
+return {1, cur, resetMs}
+`;

@@ -1,0 +1,124 @@
+import Redis from 'ioredis';
+import { RedisProcess } from '../../test/redis-process';
+import { RedisLink } from './redis-link';
+import { ReceivedEvent, SharedEvents } from './shared-events';
+import { SharedPins, SharedQuotas, SharedRateLimiter } from './shared-limits';
+import { loadSharedStateConfig } from './shared-state-config';
+
+const until = async (cond: () => boolean | Promise<boolean>, what: string, ms = 20_000): Promise<void> => {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+
+describe('pins, rates, quotas and fleet events shared on a real redis-server', () => {
+  let redis: RedisProcess;
+  const links: RedisLink[] = [];
+  let n = 0;
+  let prefix = '';
+
+  const link = async (): Promise<RedisLink> => {
+    const cfg = loadSharedStateConfig({ REDIS_URL: redis.url, REDIS_PREFIX: prefix, REDIS_HEARTBEAT_MS: '200', REDIS_LEASE_MS: '1000', REDIS_COMMAND_TIMEOUT_MS: '2000' });
+    const l = new RedisLink({ ...cfg, url: cfg.url! });
+    l.start();
+    links.push(l);
+    await until(() => l.up, 'the link');
+    return l;
+  };
+
+  beforeAll(async () => {
+    redis = await RedisProcess.start();
+  });
+  beforeEach(() => {
+    prefix = `l${++n}:`;
+  });
+  afterEach(async () => {
+    for (const l of links.splice(0)) await l.stop();
+  });
+  afterAll(() => redis.stop());
+
+  it('a pin set through one replica is read through another, and expires after its TTL of disuse', async () => {
+    const [a, b] = [await link(), await link()];
+    const pa = new SharedPins(a, 400);
+    const pb = new SharedPins(b, 400);
+    expect(await pb.get('c:m:abc')).toBeNull();
+    pa.set('c:m:abc', 'gpu2');
+    await until(async () => (await pb.get('c:m:abc')) === 'gpu2', 'the pin to be visible');
+    // Nothing the client sent is stored as such: the key is a hash.
+    const admin = new Redis(redis.url);
+    const keys = await admin.keys(`${prefix}pin:*`);
+    admin.disconnect();
+    expect(keys).toHaveLength(1);
+    expect(keys[0]).not.toContain('abc');
+    await until(async () => (await pb.get('c:m:abc')) === null, 'the pin to expire');
+  });
+
+  it("a key's rate holds across three replicas", async () => {
+    const ls = [await link(), await link(), await link()];
+    const limiters = ls.map((l) => new SharedRateLimiter(l));
+    const verdicts = await Promise.all(Array.from({ length: 12 }, (_, i) => limiters[i % 3].take('team-a', 5)));
+    expect(verdicts.filter((v) => v.allowed)).toHaveLength(5);
+    const refused = verdicts.filter((v) => !v.allowed);
+    expect(refused).toHaveLength(7);
+    // At 5 per minute one token takes 12 s to come back.
+    for (const v of refused) expect(v.waitMs).toBeGreaterThan(0);
+    for (const v of refused) expect(v.waitMs).toBeLessThanOrEqual(12_000);
+    // Another key has its own bucket.
+    expect((await limiters[1].take('team-b', 5)).allowed).toBe(true);
+  });
+
+  it('quota counters add up across replicas and refuse what would pass the limit', async () => {
+    const [a, b] = [await link(), await link()];
+    const qa = new SharedQuotas(a);
+    const qb = new SharedQuotas(b);
+    expect(await qa.take('key1:tokens', 600, 1000, 3_600_000)).toMatchObject({ added: true, used: 600 });
+    expect(await qb.take('key1:tokens', 500, 1000, 3_600_000)).toMatchObject({ added: false, used: 600 });
+    expect(await qb.take('key1:tokens', 400, 1000, 3_600_000)).toMatchObject({ added: true, used: 1000 });
+    expect(await qa.add('key1:tokens', 250, 3_600_000)).toMatchObject({ added: true, used: 1250 });
+    const read = await qb.read('key1:tokens', 3_600_000);
+    expect(read.used).toBe(1250);
+    expect(read.resetMs).toBeGreaterThan(0);
+    expect(read.resetMs).toBeLessThanOrEqual(3_600_000);
+  });
+
+  it('a cordon and an ejection on one replica reach the others, and a replica that joins later adopts them', async () => {
+    const [a, b, c] = [await link(), await link(), await link()];
+    const ea = new SharedEvents(a);
+    const seen: Record<string, ReceivedEvent[]> = { b: [], c: [], a: [] };
+    ea.onEvent((e) => seen.a.push(e));
+    new SharedEvents(b).onEvent((e) => seen.b.push(e));
+    new SharedEvents(c).onEvent((e) => seen.c.push(e));
+    expect(await ea.cordon('gpu1', true)).toBe(true);
+    expect(await ea.eject('gpu2', Date.now() + 60_000, 1)).toBe(true);
+    await until(() => seen.b.length === 2 && seen.c.length === 2, 'both events at both replicas');
+    expect(seen.b[0]).toMatchObject({ t: 'cordon', backend: 'gpu1', on: true, from: a.replicaId });
+    expect(seen.c[1]).toMatchObject({ t: 'eject', backend: 'gpu2', ejections: 1 });
+    // A replica does not act on its own messages twice.
+    expect(seen.a).toHaveLength(0);
+
+    const late = await link();
+    const el = new SharedEvents(late);
+    const snaps: { cordoned: string[]; ejected: string[] }[] = [];
+    el.onSnapshot((s) => snaps.push({ cordoned: [...s.cordoned], ejected: [...s.ejectedUntil.keys()] }));
+    await el.sync();
+    expect(snaps.at(-1)).toEqual({ cordoned: ['gpu1'], ejected: ['gpu2'] });
+    await ea.cordon('gpu1', false);
+    await el.sync();
+    expect(snaps.at(-1)?.cordoned).toEqual([]);
+  });
+});
+
+describe('shared-state settings', () => {
+  it('are off without REDIS_URL, and a bad value stops start-up naming the setting', () => {
+    expect(loadSharedStateConfig({}).url).toBeNull();
+    expect(loadSharedStateConfig({ REDIS_URL: 'redis://redis:6379/0' })).toMatchObject({ url: 'redis://redis:6379/0', leaseMs: 15_000, heartbeatMs: 5_000, commandTimeoutMs: 100 });
+    expect(() => loadSharedStateConfig({ REDIS_URL: 'http://redis:6379' })).toThrow(/REDIS_URL="http:\/\/redis:6379\/?" must use redis:\/\/ or rediss:\/\//);
+    expect(() => loadSharedStateConfig({ REDIS_URL: 'redis://:s3cret@redis:6379/x' })).toThrow(/REDIS_URL=.*\*\*\*.*database number/);
+    expect(() => loadSharedStateConfig({ REDIS_URL: 'redis://:s3cret@redis:6379/x' })).not.toThrow(/s3cret/);
+    expect(() => loadSharedStateConfig({ REDIS_URL: 'redis://r', REDIS_LEASE_MS: '1000', REDIS_HEARTBEAT_MS: '600' })).toThrow(/REDIS_HEARTBEAT_MS="600" must be at most half of REDIS_LEASE_MS/);
+    expect(() => loadSharedStateConfig({ REDIS_COMMAND_TIMEOUT_MS: 'fast' })).toThrow(/REDIS_COMMAND_TIMEOUT_MS="fast"/);
+    expect(() => loadSharedStateConfig({ REDIS_PREFIX: 'a b' })).toThrow(/REDIS_PREFIX="a b"/);
+  });
+});

@@ -1,0 +1,104 @@
+import { createHash } from 'crypto';
+import { RedisLink, SharedStateUnavailable } from './redis-link';
+
+/**
+ * Session pins shared by every replica: "this conversation runs on that backend", a plain key with
+ * a TTL renewed on each use. The session key is hashed, so nothing a client sent is stored.
+ */
+export class SharedPins {
+  constructor(
+    private readonly link: RedisLink,
+    private readonly ttlMs: number,
+  ) {}
+
+  private key(sessionKey: string): string {
+    return `${this.link.prefix}pin:${createHash('sha256').update(sessionKey).digest('base64url').slice(0, 27)}`;
+  }
+
+  /** The pinned backend, or null. Rejects with SharedStateUnavailable when Redis cannot answer. */
+  async get(sessionKey: string): Promise<string | null> {
+    try {
+      return await this.link.redis().get(this.key(sessionKey));
+    } catch (e) {
+      this.link.failed(e);
+      throw e instanceof SharedStateUnavailable ? e : new SharedStateUnavailable((e as Error).message);
+    }
+  }
+
+  /** Pins (or re-pins) the session; fire and forget. */
+  set(sessionKey: string, backend: string): void {
+    try {
+      this.link
+        .redis()
+        .set(this.key(sessionKey), backend, 'PX', this.ttlMs)
+        .catch((e) => this.link.failed(e));
+    } catch {
+      // Redis unreachable: the local pin still holds on this replica.
+    }
+  }
+}
+
+export interface RateVerdict {
+  allowed: boolean;
+  /** When refused: ms until one request's worth of tokens is back. */
+  waitMs: number;
+}
+
+/** Per-key request rates (a token bucket refilled per minute) counted across every replica. */
+export class SharedRateLimiter {
+  constructor(private readonly link: RedisLink) {}
+
+  /** Takes `cost` tokens from the key's bucket. Rejects with SharedStateUnavailable when Redis cannot answer. */
+  async take(keyName: string, ratePerMinute: number, cost = 1): Promise<RateVerdict> {
+    try {
+      const [ok, waitMs] = (await this.link.redis().olbRate(`${this.link.prefix}rate:${keyName}`, ratePerMinute, cost)) as [number, number];
+      return { allowed: ok === 1, waitMs };
+    } catch (e) {
+      this.link.failed(e);
+      throw e instanceof SharedStateUnavailable ? e : new SharedStateUnavailable((e as Error).message);
+    }
+  }
+}
+
+export interface QuotaState {
+  /** Whether the amount was counted (within the limit). */
+  added: boolean;
+  /** The window's total after this call. */
+  used: number;
+  /** Ms until the window starts afresh. */
+  resetMs: number;
+}
+
+/**
+ * Usage counters per fixed window (e.g. tokens per key per hour), shared by every replica: for
+ * quotas checked before a request (take with a limit) and usage recorded after it (add).
+ */
+export class SharedQuotas {
+  constructor(private readonly link: RedisLink) {}
+
+  private async run(name: string, amount: number, limit: number, windowMs: number): Promise<QuotaState> {
+    try {
+      const [added, used, resetMs] = (await this.link.redis().olbQuota(`${this.link.prefix}q:${name}:${windowMs}`, amount, limit, windowMs)) as [number, number, number];
+      return { added: added === 1, used, resetMs };
+    } catch (e) {
+      this.link.failed(e);
+      throw e instanceof SharedStateUnavailable ? e : new SharedStateUnavailable((e as Error).message);
+    }
+  }
+
+  /** Adds `amount` only if the window's total stays within `limit`. */
+  take(name: string, amount: number, limit: number, windowMs: number): Promise<QuotaState> {
+    if (!(limit > 0)) throw new RangeError('limit must be > 0 (use add for unlimited counting)');
+    return this.run(name, amount, limit, windowMs);
+  }
+
+  /** Adds `amount` whatever the total (usage known only after the answer). */
+  add(name: string, amount: number, windowMs: number): Promise<QuotaState> {
+    return this.run(name, amount, 0, windowMs);
+  }
+
+  /** The window's total so far. */
+  read(name: string, windowMs: number): Promise<QuotaState> {
+    return this.run(name, 0, 0, windowMs);
+  }
+}
