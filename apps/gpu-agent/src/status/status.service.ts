@@ -28,9 +28,17 @@ export function toGpuReadingDto(g: GpuReading): GpuReadingDto {
   const out: Record<string, unknown> = { index: g.index, name: g.name ?? '', uuid: g.uuid ?? '' };
   for (const k of OPTIONAL_FIELDS) if (g[k] !== undefined) out[k] = g[k];
   out.processes = g.processes.map((p) => ({ pid: p.pid, usedMemoryBytes: p.usedMemoryBytes ?? 0 }));
-  out.error = g.error ? `${g.error.code}: ${g.error.message}` : null;
-  out.errorCode = g.error ? g.error.code : null;
+  // A process list we may not read (NO_PERMISSION in a container) says nothing about the GPU itself.
+  const processesOnly = g.error !== undefined && isProcessListError(g.error.function);
+  out.error = g.error && !processesOnly ? `${g.error.code}: ${g.error.message}` : null;
+  out.errorCode = g.error && !processesOnly ? g.error.code : null;
+  if (processesOnly) out.processesError = `${g.error!.code}: ${g.error!.message}`;
   return out as unknown as GpuReadingDto;
+}
+
+/** NVML's process-list calls (nvmlDeviceGetComputeRunningProcesses, _v2, _v3, the graphics ones). */
+export function isProcessListError(fn: string | undefined): boolean {
+  return fn !== undefined && /RunningProcesses/.test(fn);
 }
 
 /** Host-wide summary; GPUs marked with an error are left out of the "least loaded" choice. */
@@ -48,7 +56,8 @@ export function summariseHost(gpuCount: number, gpus: GpuReadingDto[]): HostSumm
     meanUtilizationGpu: utils.length ? utils.reduce((a, b) => a + b, 0) / utils.length : null,
     memoryTotalBytes: sum((g) => g.memoryTotalBytes),
     memoryUsedBytes: sum((g) => g.memoryUsedBytes),
-    memoryFreeBytes: sum((g) => g.memoryFreeBytes),
+    // Unknown is not zero: one GPU without a free-memory reading (MIG, an error) makes the total unknown.
+    memoryFreeBytes: gpus.length > 0 && gpus.every((g) => g.memoryFreeBytes !== undefined) ? sum((g) => g.memoryFreeBytes) : null,
     hottestGpu: hot ? { index: hot.index, temperatureC: hot.temperatureC! } : null,
     leastLoadedGpu: candidates.length ? candidates[0].index : null,
   };

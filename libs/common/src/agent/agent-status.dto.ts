@@ -49,6 +49,11 @@ export class GpuReadingDto {
   @IsOptional() @IsString() error?: string | null;
   /** NVML code of that error, e.g. 'NVML_ERROR_GPU_IS_LOST'. */
   @IsOptional() @IsString() errorCode?: string | null;
+  /**
+   * Why the process list could not be read (e.g. NVML_ERROR_NO_PERMISSION in a container): the GPU
+   * itself is fine and `error` stays null; `processes` is then empty because unknown.
+   */
+  @IsOptional() @IsString() processesError?: string | null;
 }
 
 export class NvmlStatusDto {
@@ -71,7 +76,11 @@ export class HostSummaryDto {
   @IsOptional() @IsNumber() meanUtilizationGpu!: number | null;
   @IsNumber() @Min(0) memoryTotalBytes!: number;
   @IsNumber() @Min(0) memoryUsedBytes!: number;
-  @IsNumber() @Min(0) memoryFreeBytes!: number;
+  /**
+   * Free memory over the GPUs; null when any GPU's free memory is unknown (MIG, a permission error):
+   * unknown is not zero (an agent before this change sent 0).
+   */
+  @IsOptional() @IsNumber() @Min(0) memoryFreeBytes!: number | null;
   @IsOptional() @ValidateNested() @Type(() => HottestGpuDto) hottestGpu!: HottestGpuDto | null;
   /** Index of the GPU with the most free memory among readable GPUs. */
   @IsOptional() @IsInt() @Min(0) leastLoadedGpu!: number | null;

@@ -129,7 +129,9 @@ export class PredictivePolicy implements RoutingPolicy {
     const max = b.config.maxLoadedModels;
     let mustEvict = max > 0 && resident.length >= max;
     const agent = b.freshAgent(ctx.agentStaleMs, now);
-    if (!mustEvict && agent && size > 0) mustEvict = agent.host.memoryFreeBytes < size;
+    // A reading the agent could not take (null, or absent) is unknown, not "no memory free".
+    const free = agent?.host.memoryFreeBytes;
+    if (!mustEvict && typeof free === 'number' && size > 0) mustEvict = free < size;
     if (!mustEvict && !agent && max === 0 && size > 0) {
       // No agent and no configured limit: judge by what /api/ps says is resident vs. the largest
       // VRAM footprint we have seen there (a conservative stand-in for total VRAM).
