@@ -4,11 +4,15 @@
 #      with apt-get when missing), with .env.example as the env file; and it must refuse to
 #      render without the secrets.
 #   2. Invariants a schema cannot see: healthchecks everywhere, only the balancer published,
-#      one distinct GPU per Ollama with its agent on the same GPU, stop_grace_period and
-#      terminationGracePeriodSeconds above DRAIN_TIMEOUT_MS, backend/agent URLs that name
-#      compose services, build targets that exist as Dockerfile stages.
+#      one distinct GPU per Ollama with its agent on the same GPU, stop_grace_period above
+#      DRAIN_TIMEOUT_MS, backend/agent URLs that name compose services, build targets that
+#      exist as Dockerfile stages.
 #   3. The apps' own validators accept the rendered settings (balancer: loadBalancerConfig on
 #      the mounted JSON and the environment; agents: parseAgentConfig), through ts-node.
+#   3b. deploy/kubernetes (kustomization): every object against the Kubernetes 1.33 schemas
+#      (kubernetes-models 4.5), unknown fields included, plus invariants (tools/deploy-check):
+#      names, keys, selectors and ports that resolve, probes on routes the apps serve, drain timing,
+#      the balancer's PDB, the GPU agent's runtime; the apps' validators accept each container's env.
 #   4. Every Dockerfile: dockerfile-utils lint (any error or warning fails) and every COPY
 #      source exists and is not excluded by .dockerignore.
 # Options:
@@ -24,7 +28,7 @@ SMOKE=0
 for arg in "$@"; do
   case "$arg" in
     --smoke) SMOKE=1 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown option: $arg" >&2; exit 2 ;;
   esac
 done
@@ -180,7 +184,7 @@ for a in agents:
     if env_of[a].get('NVIDIA_VISIBLE_DEVICES') not in (None, ollama_gpu.get(host)): bad(f'{a}: NVIDIA_VISIBLE_DEVICES differs from its reserved GPU')
 if len(balancers) != 1: bad(f'expected one balancer service, found {balancers}')
 
-checks = {'agents': {a: env_of[a] for a in agents}, 'balancers': {}, 'k8s': []}
+checks = {'agents': {a: env_of[a] for a in agents}, 'balancers': {}}
 for bname in balancers:
     s, env = services[bname], env_of[bname]
     drain = int(env.get('DRAIN_TIMEOUT_MS') or 30000) / 1000
@@ -214,31 +218,6 @@ for bname in balancers:
         env = dict(env, BALANCER_CONFIG=host_cfg)
     checks['balancers'][bname] = env
 
-# Kubernetes examples: probes and a grace period longer than the drain.
-for path in sorted(glob.glob('deploy/kubernetes/*.y*ml')):
-    for doc in yaml.safe_load_all(open(path)):
-        if not doc: continue
-        if doc.get('kind') == 'ConfigMap':
-            for key, text in (doc.get('data') or {}).items():
-                if key.endswith('.json'):
-                    try: json.loads(text)
-                    except Exception as e: bad(f'{path}: ConfigMap {key}: {e}'); continue
-                    checks['k8s'].append({'where': f'{path} ConfigMap {key}', 'json': text})
-        spec = ((doc.get('spec') or {}).get('template') or {}).get('spec') if doc.get('kind') in ('Deployment', 'StatefulSet', 'DaemonSet') else None
-        if not spec: continue
-        where = f'{path} {doc["kind"]} {doc["metadata"]["name"]}'
-        grace = spec.get('terminationGracePeriodSeconds', 30)
-        for c in spec.get('containers') or []:
-            env = {e['name']: e.get('value') for e in c.get('env') or []}
-            paths = {p: ((c.get(p) or {}).get('httpGet') or {}).get('path') for p in ('livenessProbe', 'readinessProbe')}
-            if paths['livenessProbe'] != '/health/live': bad(f'{where} {c["name"]}: livenessProbe should GET /health/live')
-            if paths['readinessProbe'] != '/health/ready': bad(f'{where} {c["name"]}: readinessProbe should GET /health/ready')
-            if 'DRAIN_TIMEOUT_MS' in env or c['name'] == 'balancer':
-                drain = int(env.get('DRAIN_TIMEOUT_MS') or 30000) / 1000
-                cmd = (((c.get('lifecycle') or {}).get('preStop') or {}).get('exec') or {}).get('command') or []
-                pre = float(cmd[1]) if len(cmd) == 2 and cmd[0] == 'sleep' else 0
-                if grace < pre + drain + 5: bad(f'{where}: terminationGracePeriodSeconds {grace} must exceed preStop ({pre:g}s) + DRAIN_TIMEOUT_MS ({drain:g}s) by 5s or more')
-
 json.dump(checks, open(os.path.join(work, 'checks.json'), 'w'))
 for p in problems: print(f'  {p}')
 print('ok' if not problems else f'{len(problems)} problem(s)')
@@ -248,7 +227,7 @@ PY
 # --- 3. the apps' own validators --------------------------------------------------------------
 step "settings accepted by the apps' validators (loadBalancerConfig, parseAgentConfig)"
 if [ -f "$WORK/checks.json" ]; then
-  TS_NODE_TRANSPILE_ONLY=1 node -r ts-node/register - "$WORK/checks.json" <<'JS' || failures=$((failures + 1))
+  TS_NODE_TRANSPILE_ONLY=1 node -r ts-node/register -r tsconfig-paths/register - "$WORK/checks.json" <<'JS' || failures=$((failures + 1))
 const fs = require('fs');
 const path = require('path');
 const os = require('os');
@@ -269,18 +248,18 @@ for (const [name, env] of Object.entries(checks.balancers)) {
 for (const [name, env] of Object.entries(checks.agents)) {
   attempt(`compose ${name}`, () => { const c = parseAgentConfig(env); return `port ${c.port}, Ollama ${c.ollamaUrl}`; });
 }
-for (const k of checks.k8s) {
-  attempt(k.where, () => {
-    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-')), 'balancer.json');
-    fs.writeFileSync(file, k.json);
-    return `${loadBalancerConfig({ BALANCER_CONFIG: file }).backends.length} backend(s)`;
-  });
-}
 process.exit(bad ? 1 : 0);
 JS
 else
   fail "invariant step produced no settings to validate"
 fi
+
+# --- 3b. Kubernetes ---------------------------------------------------------------------------
+step "Kubernetes manifests (deploy/kubernetes): pinned schemas and invariants (tools/deploy-check)"
+if TS_NODE_TRANSPILE_ONLY=1 node -r ts-node/register -r tsconfig-paths/register tools/deploy-check/main.ts deploy/kubernetes; then :; else
+  fail "deploy/kubernetes: tools/deploy-check found problems"
+fi
+if git ls-files --error-unmatch deploy/kubernetes/secrets.env >/dev/null 2>&1; then fail "deploy/kubernetes/secrets.env is tracked by git: it holds secrets"; fi
 
 # --- 4. Dockerfiles ---------------------------------------------------------------------------
 mapfile -t DOCKERFILES < <(git ls-files --cached --others --exclude-standard -- 'Dockerfile' '*/Dockerfile' '*.Dockerfile' | sort -u)

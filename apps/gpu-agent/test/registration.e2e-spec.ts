@@ -29,7 +29,10 @@ interface Seen {
 /** A stub balancer: records every request and answers with what `answer` returns. */
 class StubBalancer {
   readonly seen: Seen[] = [];
-  answer: (req: Seen) => { status: number; body?: unknown } = () => ({ status: 200, body: { name: 'gpu-node-7', heartbeatIntervalMs: 30, ttlMs: 90 } });
+  answer: (req: Seen) => { status: number; body?: unknown } = () => ({
+    status: 200,
+    body: { name: 'gpu-node-7', heartbeatIntervalMs: 30, ttlMs: 90 },
+  });
   private server: Server | null = null;
   port = 0;
 
@@ -39,7 +42,12 @@ class StubBalancer {
       req.setEncoding('utf8');
       req.on('data', (c: string) => (raw += c));
       req.on('end', () => {
-        const seen: Seen = { method: req.method!, url: req.url!, authorization: req.headers.authorization, body: raw ? JSON.parse(raw) : undefined };
+        const seen: Seen = {
+          method: req.method!,
+          url: req.url!,
+          authorization: req.headers.authorization,
+          body: raw ? JSON.parse(raw) : undefined,
+        };
         this.seen.push(seen);
         const { status, body } = this.answer(seen);
         res.writeHead(status, body === undefined ? {} : { 'content-type': 'application/json' });
@@ -74,7 +82,11 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-async function waitFor<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
+async function waitFor<T>(
+  what: string,
+  fn: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 20_000,
+): Promise<T> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -97,7 +109,21 @@ describe('gpu-agent registration with stub balancers', () => {
     writeFakeNvmlStateSync(statePath, {
       driverVersion: '550.54.15',
       nvmlVersion: '12.550.54.15',
-      gpus: [{ name: 'NVIDIA L4', uuid: 'GPU-1', pciBusId: '00000000:01:00.0', utilGpu: 1, utilMemory: 1, memTotal: 24e9, memUsed: 1e9, temperature: 40, powerUsage: 20_000, powerLimit: 72_000, processes: [] }],
+      gpus: [
+        {
+          name: 'NVIDIA L4',
+          uuid: 'GPU-1',
+          pciBusId: '00000000:01:00.0',
+          utilGpu: 1,
+          utilMemory: 1,
+          memTotal: 24e9,
+          memUsed: 1e9,
+          temperature: 40,
+          powerUsage: 20_000,
+          powerLimit: 72_000,
+          processes: [],
+        },
+      ],
     });
   });
 
@@ -181,7 +207,12 @@ describe('gpu-agent registration with stub balancers', () => {
     apps.length = 0;
     for (const s of [a, b]) {
       const last = s.seen[s.seen.length - 1];
-      expect(last).toEqual({ method: 'DELETE', url: `${AGENT_REGISTRATION_PATH}/gpu-node-7`, authorization: `Bearer ${TOKEN}`, body: undefined });
+      expect(last).toEqual({
+        method: 'DELETE',
+        url: `${AGENT_REGISTRATION_PATH}/gpu-node-7`,
+        authorization: `Bearer ${TOKEN}`,
+        body: undefined,
+      });
       expect(s.seen.filter((x) => x.method === 'DELETE')).toHaveLength(1);
     }
     // Nothing after the DELETE: the heartbeat timers are gone.
@@ -199,7 +230,12 @@ describe('gpu-agent registration with stub balancers', () => {
       const [link] = await registration(base);
       return link.failures >= 3 ? link : undefined;
     });
-    expect(failing).toMatchObject({ balancerUrl: `http://127.0.0.1:${port}`, state: 'retrying', lastError: 'ECONNREFUSED', lastAcceptedAt: null });
+    expect(failing).toMatchObject({
+      balancerUrl: `http://127.0.0.1:${port}`,
+      state: 'retrying',
+      lastError: 'ECONNREFUSED',
+      lastAcceptedAt: null,
+    });
     expect((await fetch(`${base}/health/live`)).status).toBe(200);
 
     const s = await stub(port);
@@ -208,7 +244,13 @@ describe('gpu-agent registration with stub balancers', () => {
       const [l] = await registration(base);
       return l.state === 'registered' ? l : undefined;
     });
-    expect(link).toMatchObject({ state: 'registered', failures: 0, lastError: null, heartbeatIntervalMs: 30, ttlMs: 90 });
+    expect(link).toMatchObject({
+      state: 'registered',
+      failures: 0,
+      lastError: null,
+      heartbeatIntervalMs: 30,
+      ttlMs: 90,
+    });
   });
 
   it('retries after 503 and after an answer that is not a registration, then registers', async () => {
@@ -229,7 +271,10 @@ describe('gpu-agent registration with stub balancers', () => {
   it('a refused token: no crash, the reason in /status, tries again (and registers when the balancer accepts it)', async () => {
     const s = await stub();
     let accept = false;
-    s.answer = () => (accept ? { status: 200, body: { name: 'gpu-node-7', heartbeatIntervalMs: 30, ttlMs: 90 } } : { status: 401, body: { error: 'invalid registration token' } });
+    s.answer = () =>
+      accept
+        ? { status: 200, body: { name: 'gpu-node-7', heartbeatIntervalMs: 30, ttlMs: 90 } }
+        : { status: 401, body: { error: 'invalid registration token' } };
     process.env.BALANCER_URL = s.url;
     const { base } = await boot();
     const [link] = await waitFor('a refusal', async () => {
@@ -237,7 +282,9 @@ describe('gpu-agent registration with stub balancers', () => {
       return l[0].failures >= 2 ? l : undefined;
     });
     expect(link.state).toBe('retrying');
-    expect(link.lastError).toBe('the balancer refused the registration token (REGISTRATION_TOKEN) (HTTP 401): invalid registration token');
+    expect(link.lastError).toBe(
+      'the balancer refused the registration token (REGISTRATION_TOKEN) (HTTP 401): invalid registration token',
+    );
     expect(JSON.stringify(await registration(base))).not.toContain(TOKEN);
     accept = true;
     await waitFor('the registered state', async () => (await registration(base))[0].state === 'registered');
@@ -265,11 +312,15 @@ describe('gpu-agent registration with stub balancers', () => {
 /** The agent as a process (ts-node over src/main.ts), as a container runs it. */
 function spawnAgent(env: Record<string, string>) {
   const root = path.resolve(__dirname, '../../..');
-  const proc = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', '-r', 'tsconfig-paths/register', 'apps/gpu-agent/src/main.ts'], {
-    cwd: root,
-    env: { ...process.env, TS_NODE_PROJECT: path.join(root, 'tsconfig.json'), ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const proc = spawn(
+    process.execPath,
+    ['-r', 'ts-node/register/transpile-only', '-r', 'tsconfig-paths/register', 'apps/gpu-agent/src/main.ts'],
+    {
+      cwd: root,
+      env: { ...process.env, TS_NODE_PROJECT: path.join(root, 'tsconfig.json'), ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let output = '';
   proc.stdout.on('data', (c: Buffer) => (output += c.toString()));
   proc.stderr.on('data', (c: Buffer) => (output += c.toString()));
@@ -286,7 +337,10 @@ describe('gpu-agent process: registration at start, deregistration on SIGTERM', 
   it('SIGTERM sends the DELETE before the process ends', async () => {
     const s = await new StubBalancer().listen();
     stubs.push(s);
-    s.answer = (req) => (req.method === 'DELETE' ? { status: 204 } : { status: 200, body: { name: 'edge-1', heartbeatIntervalMs: 50, ttlMs: 150 } });
+    s.answer = (req) =>
+      req.method === 'DELETE'
+        ? { status: 204 }
+        : { status: 200, body: { name: 'edge-1', heartbeatIntervalMs: 50, ttlMs: 150 } };
     const agent = spawnAgent({
       PORT: String(await freePort()),
       OLLAMA_HOST: '127.0.0.1:1',
@@ -302,7 +356,9 @@ describe('gpu-agent process: registration at start, deregistration on SIGTERM', 
       await waitFor('two registrations', () => s.posts().length >= 2, 60_000);
       agent.proc.kill('SIGTERM');
       const code = await agent.exited;
-      expect(s.seen.filter((x) => x.method === 'DELETE').map((x) => x.url)).toEqual([`${AGENT_REGISTRATION_PATH}/edge-1`]);
+      expect(s.seen.filter((x) => x.method === 'DELETE').map((x) => x.url)).toEqual([
+        `${AGENT_REGISTRATION_PATH}/edge-1`,
+      ]);
       expect(code === 0 || code === null).toBe(true);
       expect(agent.output()).toContain('deregistered from');
       expect(agent.output()).not.toContain(TOKEN);
@@ -312,11 +368,25 @@ describe('gpu-agent process: registration at start, deregistration on SIGTERM', 
   });
 
   it.each([
-    [{ BALANCER_URL: 'http://127.0.0.1:1' }, 'Invalid configuration: REGISTRATION_TOKEN="" must be set when BALANCER_URL is'],
-    [{ BALANCER_URL: 'ftp://balancer', REGISTRATION_TOKEN: TOKEN }, 'Invalid configuration: BALANCER_URL="ftp://balancer" entries must use http:// or https://'],
-    [{ BALANCER_URL: 'http://b:11434', REGISTRATION_TOKEN: 'short' }, 'Invalid configuration: REGISTRATION_TOKEN="<redacted>" must be at least 16 characters'],
+    [
+      { BALANCER_URL: 'http://127.0.0.1:1' },
+      'Invalid configuration: REGISTRATION_TOKEN="" must be set when BALANCER_URL is',
+    ],
+    [
+      { BALANCER_URL: 'ftp://balancer', REGISTRATION_TOKEN: TOKEN },
+      'Invalid configuration: BALANCER_URL="ftp://balancer" entries must use http:// or https://',
+    ],
+    [
+      { BALANCER_URL: 'http://b:11434', REGISTRATION_TOKEN: 'short' },
+      'Invalid configuration: REGISTRATION_TOKEN="<redacted>" must be at least 16 characters',
+    ],
   ])('a bad setting (%j) stops start-up naming it', async (env, message) => {
-    const agent = spawnAgent({ PORT: String(await freePort()), OLLAMA_ADVERTISE_URL: 'http://10.0.0.1:11434', AGENT_ADVERTISE_URL: 'http://10.0.0.1:9400', ...env });
+    const agent = spawnAgent({
+      PORT: String(await freePort()),
+      OLLAMA_ADVERTISE_URL: 'http://10.0.0.1:11434',
+      AGENT_ADVERTISE_URL: 'http://10.0.0.1:9400',
+      ...env,
+    });
     expect(await agent.exited).toBe(1);
     expect(agent.output()).toContain(message);
   });
@@ -324,11 +394,21 @@ describe('gpu-agent process: registration at start, deregistration on SIGTERM', 
 
 describe('BalancerLink backoff', () => {
   const link = (retryMaxMs: number, random: () => number) =>
-    new BalancerLink({ balancerUrl: 'http://x', token: TOKEN, body: { name: 'n', ollamaUrl: 'http://x:1' }, retryMaxMs, timeoutMs: 1000, log: () => undefined, random });
+    new BalancerLink({
+      balancerUrl: 'http://x',
+      token: TOKEN,
+      body: { name: 'n', ollamaUrl: 'http://x:1' },
+      retryMaxMs,
+      timeoutMs: 1000,
+      log: () => undefined,
+      random,
+    });
 
   it('doubles from 1 s up to the cap, jittered between half and all of it', () => {
     const top = link(30_000, () => 1);
-    expect([1, 2, 3, 4, 5, 6, 7, 50].map((n) => top.backoffMs(n))).toEqual([1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+    expect([1, 2, 3, 4, 5, 6, 7, 50].map((n) => top.backoffMs(n))).toEqual([
+      1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000,
+    ]);
     const bottom = link(30_000, () => 0);
     expect([1, 2, 6].map((n) => bottom.backoffMs(n))).toEqual([500, 1000, 15000]);
   });

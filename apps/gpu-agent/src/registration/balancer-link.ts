@@ -84,7 +84,10 @@ export class BalancerLink {
     try {
       const accepted = await this.register();
       if (!this.everAccepted || this.status.state !== 'registered') {
-        this.opts.log('log', `registered with ${this.opts.balancerUrl} as ${accepted.name} (heartbeat every ${accepted.heartbeatIntervalMs} ms, dropped after ${accepted.ttlMs} ms without one)`);
+        this.opts.log(
+          'log',
+          `registered with ${this.opts.balancerUrl} as ${accepted.name} (heartbeat every ${accepted.heartbeatIntervalMs} ms, dropped after ${accepted.ttlMs} ms without one)`,
+        );
       }
       this.everAccepted = true;
       Object.assign(this.status, {
@@ -107,13 +110,20 @@ export class BalancerLink {
       next = failure?.permanent ? this.opts.retryMaxMs : this.backoffMs(this.status.failures);
       const first = this.status.lastError !== message;
       this.status.lastError = message;
-      this.opts.log(first ? 'warn' : 'debug', `registration with ${this.opts.balancerUrl} failed (${this.status.failures} in a row): ${message}; next try in ${next} ms`);
+      this.opts.log(
+        first ? 'warn' : 'debug',
+        `registration with ${this.opts.balancerUrl} failed (${this.status.failures} in a row): ${message}; next try in ${next} ms`,
+      );
     }
     this.schedule(next);
   }
 
   private async register(): Promise<{ name: string; heartbeatIntervalMs: number; ttlMs: number }> {
-    const res = await this.request('POST', `${this.opts.balancerUrl}${AGENT_REGISTRATION_PATH}`, JSON.stringify(this.opts.body));
+    const res = await this.request(
+      'POST',
+      `${this.opts.balancerUrl}${AGENT_REGISTRATION_PATH}`,
+      JSON.stringify(this.opts.body),
+    );
     const text = await res.text();
     if (!res.ok) throw RegistrationRefused.from(res.status, text);
     let json: unknown;
@@ -134,7 +144,11 @@ export class BalancerLink {
     return fetch(url, { method, headers, body, signal, redirect: 'error' }).catch((e: Error) => {
       // fetch's "fetch failed" hides the reason (ECONNREFUSED, ENOTFOUND...) in cause.
       const cause = (e as Error & { cause?: { code?: string; message?: string } }).cause;
-      throw new Error(e.name === 'TimeoutError' ? `no answer within ${this.opts.timeoutMs} ms` : (cause?.code ?? cause?.message ?? e.message));
+      throw new Error(
+        e.name === 'TimeoutError'
+          ? `no answer within ${this.opts.timeoutMs} ms`
+          : (cause?.code ?? cause?.message ?? e.message),
+      );
     });
   }
 
@@ -162,7 +176,10 @@ export class BalancerLink {
       await res.body?.cancel();
       this.opts.log(res.ok ? 'log' : 'warn', `deregistered from ${this.opts.balancerUrl}: HTTP ${res.status}`);
     } catch (e) {
-      this.opts.log('warn', `could not deregister from ${this.opts.balancerUrl} (${(e as Error).message}); it drops this agent when the heartbeats stop`);
+      this.opts.log(
+        'warn',
+        `could not deregister from ${this.opts.balancerUrl} (${(e as Error).message}); it drops this agent when the heartbeats stop`,
+      );
     }
   }
 }
@@ -195,6 +212,10 @@ export class RegistrationRefused extends Error {
       429: 'the balancer holds as many registered backends as it allows',
     };
     const permanent = status >= 400 && status < 500 && status !== 408;
-    return new RegistrationRefused(`${why[status] ?? 'the balancer answered'} (HTTP ${status})${detail}`, status, permanent);
+    return new RegistrationRefused(
+      `${why[status] ?? 'the balancer answered'} (HTTP ${status})${detail}`,
+      status,
+      permanent,
+    );
   }
 }

@@ -18,7 +18,12 @@ export class RegistrationService implements OnApplicationBootstrap, BeforeApplic
   constructor(@Inject(agentConfig.KEY) private readonly cfg: ConfigType<typeof agentConfig>) {
     const r = cfg.registration;
     if (!r) return;
-    const body: AgentRegistrationDto = { name: r.name, ollamaUrl: r.ollamaUrl, agentUrl: r.agentUrl, agentVersion: AGENT_VERSION };
+    const body: AgentRegistrationDto = {
+      name: r.name,
+      ollamaUrl: r.ollamaUrl,
+      agentUrl: r.agentUrl,
+      agentVersion: AGENT_VERSION,
+    };
     if (r.parallel !== undefined) body.parallel = r.parallel;
     if (r.maxLoadedModels !== undefined) body.maxLoadedModels = r.maxLoadedModels;
     for (const balancerUrl of r.balancerUrls) {
@@ -38,7 +43,9 @@ export class RegistrationService implements OnApplicationBootstrap, BeforeApplic
   onApplicationBootstrap(): void {
     const r = this.cfg.registration;
     if (!r) return;
-    this.logger.log(`registering as ${r.name} (Ollama ${r.ollamaUrl}, agent ${r.agentUrl}) with ${r.balancerUrls.join(', ')}`);
+    this.logger.log(
+      `registering as ${r.name} (Ollama ${r.ollamaUrl}, agent ${r.agentUrl}) with ${r.balancerUrls.join(', ')}`,
+    );
     for (const link of this.links) link.start();
   }
 

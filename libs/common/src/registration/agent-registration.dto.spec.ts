@@ -1,7 +1,14 @@
 import { httpBaseUrlProblem, parseAgentRegistration, parseAgentRegistrationAccepted } from './agent-registration.dto';
 
 describe('AgentRegistrationDto', () => {
-  const good = { name: 'gpu-node-7', ollamaUrl: 'http://10.0.0.7:11434', agentUrl: 'http://10.0.0.7:9400', parallel: 4, maxLoadedModels: 2, agentVersion: '0.1.0' };
+  const good = {
+    name: 'gpu-node-7',
+    ollamaUrl: 'http://10.0.0.7:11434',
+    agentUrl: 'http://10.0.0.7:9400',
+    parallel: 4,
+    maxLoadedModels: 2,
+    agentVersion: '0.1.0',
+  };
 
   it('accepts a full registration and a minimal one', () => {
     expect(parseAgentRegistration(good)).toEqual({ ok: true, value: expect.objectContaining(good) });
@@ -42,7 +49,12 @@ describe('AgentRegistrationDto', () => {
 
 describe('AgentRegistrationAcceptedDto', () => {
   it('reads the answer and drops fields a newer balancer may add', () => {
-    const r = parseAgentRegistrationAccepted({ name: 'gpu-node-7', heartbeatIntervalMs: 5000, ttlMs: 15000, replica: 'b' });
+    const r = parseAgentRegistrationAccepted({
+      name: 'gpu-node-7',
+      heartbeatIntervalMs: 5000,
+      ttlMs: 15000,
+      replica: 'b',
+    });
     expect(r).toEqual({ ok: true, value: { name: 'gpu-node-7', heartbeatIntervalMs: 5000, ttlMs: 15000 } });
   });
 

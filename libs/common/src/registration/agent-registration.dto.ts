@@ -1,7 +1,18 @@
 // class-transformer reads design metadata: make sure the polyfill is there even outside Nest.
 import 'reflect-metadata';
 import { plainToInstance } from 'class-transformer';
-import { IsInt, IsOptional, IsString, Matches, Max, MaxLength, Min, ValidateBy, ValidationError, validateSync } from 'class-validator';
+import {
+  IsInt,
+  IsOptional,
+  IsString,
+  Matches,
+  Max,
+  MaxLength,
+  Min,
+  ValidateBy,
+  ValidationError,
+  validateSync,
+} from 'class-validator';
 
 /**
  * The wire contract between a gpu-agent and the balancer for agent registration (the agent calls
@@ -56,7 +67,9 @@ function IsHttpBaseUrl(): PropertyDecorator {
 
 export class AgentRegistrationDto {
   /** The backend's name; the registrant that first claims it owns its URLs. */
-  @IsString() @Matches(BACKEND_NAME_PATTERN, { message: 'name must be 1-64 characters of letters, digits, . _ -' }) name!: string;
+  @IsString()
+  @Matches(BACKEND_NAME_PATTERN, { message: 'name must be 1-64 characters of letters, digits, . _ -' })
+  name!: string;
   /** Where the balancer reaches this agent's Ollama server. */
   @IsHttpBaseUrl() ollamaUrl!: string;
   /** Where the balancer reaches the agent itself (GET /status). */
@@ -91,9 +104,14 @@ function parseWith<T extends object>(
   what: string,
   forbidUnknown: boolean,
 ): { ok: true; value: T } | { ok: false; error: string } {
-  if (json === null || typeof json !== 'object' || Array.isArray(json)) return { ok: false, error: `${what} must be a JSON object` };
+  if (json === null || typeof json !== 'object' || Array.isArray(json))
+    return { ok: false, error: `${what} must be a JSON object` };
   const value = plainToInstance(cls, json);
-  const errors = validateSync(value, { whitelist: true, forbidNonWhitelisted: forbidUnknown, forbidUnknownValues: true });
+  const errors = validateSync(value, {
+    whitelist: true,
+    forbidNonWhitelisted: forbidUnknown,
+    forbidUnknownValues: true,
+  });
   if (errors.length) return { ok: false, error: describeErrors(errors).join('; ') };
   return { ok: true, value };
 }
