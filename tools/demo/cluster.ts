@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'fs';
 import * as http from 'http';
 import { tmpdir } from 'os';
 import { join, resolve } from 'path';
-import { fakeNvmlLibraryPath } from '@app/nvml';
+import { fakeNvmlLibraryPath } from '@app/nvml/testing';
 import { SimConfig, SimServer, startSimServer } from '@app/ollama-sim';
 
 const GB = 1_000_000_000;

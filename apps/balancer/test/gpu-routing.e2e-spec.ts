@@ -2,7 +2,7 @@ import { INestApplication } from '@nestjs/common';
 import { mkdtempSync } from 'fs';
 import { tmpdir } from 'os';
 import { join } from 'path';
-import { writeFakeNvmlStateSync } from '@app/nvml/fake-state';
+import { writeFakeNvmlStateSync } from '@app/nvml/testing';
 import { SimServer } from '@app/ollama-sim';
 import { AgentProcess, getJson, request, startAgent, startBalancer, startSims, waitFor, writeConfigFile } from './harness';
 

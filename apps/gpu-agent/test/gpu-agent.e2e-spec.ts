@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'fs';
 import { tmpdir } from 'os';
 import * as path from 'path';
 import { parseAgentStatus } from '@app/common';
-import { FakeNvmlState, fakeNvmlLibraryPath, resetNvmlAddon, setNativeEnv, writeFakeNvmlStateSync } from '@app/nvml';
+import { FakeNvmlState, fakeNvmlLibraryPath, resetNvmlAddon, setNativeEnv, writeFakeNvmlStateSync } from '@app/nvml/testing';
 import { AppModule } from '../src/app.module';
 
 const GiB = 1024 ** 3;

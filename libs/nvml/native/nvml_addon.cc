@@ -1,6 +1,7 @@
 // N-API face of the NVML loader. Arguments are checked on the main thread; every NVML call runs in
 // a Napi::AsyncWorker on libuv's pool and touches no JS value there; the C status is carried back
-// and turned into a JS Error { code: 'NVML_ERROR_*', nvmlReturn: <number>, function } in OnOK.
+// and turned into a JS Error { nvmlReturn: <number>, function } in OnOK. The NVML_ERROR_* name is
+// added on the JS side (libs/nvml/src/errors.ts holds the one table).
 #include <napi.h>
 
 #include <cstdlib>
@@ -10,8 +11,7 @@
 namespace {
 
 Napi::Error MakeError(Napi::Env env, const nvml::Status& st) {
-  Napi::Error err = Napi::Error::New(env, st.message.empty() ? nvml::ErrorName(st.code) : st.message);
-  err.Set("code", Napi::String::New(env, nvml::ErrorName(st.code)));
+  Napi::Error err = Napi::Error::New(env, st.message.empty() ? nvml::ErrorString(st.code) : st.message);
   err.Set("nvmlReturn", Napi::Number::New(env, st.code));
   if (!st.function.empty()) err.Set("function", Napi::String::New(env, st.function));
   return err;
@@ -74,7 +74,6 @@ Napi::Object SnapshotObject(Napi::Env env, const nvml::Snapshot& s) {
     g.Set("processes", procs);
     if (!d.error.ok()) {
       Napi::Object e = Napi::Object::New(env);
-      e.Set("code", Napi::String::New(env, nvml::ErrorName(d.error.code)));
       e.Set("nvmlReturn", Napi::Number::New(env, d.error.code));
       e.Set("function", Napi::String::New(env, d.error.function));
       e.Set("message", Napi::String::New(env, d.error.message));
@@ -172,15 +171,6 @@ Napi::Value Reset(const Napi::CallbackInfo& info) {
 
 Napi::Value State(const Napi::CallbackInfo& info) { return StateObject(info.Env(), nvml::State()); }
 
-Napi::Value ErrorName(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsNumber()) {
-    Napi::TypeError::New(env, "errorName(code: number)").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  return Napi::String::New(env, nvml::ErrorName(info[0].As<Napi::Number>().Int32Value()));
-}
-
 // setNativeEnv(name, value?): setenv/unsetenv in the real process environment. Jest gives each spec
 // a copy of process.env that never reaches getenv(), so tests set FAKE_NVML_STATE through this.
 Napi::Value SetNativeEnv(const Napi::CallbackInfo& info) {
@@ -204,7 +194,6 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("read", Napi::Function::New(env, Read, "read"));
   exports.Set("reset", Napi::Function::New(env, Reset, "reset"));
   exports.Set("state", Napi::Function::New(env, State, "state"));
-  exports.Set("errorName", Napi::Function::New(env, ErrorName, "errorName"));
   exports.Set("setNativeEnv", Napi::Function::New(env, SetNativeEnv, "setNativeEnv"));
   return exports;
 }

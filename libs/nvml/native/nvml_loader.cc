@@ -282,43 +282,6 @@ Status ReadSystemString(FnStr fn, const char* name, std::optional<std::string>* 
 
 }  // namespace
 
-const char* ErrorName(int code) {
-  switch (code) {
-    case 0: return "NVML_SUCCESS";
-    case 1: return "NVML_ERROR_UNINITIALIZED";
-    case 2: return "NVML_ERROR_INVALID_ARGUMENT";
-    case 3: return "NVML_ERROR_NOT_SUPPORTED";
-    case 4: return "NVML_ERROR_NO_PERMISSION";
-    case 5: return "NVML_ERROR_ALREADY_INITIALIZED";
-    case 6: return "NVML_ERROR_NOT_FOUND";
-    case 7: return "NVML_ERROR_INSUFFICIENT_SIZE";
-    case 8: return "NVML_ERROR_INSUFFICIENT_POWER";
-    case 9: return "NVML_ERROR_DRIVER_NOT_LOADED";
-    case 10: return "NVML_ERROR_TIMEOUT";
-    case 11: return "NVML_ERROR_IRQ_ISSUE";
-    case 12: return "NVML_ERROR_LIBRARY_NOT_FOUND";
-    case 13: return "NVML_ERROR_FUNCTION_NOT_FOUND";
-    case 14: return "NVML_ERROR_CORRUPTED_INFOROM";
-    case 15: return "NVML_ERROR_GPU_IS_LOST";
-    case 16: return "NVML_ERROR_RESET_REQUIRED";
-    case 17: return "NVML_ERROR_OPERATING_SYSTEM";
-    case 18: return "NVML_ERROR_LIB_RM_VERSION_MISMATCH";
-    case 19: return "NVML_ERROR_IN_USE";
-    case 20: return "NVML_ERROR_MEMORY";
-    case 21: return "NVML_ERROR_NO_DATA";
-    case 22: return "NVML_ERROR_VGPU_ECC_NOT_SUPPORTED";
-    case 23: return "NVML_ERROR_INSUFFICIENT_RESOURCES";
-    case 24: return "NVML_ERROR_FREQ_NOT_SUPPORTED";
-    case 25: return "NVML_ERROR_ARGUMENT_VERSION_MISMATCH";
-    case 26: return "NVML_ERROR_DEPRECATED";
-    case 27: return "NVML_ERROR_NOT_READY";
-    case 28: return "NVML_ERROR_GPU_NOT_FOUND";
-    case 29: return "NVML_ERROR_INVALID_STATE";
-    case 30: return "NVML_ERROR_RESET_TYPE_NOT_SUPPORTED";
-    default: return "NVML_ERROR_UNKNOWN";
-  }
-}
-
 std::string ErrorString(int code) {
   // Our loader's own failures, worded like NVIDIA's Python binding.
   if (code == kLibraryNotFound) return "NVML Shared Library Not Found";
@@ -327,7 +290,8 @@ std::string ErrorString(int code) {
     const char* s = g_sym.errorString(code);
     if (s) return s;
   }
-  return ErrorName(code);
+  // Without nvmlErrorString: the number; errors.ts names it (NVML_ERROR_*) on the JS side.
+  return "nvmlReturn_t " + std::to_string(code);
 }
 
 Status Init(const std::string& libraryPath, LibraryState* after) {

@@ -8,7 +8,8 @@
 
 namespace nvml {
 
-// nvmlReturn_t values we act on (the full table is in ErrorName()).
+// nvmlReturn_t values we act on. Their names (NVML_ERROR_*) are in one table, libs/nvml/src/errors.ts:
+// errors leave the addon with the number only.
 enum Code : int {
   kSuccess = 0,
   kUninitialized = 1,
@@ -73,7 +74,6 @@ Status Read(Snapshot* out);
 void Reset();
 LibraryState State();
 
-const char* ErrorName(int code);      // "NVML_ERROR_DRIVER_NOT_LOADED"
 std::string ErrorString(int code);    // nvmlErrorString when loaded, else our own wording
 
 }  // namespace nvml

@@ -1,7 +1,7 @@
 import { existsSync } from 'fs';
 import * as path from 'path';
-import { ADDON_NOT_LOADED, NvmlError, NvmlReturn } from './errors';
-import type { GpuReading } from './types';
+import { ADDON_NOT_LOADED, NvmlError, NvmlReturn, nvmlErrorName, toNvmlError } from './errors';
+import type { GpuDeviceError, GpuReading } from './types';
 
 /** Raw per-GPU record as the addon returns it: GpuReading with power in milliwatts, as NVML gives it. */
 export type RawGpuReading = Omit<GpuReading, 'powerUsageW' | 'powerLimitW'> & {
@@ -24,7 +24,10 @@ export interface NvmlLibraryState {
   libraryPath: string | null;
 }
 
-/** The native module (libs/nvml/native). Every NVML call runs in a Napi::AsyncWorker. */
+/**
+ * The native module (libs/nvml/native) as this library hands it out: every NVML call runs in a
+ * Napi::AsyncWorker, and its failures come out as {@link NvmlError}s named from errors.ts.
+ */
 export interface NvmlAddon {
   /** Reference-counted: the first call dlopens the library (default 'libnvidia-ml.so.1') and runs nvmlInit_v2. */
   init(libraryPath?: string): Promise<NvmlLibraryState>;
@@ -34,22 +37,62 @@ export interface NvmlAddon {
   /** Drops every reference and unloads at once (tests share one loaded addon per process). */
   reset(): void;
   state(): NvmlLibraryState;
-  errorName(code: number): string;
-  /** setenv/unsetenv in the real process environment (see {@link setNativeEnv}). */
+  /** setenv/unsetenv in the real process environment (see setNativeEnv in `@app/nvml/testing`). */
   setNativeEnv(name: string, value?: string): void;
 }
 
-const ADDON_FILE = path.join('build', 'Release', 'nvml.node');
+/**
+ * What the .node file exports. Its errors (and a GPU's `error`) carry the nvmlReturn_t number, the
+ * function and a message, never a name: the one table of names is errors.ts.
+ */
+type NativeGpuReading = Omit<RawGpuReading, 'error'> & { error?: Omit<GpuDeviceError, 'code'> };
+interface NativeNvml extends Omit<NvmlAddon, 'read'> {
+  read(): Promise<Omit<RawSnapshot, 'gpus'> & { gpus: NativeGpuReading[] }>;
+}
 
-/** Where the .node may be: beside the sources (ts-jest, ts-node) or, from dist/, back in libs/nvml. */
-export function addonCandidates(): string[] {
-  const list = [
-    process.env.NVML_ADDON_PATH,
-    path.resolve(__dirname, '..', ADDON_FILE),
-    path.resolve(__dirname, '..', '..', '..', '..', 'libs', 'nvml', ADDON_FILE),
-    path.resolve(process.cwd(), 'libs', 'nvml', ADDON_FILE),
-  ];
-  return [...new Set(list.filter((p): p is string => !!p))];
+function rethrow(e: unknown): never {
+  throw toNvmlError(e);
+}
+
+/** The native module with errors named (sync argument errors still throw on the spot). */
+function named(native: NativeNvml): NvmlAddon {
+  return {
+    init: (libraryPath) => native.init(libraryPath).catch(rethrow),
+    shutdown: () => native.shutdown().catch(rethrow),
+    read: () =>
+      native.read().then(
+        (raw) => ({
+          ...raw,
+          gpus: raw.gpus.map(({ error, ...g }) =>
+            error ? { ...g, error: { ...error, code: nvmlErrorName(error.nvmlReturn) } } : g,
+          ),
+        }),
+        rethrow,
+      ),
+    reset: () => native.reset(),
+    state: () => native.state(),
+    setNativeEnv: (name, value) => native.setNativeEnv(name, value),
+  };
+}
+
+/**
+ * The folder of the package this file belongs to: the nearest one above it with a package.json,
+ * as the `bindings` package finds a module's root. It is the repository from the TypeScript
+ * sources (ts-jest, ts-node) and from dist/, and /app in the gpu-agent image.
+ */
+export function packageRoot(): string {
+  let dir = __dirname;
+  while (!existsSync(path.join(dir, 'package.json'))) {
+    const up = path.dirname(dir);
+    if (up === dir) return process.cwd();
+    dir = up;
+  }
+  return dir;
+}
+
+/** Where the compiled addon is: $NVML_ADDON_PATH, else libs/nvml/build/Release/nvml.node under the package root. */
+export function addonPath(): string {
+  return process.env.NVML_ADDON_PATH || path.join(packageRoot(), 'libs', 'nvml', 'build', 'Release', 'nvml.node');
 }
 
 export type AddonLoadResult = { ok: true; addon: NvmlAddon; path: string } | { ok: false; error: NvmlError };
@@ -62,57 +105,28 @@ let cached: AddonLoadResult | undefined;
  */
 export function loadNvmlAddon(): AddonLoadResult {
   if (cached?.ok) return cached;
-  const tried: string[] = [];
-  for (const file of addonCandidates()) {
-    if (!existsSync(file)) {
-      tried.push(`${file} (missing)`);
-      continue;
-    }
+  const file = addonPath();
+  let why: string;
+  if (!existsSync(file)) {
+    why = `${file} is missing`;
+  } else {
     try {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const addon = require(file) as NvmlAddon;
-      cached = { ok: true, addon, path: file };
+      const native = require(file) as NativeNvml;
+      cached = { ok: true, addon: named(native), path: file };
       return cached;
     } catch (e) {
-      tried.push(`${file} (${(e as Error).message})`);
+      why = `${file}: ${(e as Error).message}`;
     }
   }
   cached = {
     ok: false,
     error: new NvmlError(
-      `NVML addon not loaded; run "npm run build:native". Tried: ${tried.join('; ')}`,
+      `NVML addon not loaded; run "npm run build:native" (or set NVML_ADDON_PATH). ${why}`,
       ADDON_NOT_LOADED,
       NvmlReturn.LIBRARY_NOT_FOUND,
       'loadNvmlAddon',
     ),
   };
   return cached;
-}
-
-/** Resets the loaded addon's NVML state (every reference dropped, library unloaded), if loaded. */
-export function resetNvmlAddon(): void {
-  const r = loadNvmlAddon();
-  if (r.ok) r.addon.reset();
-}
-
-/**
- * Sets (or, with `value` undefined, removes) a variable in the real process environment, where the
- * loaded C library's getenv() sees it. Needed under Jest, whose `process.env` is a per-spec copy:
- * tests point the fake library at its state file (FAKE_NVML_STATE) through this. Throws if the
- * addon is not built.
- */
-export function setNativeEnv(name: string, value: string | undefined): void {
-  const r = loadNvmlAddon();
-  if (!r.ok) throw r.error;
-  r.addon.setNativeEnv(name, value);
-}
-
-/** The fake library built by `npm run build:native` (libs/nvml/fake/build), for tests and demos. */
-export function fakeNvmlLibraryPath(variant: 'default' | 'v1only' = 'default'): string {
-  const rel = variant === 'v1only' ? ['fake', 'build', 'v1only'] : ['fake', 'build'];
-  const candidates = [
-    path.resolve(__dirname, '..', ...rel, 'libnvidia-ml.so.1'),
-    path.resolve(__dirname, '..', '..', '..', '..', 'libs', 'nvml', ...rel, 'libnvidia-ml.so.1'),
-  ];
-  return candidates.find((p) => existsSync(p)) ?? candidates[0];
 }

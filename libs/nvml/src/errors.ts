@@ -1,5 +1,5 @@
 /**
- * nvmlReturn_t values. Errors raised by this library carry `code` = NVML's own enum name
+ * nvmlReturn_t values: the one table of NVML's error names (the addon passes numbers only). Errors raised by this library carry `code` = NVML's own enum name
  * (`'NVML_ERROR_DRIVER_NOT_LOADED'`, `'NVML_ERROR_LIBRARY_NOT_FOUND'`...) and `nvmlReturn` = the
  * number. LIBRARY_NOT_FOUND (12) and FUNCTION_NOT_FOUND (13) are raised by our own loader, as in
  * NVIDIA's reference bindings. ADDON_NOT_LOADED is ours alone: the .node file itself is missing.
@@ -72,8 +72,10 @@ export function toNvmlError(e: unknown): NvmlError {
   if (e instanceof NvmlError) return e;
   if (e && typeof e === 'object') {
     const o = e as { message?: unknown; code?: unknown; nvmlReturn?: unknown; function?: unknown };
-    if (typeof o.code === 'string' && typeof o.nvmlReturn === 'number') {
-      return new NvmlError(String(o.message ?? o.code), o.code, o.nvmlReturn, typeof o.function === 'string' ? o.function : undefined);
+    if (typeof o.nvmlReturn === 'number') {
+      // The addon sends the number only; the name comes from the table above.
+      const code = typeof o.code === 'string' ? o.code : nvmlErrorName(o.nvmlReturn);
+      return new NvmlError(typeof o.message === 'string' && o.message ? o.message : code, code, o.nvmlReturn, typeof o.function === 'string' ? o.function : undefined);
     }
     if (typeof o.message === 'string') return new NvmlError(o.message, nvmlErrorName(NvmlReturn.UNKNOWN), NvmlReturn.UNKNOWN);
   }

@@ -2,10 +2,7 @@ export * from './types';
 export * from './errors';
 export {
   loadNvmlAddon,
-  resetNvmlAddon,
-  setNativeEnv,
-  fakeNvmlLibraryPath,
-  addonCandidates,
+  addonPath,
   type NvmlAddon,
   type NvmlLibraryState,
   type RawSnapshot,
@@ -13,4 +10,4 @@ export {
   type AddonLoadResult,
 } from './addon';
 export * from './readers';
-export * from './fake-state';
+// Test doubles (fake library state, StaticGpuReader, setNativeEnv...) are in '@app/nvml/testing'.

@@ -1,5 +1,6 @@
 import { NvmlError, nvmlErrorName, toNvmlError } from './errors';
-import { snapshotFromRaw, StaticGpuReader } from './readers';
+import { snapshotFromRaw } from './readers';
+import { StaticGpuReader } from './testing';
 
 describe('nvml TS face', () => {
   it('names return codes after NVML enum names', () => {

@@ -7,17 +7,8 @@ import { execFileSync } from 'child_process';
 import { existsSync, mkdtempSync, rmSync } from 'fs';
 import { tmpdir } from 'os';
 import * as path from 'path';
-import {
-  FakeNvmlState,
-  GpuSnapshot,
-  NvmlAddon,
-  NvmlError,
-  NvmlGpuReader,
-  fakeNvmlLibraryPath,
-  loadNvmlAddon,
-  setNativeEnv,
-  writeFakeNvmlStateSync,
-} from '@app/nvml';
+import { GpuSnapshot, NvmlAddon, NvmlError, NvmlGpuReader, loadNvmlAddon } from '@app/nvml';
+import { FakeNvmlState, fakeNvmlLibraryPath, setNativeEnv, writeFakeNvmlStateSync } from '@app/nvml/testing';
 
 const GiB = 1024 ** 3;
 

@@ -44,7 +44,7 @@ export interface SimGpu {
 }
 
 export interface SimNvmlConfig {
-  /** Fake-NVML state file (see libs/nvml/src/fake-state.ts) the server keeps up to date. */
+  /** Fake-NVML state file (see libs/nvml/src/testing/fake-state.ts) the server keeps up to date. */
   statePath: string;
   gpus: SimGpu[];
   /** Minimum spacing between two writes (default 150 ms). */
