@@ -6,7 +6,9 @@
 #   2. Invariants a schema cannot see: healthchecks everywhere, only the balancer published,
 #      one distinct GPU per Ollama with its agent on the same GPU, stop_grace_period above
 #      DRAIN_TIMEOUT_MS, backend/agent URLs that name compose services, build targets that
-#      exist as Dockerfile stages.
+#      exist as Dockerfile stages; again with the replicas profile's documented settings (one
+#      REDIS_URL naming the redis service on every balancer, HAProxy's servers = the balancers,
+#      a /health/ready check, distinct host ports) and `haproxy -c` on deploy/compose/haproxy.cfg.
 #   3. The apps' own validators accept the rendered settings (balancer: loadBalancerConfig on
 #      the mounted JSON and the environment; agents: parseAgentConfig), through ts-node.
 #   3b. deploy/kubernetes (kustomization): every object against the Kubernetes 1.33 schemas
@@ -28,7 +30,7 @@ SMOKE=0
 for arg in "$@"; do
   case "$arg" in
     --smoke) SMOKE=1 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown option: $arg" >&2; exit 2 ;;
   esac
 done
@@ -112,8 +114,7 @@ fi
 if git ls-files --error-unmatch .env >/dev/null 2>&1; then fail ".env is tracked by git: it holds secrets"; fi
 
 # --- 2. invariants ----------------------------------------------------------------------------
-step "deployment invariants"
-"$PY" - "$WORK" <<'PY' || failures=$((failures + 1))
+cat >"$WORK/invariants.py" <<'PY'
 import json, os, re, sys, glob
 import yaml
 
@@ -137,7 +138,7 @@ for df in sorted(set(glob.glob('**/Dockerfile', recursive=True) + glob.glob('**/
     stages[df] = re.findall(r'(?im)^\s*FROM\s+\S+\s+AS\s+(\S+)\s*$', open(df).read())
 
 try:
-    compose = yaml.safe_load(open(os.path.join(work, 'compose.yml')))
+    compose = yaml.safe_load(open(os.path.join(work, sys.argv[2])))
 except Exception as e:
     print(f'  cannot read rendered compose file: {e}')
     sys.exit(1)
@@ -153,7 +154,7 @@ def gpu_ids(svc):
     return ids
 
 ollama_gpu = {}
-agents, balancers = [], []
+agents, balancers, lbs = [], [], []
 for name, s in services.items():
     hc = s.get('healthcheck') or {}
     if hc.get('disable') or not hc.get('test'): bad(f'{name}: no healthcheck')
@@ -172,7 +173,8 @@ for name, s in services.items():
         if not any(':/root/.ollama' in str(v) for v in s.get('volumes') or []): bad(f'{name}: no volume for /root/.ollama (models would be lost)')
     if target == 'gpu-agent': agents.append(name)
     if target == 'balancer': balancers.append(name)
-    if s.get('ports') and target != 'balancer': bad(f'{name}: publishes ports; only the balancer should')
+    if image.startswith('haproxy'): lbs.append(name)
+    if s.get('ports') and target != 'balancer' and not image.startswith('haproxy'): bad(f'{name}: publishes ports; only the balancer (and the HAProxy in front of replicas) should')
 
 dup = [g for g in set(ollama_gpu.values()) if list(ollama_gpu.values()).count(g) > 1]
 if dup: bad(f'Ollama services share GPU(s) {dup}')
@@ -182,7 +184,44 @@ for a in agents:
     elif gpu_ids(services[a]) != [ollama_gpu[host]]: bad(f'{a}: reserves GPU {gpu_ids(services[a])}, its Ollama {host} has {ollama_gpu[host]}')
     if env_of[a].get('NVIDIA_DRIVER_CAPABILITIES') != 'utility': bad(f'{a}: NVIDIA_DRIVER_CAPABILITIES should be utility')
     if env_of[a].get('NVIDIA_VISIBLE_DEVICES') not in (None, ollama_gpu.get(host)): bad(f'{a}: NVIDIA_VISIBLE_DEVICES differs from its reserved GPU')
-if len(balancers) != 1: bad(f'expected one balancer service, found {balancers}')
+# One balancer outside any profile (what `docker compose up` starts); more only as replicas in a
+# profile, behind an HAProxy of the same profile whose servers are exactly the balancers, all with
+# the same REDIS_URL (checked with the profile's env below).
+plain = [b for b in balancers if not services[b].get('profiles')]
+if len(plain) != 1: bad(f'expected one balancer service outside profiles, found {plain}')
+published = {}
+for name, s in services.items():
+    for p in s.get('ports') or []:
+        hp = str(p.get('published') if isinstance(p, dict) else str(p).rsplit(':', 2)[-2])
+        if hp in published: bad(f'{name} and {published[hp]} both publish host port {hp}')
+        published[hp] = name
+if len(balancers) > 1:
+    profiles = {tuple(services[b].get('profiles') or []) for b in balancers if b not in plain}
+    if len(lbs) != 1: bad(f'{len(balancers)} balancer services need one HAProxy in front of them, found {lbs}')
+    for lb in lbs:
+        lbp = tuple(services[lb].get('profiles') or [])
+        if {lbp} != profiles: bad(f'{lb}: profiles {list(lbp)} differ from the replicas\' {sorted(profiles)}')
+        cfg = None
+        for v in services[lb].get('volumes') or []:
+            parts = v.split(':') if isinstance(v, str) else [v.get('source'), v.get('target')]
+            if len(parts) >= 2 and parts[1].endswith('haproxy.cfg'): cfg = parts[0]
+        if not cfg or not os.path.isfile(cfg): bad(f'{lb}: no haproxy.cfg mounted from the repository'); continue
+        text = open(cfg).read()
+        servers = {m.group(1): m.group(2) for m in re.finditer(r'(?m)^\s*server\s+\S+\s+([^:\s]+):(\d+)', text)}
+        if set(servers) != set(balancers): bad(f'{cfg}: servers {sorted(servers)} are not the balancer services {sorted(balancers)}')
+        for host, port in servers.items():
+            if host in env_of and env_of[host].get('PORT') and env_of[host]['PORT'] != port: bad(f'{cfg}: server {host}:{port}, but {host} listens on {env_of[host]["PORT"]}')
+        if not re.search(r'(?m)^\s*option\s+httpchk\s+GET\s+/health/ready\s*$', text): bad(f'{cfg}: needs option httpchk GET /health/ready (a draining replica must stop getting requests)')
+        hc = ' '.join(map(str, (services[lb].get('healthcheck') or {}).get('test') or []))
+        m = re.search(r'(?m)^\s*monitor-uri\s+(\S+)', text)
+        if not m or m.group(1) not in hc: bad(f'{lb}: its healthcheck should GET the monitor-uri of {cfg}')
+    redis_urls = {env_of[b].get('REDIS_URL', '<unset>') for b in balancers}
+    if len(redis_urls) != 1: bad(f'balancer replicas differ in REDIS_URL: {sorted(redis_urls)}')
+    elif os.environ.get('CHECK_REPLICAS') == '1':
+        url = next(iter(redis_urls))
+        host = re.sub(r'^rediss?://([^@/]*@)?', '', url).split(':')[0].split('/')[0]
+        if not url: bad('with the replicas profile, REDIS_URL must be set (every replica shares it)')
+        elif host not in services or not str(services[host].get('image', '')).startswith('redis'): bad(f'REDIS_URL {url!r}: host {host!r} is not a redis service of this file')
 
 checks = {'agents': {a: env_of[a] for a in agents}, 'balancers': {}}
 for bname in balancers:
@@ -218,16 +257,38 @@ for bname in balancers:
         env = dict(env, BALANCER_CONFIG=host_cfg)
     checks['balancers'][bname] = env
 
-json.dump(checks, open(os.path.join(work, 'checks.json'), 'w'))
+json.dump(checks, open(os.path.join(work, sys.argv[3]), 'w'))
 for p in problems: print(f'  {p}')
 print('ok' if not problems else f'{len(problems)} problem(s)')
 sys.exit(1 if problems else 0)
 PY
+step "deployment invariants"
+"$PY" "$WORK/invariants.py" "$WORK" compose.yml checks.json || failures=$((failures + 1))
+
+# The replicas profile with the settings .env.example documents for it: three balancers sharing
+# one REDIS_URL behind HAProxy (haproxy -c checks its file where haproxy is installed; CI has it).
+step "deployment invariants, profile replicas (COMPOSE_PROFILES=replicas, REDIS_URL=redis://redis:6379/0)"
+{ cat "$ENV_FILE"; printf '\nCOMPOSE_PROFILES=replicas\nREDIS_URL=redis://redis:6379/0\n'; } >"$WORK/replicas.env"
+if docker-compose --env-file "$WORK/replicas.env" -f "$COMPOSE_FILE" config >"$WORK/compose-replicas.yml" 2>"$WORK/replicas.err"; then
+  CHECK_REPLICAS=1 "$PY" "$WORK/invariants.py" "$WORK" compose-replicas.yml checks-replicas.json || failures=$((failures + 1))
+else
+  cat "$WORK/replicas.err" >&2; fail "docker-compose config rejected $COMPOSE_FILE with the replicas profile"
+fi
+HAPROXY=$(command -v haproxy || { [ -x /usr/sbin/haproxy ] && echo /usr/sbin/haproxy; } || true)
+if [ -n "$HAPROXY" ]; then
+  if out=$("$HAPROXY" -c -f deploy/compose/haproxy.cfg 2>&1) && ! grep -q WARNING <<<"$out"; then
+    echo "ok: haproxy -c deploy/compose/haproxy.cfg ($("$HAPROXY" -v | head -n1 | cut -d' ' -f1-3))"
+  else
+    printf '%s\n' "$out"; fail "deploy/compose/haproxy.cfg: haproxy -c reported problems"
+  fi
+else
+  echo "skipped: haproxy -c (haproxy not installed; sh tools/bench/ensure-peers.sh installs it)"
+fi
 
 # --- 3. the apps' own validators --------------------------------------------------------------
 step "settings accepted by the apps' validators (loadBalancerConfig, parseAgentConfig)"
 if [ -f "$WORK/checks.json" ]; then
-  TS_NODE_TRANSPILE_ONLY=1 node -r ts-node/register -r tsconfig-paths/register - "$WORK/checks.json" <<'JS' || failures=$((failures + 1))
+  TS_NODE_TRANSPILE_ONLY=1 node -r ts-node/register -r tsconfig-paths/register - "$WORK/checks.json" "$WORK/checks-replicas.json" <<'JS' || failures=$((failures + 1))
 const fs = require('fs');
 const path = require('path');
 const os = require('os');
@@ -247,6 +308,17 @@ for (const [name, env] of Object.entries(checks.balancers)) {
 }
 for (const [name, env] of Object.entries(checks.agents)) {
   attempt(`compose ${name}`, () => { const c = parseAgentConfig(env); return `port ${c.port}, Ollama ${c.ollamaUrl}`; });
+}
+// The replicas profile: each replica's settings, and the shared-state settings (REDIS_URL).
+const replicas = fs.existsSync(process.argv[3]) ? JSON.parse(fs.readFileSync(process.argv[3], 'utf8')) : { balancers: {} };
+const sharedStatePath = path.resolve('apps/balancer/src/shared-state/shared-state-config.ts');
+const loadShared = fs.existsSync(sharedStatePath) ? require(sharedStatePath).loadSharedStateConfig : null;
+for (const [name, env] of Object.entries(replicas.balancers)) {
+  attempt(`compose --profile replicas ${name}`, () => {
+    const c = loadBalancerConfig(env);
+    const shared = loadShared ? loadShared(env) : null;
+    return `${c.backends.length} backend(s); ${shared ? `shared state ${shared.url ?? 'off'}` : 'REDIS_URL not checked (no shared-state config module)'}`;
+  });
 }
 process.exit(bad ? 1 : 0);
 JS
