@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync } from 'fs';
 import { tmpdir } from 'os';
 import * as path from 'path';
 import { AGENT_REGISTRATION_PATH, parseAgentRegistration, parseAgentStatus } from '@app/common';
-import { fakeNvmlLibraryPath, resetNvmlAddon, setNativeEnv, writeFakeNvmlStateSync } from '@app/nvml';
+import { fakeNvmlLibraryPath, resetNvmlAddon, setNativeEnv, writeFakeNvmlStateSync } from '@app/nvml/testing';
 import { AppModule } from '../src/app.module';
 import { BalancerLink } from '../src/registration/balancer-link';
 
