@@ -14,7 +14,35 @@ export interface SimModel {
   loadTimeMs?: number;
   /** Length of the vectors /api/embed returns for this model (default `embeddingDims`). */
   embeddingDims?: number;
+  /**
+   * What /api/show and /api/tags report and what requests are checked against: `completion`,
+   * `tools`, `thinking`, `embedding`, `vision`, `insert`. Default: `["embedding"]` for embedding
+   * models; otherwise `completion` and `tools`, plus `thinking` for thinking families (see
+   * `defaultCapabilities`).
+   */
+  capabilities?: string[];
+  /**
+   * Whether a trailing assistant message in a chat is continued in place (the chat template leaves
+   * it open). Default true. With false the message is rendered as a finished turn and the model
+   * answers afresh, as Ollama does for templates that always close the assistant turn.
+   */
+  prefill?: boolean;
+  /** The model's trained context (`<family>.context_length` in /api/show); caps `num_ctx`. Default 131072 (embedding: 2048). */
+  contextLength?: number;
 }
+
+/** Which of the newer routes an instance serves; off = Gin's plain `404 page not found`, as an older Ollama answers. */
+export interface SimRoutes {
+  /** `POST /v1/messages` (Anthropic; Ollama 0.14.0). */
+  messages?: boolean;
+  /** `POST /v1/responses` (OpenAI Responses; Ollama 0.13.3). */
+  responses?: boolean;
+  /** `GET /api/status` (Ollama 0.16.2). */
+  status?: boolean;
+}
+
+/** Ollama version that introduced each route: when `routes` leaves one unset, `version` decides. */
+export const ROUTE_SINCE: Readonly<Record<keyof SimRoutes, string>> = Object.freeze({ messages: '0.14.0', responses: '0.13.3', status: '0.16.2' });
 
 export interface SimFaults {
   /**
@@ -88,22 +116,27 @@ export interface SimConfig {
   embeddingDims?: number;
   /** Duration of a simulated pull/push/create (ms). */
   pullMs?: number;
-  /** Seed of the fault dice. */
+  /** Seed of the fault dice and of the generated text (a request's `options.seed` / `seed` overrides it for its text). */
   seed?: number;
+  /** Thinking tokens before the answer for `think: true`/"medium" (low: half, high: double, max: triple). */
+  thinkingTokens?: number;
+  /** Route switches (unset: on when `version` is at least the route's first version, see `ROUTE_SINCE`). */
+  routes?: SimRoutes;
   /** Log one line per request to stderr. */
   logRequests?: boolean;
   faults?: SimFaults;
   nvml?: SimNvmlConfig;
 }
 
-export type ResolvedSimConfig = Required<Omit<SimConfig, 'nvml' | 'vramBytes'>> & {
+export type ResolvedSimConfig = Required<Omit<SimConfig, 'nvml' | 'vramBytes' | 'routes'>> & {
+  routes: SimRoutes;
   vramBytes: number;
   nvml?: SimNvmlConfig;
 };
 
 export const DEFAULT_SIM_CONFIG: Readonly<ResolvedSimConfig> = Object.freeze({
   name: 'ollama-sim',
-  version: '0.12.3',
+  version: '0.20.0',
   models: [
     { name: 'llama3.2:latest', sizeBytes: 2_019_393_189, family: 'llama', parameterSize: '3.2B', quantization: 'Q4_K_M' },
     { name: 'nomic-embed-text:latest', sizeBytes: 274_302_450, family: 'nomic-bert', parameterSize: '137M', quantization: 'F16', embedding: true },
@@ -124,6 +157,8 @@ export const DEFAULT_SIM_CONFIG: Readonly<ResolvedSimConfig> = Object.freeze({
   embeddingDims: 768,
   pullMs: 300,
   seed: 42,
+  thinkingTokens: 16,
+  routes: {},
   logRequests: false,
   faults: {},
 });
@@ -138,9 +173,9 @@ export function normalizeModelName(name: string): string {
 
 /** Fills defaults; `base` is the current config when merging an update. */
 export function resolveConfig(partial: SimConfig, base: ResolvedSimConfig = DEFAULT_SIM_CONFIG as ResolvedSimConfig): ResolvedSimConfig {
-  const out: ResolvedSimConfig = { ...base, faults: { ...base.faults } };
+  const out: ResolvedSimConfig = { ...base, faults: { ...base.faults }, routes: { ...base.routes } };
   for (const [k, v] of Object.entries(partial)) {
-    if (v === undefined || k === 'faults') continue;
+    if (v === undefined || k === 'faults' || k === 'routes') continue;
     (out as any)[k] = v;
   }
   if (partial.faults) {
@@ -149,6 +184,18 @@ export function resolveConfig(partial: SimConfig, base: ResolvedSimConfig = DEFA
       else (out.faults as any)[k] = v;
     }
   }
+  if (partial.routes !== undefined) {
+    if (partial.routes === null || typeof partial.routes !== 'object' || Array.isArray(partial.routes)) throw new Error(`ollama-sim: routes must be an object, got ${JSON.stringify(partial.routes)}`);
+    for (const [k, v] of Object.entries(partial.routes)) {
+      if (!(k in ROUTE_SINCE)) throw new Error(`ollama-sim: routes.${k} is not a route switch (known: ${Object.keys(ROUTE_SINCE).join(', ')})`);
+      if (v === undefined || v === null) delete (out.routes as any)[k];
+      else if (typeof v !== 'boolean') throw new Error(`ollama-sim: routes.${k} must be true or false, got ${JSON.stringify(v)}`);
+      else (out.routes as any)[k] = v;
+    }
+  }
+  if (partial.models) for (const m of partial.models) checkModel(m);
+  if (typeof out.version !== 'string' || !/^\d+\.\d+\.\d+/.test(out.version)) throw new Error(`ollama-sim: version must look like 0.14.0, got ${JSON.stringify(out.version)}`);
+  if (!(Number.isInteger(out.thinkingTokens) && out.thinkingTokens >= 0)) throw new Error(`ollama-sim: thinkingTokens must be a whole number >= 0, got ${String(out.thinkingTokens)}`);
   if (partial.vramBytes === undefined && partial.nvml && base === DEFAULT_SIM_CONFIG) {
     out.vramBytes = partial.nvml.gpus.reduce((s, g) => s + g.memTotalBytes, 0) || out.vramBytes;
   }
@@ -158,6 +205,46 @@ export function resolveConfig(partial: SimConfig, base: ResolvedSimConfig = DEFA
   out.maxLoadedModels = Math.max(1, Math.floor(out.maxLoadedModels));
   out.maxQueue = Math.max(0, Math.floor(out.maxQueue));
   return out;
+}
+
+const KNOWN_CAPABILITIES = new Set(['completion', 'tools', 'thinking', 'embedding', 'vision', 'insert', 'audio']);
+
+function checkModel(m: SimModel): void {
+  if (m.capabilities !== undefined) {
+    if (!Array.isArray(m.capabilities)) throw new Error(`ollama-sim: models[${m.name}].capabilities must be an array, got ${JSON.stringify(m.capabilities)}`);
+    for (const c of m.capabilities) if (!KNOWN_CAPABILITIES.has(c)) throw new Error(`ollama-sim: models[${m.name}].capabilities has unknown "${String(c)}" (known: ${[...KNOWN_CAPABILITIES].join(', ')})`);
+  }
+  if (m.contextLength !== undefined && !(Number.isInteger(m.contextLength) && m.contextLength > 0)) throw new Error(`ollama-sim: models[${m.name}].contextLength must be a positive whole number, got ${String(m.contextLength)}`);
+}
+
+/** Families whose Ollama builds report `thinking` (qwen3, deepseek-r1, gpt-oss, magistral, ...). */
+const THINKING_FAMILY = /^(qwen3(?!-coder)|deepseek-r1|deepseek-v3\.1|gpt-oss|magistral|phi4-reasoning|cogito|granite3\.2|olmo-3|smollm3|kimi-k2-thinking)/;
+
+/** A model's capabilities: its own list, else `embedding` for embedding models, else completion + tools (+ thinking for thinking families). */
+export function defaultCapabilities(m: SimModel): string[] {
+  if (m.capabilities) return [...m.capabilities];
+  if (m.embedding) return ['embedding'];
+  const base = normalizeModelName(m.name).replace(/^.*\//, '');
+  return THINKING_FAMILY.test(base) ? ['completion', 'tools', 'thinking'] : ['completion', 'tools'];
+}
+
+/** Whether `route` is served: the explicit switch, else the version rule. */
+export function routeEnabled(cfg: ResolvedSimConfig, route: keyof SimRoutes): boolean {
+  const v = cfg.routes[route];
+  if (v !== undefined) return v;
+  return compareVersions(cfg.version, ROUTE_SINCE[route]) >= 0;
+}
+
+/** -1, 0, 1 comparing dotted numeric versions ("0.13.3" < "0.14.0"); a pre-release suffix is ignored. */
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split(/[-+]/)[0].split('.').map(Number);
+  const pb = b.split(/[-+]/)[0].split('.').map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const x = pa[i] || 0;
+    const y = pb[i] || 0;
+    if (x !== y) return x < y ? -1 : 1;
+  }
+  return 0;
 }
 
 function positive(v: number, key: string): number {

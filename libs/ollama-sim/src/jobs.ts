@@ -1,22 +1,16 @@
+import { randomBytes } from 'crypto';
 import type { ServerResponse } from 'http';
 import type { SimServerState } from './state';
 import type { DiskModel, Lease, Runner, Waiter } from './scheduler';
-import { contextTokens, embeddingBase64, embeddingFor, generateText, WordGenerator } from './text';
+import type { Plan } from './plan';
+import type { RunnerOptions } from './scheduler';
+import { nowIso, type FinalInfo, type Surface } from './surfaces';
+import { embeddingBase64, embeddingFor } from './text';
+
+export { nowIso };
 
 export const BUSY_MESSAGE = 'server busy, please try again.  maximum pending requests exceeded';
 const JSON_TYPE = 'application/json; charset=utf-8';
-
-// One ISO timestamp string per millisecond, shared by every stream (created_at on each chunk).
-let isoMs = 0;
-let isoStr = '';
-export function nowIso(): string {
-  const t = Date.now();
-  if (t !== isoMs) {
-    isoMs = t;
-    isoStr = new Date(t).toISOString();
-  }
-  return isoStr;
-}
 
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {
   if (res.headersSent || res.destroyed) return;
@@ -37,13 +31,40 @@ export function openAiErrorType(status: number): string {
   return 'api_error';
 }
 
-/** `{"error":"..."}` on /api/*, OpenAI's `{"error":{message,type,param,code}}` on /v1/*. */
-export function sendError(res: ServerResponse, status: number, message: string, openai = false): void {
-  sendJson(
-    res,
-    status,
-    openai ? { error: { message, type: openAiErrorType(status), param: null, code: null } } : { error: message },
-  );
+export type ErrorShape = 'ollama' | 'openai' | 'anthropic';
+
+/** Anthropic's error type for a status, as Ollama's anthropic.NewError maps it. */
+export function anthropicErrorType(status: number): string {
+  switch (status) {
+    case 400:
+      return 'invalid_request_error';
+    case 401:
+      return 'authentication_error';
+    case 403:
+      return 'permission_error';
+    case 404:
+      return 'not_found_error';
+    case 429:
+      return 'rate_limit_error';
+    case 503:
+    case 529:
+      return 'overloaded_error';
+    default:
+      return 'api_error';
+  }
+}
+
+/**
+ * `{"error":"..."}` on /api/*, OpenAI's `{"error":{message,type,param,code}}` on /v1/*, and
+ * Anthropic's `{"type":"error","error":{type,message},"request_id"}` on /v1/messages.
+ */
+export function sendError(res: ServerResponse, status: number, message: string, shape: boolean | ErrorShape = false): void {
+  const s: ErrorShape = shape === true ? 'openai' : shape === false ? 'ollama' : shape;
+  let body: unknown;
+  if (s === 'openai') body = { error: { message, type: openAiErrorType(status), param: null, code: null } };
+  else if (s === 'anthropic') body = { type: 'error', error: { type: anthropicErrorType(status), message }, request_id: `req_${randomBytes(12).toString('hex')}` };
+  else body = { error: message };
+  sendJson(res, status, body);
 }
 
 /**
@@ -65,6 +86,7 @@ export abstract class SlotJob implements Waiter {
     protected readonly res: ServerResponse,
     readonly model: DiskModel,
     readonly keepAliveMs: number | undefined,
+    readonly opts?: RunnerOptions,
   ) {
     res.on('close', this.onClose);
   }
@@ -107,37 +129,25 @@ export abstract class SlotJob implements Waiter {
   }
 }
 
-export type CompletionKind = 'generate' | 'chat' | 'oai-chat' | 'oai-completion';
+export type CompletionKind = 'generate' | 'chat' | 'oai-chat' | 'oai-completion' | 'messages' | 'responses';
 
 export interface CompletionRequest {
-  kind: CompletionKind;
-  /** Model name as the client wrote it (echoed back, like Ollama does). */
-  modelLabel: string;
   stream: boolean;
-  seed: number;
-  promptTokens: number;
-  outputTokens: number;
-  /** The output length came from num_predict / max_tokens: the answer ends with done_reason "length". */
-  limited: boolean;
-  includeUsage: boolean;
+  plan: Plan;
+  surface: Surface;
 }
 
-let oaiCounter = Math.floor(Math.random() * 1000);
-
 /**
- * One generate/chat/OpenAI completion. Streams one pre-serialised line per token on a single
- * re-armed timer; a stream:false answer waits the same total time on one timer, then sends one object.
+ * One generate/chat/OpenAI/Anthropic/Responses completion. Streams one write per planned step
+ * (a thinking token, an answer token, or the tool calls) on a single re-armed timer; a
+ * stream:false answer waits the same total time on one timer, then sends one object.
  */
 export class CompletionJob extends SlotJob {
   private timer: NodeJS.Timeout | undefined;
   private sent = 0;
   private firstTokenAt = 0;
-  private gen: WordGenerator | undefined;
-  private prefix = '';
-  private mid = '';
-  private suffix = '';
-  private readonly created = Math.floor(Date.now() / 1000);
-  private readonly id: string;
+  private readonly steps: number;
+  private pending = '';
 
   constructor(
     state: SimServerState,
@@ -145,15 +155,17 @@ export class CompletionJob extends SlotJob {
     model: DiskModel,
     keepAliveMs: number | undefined,
     private readonly req: CompletionRequest,
+    opts?: RunnerOptions,
   ) {
-    super(state, res, model, keepAliveMs);
-    this.id = req.kind === 'oai-chat' ? `chatcmpl-${++oaiCounter}` : `cmpl-${++oaiCounter}`;
+    super(state, res, model, keepAliveMs, opts);
+    const p = req.plan;
+    this.steps = p.thinking.length + p.content.length + (p.toolCalls.length > 0 ? 1 : 0);
   }
 
   protected start(): void {
     const cfg = this.state.config;
-    const promptMs = (this.req.promptTokens / cfg.promptTokensPerSecond) * 1000;
-    this.timer = setTimeout(this.req.stream ? this.firstToken : this.finishWhole, this.req.stream ? promptMs : promptMs + this.req.outputTokens * this.tokenMs());
+    const promptMs = (this.req.plan.promptTokens / cfg.promptTokensPerSecond) * 1000;
+    this.timer = setTimeout(this.req.stream ? this.firstToken : this.finishWhole, this.req.stream ? promptMs : promptMs + this.steps * this.tokenMs());
   }
 
   protected stop(): void {
@@ -176,25 +188,9 @@ export class CompletionJob extends SlotJob {
       this.res.socket?.destroy();
       return;
     }
-    const name = JSON.stringify(this.req.modelLabel);
-    const k = this.req.kind;
-    if (k === 'generate' || k === 'chat') {
-      this.res.writeHead(200, { 'Content-Type': 'application/x-ndjson' });
-      this.prefix = `{"model":${name},"created_at":"`;
-      this.mid = k === 'generate' ? '","response":"' : '","message":{"role":"assistant","content":"';
-      this.suffix = k === 'generate' ? '","done":false}\n' : '"},"done":false}\n';
-    } else {
-      this.res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
-      if (k === 'oai-chat') {
-        this.prefix = `data: {"id":"${this.id}","object":"chat.completion.chunk","created":${this.created},"model":${name},"system_fingerprint":"fp_ollama","choices":[{"index":0,"delta":{"role":"assistant","content":"`;
-        this.suffix = '"},"finish_reason":null}]}\n\n';
-      } else {
-        this.prefix = `data: {"id":"${this.id}","object":"text_completion","created":${this.created},"choices":[{"text":"`;
-        this.suffix = `","index":0,"finish_reason":null}],"model":${name},"system_fingerprint":"fp_ollama"}\n\n`;
-      }
-    }
-    this.gen = new WordGenerator(this.req.seed);
-    if (this.req.outputTokens === 0) {
+    this.res.writeHead(200, this.req.surface.headers);
+    this.pending = this.req.surface.open();
+    if (this.steps === 0) {
       this.finishStream();
       return;
     }
@@ -202,11 +198,22 @@ export class CompletionJob extends SlotJob {
     this.nextToken();
   };
 
+  private step(i: number): string {
+    const p = this.req.plan;
+    const s = this.req.surface;
+    if (i < p.thinking.length) return s.thinking(i);
+    const j = i - p.thinking.length;
+    return j < p.content.length ? s.content(j) : s.toolCalls();
+  }
+
   private readonly nextToken = (): void => {
     if (this.finished) return;
-    const word = this.gen!.next();
-    const k = this.req.kind;
-    this.res.write(k === 'generate' || k === 'chat' ? this.prefix + nowIso() + this.mid + word + this.suffix : this.prefix + word + this.suffix);
+    let out = this.step(this.sent);
+    if (this.pending) {
+      out = this.pending + out;
+      this.pending = '';
+    }
+    this.res.write(out);
     this.sent++;
     this.state.counters.tokens++;
     const stopAfter = this.state.config.faults.stopMidStreamAfterChunks;
@@ -214,7 +221,7 @@ export class CompletionJob extends SlotJob {
       this.cutConnection();
       return;
     }
-    if (this.sent >= this.req.outputTokens) {
+    if (this.sent >= this.steps) {
       clearTimeout(this.timer);
       this.timer = setTimeout(this.finishStream, 0);
       return;
@@ -222,103 +229,44 @@ export class CompletionJob extends SlotJob {
     if (this.sent > 1) this.timer!.refresh();
   };
 
-  private metrics(evalCount: number): Record<string, number> {
+  private evalCount(): number {
+    const p = this.req.plan;
+    return p.thinking.length + p.content.length + p.toolTokens;
+  }
+
+  private final(): FinalInfo {
     const end = performance.now();
-    const grantedAt = this.grantedAt;
     const firstAt = this.firstTokenAt || end;
+    const p = this.req.plan;
     const m: Record<string, number> = {
       total_duration: Math.max(1, Math.round((end - this.arrivedPerf) * 1e6)),
-      load_duration: this.lease?.loadNs || 1_000_000 + (this.req.seed % 2_000_000),
-      prompt_eval_count: this.req.promptTokens,
-      prompt_eval_duration: Math.max(1, Math.round((firstAt - grantedAt) * 1e6)),
-      eval_count: evalCount,
+      load_duration: this.lease?.loadNs || 1_000_000 + (p.seed % 2_000_000),
+      prompt_eval_count: p.promptTokens,
+      prompt_eval_duration: Math.max(1, Math.round((firstAt - this.grantedAt) * 1e6)),
+      eval_count: this.evalCount(),
       eval_duration: Math.max(1, Math.round((end - firstAt) * 1e6)),
     };
     for (const key of Object.keys(m)) if (!m[key]) delete m[key];
-    return m;
-  }
-
-  private doneReason(): string {
-    return this.req.limited ? 'length' : 'stop';
+    return { doneReason: p.doneReason, evalCount: this.evalCount(), promptTokens: p.promptTokens, metrics: m };
   }
 
   private readonly finishStream = (): void => {
     if (this.finished) return;
-    const k = this.req.kind;
-    const reason = this.doneReason();
-    let last: string;
-    if (k === 'generate' || k === 'chat') {
-      const obj: Record<string, unknown> = { model: this.req.modelLabel, created_at: nowIso() };
-      if (k === 'generate') obj.response = '';
-      else obj.message = { role: 'assistant', content: '' };
-      obj.done = true;
-      obj.done_reason = reason;
-      Object.assign(obj, this.metrics(this.sent));
-      if (k === 'generate') obj.context = contextTokens(this.req.seed, Math.min(this.req.promptTokens + this.sent, 8192));
-      last = JSON.stringify(obj) + '\n';
-    } else {
-      const base = { id: this.id, object: k === 'oai-chat' ? 'chat.completion.chunk' : 'text_completion', created: this.created, model: this.req.modelLabel, system_fingerprint: 'fp_ollama' };
-      const choices =
-        k === 'oai-chat'
-          ? [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: reason }]
-          : [{ text: '', index: 0, finish_reason: reason }];
-      last = `data: ${JSON.stringify({ ...base, choices })}\n\n`;
-      if (this.req.includeUsage) {
-        last += `data: ${JSON.stringify({ ...base, choices: [], usage: this.usage(this.sent) })}\n\n`;
-      }
-      last += 'data: [DONE]\n\n';
-    }
+    const last = this.pending + this.req.surface.close(this.final());
+    this.pending = '';
     this.complete();
     this.res.end(last);
   };
 
-  private usage(n: number): { prompt_tokens: number; completion_tokens: number; total_tokens: number } {
-    return { prompt_tokens: this.req.promptTokens, completion_tokens: n, total_tokens: this.req.promptTokens + n };
-  }
-
   private readonly finishWhole = (): void => {
     if (this.finished) return;
-    this.firstTokenAt = this.grantedAt + (this.req.promptTokens / this.state.config.promptTokensPerSecond) * 1000;
+    this.firstTokenAt = this.grantedAt + (this.req.plan.promptTokens / this.state.config.promptTokensPerSecond) * 1000;
     if (this.state.config.faults.stopMidStreamAfterChunks !== undefined) {
       this.res.socket?.destroy();
       return;
     }
-
-    const n = this.req.outputTokens;
-    const text = generateText(this.req.seed, n);
-    this.state.counters.tokens += n;
-    const k = this.req.kind;
-    const reason = this.doneReason();
-    let body: Record<string, unknown>;
-    if (k === 'generate' || k === 'chat') {
-      body = { model: this.req.modelLabel, created_at: nowIso() };
-      if (k === 'generate') body.response = text;
-      else body.message = { role: 'assistant', content: text };
-      body.done = true;
-      body.done_reason = reason;
-      Object.assign(body, this.metrics(n));
-      if (k === 'generate') body.context = contextTokens(this.req.seed, Math.min(this.req.promptTokens + n, 8192));
-    } else if (k === 'oai-chat') {
-      body = {
-        id: this.id,
-        object: 'chat.completion',
-        created: this.created,
-        model: this.req.modelLabel,
-        system_fingerprint: 'fp_ollama',
-        choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: reason }],
-        usage: this.usage(n),
-      };
-    } else {
-      body = {
-        id: this.id,
-        object: 'text_completion',
-        created: this.created,
-        model: this.req.modelLabel,
-        system_fingerprint: 'fp_ollama',
-        choices: [{ text, index: 0, finish_reason: reason }],
-        usage: this.usage(n),
-      };
-    }
+    this.state.counters.tokens += this.steps;
+    const body = this.req.surface.whole(this.final());
     this.complete();
     sendJson(this.res, 200, body);
   };
@@ -333,8 +281,9 @@ export class LoadJob extends SlotJob {
     keepAliveMs: number | undefined,
     private readonly label: string,
     private readonly chat: boolean,
+    opts?: RunnerOptions,
   ) {
-    super(state, res, model, keepAliveMs);
+    super(state, res, model, keepAliveMs, opts);
   }
   protected start(): void {
     this.complete();
@@ -367,8 +316,11 @@ export class EmbedJob extends SlotJob {
     private readonly inputs: string[],
     private readonly promptTokens: number,
     private readonly base64: boolean,
+    /** Ollama's `dimensions`: vectors cut to this length and normalised again (0 = the model's own). */
+    private readonly dimensions = 0,
+    opts?: RunnerOptions,
   ) {
-    super(state, res, model, keepAliveMs);
+    super(state, res, model, keepAliveMs, opts);
   }
   protected start(): void {
     const ms = (this.promptTokens / this.state.config.promptTokensPerSecond) * 1000;
@@ -380,7 +332,8 @@ export class EmbedJob extends SlotJob {
   private readonly reply = (): void => {
     if (this.finished) return;
     const dims = this.model.embeddingDims ?? this.state.config.embeddingDims;
-    const vectors = this.inputs.map((t) => embeddingFor(t, dims));
+    let vectors = this.inputs.map((t) => embeddingFor(t, dims));
+    if (this.dimensions > 0 && this.dimensions < dims) vectors = vectors.map((v) => renormalise(v.slice(0, this.dimensions)));
     let body: unknown;
     if (this.kind === 'embeddings') body = { embedding: vectors[0] ?? [] };
     else if (this.kind === 'embed') {
@@ -399,4 +352,9 @@ export class EmbedJob extends SlotJob {
     this.complete();
     sendJson(this.res, 200, body);
   };
+}
+
+function renormalise(v: number[]): number[] {
+  const norm = Math.sqrt(v.reduce((s, x) => s + x * x, 0)) || 1;
+  return v.map((x) => Math.round((x / norm) * 1e7) / 1e7);
 }

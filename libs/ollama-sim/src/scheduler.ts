@@ -15,6 +15,64 @@ export function toDiskModel(m: SimModel, modifiedAt = new Date()): DiskModel {
 
 export type RunnerState = 'loading' | 'ready';
 
+/**
+ * The options a runner is loaded with (api.Runner plus context shift). A request whose options
+ * differ from the loaded runner's reloads it, as server/sched.go needsReload decides.
+ */
+export interface RunnerOptions {
+  numCtx: number;
+  /** num_ctx was not given: the server default applied (two defaults never differ). */
+  numCtxAuto: boolean;
+  numBatch: number;
+  numBatchAuto: boolean;
+  /** -1 = decide dynamically (never forces a reload). */
+  numGpu: number;
+  /** undefined = automatic. */
+  useMmap?: boolean;
+  numThread: number;
+  shift: boolean;
+}
+
+/** Ollama's default num_ctx by total VRAM (server/routes.go: 4k below 23 GiB, 32k below 47 GiB, else 256k), capped by the model's trained context. */
+export function defaultNumCtx(vramBytes: number, trainCtx: number): number {
+  const gib = 1024 ** 3;
+  const byVram = vramBytes >= 47 * gib ? 262_144 : vramBytes >= 23 * gib ? 32_768 : 4096;
+  return Math.min(byVram, trainCtx);
+}
+
+export function trainContext(m: SimModel): number {
+  return m.contextLength ?? (m.embedding ? 2048 : 131_072);
+}
+
+/** A request's runner options from its `options` object and top-level `shift`. */
+export function runnerOptions(m: SimModel, vramBytes: number, options: unknown, shift: unknown): RunnerOptions {
+  const o = (options && typeof options === 'object' ? options : {}) as Record<string, unknown>;
+  const int = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? Math.trunc(v) : undefined);
+  const train = trainContext(m);
+  const numCtx = int(o.num_ctx);
+  const numBatch = int(o.num_batch);
+  return {
+    numCtx: numCtx !== undefined ? Math.max(4, Math.min(numCtx, train)) : defaultNumCtx(vramBytes, train),
+    numCtxAuto: numCtx === undefined,
+    numBatch: numBatch ?? 512,
+    numBatchAuto: numBatch === undefined,
+    numGpu: int(o.num_gpu) ?? -1,
+    useMmap: typeof o.use_mmap === 'boolean' ? o.use_mmap : undefined,
+    numThread: int(o.num_thread) ?? 0,
+    shift: shift !== false,
+  };
+}
+
+/** server/sched.go needsReload, for the options the simulator models. */
+export function needsReload(loaded: RunnerOptions, want: RunnerOptions): boolean {
+  if (loaded.shift !== want.shift) return true;
+  if (!(loaded.numCtxAuto && want.numCtxAuto) && loaded.numCtx !== want.numCtx) return true;
+  if (!(loaded.numBatchAuto && want.numBatchAuto) && loaded.numBatch !== want.numBatch) return true;
+  if (want.numGpu >= 0 && loaded.numGpu !== want.numGpu) return true;
+  if (loaded.useMmap !== want.useMmap) return true;
+  return loaded.numThread !== want.numThread;
+}
+
 /** A loaded model: Ollama's runner process with `slots` parallel sequences. */
 export class Runner {
   state: RunnerState = 'loading';
@@ -31,11 +89,14 @@ export class Runner {
   loadTimer: NodeJS.Timeout | undefined;
   /** Set by DELETE while busy: unload as soon as idle. */
   unloadWhenIdle = false;
+  /** A request with other runner options waits to reload this runner: no new requests join it. */
+  draining = false;
   constructor(
     readonly model: DiskModel,
     readonly slots: number,
     keepAliveMs: number,
     readonly pid: number,
+    readonly opts: RunnerOptions,
   ) {
     this.keepAliveMs = keepAliveMs;
   }
@@ -48,6 +109,8 @@ export class Runner {
 export interface Waiter {
   model: DiskModel;
   keepAliveMs: number | undefined;
+  /** Runner options the request needs (absent: any loaded runner will do; a new one gets the defaults). */
+  opts?: RunnerOptions;
   arrivedAt: number;
   onGrant: (lease: Lease) => void;
   runner?: Runner;
@@ -65,6 +128,8 @@ export interface SchedulerCounters {
   evictions: number;
   unloads: number;
   expirations: number;
+  /** Runners unloaded and loaded again because a request needed other runner options (each also counts in `loads`). */
+  reloads: number;
 }
 
 /**
@@ -78,7 +143,7 @@ export class Scheduler {
   private readonly pending: Waiter[] = [];
   private queuedCount = 0;
   private nextPid = 40_000;
-  readonly counters: SchedulerCounters = { loads: 0, evictions: 0, unloads: 0, expirations: 0 };
+  readonly counters: SchedulerCounters = { loads: 0, evictions: 0, unloads: 0, expirations: 0, reloads: 0 };
   /** Called whenever load, activity or memory changes (drives the fake NVML file). */
   onChange: () => void = () => undefined;
 
@@ -109,13 +174,14 @@ export class Scheduler {
   /** Queues a request. Returns false (and queues nothing) when the queue is full: answer 503. */
   request(w: Waiter): boolean {
     const r = this.runners.get(w.model.name);
-    if (r && r.state === 'ready' && r.active < r.slots && r.queue.length === 0) {
+    const fits = r !== undefined && !r.draining && !this.mismatch(r, w);
+    if (fits && r.state === 'ready' && r.active < r.slots && r.queue.length === 0) {
       this.grant(w, r);
       return true;
     }
     if (this.queuedCount >= this.config.maxQueue) return false;
     this.queuedCount++;
-    if (r) {
+    if (fits) {
       w.runner = r;
       r.queue.push(w);
     } else {
@@ -206,13 +272,35 @@ export class Scheduler {
     }
   }
 
+  private mismatch(r: Runner, w: Waiter): boolean {
+    return w.opts !== undefined && needsReload(r.opts, w.opts);
+  }
+
   private pumpOnce(): void {
     let blocked = false;
+    for (const r of this.runners.values()) r.draining = false;
     for (let i = 0; i < this.pending.length; ) {
       const w = this.pending[i];
       let r = this.runners.get(w.model.name);
+      if (r && r.draining && !this.mismatch(r, w)) {
+        i++; // queued behind the reload, as in Ollama's single pending queue
+        continue;
+      }
+      if (r && this.mismatch(r, w)) {
+        // Ollama reloads the runner once its running requests finish; nothing else joins it meanwhile.
+        if (!blocked && r.idle) {
+          this.counters.reloads++;
+          this.drop(r, 'reload');
+          r = undefined;
+        } else {
+          r.draining = true;
+          blocked = true;
+          i++;
+          continue;
+        }
+      }
       if (!r && !blocked) {
-        if (this.makeRoom(w.model)) r = this.createRunner(w.model);
+        if (this.makeRoom(w.model)) r = this.createRunner(w.model, w.opts);
         else blocked = true; // FIFO: later loads wait behind this one, as Ollama's scheduler does
       }
       if (!r) {
@@ -241,9 +329,9 @@ export class Scheduler {
     }
   }
 
-  private createRunner(m: DiskModel): Runner {
+  private createRunner(m: DiskModel, opts?: RunnerOptions): Runner {
     const slots = m.embedding ? 1 : this.config.numParallel;
-    const r = new Runner(m, slots, this.config.keepAliveMs, this.nextPid++);
+    const r = new Runner(m, slots, this.config.keepAliveMs, this.nextPid++, opts ?? runnerOptions(m, this.config.vramBytes, undefined, undefined));
     this.runners.set(m.name, r);
     const loadMs = m.loadTimeMs ?? (m.sizeBytes / 1e9) * this.config.loadMsPerGB;
     r.loadTimer = setTimeout(() => this.becomeReady(r), Math.max(0, loadMs));
@@ -311,12 +399,12 @@ export class Scheduler {
     r.expiryTimer.unref();
   }
 
-  private drop(r: Runner, why: 'evict' | 'unload'): void {
+  private drop(r: Runner, why: 'evict' | 'unload' | 'reload'): void {
     clearTimeout(r.expiryTimer);
     clearTimeout(r.loadTimer);
     this.runners.delete(r.model.name);
     if (why === 'evict') this.counters.evictions++;
-    else this.counters.unloads++;
+    else if (why === 'unload') this.counters.unloads++;
     this.onChange();
     if (why === 'unload') this.pump();
   }

@@ -2,12 +2,15 @@ import { createHash } from 'crypto';
 import * as http from 'http';
 import type { IncomingMessage, ServerResponse } from 'http';
 import * as net from 'net';
-import { normalizeModelName, parseKeepAlive, resolveConfig, type ResolvedSimConfig, type SimConfig, type SimModel } from './config';
-import { BUSY_MESSAGE, CompletionJob, EmbedJob, LoadJob, loadReply, sendEmpty, sendError, sendJson, type CompletionKind, type EmbedKind } from './jobs';
+import { defaultCapabilities, normalizeModelName, parseKeepAlive, resolveConfig, routeEnabled, type ResolvedSimConfig, type SimConfig, type SimModel, type SimRoutes } from './config';
+import { BUSY_MESSAGE, CompletionJob, EmbedJob, LoadJob, loadReply, sendEmpty, sendError, sendJson, type CompletionKind, type EmbedKind, type ErrorShape } from './jobs';
+import { planAnswer } from './plan';
+import { parseCompletion } from './requests';
+import { AnthropicSurface, OllamaChatSurface, OllamaGenerateSurface, OpenAiChatSurface, OpenAiCompletionSurface, ResponsesSurface, type Surface } from './surfaces';
 import { NvmlStateWriter } from './nvml-state';
-import { Scheduler, toDiskModel, type DiskModel, type Runner } from './scheduler';
+import { runnerOptions, Scheduler, toDiskModel, trainContext, type DiskModel, type Runner } from './scheduler';
 import { newCounters, type SimCounters, type SimServerState } from './state';
-import { countTokens, hashString, nextRandom, randomOf } from './text';
+import { countTokens, nextRandom, randomOf } from './text';
 
 export interface SimServerOptions extends SimConfig {
   /** 0 or absent = a free port. */
@@ -41,6 +44,8 @@ export interface SimStats {
   evictions: number;
   unloads: number;
   expirations: number;
+  /** Runners reloaded because a request needed other runner options (num_ctx, num_batch, num_gpu, use_mmap, num_thread, shift). */
+  reloads: number;
   aborted: number;
   tokens: number;
   pulls: number;
@@ -71,7 +76,21 @@ export interface SimServer {
   kill(): Promise<void>;
 }
 
-const MODEL_ROUTES = new Set(['/api/generate', '/api/chat', '/api/embed', '/api/embeddings', '/v1/chat/completions', '/v1/completions', '/v1/embeddings']);
+const MODEL_ROUTES = new Set(['/api/generate', '/api/chat', '/api/embed', '/api/embeddings', '/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/messages', '/v1/responses']);
+/** Newer routes an instance can switch off (then Gin's 404, like an Ollama that predates them). */
+const GATED_ROUTES: Record<string, keyof SimRoutes> = { '/v1/messages': 'messages', '/v1/responses': 'responses', '/api/status': 'status' };
+
+function errorShape(path: string): ErrorShape {
+  return path === '/v1/messages' ? 'anthropic' : path.startsWith('/v1/') ? 'openai' : 'ollama';
+}
+
+/** Ollama's full model name, as its capability errors print it (registry.ollama.ai/library/llama3.2:latest). */
+function fullModelName(name: string): string {
+  const parts = name.split('/');
+  if (parts.length === 1) return `registry.ollama.ai/library/${name}`;
+  if (parts.length === 2) return `registry.ollama.ai/${name}`;
+  return name;
+}
 const MAX_BODY = 64 * 1024 * 1024;
 /** Ollama's default allowed origins (localhost, 127.0.0.1, 0.0.0.0 on any port, and app schemes). */
 const LOCAL_ORIGIN = /^(https?:\/\/(localhost|127\.0\.0\.1|0\.0\.0\.0)(:\d+)?|app:\/\/.*|file:\/\/.*|tauri:\/\/.*|vscode-webview:\/\/.*)$/;
@@ -97,20 +116,6 @@ function parseJsonBody(buf: Buffer): { value?: Body; error?: string } {
     const ch = pos ? text.charAt(Number(pos[1])) : tok ? tok[1] : text.trim().charAt(0);
     return { error: `invalid character '${ch}' looking for beginning of value` };
   }
-}
-
-function messagesText(messages: unknown): string {
-  if (!Array.isArray(messages)) return '';
-  let s = '';
-  for (const m of messages) {
-    if (!m || typeof m !== 'object') continue;
-    const c = (m as any).content;
-    let text = '';
-    if (typeof c === 'string') text = c;
-    else if (Array.isArray(c)) text = c.map((p: any) => (typeof p === 'string' ? p : typeof p?.text === 'string' ? p.text : '')).join('');
-    s += `${(m as any).role ?? 'user'}: ${text}\n`;
-  }
-  return s;
 }
 
 function guessSize(name: string): number {
@@ -330,9 +335,9 @@ class SimServerImpl implements SimServer {
     this.route(method, path, body, req, res);
   }
 
-  private fail(res: ServerResponse, status: number, message: string, openai = false): void {
+  private fail(res: ServerResponse, status: number, message: string, shape: boolean | ErrorShape = false): void {
     this.counters.byStatus[status] = (this.counters.byStatus[status] ?? 0) + 1;
-    sendError(res, status, message, openai);
+    sendError(res, status, message, shape);
   }
 
   private notFoundRoute(res: ServerResponse): void {
@@ -349,7 +354,9 @@ class SimServerImpl implements SimServer {
 
   private route(method: string, path: string, raw: Buffer, req: IncomingMessage, res: ServerResponse): void {
     const get = method === 'GET' || method === 'HEAD';
-    const openai = path.startsWith('/v1/');
+    const gate = GATED_ROUTES[path];
+    if (gate !== undefined && !routeEnabled(this.cfg, gate)) return this.notFoundRoute(res);
+    const openai = errorShape(path);
     if (MODEL_ROUTES.has(path) && method === 'POST') {
       this.count(method, path);
       const f = this.cfg.faults;
@@ -373,6 +380,10 @@ class SimServerImpl implements SimServer {
         if (!get) break;
         this.count(method, path);
         return sendJson(res, 200, { models: this.tags() });
+      case '/api/status':
+        if (method !== 'GET') break;
+        this.count(method, path);
+        return sendJson(res, 200, { cloud: { disabled: false, source: 'none' } });
       case '/api/ps':
         if (method !== 'GET') break;
         this.count(method, path);
@@ -410,6 +421,10 @@ class SimServerImpl implements SimServer {
         return this.completion('oai-chat', body, res);
       case '/v1/completions':
         return this.completion('oai-completion', body, res);
+      case '/v1/messages':
+        return this.completion('messages', body, res);
+      case '/v1/responses':
+        return this.completion('responses', body, res);
       case '/api/embed':
         return this.embed('embed', body, res);
       case '/api/embeddings':
@@ -449,49 +464,63 @@ class SimServerImpl implements SimServer {
   // ---------------------------------------------------------------- completions
 
   private completion(kind: CompletionKind, body: Body, res: ServerResponse): void {
-    const openai = kind === 'oai-chat' || kind === 'oai-completion';
-    const label = this.modelLabel(body);
-    if (!label) return this.fail(res, 400, 'model is required', openai);
+    const shape: ErrorShape = kind === 'messages' ? 'anthropic' : kind === 'oai-chat' || kind === 'oai-completion' || kind === 'responses' ? 'openai' : 'ollama';
+    const parsed = parseCompletion(kind, body);
+    if ('error' in parsed) return this.fail(res, parsed.status, parsed.error, shape);
+    const label = parsed.label;
+    if (!label) return this.fail(res, 400, 'model is required', shape);
     const model = this.disk.get(normalizeModelName(label));
-    if (!model) return this.fail(res, 404, `model "${label}" not found, try pulling it first`, openai);
+    if (!model) return this.fail(res, 404, `model "${label}" not found, try pulling it first`, shape);
     this.countModel(model.name);
-    if (model.embedding) return this.fail(res, 400, `"${label}" does not support ${kind === 'chat' || kind === 'oai-chat' ? 'chat' : 'generate'}`, openai);
-    const keepAlive = parseKeepAlive(body.keep_alive);
-
-    let prompt: string;
-    if (kind === 'generate' || kind === 'oai-completion') {
-      const p = body.prompt;
-      prompt = typeof p === 'string' ? p : Array.isArray(p) ? p.join('\n') : '';
-      if (kind === 'generate' && typeof body.system === 'string' && prompt) prompt = `${body.system}\n${prompt}`;
-    } else {
-      prompt = messagesText(body.messages);
+    const chatLike = kind !== 'generate' && kind !== 'oai-completion';
+    const caps = defaultCapabilities(model);
+    if (!caps.includes('completion')) return this.fail(res, 400, `"${label}" does not support ${chatLike ? 'chat' : 'generate'}`, shape);
+    const input = parsed.input;
+    const thinks = caps.includes('thinking');
+    if (!thinks && input.think !== undefined && input.think !== false) {
+      if (!parsed.relaxThinking) return this.fail(res, 400, `${JSON.stringify(label)} does not support thinking`, shape);
+      input.think = undefined;
     }
-    if ((kind === 'generate' && prompt === '' && !body.images) || (kind === 'chat' && (!Array.isArray(body.messages) || body.messages.length === 0))) {
+    if (input.tools.length > 0 && !caps.includes('tools')) return this.fail(res, 400, `${fullModelName(model.name)} does not support tools`, shape);
+    const keepAlive = parseKeepAlive(parsed.keepAlive);
+    const opts = runnerOptions(model, this.cfg.vramBytes, parsed.options, parsed.shift);
+
+    if (parsed.loadOnly) {
       if (keepAlive === 0) {
         this.sched.unload(model.name);
         return sendJson(res, 200, loadReply(label, kind === 'chat', 'unload'));
       }
-      const job = new LoadJob(this.state, res, model, keepAlive, label, kind === 'chat');
+      const job = new LoadJob(this.state, res, model, keepAlive, label, kind === 'chat', opts);
       if (!this.sched.request(job)) this.fail(res, 503, BUSY_MESSAGE);
       return;
     }
+    if (parsed.formatError) return this.fail(res, 500, parsed.formatError, shape);
 
     const cfg = this.cfg;
-    let limit: unknown = openai ? (body.max_completion_tokens ?? body.max_tokens) : body.options?.num_predict;
-    if (typeof limit !== 'number' || !Number.isFinite(limit) || limit < 0) limit = undefined;
-    const outputTokens = limit === undefined ? cfg.defaultOutputTokens : Math.min(Math.floor(limit as number), cfg.maxOutputTokens);
-    const stream = openai ? body.stream === true : body.stream !== false;
-    const job = new CompletionJob(this.state, res, model, keepAlive, {
-      kind,
-      modelLabel: label,
-      stream,
-      seed: hashString(prompt),
-      promptTokens: Math.max(1, countTokens(prompt)),
-      outputTokens: Math.max(0, outputTokens),
-      limited: limit !== undefined,
-      includeUsage: !!body.stream_options?.include_usage,
-    });
-    if (!this.sched.request(job)) this.fail(res, 503, BUSY_MESSAGE, openai);
+    const plan = planAnswer(input, { thinking: thinks, prefill: model.prefill !== false }, { defaultOutputTokens: cfg.defaultOutputTokens, maxOutputTokens: cfg.maxOutputTokens, thinkingTokens: cfg.thinkingTokens, seed: cfg.seed });
+    let surface: Surface;
+    switch (kind) {
+      case 'chat':
+        surface = new OllamaChatSurface(plan, label);
+        break;
+      case 'generate':
+        surface = new OllamaGenerateSurface(plan, label);
+        break;
+      case 'oai-chat':
+        surface = new OpenAiChatSurface(plan, label, parsed.includeUsage);
+        break;
+      case 'oai-completion':
+        surface = new OpenAiCompletionSurface(plan, label, parsed.includeUsage);
+        break;
+      case 'messages':
+        surface = new AnthropicSurface(plan, label, parsed.estimatedInputTokens);
+        break;
+      case 'responses':
+        surface = new ResponsesSurface(plan, label, parsed.echo!);
+        break;
+    }
+    const job = new CompletionJob(this.state, res, model, keepAlive, { stream: parsed.stream, plan, surface }, opts);
+    if (!this.sched.request(job)) this.fail(res, 503, BUSY_MESSAGE, shape);
   }
 
   private embed(kind: EmbedKind, body: Body, res: ServerResponse): void {
@@ -508,7 +537,11 @@ class SimServerImpl implements SimServer {
     else if (raw === undefined || raw === null) inputs = [];
     else return this.fail(res, 400, `invalid input type`, openai);
     const tokens = inputs.reduce((s, t) => s + countTokens(t), 0);
-    const job = new EmbedJob(this.state, res, model, parseKeepAlive(body.keep_alive), kind, label, inputs, tokens, body.encoding_format === 'base64');
+    const opts = runnerOptions(model, this.cfg.vramBytes, body.options, undefined);
+    // truncate:false refuses an input longer than the runner's context instead of cutting it.
+    if (body.truncate === false && inputs.some((t) => countTokens(t) > opts.numCtx)) return this.fail(res, 400, 'the input length exceeds the context length', openai);
+    const dimensions = typeof body.dimensions === 'number' && body.dimensions > 0 ? Math.floor(body.dimensions) : 0;
+    const job = new EmbedJob(this.state, res, model, parseKeepAlive(body.keep_alive), kind, label, inputs, tokens, body.encoding_format === 'base64', dimensions, opts);
     if (!this.sched.request(job)) this.fail(res, 503, BUSY_MESSAGE, openai);
   }
 
@@ -536,6 +569,7 @@ class SimServerImpl implements SimServer {
         size: m.sizeBytes,
         digest: m.digest,
         details: this.details(m),
+        capabilities: defaultCapabilities(m),
       }));
   }
 
@@ -556,7 +590,7 @@ class SimServerImpl implements SimServer {
         details: this.details(r.model),
         expires_at: Number.isFinite(exp) ? new Date(exp).toISOString() : FOREVER,
         size_vram: Math.min(r.model.sizeBytes, this.cfg.vramBytes),
-        context_length: 4096,
+        context_length: r.opts.numCtx,
       }));
   }
 
@@ -580,10 +614,10 @@ class SimServerImpl implements SimServer {
       model_info: {
         'general.architecture': fam,
         'general.parameter_count': Math.round(m.sizeBytes / 0.6),
-        [`${fam}.context_length`]: 131072,
+        [`${fam}.context_length`]: trainContext(m),
         [`${fam}.embedding_length`]: m.embeddingDims ?? this.cfg.embeddingDims,
       },
-      capabilities: m.embedding ? ['embedding'] : ['completion'],
+      capabilities: defaultCapabilities(m),
       modified_at: m.modifiedAt.toISOString(),
     });
   }
@@ -781,6 +815,7 @@ class SimServerImpl implements SimServer {
       evictions: s.evictions,
       unloads: s.unloads,
       expirations: s.expirations,
+      reloads: s.reloads,
       aborted: c.aborted,
       tokens: c.tokens,
       pulls: c.pulls,
@@ -798,7 +833,7 @@ class SimServerImpl implements SimServer {
     this.counters = newCounters();
     this.modelStats.clear();
     const s = this.sched.counters;
-    s.loads = s.evictions = s.unloads = s.expirations = 0;
+    s.loads = s.evictions = s.unloads = s.expirations = s.reloads = 0;
   }
 
   async update(partial: SimConfig): Promise<void> {

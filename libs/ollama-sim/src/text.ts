@@ -4,7 +4,7 @@
  */
 
 // Plain ASCII words: they need no JSON escaping, so a chunk is built by concatenation alone.
-const WORDS = (
+export const WORDS: readonly string[] = (
   'the a model answer token stream server balance load queue slot memory graph layer weight ' +
   'vector prompt reply quick brown fox jumps over lazy dog river mountain cloud signal system ' +
   'network packet latency through put value result simple clear small large fast slow bright ' +
@@ -43,9 +43,11 @@ export function randomOf(state: number): number {
 /** A seeded generator object: one per stream, no closures. */
 export class WordGenerator {
   private state: number;
-  private index = 0;
-  constructor(seed: number) {
+  private index: number;
+  /** `startIndex` > 0: every word gets its leading space (the text continues something). */
+  constructor(seed: number, startIndex = 0) {
     this.state = seed >>> 0;
+    this.index = startIndex;
   }
   /** Next token text (a word with its leading space, sometimes punctuation). JSON-safe as is. */
   next(): string {
@@ -102,4 +104,59 @@ export function contextTokens(seed: number, n: number): number[] {
 /** Ollama's rough token count: ~4 characters a token, at least 1 for a non-empty prompt. */
 export function countTokens(text: string): number {
   return text.length === 0 ? 0 : Math.max(1, Math.ceil(text.length / 4));
+}
+
+/** Text cut into the pieces a stream sends: each piece keeps the whitespace before it. */
+export function splitTextTokens(text: string): string[] {
+  return text.match(/\s*\S+|\s+$/g) ?? [];
+}
+
+/** JSON text cut into tokenizer-like pieces (punctuation, short string and number runs). */
+export function splitJsonTokens(json: string): string[] {
+  const out: string[] = [];
+  const re = /\s+|[{}[\],:]|"|[^{}[\],:"\s\\]{1,6}|\\./g;
+  for (let m = re.exec(json); m; m = re.exec(json)) out.push(m[0]);
+  return out;
+}
+
+/** The inside of a JSON string literal for `s` (no quotes); `s` itself when nothing needs escaping. */
+export function jsonEscape(s: string): string {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x22 || c === 0x5c) return JSON.stringify(s).slice(1, -1);
+  }
+  return s;
+}
+
+export interface TokenLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
+}
+export interface Logprob extends TokenLogprob {
+  top_logprobs?: TokenLogprob[];
+}
+
+function utf8Bytes(s: string): number[] {
+  return [...Buffer.from(s, 'utf8')];
+}
+
+/** Deterministic log probability of the token at `position` (and `top` alternatives, the token first). */
+export function logprobFor(seed: number, position: number, token: string, top: number): Logprob {
+  let state = hashString(String(position), seed);
+  state = nextRandom(state);
+  const lp = -Math.round(randomOf(state) * 2000) / 1000;
+  const out: Logprob = { token, logprob: lp, bytes: utf8Bytes(token) };
+  if (top > 0) {
+    const list: TokenLogprob[] = [{ token, logprob: lp, bytes: utf8Bytes(token) }];
+    let prev = lp;
+    for (let i = 1; i < top; i++) {
+      state = nextRandom(state);
+      const alt = (i === 1 && position > 0 ? ' ' : '') + WORDS[Math.floor(randomOf(state) * WORDS.length)] + (i > 1 ? String(i) : '');
+      prev = Math.round((prev - 0.5 - randomOf(state)) * 1000) / 1000;
+      list.push({ token: alt, logprob: prev, bytes: utf8Bytes(alt) });
+    }
+    out.top_logprobs = list;
+  }
+  return out;
 }

@@ -53,7 +53,7 @@ describe('ollama-sim (real sockets)', () => {
       expect(JSON.parse((await request(s.url + '/api/ps')).body)).toEqual({ models: [] });
       const show = await request(s.url + '/api/show', { body: { model: 'llama3.2' } });
       expect(show.status).toBe(200);
-      expect(JSON.parse(show.body).capabilities).toEqual(['completion']);
+      expect(JSON.parse(show.body).capabilities).toEqual(['completion', 'tools']); // as Ollama reports llama3.2
       const showMissing = await request(s.url + '/api/show', { body: { name: 'ghost' } });
       expect(showMissing.status).toBe(404);
       expect(showMissing.body).toBe(`{"error":"model 'ghost' not found"}`);
