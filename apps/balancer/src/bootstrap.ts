@@ -2,8 +2,8 @@ import { ConsoleLogger, INestApplication, Logger, LogLevel } from '@nestjs/commo
 import { NestFactory } from '@nestjs/core';
 import type { Server } from 'http';
 import { AppModule } from './app.module';
-import { BALANCER_CONFIG, BalancerConfig, ConfigError, loadBalancerConfig } from './config/balancer-config';
-import { ShutdownState } from './health/shutdown-state';
+import { BALANCER_CONFIG, BalancerConfig, ConfigError } from './config/balancer-config';
+import { Lifecycle } from './lifecycle/lifecycle';
 import { ProxyService } from './proxy/proxy.service';
 
 const LEVELS: LogLevel[] = ['error', 'warn', 'log', 'debug', 'verbose'];
@@ -19,9 +19,9 @@ export function logLevelsFrom(level: string): LogLevel[] {
  */
 export async function drainAndClose(app: INestApplication): Promise<void> {
   const config = app.get<BalancerConfig>(BALANCER_CONFIG);
-  app.get(ShutdownState).draining = true;
+  const lifecycle = app.get(Lifecycle);
+  lifecycle.advance('draining');
   const proxy = app.get(ProxyService);
-  proxy.draining = true;
   const server = app.getHttpServer() as Server;
   // Idle keep-alive connections go now, so their clients reconnect elsewhere rather than here.
   server.closeIdleConnections?.();
@@ -29,6 +29,7 @@ export async function drainAndClose(app: INestApplication): Promise<void> {
   while (proxy.inFlightResponses > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   if (proxy.inFlightResponses > 0) {
     new Logger('Balancer').warn(`drain timeout: ending ${proxy.inFlightResponses} request(s) still open`);
+    lifecycle.advance('closing');
     proxy.cutOpenResponses(`balancer is shutting down: drain timeout of ${config.drainTimeoutMs} ms reached`);
   }
   // server.close() waits for open connections: give the last bytes a moment, then cut what is left.
@@ -42,18 +43,23 @@ export async function drainAndClose(app: INestApplication): Promise<void> {
 
 /** Starts the balancer as production does. Exits with a clear message on bad configuration. */
 export async function startBalancer(): Promise<INestApplication> {
-  let config: BalancerConfig;
+  let app: INestApplication;
   try {
-    config = loadBalancerConfig(process.env);
+    // The settings are read once, by BalancerConfigModule as the app is created; until LOG_LEVEL is
+    // known Nest's own lines wait in a buffer.
+    app = await NestFactory.create(AppModule, { bufferLogs: true, autoFlushLogs: false, abortOnError: false, bodyParser: true });
   } catch (e) {
     if (e instanceof ConfigError) {
       console.error(e.message);
       process.exit(2);
     }
+    Logger.flush();
     throw e;
   }
+  const config = app.get<BalancerConfig>(BALANCER_CONFIG);
   // Plain JSON lines, like the request log: one format for log shippers, no colours.
-  const app = await NestFactory.create(AppModule, { logger: new ConsoleLogger({ json: true, colors: false, logLevels: logLevelsFrom(config.logLevel) }), bodyParser: true });
+  app.useLogger(new ConsoleLogger({ json: true, colors: false, logLevels: logLevelsFrom(config.logLevel) }));
+  app.flushLogs();
   const logger = new Logger('Balancer');
   if (config.backends.length === 0) logger.warn('No backends configured (OLLAMA_BACKENDS or BALANCER_CONFIG): every request will answer 503.');
   await app.listen(config.port, config.host);

@@ -1,14 +1,14 @@
 import { Global, Module } from '@nestjs/common';
-import { ConfigModule, ConfigType, registerAs } from '@nestjs/config';
 import { BALANCER_CONFIG, loadBalancerConfig } from './balancer-config';
 
-/** Validated once, when the app is created; a bad value stops start-up naming the setting. */
-export const balancerConfig = registerAs('balancer', () => loadBalancerConfig(process.env));
-
+/**
+ * The validated settings, read from the environment once, when the app is created (tests override
+ * BALANCER_CONFIG with their own object, and then nothing is read). A bad value stops start-up
+ * naming the setting: `startBalancer` turns the ConfigError into a message and exit code 2.
+ */
 @Global()
 @Module({
-  imports: [ConfigModule.forRoot({ ignoreEnvFile: true, load: [balancerConfig] })],
-  providers: [{ provide: BALANCER_CONFIG, inject: [balancerConfig.KEY], useFactory: (c: ConfigType<typeof balancerConfig>) => c }],
+  providers: [{ provide: BALANCER_CONFIG, useFactory: () => loadBalancerConfig(process.env) }],
   exports: [BALANCER_CONFIG],
 })
 export class BalancerConfigModule {}

@@ -1,7 +1,7 @@
-import { Controller, Get, Inject } from '@nestjs/common';
+import { Controller, Get } from '@nestjs/common';
 import { HealthCheck, HealthCheckService, HealthIndicatorService } from '@nestjs/terminus';
-import { BackendRegistry } from '../registry/backend-registry.service';
-import { ShutdownState } from './shutdown-state';
+import { BackendRegistry } from '../fleet/backend-registry.service';
+import { Lifecycle } from '../lifecycle/lifecycle';
 
 /** Terminus probes of the balancer itself, for Kubernetes and compose healthchecks. */
 @Controller('health')
@@ -10,7 +10,7 @@ export class HealthController {
     private readonly health: HealthCheckService,
     private readonly indicator: HealthIndicatorService,
     private readonly registry: BackendRegistry,
-    @Inject(ShutdownState) private readonly shutdown: ShutdownState,
+    private readonly lifecycle: Lifecycle,
   ) {}
 
   /** Up while the process serves HTTP. */
@@ -27,7 +27,7 @@ export class HealthController {
     return this.health.check([
       () => {
         const i = this.indicator.check('backends');
-        if (this.shutdown.draining) return i.down({ reason: 'draining for shutdown' });
+        if (this.lifecycle.state !== 'serving') return i.down({ reason: 'draining for shutdown' });
         const healthy = this.registry.backends.filter((b) => b.health === 'healthy').length;
         const total = this.registry.backends.length;
         return healthy > 0 ? i.up({ healthy, total }) : i.down({ healthy, total, reason: 'no healthy backend' });

@@ -1,15 +1,11 @@
 import { Module } from '@nestjs/common';
 import { TerminusModule } from '@nestjs/terminus';
-import { ProxyModule } from '../proxy/proxy.module';
-import { RoutingModule } from '../routing/routing.module';
-import { BackendPoller } from './backend-poller.service';
+import { FleetModule } from '../fleet/fleet.module';
 import { HealthController } from './health.controller';
-import { ShutdownState } from './shutdown-state';
 
+/** Terminus probes of the balancer itself (liveness, readiness). */
 @Module({
-  imports: [TerminusModule.forRoot({ logger: false }), RoutingModule, ProxyModule],
+  imports: [TerminusModule.forRoot({ logger: false }), FleetModule],
   controllers: [HealthController],
-  providers: [BackendPoller, ShutdownState],
-  exports: [BackendPoller, ShutdownState],
 })
 export class HealthModule {}

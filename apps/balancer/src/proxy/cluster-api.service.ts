@@ -1,82 +1,30 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
 import type { IncomingMessage, ServerResponse } from 'http';
 import { BALANCER_CONFIG, BalancerConfig, normaliseModelName } from '../config/balancer-config';
-import { Backend, LoadedModel, ModelOnDisk } from '../registry/backend';
-import { BackendRegistry } from '../registry/backend-registry.service';
+import { Backend } from '../fleet/backend';
+import { BackendRegistry } from '../fleet/backend-registry.service';
+import { ModelInventory } from '../fleet/model-inventory';
+import { NdjsonSplitter, OllamaClient } from '../fleet/ollama-client';
+import { parseJsonObject, sendError } from '../http/errors';
 import { AccessControl } from './access-control';
-import { parseJsonObject, sendError } from './errors';
 import type { FanOutRouteKind, ReadRouteKind } from './routes';
-import { backendRequest, NdjsonSplitter, UpstreamResponse } from './upstream';
 
 const JSON_CT = 'application/json; charset=utf-8';
 
 /**
  * The parts of Ollama's API that concern the whole cluster: merged views (/api/tags, /api/ps,
  * /v1/models, /api/version) and model management fanned out to several backends (/api/pull,
- * /api/delete, /api/copy, /api/create, /api/blobs). It also keeps each backend's model inventory.
+ * /api/delete, /api/copy, /api/create, /api/blobs).
  */
 @Injectable()
 export class ClusterApi {
-  private readonly logger = new Logger(ClusterApi.name);
-
   constructor(
     @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
     private readonly registry: BackendRegistry,
+    private readonly inventory: ModelInventory,
+    private readonly client: OllamaClient,
     private readonly access: AccessControl,
   ) {}
-
-  // ---- inventory -------------------------------------------------------------------------------
-
-  /** Refreshes what a backend has on disk and in memory. Throws when the backend cannot answer. */
-  async refreshInventory(b: Backend): Promise<void> {
-    const [tags, ps] = await Promise.all([
-      backendRequest(b, '/api/tags', { timeoutMs: this.config.healthTimeoutMs * 2 }),
-      backendRequest(b, '/api/ps', { timeoutMs: this.config.healthTimeoutMs * 2 }),
-    ]);
-    this.applyTags(b, tags);
-    this.applyPs(b, ps);
-    b.inventoryAt = Date.now();
-  }
-
-  applyTags(b: Backend, r: UpstreamResponse): void {
-    const models = modelsOf(r, '/api/tags');
-    b.modelsOnDisk.clear();
-    for (const { m, name } of models) {
-      const entry: ModelOnDisk = { name: normaliseModelName(name), size: Number(m.size) || 0, raw: m };
-      b.modelsOnDisk.set(entry.name, entry);
-    }
-  }
-
-  applyPs(b: Backend, r: UpstreamResponse): void {
-    const models = modelsOf(r, '/api/ps');
-    b.modelsLoaded.clear();
-    for (const { m, name } of models) {
-      const expires = typeof m.expires_at === 'string' ? Date.parse(m.expires_at) : NaN;
-      // Go's zero time or a far-future date means "kept forever".
-      const expiresAt = Number.isFinite(expires) && expires > 0 && expires < Date.now() + 365 * 86400_000 ? expires : null;
-      const entry: LoadedModel = { name: normaliseModelName(name), size: Number(m.size) || 0, sizeVram: Number(m.size_vram) || 0, expiresAt, raw: m };
-      b.modelsLoaded.set(entry.name, entry);
-    }
-  }
-
-  private readonly refreshTimers = new Map<Backend, NodeJS.Timeout>();
-
-  /** Refreshes a backend's inventory shortly (coalescing bursts), e.g. after a model load. */
-  refreshSoon(b: Backend, delayMs = 50): void {
-    if (this.refreshTimers.has(b)) return;
-    const t = setTimeout(() => {
-      this.refreshTimers.delete(b);
-      void this.refreshInventory(b).catch(() => undefined);
-    }, delayMs);
-    t.unref();
-    this.refreshTimers.set(b, t);
-  }
-
-  /** A backend said it does not have the model: stop sending it there until the next refresh. */
-  forgetModel(b: Backend, model: string): void {
-    b.modelsOnDisk.delete(model);
-    b.modelsLoaded.delete(model);
-  }
 
   // ---- merged reads ----------------------------------------------------------------------------
 
@@ -123,7 +71,7 @@ export class ClusterApi {
     // The oldest version in the fleet is what every request can count on.
     let versions = live.map((b) => b.version).filter((v): v is string => v !== null);
     if (versions.length === 0) {
-      const got = await Promise.allSettled(live.map((b) => backendRequest(b, '/api/version', { timeoutMs: this.config.healthTimeoutMs })));
+      const got = await Promise.allSettled(live.map((b) => this.client.backend(b, '/api/version', { timeoutMs: this.config.healthTimeoutMs })));
       versions = got.flatMap((g) => {
         if (g.status !== 'fulfilled' || g.value.status !== 200) return [];
         try {
@@ -141,14 +89,14 @@ export class ClusterApi {
   /** Asks every available backend at once; refreshes the inventory from what comes back. */
   private async gather(path: '/api/tags' | '/api/ps'): Promise<{ b: Backend; models: any[] }[]> {
     const live = this.registry.available();
-    const got = await Promise.allSettled(live.map((b) => backendRequest(b, path, { timeoutMs: this.config.healthTimeoutMs * 2 })));
+    const got = await Promise.allSettled(live.map((b) => this.client.backend(b, path, { timeoutMs: this.config.healthTimeoutMs * 2 })));
     const out: { b: Backend; models: any[] }[] = [];
     got.forEach((g, i) => {
       const b = live[i];
       if (g.status === 'fulfilled' && g.value.status === 200) {
         try {
-          if (path === '/api/tags') this.applyTags(b, g.value);
-          else this.applyPs(b, g.value);
+          if (path === '/api/tags') this.inventory.applyTags(b, g.value);
+          else this.inventory.applyPs(b, g.value);
           out.push({ b, models: JSON.parse(g.value.body.toString('utf8')).models });
           return;
         } catch {
@@ -222,7 +170,7 @@ export class ClusterApi {
       if (typeof v === 'string') headers[h] = v;
     }
     try {
-      const r = await backendRequest(b, url, { method: 'OPTIONS', headers, timeoutMs: this.config.healthTimeoutMs * 2 });
+      const r = await this.client.backend(b, url, { method: 'OPTIONS', headers, timeoutMs: this.config.healthTimeoutMs * 2 });
       const out: Record<string, string | string[]> = { 'Content-Length': String(r.body.length) };
       for (const [k, v] of Object.entries(r.headers)) if (v !== undefined && (k.startsWith('access-control-') || k === 'vary' || k === 'content-type')) out[k] = v;
       res.writeHead(r.status, out);
@@ -338,7 +286,7 @@ export class ClusterApi {
           }
         };
         try {
-          const r = await backendRequest(b, path, {
+          const r = await this.client.backend(b, path, {
             method: 'POST',
             body: JSON.stringify({ ...parsed, stream: true }),
             timeoutMs: Math.max(this.config.headersTimeoutMs, this.config.idleStreamTimeoutMs),
@@ -355,7 +303,7 @@ export class ClusterApi {
       }),
     );
     const failed = results.filter((r) => !r.success);
-    for (const r of results) if (r.success) void this.refreshInventory(r.b).catch(() => undefined);
+    for (const r of results) if (r.success) void this.inventory.refresh(r.b).catch(() => undefined);
     const summary = failed.map((f) => `${f.b.name}: ${f.error}`).join('; ');
     const okNames = results.filter((r) => r.success).map((r) => r.b.name);
     if (aborted) return;
@@ -375,8 +323,8 @@ export class ClusterApi {
     const results = await Promise.all(
       targets.map(async (b) => {
         try {
-          const r = await backendRequest(b, '/api/delete', { method: 'DELETE', body, timeoutMs: this.config.headersTimeoutMs, headers: this.upstreamHeaders(req) });
-          if (r.status === 200) this.forgetModel(b, normaliseModelName(raw));
+          const r = await this.client.backend(b, '/api/delete', { method: 'DELETE', body, timeoutMs: this.config.headersTimeoutMs, headers: this.upstreamHeaders(req) });
+          if (r.status === 200) this.inventory.forgetModel(b, normaliseModelName(raw));
           return { b, status: r.status, text: r.body.toString('utf8') };
         } catch (e) {
           return { b, status: 502, text: (e as Error).message };
@@ -400,7 +348,7 @@ export class ClusterApi {
     const results = await Promise.all(
       holding.map(async (b) => {
         try {
-          const r = await backendRequest(b, '/api/copy', { method: 'POST', body, timeoutMs: this.config.headersTimeoutMs, headers: this.upstreamHeaders(req) });
+          const r = await this.client.backend(b, '/api/copy', { method: 'POST', body, timeoutMs: this.config.headersTimeoutMs, headers: this.upstreamHeaders(req) });
           return { b, status: r.status, text: r.body.toString('utf8') };
         } catch (e) {
           return { b, status: 502, text: (e as Error).message };
@@ -408,7 +356,7 @@ export class ClusterApi {
       }),
     );
     const ok = results.filter((r) => r.status === 200);
-    for (const r of ok) void this.refreshInventory(r.b).catch(() => undefined);
+    for (const r of ok) void this.inventory.refresh(r.b).catch(() => undefined);
     const failed = results.filter((r) => r.status !== 200 && r.status !== 404);
     if (failed.length > 0) return sendError(req, res, 500, `copy failed on ${failed.map((f) => `${f.b.name}: ${errText(f.text, f.status)}`).join('; ')}`);
     if (ok.length === 0) return sendError(req, res, 404, `model '${parsed.source}' not found`);
@@ -417,21 +365,12 @@ export class ClusterApi {
   }
 
   /**
-   * Preload (Ollama's empty-prompt load) on the backends named by X-Balancer-Backends ("all" for
-   * every available one), so a model is warm where the operator wants it before traffic arrives.
-   */
-  /** Available backends that hold the model loaded now (as last seen). */
-  holdersOf(model: string): Backend[] {
-    return this.registry.available().filter((b) => b.isLoaded(model));
-  }
-
-  /**
    * A load-only request (empty prompt / no messages) on several backends: those named by
    * X-Balancer-Backends, else (an unload) every backend holding the model loaded. One answer in
    * Ollama's load/unload shape, with `backends` saying what each did.
    */
   async loadFanOut(req: IncomingMessage, res: ServerResponse, path: string, body: Buffer, model: string, asked: string, unload: boolean): Promise<void> {
-    const targets = req.headers['x-balancer-backends'] !== undefined ? this.targets(req) : this.holdersOf(model);
+    const targets = req.headers['x-balancer-backends'] !== undefined ? this.targets(req) : this.inventory.holdersOf(model);
     if (targets instanceof Error) return sendError(req, res, 400, targets.message);
     if (targets.length === 0) return this.noBackend(req, res);
     const holding = targets.filter((b) => b.inventoryAt === null || b.hasModel(model));
@@ -442,14 +381,14 @@ export class ClusterApi {
         const wasLoaded = b.isLoaded(model);
         const t0 = Date.now();
         try {
-          const r = await backendRequest(b, path, { method: 'POST', body, timeoutMs: this.config.headersTimeoutMs, headers: this.upstreamHeaders(req) });
+          const r = await this.client.backend(b, path, { method: 'POST', body, timeoutMs: this.config.headersTimeoutMs, headers: this.upstreamHeaders(req) });
           if (r.status === 200) {
             if (unload) b.noteUnloaded(model);
             else {
               b.noteLoaded(model);
               if (!wasLoaded) this.learnLoad(b, model, r.body, Date.now() - t0);
             }
-            this.refreshSoon(b);
+            this.inventory.refreshSoon(b);
           }
           return { b, status: r.status, text: r.body.toString('utf8') };
         } catch (e) {
@@ -479,7 +418,7 @@ export class ClusterApi {
     } catch {
       // no JSON: keep the elapsed time
     }
-    if (ms > 0) b.loadMsPerByte.add(ms / size);
+    b.learned.noteLoad(ms, size);
   }
 
   /** Blobs go to every target so a following /api/create works wherever it runs. */
@@ -488,7 +427,7 @@ export class ClusterApi {
     const results = await Promise.all(
       targets.map(async (b) => {
         try {
-          const r = await backendRequest(b, path, {
+          const r = await this.client.backend(b, path, {
             method: req.method,
             body: req.method === 'POST' ? body : undefined,
             timeoutMs: this.config.headersTimeoutMs,
@@ -510,19 +449,6 @@ export class ClusterApi {
     res.writeHead(201, { 'Content-Length': 0 });
     res.end();
   }
-}
-
-/** The named entries of an /api/tags or /api/ps answer; throws when it is not one. */
-function modelsOf(r: UpstreamResponse, path: string): { m: any; name: string }[] {
-  if (r.status !== 200) throw new Error(`${path} answered ${r.status}`);
-  const models = JSON.parse(r.body.toString('utf8'))?.models;
-  if (!Array.isArray(models)) throw new Error(`${path}: no models array`);
-  const out: { m: any; name: string }[] = [];
-  for (const m of models) {
-    const name = typeof m?.name === 'string' ? m.name : typeof m?.model === 'string' ? m.model : null;
-    if (name) out.push({ m, name });
-  }
-  return out;
 }
 
 function errText(text: string, status: number): string {

@@ -2,19 +2,19 @@ import { Module, OnApplicationBootstrap } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import type { IncomingMessage, Server, ServerResponse } from 'http';
 import { RoutingModule } from '../routing/routing.module';
+import { sendError } from '../http/errors';
 import { AccessControl } from './access-control';
 import { ClusterApi } from './cluster-api.service';
 import { ProxyService } from './proxy.service';
-import { RequestObserver } from './request-observer';
-import { sendError } from './errors';
+import { RequestRecords } from './request-records';
 import { isProxyPath } from './routes';
 
 type Listener = (req: IncomingMessage, res: ServerResponse) => void;
 
 @Module({
   imports: [RoutingModule],
-  providers: [ProxyService, ClusterApi, AccessControl, RequestObserver],
-  exports: [ProxyService, ClusterApi, AccessControl, RequestObserver],
+  providers: [ProxyService, ClusterApi, AccessControl, RequestRecords],
+  exports: [RoutingModule, ProxyService, AccessControl, RequestRecords],
 })
 export class ProxyModule implements OnApplicationBootstrap {
   constructor(

@@ -1,19 +1,20 @@
-import { Inject, Injectable, Logger, OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable, OnModuleDestroy } from '@nestjs/common';
 import { randomUUID } from 'crypto';
 import * as http from 'http';
 import type { IncomingMessage, ServerResponse } from 'http';
 import { createProxyMiddleware, RequestHandler } from 'http-proxy-middleware';
 import type { Socket } from 'net';
 import { BALANCER_CONFIG, BalancerConfig, normaliseModelName } from '../config/balancer-config';
-import { Backend } from '../registry/backend';
-import { BackendRegistry } from '../registry/backend-registry.service';
+import { Backend } from '../fleet/backend';
+import { ModelInventory } from '../fleet/model-inventory';
+import { OutlierDetection } from '../fleet/outlier-detection';
+import { midStreamError, parseJsonObject, sendError } from '../http/errors';
+import { Lifecycle } from '../lifecycle/lifecycle';
 import { Lease, RouteError, RoutingService } from '../routing/routing.service';
-import { PassiveHealth } from '../health/passive-health.service';
 import { AccessControl } from './access-control';
-import { midStreamError, parseJsonObject, sendError } from './errors';
-import { classifyRoute, RouteKind } from './routes';
 import { ClusterApi } from './cluster-api.service';
-import { RequestObserver, RequestRecord } from './request-observer';
+import { RequestRecord, RequestRecords } from './request-records';
+import { classifyRoute, RouteKind } from './routes';
 
 /** Headers that describe one hop, never forwarded (RFC 9110 7.6.1), plus ones we set ourselves. */
 const HOP_BY_HOP_REQUEST = ['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect'];
@@ -85,7 +86,6 @@ const NO_BODY_PIPE = { pipe: () => undefined } as any;
  */
 @Injectable()
 export class ProxyService implements OnModuleDestroy {
-  private readonly logger = new Logger(ProxyService.name);
   private readonly agent: http.Agent;
   private readonly proxy: RequestHandler<IncomingMessage, ServerResponse>;
   /** Every model request not yet answered in full (what a drain waits for). */
@@ -98,16 +98,16 @@ export class ProxyService implements OnModuleDestroy {
   private readonly watched = new Set<Attempt>();
   private sweepTimer: NodeJS.Timeout | null = null;
   private readonly sweepMs: number;
-  draining = false;
 
   constructor(
     @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
-    private readonly registry: BackendRegistry,
     private readonly routing: RoutingService,
-    private readonly passive: PassiveHealth,
+    private readonly passive: OutlierDetection,
+    private readonly inventory: ModelInventory,
     private readonly cluster: ClusterApi,
     private readonly access: AccessControl,
-    private readonly observer: RequestObserver,
+    private readonly observer: RequestRecords,
+    private readonly lifecycle: Lifecycle,
   ) {
     this.sweepMs = Math.min(1000, Math.max(10, Math.floor(Math.min(config.headersTimeoutMs, config.idleStreamTimeoutMs) / 10)));
     this.agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 1024, scheduling: 'lifo' });
@@ -185,7 +185,6 @@ export class ProxyService implements OnModuleDestroy {
    * queue is emptied the same way.
    */
   cutOpenResponses(message: string): void {
-    this.routing.startDraining();
     for (const [res, req] of [...this.openResponses]) {
       const flight = req.lb;
       if (!flight || flight.finished) continue;
@@ -220,7 +219,7 @@ export class ProxyService implements OnModuleDestroy {
       if (flight !== undefined) this.onClientClose(req as LbRequest, res, flight);
     });
 
-    if (this.draining) {
+    if (!this.lifecycle.admitting) {
       res.setHeader('Connection', 'close');
       return sendError(req, res, 503, 'balancer is shutting down', { 'Retry-After': 1 });
     }
@@ -315,7 +314,7 @@ export class ProxyService implements OnModuleDestroy {
         const denied = this.access.checkManagement(req);
         if (denied) return sendError(req, res, denied.status, denied.message, denied.headers);
       }
-      if (named || (unload && this.cluster.holdersOf(model).length > 0)) {
+      if (named || (unload && this.inventory.holdersOf(model).length > 0)) {
         res.setHeader('X-Request-Id', requestId);
         void this.cluster.loadFanOut(req, res, path, body, model, raw, unload);
         return;
@@ -371,7 +370,7 @@ export class ProxyService implements OnModuleDestroy {
     const now = Date.now();
     const routeReq = {
       model: flight.model,
-      modelSize: this.routing.modelSize(flight.model),
+      modelSize: this.inventory.largestSize(flight.model),
       sessionKey: flight.sessionKey,
       now,
       displayModel: flight.displayModel ?? undefined,
@@ -482,7 +481,7 @@ export class ProxyService implements OnModuleDestroy {
         const busy = status === 503;
         const modelMissing = status === 404 && flight.model !== null && errBody.includes('not found');
         if (status >= 500) this.passive.failure(b, `HTTP ${status}`);
-        if (modelMissing) this.cluster.forgetModel(b, flight.model!);
+        if (modelMissing) this.inventory.forgetModel(b, flight.model!);
         if ((status >= 500 || modelMissing) && this.canRetry(flight)) {
           this.endAttempt(req, attempt, busy ? 'busy' : `status ${status}`);
           this.dispatchRetry(req, res, modelMissing ? 404 : status, errBody);
@@ -603,7 +602,7 @@ export class ProxyService implements OnModuleDestroy {
       if (res.headersSent || res.destroyed) return !res.destroyed;
       flight.record.status = status;
       flight.record.ttfbMs = Date.now() - flight.startedAt;
-      attempt.lease.backend.ttfbMs.add(Date.now() - attempt.startedAt);
+      attempt.lease.backend.learned.noteTtfb(Date.now() - attempt.startedAt);
       try {
         res.writeHead(status, this.responseHeaders(proxyRes, attempt, flight, false));
       } catch {
@@ -643,22 +642,10 @@ export class ProxyService implements OnModuleDestroy {
 
   private learnFromSuccess(flight: Flight, attempt: Attempt): void {
     const b = attempt.lease.backend;
-    b.noteServiceTime(flight.model, Date.now() - attempt.startedAt);
     const r = flight.record;
-    b.noteTokens(flight.model, r.evalCount, r.evalDurationNs, r.promptEvalCount, r.promptEvalDurationNs);
-    // A real load (not the few ms of a warm start) teaches how fast this backend loads models.
-    const loadMs = (r.loadDurationNs ?? 0) / 1e6;
-    if (loadMs > 200 && flight.model !== null) {
-      const size = b.modelsOnDisk.get(flight.model)?.size ?? b.modelsLoaded.get(flight.model)?.size ?? 0;
-      if (size > 0) b.loadMsPerByte.add(loadMs / size);
-    }
-    if (flight.streamed && r.ttfbMs !== null) b.ttftMs.add(Math.max(0, r.ttfbMs - r.queuedMs));
-    if (flight.model !== null && flight.kind === 'model' && flight.record.status !== undefined && flight.record.status < 300) {
-      // keep_alive 0 unloads it right after this answer; a negative one keeps it for good.
-      b.noteLoaded(flight.model, flight.keepAliveMs);
-      // A real load may have evicted another model there: look again soon rather than at the next poll.
-      if ((flight.record.loadDurationNs ?? 0) > 200e6) this.cluster.refreshSoon(b);
-    }
+    const model = flight.model;
+    b.learned.noteAnswer(model, Date.now() - attempt.startedAt, r, model === null ? 0 : b.sizeOf(model), flight.streamed && r.ttfbMs !== null ? r.ttfbMs - r.queuedMs : null);
+    if (model !== null && flight.kind === 'model' && r.status !== undefined && r.status < 300) this.inventory.noteServed(b, model, flight.keepAliveMs, r.loadDurationNs);
   }
 
   /**

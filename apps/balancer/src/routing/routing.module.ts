@@ -1,10 +1,10 @@
 import { Module } from '@nestjs/common';
-import { BackendRegistry } from '../registry/backend-registry.service';
-import { PassiveHealth } from '../health/passive-health.service';
+import { FleetModule } from '../fleet/fleet.module';
 import { RoutingService } from './routing.service';
 
 @Module({
-  providers: [BackendRegistry, RoutingService, PassiveHealth],
-  exports: [BackendRegistry, RoutingService, PassiveHealth],
+  imports: [FleetModule],
+  providers: [RoutingService],
+  exports: [FleetModule, RoutingService],
 })
 export class RoutingModule {}

@@ -1,7 +1,8 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
-import { Backend } from '../registry/backend';
-import { BackendRegistry } from '../registry/backend-registry.service';
+import { Backend } from '../fleet/backend';
+import { BackendRegistry } from '../fleet/backend-registry.service';
+import { Lifecycle } from '../lifecycle/lifecycle';
 import { createPolicy, Pick, PickReason, PolicyContext, PredictivePolicy, RouteRequest, RoutingPolicy } from './policies';
 
 /** A dispatched request's hold on a backend; release exactly once. */
@@ -79,7 +80,6 @@ export class RoutingService {
   /** Session key -> backend name, in insertion order for bounded eviction. */
   private readonly sessions = new Map<string, string>();
   readonly recentDecisions: Decision[] = [];
-  private draining = false;
   /** Retries in progress, for the retry budget. */
   activeRetries = 0;
   readonly counters = { routed: 0, queued: 0, queueTimeouts: 0, queueRejected: 0, byReason: new Map<string, number>() };
@@ -89,10 +89,14 @@ export class RoutingService {
   constructor(
     @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
     private readonly registry: BackendRegistry,
+    private readonly lifecycle: Lifecycle,
   ) {
     this.policy = createPolicy(config.policy);
     this.ctx = { agentStaleMs: config.agentStaleMs };
     registry.onCapacity(() => this.drainQueue());
+    lifecycle.onChange((state) => {
+      if (state === 'closing') this.refuseQueued();
+    });
   }
 
   get queueLength(): number {
@@ -105,20 +109,12 @@ export class RoutingService {
     return n;
   }
 
-  startDraining(): void {
-    this.draining = true;
+  /** The drain deadline passed: every queued request gets 503 now. */
+  private refuseQueued(): void {
     for (const w of this.waiters.splice(0)) {
       clearTimeout(w.timer);
       w.reject(new RouteError(503, 'balancer is shutting down', 1, 'draining'));
     }
-  }
-
-  /** Largest size any backend reported for the model (0 when unknown). */
-  modelSize(model: string | null): number {
-    if (model === null) return 0;
-    let size = 0;
-    for (const b of this.registry.backends) size = Math.max(size, b.modelsOnDisk.get(model)?.size ?? b.modelsLoaded.get(model)?.size ?? 0);
-    return size;
   }
 
   /**
@@ -149,13 +145,13 @@ export class RoutingService {
    * acquire). Throws RouteError when no backend can take it at all.
    */
   tryAcquire(req: RouteRequest, exclude?: ReadonlySet<Backend>): Lease | null {
-    if (this.draining) throw new RouteError(503, 'balancer is shutting down', 1, 'draining');
+    if (this.lifecycle.state === 'closing') throw new RouteError(503, 'balancer is shutting down', 1, 'draining');
     return this.tryPlace(req, exclude, req.now);
   }
 
   /** Places the request on a backend, waiting in the queue when every candidate is at its cap. */
   acquire(req: RouteRequest, exclude?: ReadonlySet<Backend>, onQueued?: (cancel: () => void) => void): Promise<Lease> {
-    if (this.draining) return Promise.reject(new RouteError(503, 'balancer is shutting down', 1, 'draining'));
+    if (this.lifecycle.state === 'closing') return Promise.reject(new RouteError(503, 'balancer is shutting down', 1, 'draining'));
     let lease: Lease | null;
     try {
       lease = this.tryPlace(req, exclude, req.now);
@@ -255,7 +251,7 @@ export class RoutingService {
       const pinnedP = this.predictor.predict(pinned, req, this.ctx);
       const bestMs = pick.completionMs ?? this.predictor.predict(pick.backend, req, this.ctx).totalMs;
       // Staying is worth about what the prompt cache saves: re-evaluating the prompt elsewhere.
-      const saves = (req.promptTokens ?? 0) * (pick.backend.promptMsPerToken.value ?? DEFAULT_PROMPT_MS_PER_TOKEN);
+      const saves = (req.promptTokens ?? 0) * (pick.backend.learned.promptMsPerToken.value ?? DEFAULT_PROMPT_MS_PER_TOKEN);
       const bound = Math.min(this.config.affinityMaxExtraMs, Math.max(MIN_AFFINITY_MS, saves));
       if (pinnedP.totalMs <= bestMs + bound)
         return { backend: pinned, reason: 'affinity', predictedMs: Math.round(pinnedP.ttftMs), completionMs: Math.round(pinnedP.totalMs) };

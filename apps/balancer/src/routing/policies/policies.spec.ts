@@ -1,4 +1,4 @@
-import { Backend } from '../../registry/backend';
+import { Backend } from '../../fleet/backend';
 import { BackendConfig } from '../../config/balancer-config';
 import { LeastConnectionsPolicy, LeastLoadedPolicy, PredictivePolicy, RoundRobinPolicy, RouteRequest, SeedScorePolicy } from './index';
 
@@ -93,7 +93,7 @@ describe('predictive', () => {
     const cold = backend('cold');
     load(warm, 'm:latest');
     cold.modelsOnDisk.set('m:latest', { name: 'm:latest', size: 2 * GB, raw: {} });
-    warm.noteServiceTime('m:latest', 4000);
+    warm.learned.noteServiceTime('m:latest', 4000);
     for (let i = 0; i < 3; i++) warm.acquire('m:latest'); // 3 ahead x 4 s on 1 slot = ~12 s wait
     const pCold = p.predict(cold, req('m:latest'), ctx);
     const pWarm = p.predict(warm, req('m:latest'), ctx);
@@ -109,8 +109,8 @@ describe('predictive', () => {
     const cold = backend('cold');
     load(warm, 'm:latest');
     cold.modelsOnDisk.set('m:latest', { name: 'm:latest', size: 2 * GB, raw: {} });
-    cold.loadMsPerByte.add(20_000 / (2 * GB)); // observed: 20 s to load 2 GB there
-    warm.noteServiceTime('m:latest', 4000);
+    cold.learned.loadMsPerByte.add(20_000 / (2 * GB)); // observed: 20 s to load 2 GB there
+    warm.learned.noteServiceTime('m:latest', 4000);
     for (let i = 0; i < 3; i++) warm.acquire('m:latest');
     expect(p.pick([warm, cold], req('m:latest'), ctx).backend.name).toBe('warm');
   });
@@ -141,8 +141,8 @@ describe('predictive', () => {
     const slow = backend('slow');
     for (const b of [fast, slow]) load(b, 'm:latest');
     // Learned: fast makes 150 tokens/s, slow 50 (from Ollama's eval_count / eval_duration).
-    fast.noteTokens('m:latest', 150, 1e9, undefined, undefined);
-    slow.noteTokens('m:latest', 50, 1e9, undefined, undefined);
+    fast.learned.noteTokens('m:latest', 150, 1e9, undefined, undefined);
+    slow.learned.noteTokens('m:latest', 50, 1e9, undefined, undefined);
     const now = Date.now();
     fast.acquire('m:latest', now + 400); // its only slot frees in 0.4 s
     const long = p.pick([fast, slow], req('m:latest', { expectedTokens: 100, now }), ctx);

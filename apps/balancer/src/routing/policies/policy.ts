@@ -1,4 +1,4 @@
-import type { Backend } from '../../registry/backend';
+import type { Backend } from '../../fleet/backend';
 
 /** What routing knows about the request being placed. */
 export interface RouteRequest {

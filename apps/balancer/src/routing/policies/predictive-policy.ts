@@ -1,4 +1,4 @@
-import type { Backend } from '../../registry/backend';
+import type { Backend } from '../../fleet/backend';
 import { Pick, PolicyContext, RouteRequest, RoutingPolicy } from './policy';
 
 /** Until a backend has shown its speed, assume a request takes this long... */
@@ -74,14 +74,14 @@ export class PredictivePolicy implements RoutingPolicy {
   /** This request's own time on `b` once it has a slot and the model is loaded. */
   serviceTime(b: Backend, req: RouteRequest): { serviceMs: number; ttftMs: number } {
     const model = req.model;
-    const ttft = b.ttftMs.value ?? DEFAULT_TTFT_MS;
+    const ttft = b.learned.ttftMs.value ?? DEFAULT_TTFT_MS;
     const tokens = req.expectedTokens ?? null;
     if (tokens !== null) {
       // A backend that has not shown its speed yet is assumed to be of middling speed.
-      const rate = b.tokenRate(model) ?? DEFAULT_TOKENS_PER_SEC;
+      const rate = b.learned.tokenRate(model) ?? DEFAULT_TOKENS_PER_SEC;
       return { serviceMs: ttft + (tokens / rate) * 1000, ttftMs: ttft };
     }
-    const learned = (model !== null ? b.serviceMs.get(model)?.value : null) ?? b.serviceMsAll.value ?? DEFAULT_SERVICE_MS;
+    const learned = (model !== null ? b.learned.serviceMs.get(model)?.value : null) ?? b.learned.serviceMsAll.value ?? DEFAULT_SERVICE_MS;
     return { serviceMs: learned, ttftMs: Math.min(ttft, learned) };
   }
 
@@ -89,7 +89,7 @@ export class PredictivePolicy implements RoutingPolicy {
     const model = req.model;
     const slots = Math.max(1, b.config.parallel);
     const { serviceMs, ttftMs } = this.serviceTime(b, req);
-    const typical = (model !== null ? b.serviceMs.get(model)?.value : null) ?? b.serviceMsAll.value ?? serviceMs;
+    const typical = (model !== null ? b.learned.serviceMs.get(model)?.value : null) ?? b.learned.serviceMsAll.value ?? serviceMs;
     const ends = b.runningEnds.get(model) ?? EMPTY;
     const active = model !== null ? b.inFlightFor(model) : b.inFlight;
     // Completions needed before a slot is free for this request.
@@ -115,7 +115,7 @@ export class PredictivePolicy implements RoutingPolicy {
       return { totalMs: waitMs + serviceMs, ttftMs: waitMs + ttftMs, waitMs, loadMs: 0, evictMs: 0, serviceMs, warm: true };
     }
     const size = b.modelsOnDisk.get(model)?.size || req.modelSize;
-    const msPerByte = b.loadMsPerByte.value ?? DEFAULT_LOAD_MS_PER_BYTE;
+    const msPerByte = b.learned.loadMsPerByte.value ?? DEFAULT_LOAD_MS_PER_BYTE;
     const loadMs = size > 0 ? size * msPerByte : DEFAULT_LOAD_MS;
     const evictMs = this.evictionCost(b, model, size, req.now, ctx, msPerByte, typical);
     const before = waitMs + loadMs + evictMs;

@@ -1,4 +1,4 @@
-import type { Backend } from '../../registry/backend';
+import type { Backend } from '../../fleet/backend';
 import { argmin, Pick, PolicyContext, RouteRequest, RoutingPolicy } from './policy';
 
 /** Plain rotation over the candidates (weights honoured by repeating heavier backends' turns). */

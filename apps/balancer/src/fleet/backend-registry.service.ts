@@ -26,12 +26,6 @@ export class BackendRegistry {
     return this.backends.filter((b) => b.isAvailable(now));
   }
 
-  healthyCount(): number {
-    let n = 0;
-    for (const b of this.backends) if (b.health !== 'unhealthy') n++;
-    return n;
-  }
-
   onCapacity(listener: () => void): void {
     this.capacityListeners.push(listener);
   }

@@ -1,10 +1,10 @@
-import { numberField, RequestObserver, RequestRecord } from './request-observer';
+import { numberField, RequestRecord, RequestRecords } from './request-records';
 
-const observer = new RequestObserver({ logLevel: 'error', logRequests: false, apiKeys: [] } as any);
+const observer = new RequestRecords();
 const record = (): RequestRecord => ({ id: 'r', method: 'POST', path: '/api/chat', model: null, backend: null, reason: null, status: undefined, bytes: 0, ttfbMs: null, queuedMs: 0, retries: 0, attempts: 0, startedAt: 0, error: null, apiKey: null });
 const b = (s: string) => Buffer.from(s);
 
-describe("RequestObserver.finalChunk (Ollama's counters from the final line)", () => {
+describe("RequestRecords.finalChunk (Ollama's counters from the final line)", () => {
   it('reads every counter of a streamed chat final chunk', () => {
     const r = record();
     const final = { model: 'llama3.2', created_at: '2026-11-26T00:00:00Z', message: { role: 'assistant', content: '' }, done_reason: 'stop', done: true, total_duration: 912345678, load_duration: 2345678, prompt_eval_count: 26, prompt_eval_duration: 130079000, eval_count: 259, eval_duration: 4232710000 };

@@ -2,18 +2,20 @@ import { SchedulerRegistry } from '@nestjs/schedule';
 import * as http from 'http';
 import { AddressInfo } from 'net';
 import { loadBalancerConfig } from '../config/balancer-config';
-import { BackendRegistry } from '../registry/backend-registry.service';
-import { AccessControl } from '../proxy/access-control';
-import { ClusterApi } from '../proxy/cluster-api.service';
 import { BackendPoller } from './backend-poller.service';
-import { PassiveHealth } from './passive-health.service';
+import { BackendRegistry } from './backend-registry.service';
+import { FleetEvents } from './fleet-events';
+import { ModelInventory } from './model-inventory';
+import { OllamaClient } from './ollama-client';
+import { OutlierDetection } from './outlier-detection';
 
 function setup(threshold = 3, url = 'http://127.0.0.1:1') {
   const config = loadBalancerConfig({ OLLAMA_BACKENDS: url, HEALTH_FAILURE_THRESHOLD: String(threshold), HEALTH_TIMEOUT_MS: '300', EJECT_CONSECUTIVE_FAILURES: '2', EJECT_BASE_MS: '1000' });
   const registry = new BackendRegistry(config);
-  const passive = new PassiveHealth(config, registry);
-  const cluster = new ClusterApi(config, registry, new AccessControl(config));
-  const poller = new BackendPoller(config, registry, cluster, passive, new SchedulerRegistry());
+  const events = new FleetEvents();
+  const passive = new OutlierDetection(config, registry, events);
+  const client = new OllamaClient();
+  const poller = new BackendPoller(config, registry, new ModelInventory(config, registry, client), events, client, new SchedulerRegistry());
   return { config, registry, passive, poller, b: registry.backends[0] };
 }
 
@@ -71,7 +73,7 @@ describe('passive health (outlier ejection)', () => {
   it('ejects after consecutive failures with a growing back-off, never all backends', () => {
     const config = loadBalancerConfig({ OLLAMA_BACKENDS: 'http://a:1,http://b:1', EJECT_CONSECUTIVE_FAILURES: '2', EJECT_BASE_MS: '1000', EJECT_MAX_PERCENT: '100' });
     const registry = new BackendRegistry(config);
-    const passive = new PassiveHealth(config, registry);
+    const passive = new OutlierDetection(config, registry, new FleetEvents());
     const [a, b] = registry.backends;
     passive.failure(a, '500');
     expect(a.isEjected()).toBe(false);

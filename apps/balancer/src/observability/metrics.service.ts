@@ -1,9 +1,9 @@
 import { Inject, Injectable, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
-import { BackendEvent, PassiveHealth } from '../health/passive-health.service';
-import { RequestListener, RequestObserver, RequestRecord } from '../proxy/request-observer';
-import { BackendRegistry } from '../registry/backend-registry.service';
+import { BackendRegistry } from '../fleet/backend-registry.service';
+import { BackendEvent, FleetEvents } from '../fleet/fleet-events';
+import { RequestListener, RequestRecord, RequestRecords } from '../proxy/request-records';
 import { Decision, RoutingService } from '../routing/routing.service';
 import { FastCounter, FastHistogram } from './fast-metrics';
 import { ModelLabels, routeLabel } from './labels';
@@ -34,7 +34,7 @@ interface RequestSeries {
 
 /**
  * The balancer's Prometheus metrics on a registry of its own (several apps may live in one test
- * process). Per-request series are fed from RequestObserver at the end of each request through
+ * process). Per-request series are fed from RequestRecords at the end of each request through
  * child metrics cached per label set; nothing runs per streamed chunk. Gauges that mirror live state
  * (in-flight, queue, health) are read at scrape time.
  */
@@ -64,8 +64,8 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
     @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
     private readonly backends: BackendRegistry,
     private readonly routing: RoutingService,
-    private readonly passive: PassiveHealth,
-    private readonly observer: RequestObserver,
+    private readonly fleetEvents: FleetEvents,
+    private readonly records: RequestRecords,
   ) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
@@ -181,16 +181,16 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
   }
 
   onModuleInit(): void {
-    this.observer.listeners.push(this);
+    this.records.listeners.push(this);
     this.routing.decisionListeners.push(this.onDecision);
-    this.passive.listeners.push(this.onBackendEvent);
+    this.fleetEvents.listeners.push(this.onBackendEvent);
   }
 
   onModuleDestroy(): void {
-    const k = this.passive.listeners.indexOf(this.onBackendEvent);
-    if (k >= 0) this.passive.listeners.splice(k, 1);
-    const i = this.observer.listeners.indexOf(this);
-    if (i >= 0) this.observer.listeners.splice(i, 1);
+    const k = this.fleetEvents.listeners.indexOf(this.onBackendEvent);
+    if (k >= 0) this.fleetEvents.listeners.splice(k, 1);
+    const i = this.records.listeners.indexOf(this);
+    if (i >= 0) this.records.listeners.splice(i, 1);
     const j = this.routing.decisionListeners.indexOf(this.onDecision);
     if (j >= 0) this.routing.decisionListeners.splice(j, 1);
   }
@@ -254,21 +254,11 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
 
   private readonly onDecision = (d: Decision): void => {
     this.decisions.labels(d.reason, d.backend).inc();
-    if (!this.observer.log.enabled('debug')) return;
-    this.observer.log.line('debug', 'route', {
-      model: d.model,
-      backend: d.backend,
-      reason: d.reason,
-      predictedMs: d.predictedMs ?? null,
-      queuedMs: d.queuedMs,
-      candidates: d.candidates,
-    });
   };
 
-  /** Each backend event (ejected, healthy/unhealthy, cordoned...) as it happens: ejections are counted, every event is logged. */
+  /** Ejections are counted as they happen (EventLog writes every event's line). */
   private readonly onBackendEvent = (e: BackendEvent): void => {
     if (e.event === 'ejected') this.ejectionCounts.set(e.backend, (this.ejectionCounts.get(e.backend) ?? 0) + 1);
-    this.observer.log.line(e.event === 'ejected' || e.event === 'unhealthy' ? 'warn' : 'log', 'backend', { backend: e.backend, change: e.event, detail: e.detail });
   };
 
   async scrape(): Promise<string> {

@@ -1,33 +1,25 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
-import { Backend } from '../registry/backend';
-import { BackendRegistry } from '../registry/backend-registry.service';
-
-export interface BackendEvent {
-  at: number;
-  backend: string;
-  event: string;
-  detail: string;
-}
+import { Backend } from './backend';
+import { BackendRegistry } from './backend-registry.service';
+import { FleetEvents } from './fleet-events';
 
 const MAX_EJECTION_MS = 5 * 60_000;
 
 /**
- * Outlier detection from live traffic (Envoy's consecutive-5xx): a backend that fails
- * EJECT_CONSECUTIVE_FAILURES requests in a row is ejected for EJECT_BASE_MS x 2^(ejections-1),
+ * Passive health, outlier detection from live traffic (Envoy's consecutive-5xx): a backend that
+ * fails EJECT_CONSECUTIVE_FAILURES requests in a row is ejected for EJECT_BASE_MS x 2^(ejections-1),
  * capped, and returns with a slow start. Never more than EJECT_MAX_PERCENT of backends at once,
  * and never the last backend still available (unhealthy and cordoned ones count as gone).
  */
 @Injectable()
-export class PassiveHealth {
-  readonly events: BackendEvent[] = [];
-  /** Told of every event as it happens (metrics and logs). */
-  readonly listeners: ((e: BackendEvent) => void)[] = [];
+export class OutlierDetection {
   ejectionsTotal = 0;
 
   constructor(
     @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
     private readonly registry: BackendRegistry,
+    private readonly events: FleetEvents,
   ) {}
 
   success(b: Backend): void {
@@ -52,14 +44,7 @@ export class PassiveHealth {
     b.ejectedUntil = now + ms;
     b.slowStartFrom = b.ejectedUntil;
     b.consecutiveErrors = 0;
-    this.note(b, 'ejected', `${why}; for ${ms} ms`);
+    this.events.note(b, 'ejected', `${why}; for ${ms} ms`);
     setTimeout(() => this.registry.capacityChanged(), ms + 5).unref();
-  }
-
-  note(b: Backend, event: string, detail: string): void {
-    const e: BackendEvent = { at: Date.now(), backend: b.name, event, detail };
-    this.events.push(e);
-    if (this.events.length > 100) this.events.shift();
-    for (const l of this.listeners) l(e);
   }
 }

@@ -1,9 +1,10 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
-import { Backend } from '../registry/backend';
-import { BackendRegistry } from '../registry/backend-registry.service';
+import { Backend } from '../fleet/backend';
+import { BackendRegistry } from '../fleet/backend-registry.service';
+import { FleetEvents } from '../fleet/fleet-events';
+import { OutlierDetection } from '../fleet/outlier-detection';
 import { RoutingService } from '../routing/routing.service';
-import { PassiveHealth } from '../health/passive-health.service';
 
 const iso = (t: number | null) => (t === null ? null : new Date(t).toISOString());
 
@@ -14,7 +15,8 @@ export class StatusService {
     @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
     private readonly registry: BackendRegistry,
     private readonly routing: RoutingService,
-    private readonly passive: PassiveHealth,
+    private readonly outliers: OutlierDetection,
+    private readonly events: FleetEvents,
   ) {}
 
   backendView(b: Backend, now = Date.now()) {
@@ -41,9 +43,9 @@ export class StatusService {
       loaded: [...b.modelsLoaded.values()].map((m) => ({ name: m.name, sizeVram: m.sizeVram, expiresAt: iso(m.expiresAt), inFlight: b.inFlightFor(m.name) })),
       inventoryAt: iso(b.inventoryAt),
       learned: {
-        serviceMs: b.serviceMsAll.value === null ? null : Math.round(b.serviceMsAll.value),
-        ttfbMs: b.ttfbMs.value === null ? null : Math.round(b.ttfbMs.value),
-        loadMsPerGB: b.loadMsPerByte.value === null ? null : Math.round(b.loadMsPerByte.value * 1e9),
+        serviceMs: b.learned.serviceMsAll.value === null ? null : Math.round(b.learned.serviceMsAll.value),
+        ttfbMs: b.learned.ttfbMs.value === null ? null : Math.round(b.learned.ttfbMs.value),
+        loadMsPerGB: b.learned.loadMsPerByte.value === null ? null : Math.round(b.learned.loadMsPerByte.value * 1e9),
       },
       agent: b.config.agentUrl
         ? {
@@ -71,11 +73,11 @@ export class StatusService {
         queueTimeouts: this.routing.counters.queueTimeouts,
         queueRejected: this.routing.counters.queueRejected,
         byReason: Object.fromEntries(this.routing.counters.byReason),
-        ejections: this.passive.ejectionsTotal,
+        ejections: this.outliers.ejectionsTotal,
       },
       backends: this.registry.backends.map((b) => this.backendView(b, now)),
       decisions: this.routing.recentDecisions.slice(-20).reverse(),
-      events: this.passive.events.slice(-20).reverse(),
+      events: this.events.events.slice(-20).reverse(),
     };
   }
 }

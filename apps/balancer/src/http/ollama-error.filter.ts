@@ -1,6 +1,6 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
 import type { Request, Response } from 'express';
-import { errorBody } from './proxy/errors';
+import { errorBody } from './errors';
 
 /**
  * Every error from a Nest route in Ollama's shape ({"error":"..."}; OpenAI's on /v1/*), never a

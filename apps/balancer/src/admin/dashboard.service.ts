@@ -1,7 +1,7 @@
 import { Injectable, OnModuleDestroy } from '@nestjs/common';
 import type { ServerResponse } from 'http';
-import { MetricsService } from '../metrics/metrics.service';
-import { StatusService } from '../status/status.service';
+import { MetricsService } from '../observability/metrics.service';
+import { StatusService } from './status.service';
 
 /** How often the live feed pushes a snapshot to open dashboards. */
 export const FEED_INTERVAL_MS = 1000;

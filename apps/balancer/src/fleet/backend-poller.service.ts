@@ -2,11 +2,11 @@ import { Inject, Injectable, Logger, OnApplicationShutdown, OnModuleInit } from 
 import { SchedulerRegistry } from '@nestjs/schedule';
 import { parseAgentStatus } from '@app/common';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
-import { Backend } from '../registry/backend';
-import { BackendRegistry } from '../registry/backend-registry.service';
-import { ClusterApi } from '../proxy/cluster-api.service';
-import { backendRequest, requestUpstream } from '../proxy/upstream';
-import { PassiveHealth } from './passive-health.service';
+import { Backend } from './backend';
+import { BackendRegistry } from './backend-registry.service';
+import { FleetEvents } from './fleet-events';
+import { ModelInventory } from './model-inventory';
+import { OllamaClient } from './ollama-client';
 
 /**
  * Scheduled polling (@nestjs/schedule, intervals from config): a health probe per backend that never
@@ -23,8 +23,9 @@ export class BackendPoller implements OnModuleInit, OnApplicationShutdown {
   constructor(
     @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
     private readonly registry: BackendRegistry,
-    private readonly cluster: ClusterApi,
-    private readonly passive: PassiveHealth,
+    private readonly inventory: ModelInventory,
+    private readonly events: FleetEvents,
+    private readonly client: OllamaClient,
     private readonly scheduler: SchedulerRegistry,
   ) {}
 
@@ -71,7 +72,7 @@ export class BackendPoller implements OnModuleInit, OnApplicationShutdown {
     const now = Date.now();
     b.lastPollAt = now;
     try {
-      const r = await backendRequest(b, '/api/version', { timeoutMs: this.config.healthTimeoutMs });
+      const r = await this.client.backend(b, '/api/version', { timeoutMs: this.config.healthTimeoutMs });
       if (r.status !== 200) throw new Error(`/api/version answered HTTP ${r.status}`);
       try {
         const v = JSON.parse(r.body.toString('utf8'))?.version;
@@ -92,11 +93,11 @@ export class BackendPoller implements OnModuleInit, OnApplicationShutdown {
     b.lastError = null;
     b.health = 'healthy';
     if (was !== 'healthy') {
-      this.passive.note(b, 'healthy', `was ${was}`);
+      this.events.note(b, 'healthy', `was ${was}`);
       if (was === 'unhealthy') {
         // Back from the dead: refresh what it holds before trusting it, and ease it in.
         b.slowStartFrom = Date.now();
-        void this.cluster.refreshInventory(b).catch(() => undefined);
+        void this.inventory.refresh(b).catch(() => undefined);
       }
       this.registry.capacityChanged();
     }
@@ -107,7 +108,7 @@ export class BackendPoller implements OnModuleInit, OnApplicationShutdown {
     b.lastError = error;
     if (b.health !== 'unhealthy' && b.consecutiveFailures >= this.config.healthFailureThreshold) {
       b.health = 'unhealthy';
-      this.passive.note(b, 'unhealthy', error);
+      this.events.note(b, 'unhealthy', error);
       this.registry.capacityChanged();
     }
   }
@@ -117,7 +118,7 @@ export class BackendPoller implements OnModuleInit, OnApplicationShutdown {
       this.registry.backends
         .filter((b) => b.health !== 'unhealthy')
         .map((b) =>
-          this.cluster.refreshInventory(b).catch((e) => {
+          this.inventory.refresh(b).catch((e) => {
             b.lastError = `inventory: ${(e as Error).message}`;
           }),
         ),
@@ -133,7 +134,7 @@ export class BackendPoller implements OnModuleInit, OnApplicationShutdown {
   async pollAgent(b: Backend): Promise<void> {
     const token = b.config.agentToken ?? this.config.agentToken;
     try {
-      const r = await requestUpstream(b.config.agentUrl!, '/status', {
+      const r = await this.client.request(b.config.agentUrl!, '/status', {
         timeoutMs: this.config.healthTimeoutMs,
         headers: token ? { authorization: `Bearer ${token}` } : {},
         maxBytes: 4 * 1024 * 1024,

@@ -1,6 +1,6 @@
 import { Controller, Get, Header, Res, UseGuards } from '@nestjs/common';
 import type { Response } from 'express';
-import { ViewGuard } from '../admin/admin-token.guard';
+import { ViewGuard } from './admin-token.guard';
 import { DASHBOARD_HTML, DASHBOARD_ETAG } from './dashboard.page';
 import { DashboardService } from './dashboard.service';
 

@@ -1,5 +1,6 @@
 import type { AgentStatusDto } from '@app/common';
-import { BackendConfig, normaliseModelName } from '../config/balancer-config';
+import { BackendConfig } from '../config/balancer-config';
+import { LearnedStats } from './learned-stats';
 
 export type HealthState = 'unknown' | 'healthy' | 'unhealthy';
 
@@ -16,15 +17,6 @@ export interface LoadedModel {
   sizeVram: number;
   expiresAt: number | null;
   raw: Record<string, unknown>;
-}
-
-/** An exponentially weighted moving average that starts from its first sample. */
-export class Ewma {
-  value: number | null = null;
-  constructor(private readonly alpha: number) {}
-  add(sample: number): void {
-    this.value = this.value === null ? sample : this.value + this.alpha * (sample - this.value);
-  }
 }
 
 /**
@@ -72,20 +64,8 @@ export class Backend {
   agentAt: number | null = null;
   agentError: string | null = null;
 
-  // Learned speed.
-  /** Milliseconds per byte of model to load it here, learned from load_duration. */
-  readonly loadMsPerByte = new Ewma(0.3);
-  /** Service time of a request in ms per model, learned from what passes through. */
-  readonly serviceMs = new Map<string, Ewma>();
-  readonly serviceMsAll = new Ewma(0.2);
-  readonly ttfbMs = new Ewma(0.2);
-  /** Output speed (tokens/s per request) per model, from Ollama's eval_count / eval_duration. */
-  readonly tokensPerSec = new Map<string, Ewma>();
-  readonly tokensPerSecAll = new Ewma(0.2);
-  /** Time to first token of streamed requests (prompt evaluation and overhead), ms. */
-  readonly ttftMs = new Ewma(0.2);
-  /** Prompt evaluation speed, ms per prompt token. */
-  readonly promptMsPerToken = new Ewma(0.2);
+  /** What its answers taught about its speed (fleet/learned-stats.ts). */
+  readonly learned = new LearnedStats();
 
   constructor(readonly config: BackendConfig) {
     this.name = config.name;
@@ -96,10 +76,6 @@ export class Backend {
 
   get weight(): number {
     return this.config.weight;
-  }
-
-  modelCap(): number {
-    return this.config.modelConcurrency;
   }
 
   inFlightFor(model: string): number {
@@ -199,30 +175,9 @@ export class Backend {
     return this.freshAgent(staleMs, now)?.host.meanUtilizationGpu ?? null;
   }
 
-  noteServiceTime(model: string | null, ms: number): void {
-    this.serviceMsAll.add(ms);
-    if (model === null) return;
-    let e = this.serviceMs.get(model);
-    if (!e) this.serviceMs.set(model, (e = new Ewma(0.2)));
-    e.add(ms);
-  }
-
-  /** Learns from Ollama's counters in a final chunk. */
-  noteTokens(model: string | null, evalCount: number | undefined, evalNs: number | undefined, promptCount: number | undefined, promptNs: number | undefined): void {
-    if (evalCount !== undefined && evalNs !== undefined && evalCount >= 2 && evalNs > 0) {
-      const tps = evalCount / (evalNs / 1e9);
-      this.tokensPerSecAll.add(tps);
-      if (model !== null) {
-        let e = this.tokensPerSec.get(model);
-        if (!e) this.tokensPerSec.set(model, (e = new Ewma(0.2)));
-        e.add(tps);
-      }
-    }
-    if (promptCount !== undefined && promptNs !== undefined && promptCount >= 8 && promptNs > 0) this.promptMsPerToken.add(promptNs / 1e6 / promptCount);
-  }
-
-  tokenRate(model: string | null): number | null {
-    return (model !== null ? this.tokensPerSec.get(model)?.value : null) ?? this.tokensPerSecAll.value;
+  /** The model's size here as last listed (on disk, else in memory); 0 when unknown. */
+  sizeOf(model: string): number {
+    return this.modelsOnDisk.get(model)?.size ?? this.modelsLoaded.get(model)?.size ?? 0;
   }
 
   /** Records that `model` left memory (an unload it answered). */
@@ -247,5 +202,3 @@ export class Backend {
     });
   }
 }
-
-export { normaliseModelName };

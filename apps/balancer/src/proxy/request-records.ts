@@ -1,7 +1,5 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Injectable } from '@nestjs/common';
 import type { IncomingMessage, ServerResponse } from 'http';
-import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
-import { JsonLog } from '../metrics/json-log';
 
 /** What one request did, for its log line and the metrics. Holds no prompt and no secret. */
 export interface RequestRecord {
@@ -33,23 +31,13 @@ export interface RequestListener {
 }
 
 /**
- * Observes requests as they pass: one structured log line each, and listeners (metrics) fed from
- * the same record. The final chunk of a stream is parsed for Ollama's counters; nothing else is.
+ * One record per request, filled as it passes and handed to the listeners (the request log and the
+ * metrics, in observability/) when its response ends. The final chunk of a stream is parsed for
+ * Ollama's counters; nothing else is.
  */
 @Injectable()
-export class RequestObserver {
+export class RequestRecords {
   readonly listeners: RequestListener[] = [];
-  /** Plain JSON lines on stdout (LOG_LEVEL; a 5xx is a warn line, the rest info); shared with the routing-event log. */
-  readonly log: JsonLog;
-  private readonly logRequests: boolean;
-  /** Configured API key names: only these may appear in a log line, never a key itself. */
-  private readonly keyNames: Set<string>;
-
-  constructor(@Inject(BALANCER_CONFIG) config: BalancerConfig) {
-    this.log = new JsonLog(config.logLevel);
-    this.logRequests = config.logRequests;
-    this.keyNames = new Set(config.apiKeys.map((k) => k.name));
-  }
 
   begin(req: IncomingMessage, path: string, id: string, startedAt: number): RequestRecord {
     return {
@@ -76,27 +64,6 @@ export class RequestObserver {
     if (record.status === undefined) record.status = res.statusCode;
     if (!res.writableFinished && record.error === null) record.error = 'client closed the connection';
     for (const l of this.listeners) l.onRequestEnd(record, durationMs);
-    if (!this.logRequests) return;
-    const status = record.status ?? 0;
-    this.log.line(status >= 500 ? 'warn' : 'log', 'request', {
-      id: record.id,
-      method: record.method,
-      path: record.path,
-      model: record.model,
-      backend: record.backend,
-      status,
-      bytes: record.bytes,
-      ttfbMs: record.ttfbMs,
-      durationMs,
-      queuedMs: record.queuedMs,
-      retries: record.retries,
-      attempts: record.attempts,
-      reason: record.reason,
-      key: record.apiKey !== null && this.keyNames.has(record.apiKey) ? record.apiKey : null,
-      evalCount: record.evalCount,
-      promptEvalCount: record.promptEvalCount,
-      error: record.error,
-    });
   }
 
   /**

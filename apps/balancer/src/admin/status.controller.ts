@@ -1,7 +1,7 @@
 import { Controller, Get, HttpCode, NotFoundException, Param, Post, UseGuards } from '@nestjs/common';
-import { AdminTokenGuard, ViewGuard } from '../admin/admin-token.guard';
-import { BackendRegistry } from '../registry/backend-registry.service';
-import { PassiveHealth } from '../health/passive-health.service';
+import { BackendRegistry } from '../fleet/backend-registry.service';
+import { FleetEvents } from '../fleet/fleet-events';
+import { AdminTokenGuard, ViewGuard } from './admin-token.guard';
 import { StatusService } from './status.service';
 
 /**
@@ -13,7 +13,7 @@ export class StatusController {
   constructor(
     private readonly status: StatusService,
     private readonly registry: BackendRegistry,
-    private readonly passive: PassiveHealth,
+    private readonly events: FleetEvents,
   ) {}
 
   @Get('status')
@@ -40,7 +40,7 @@ export class StatusController {
     const b = this.registry.get(name);
     if (!b) throw new NotFoundException(`backend '${name}' is not configured`);
     b.cordoned = on;
-    this.passive.note(b, on ? 'cordoned' : 'uncordoned', 'admin');
+    this.events.note(b, on ? 'cordoned' : 'uncordoned', 'admin');
     this.registry.capacityChanged();
     return this.status.backendView(b);
   }

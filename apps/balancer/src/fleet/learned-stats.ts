@@ -1,0 +1,88 @@
+/** An exponentially weighted moving average that starts from its first sample. */
+export class Ewma {
+  value: number | null = null;
+  constructor(private readonly alpha: number) {}
+  add(sample: number): void {
+    this.value = this.value === null ? sample : this.value + this.alpha * (sample - this.value);
+  }
+}
+
+/** Ollama's counters from the final chunk of an answer (any that it carried). */
+export interface OllamaCounters {
+  evalCount?: number;
+  evalDurationNs?: number;
+  promptEvalCount?: number;
+  promptEvalDurationNs?: number;
+  loadDurationNs?: number;
+}
+
+/** A load shorter than this was a warm start (a few ms), not a real load: it teaches nothing. */
+const REAL_LOAD_MS = 200;
+
+/**
+ * What one backend's answers have taught about its speed: the one place learning happens. The
+ * routing policies read it; the proxy and the load fan-out feed it.
+ */
+export class LearnedStats {
+  /** Milliseconds per byte of model to load it here, learned from load_duration. */
+  readonly loadMsPerByte = new Ewma(0.3);
+  /** Service time of a request in ms per model, learned from what passes through. */
+  readonly serviceMs = new Map<string, Ewma>();
+  readonly serviceMsAll = new Ewma(0.2);
+  readonly ttfbMs = new Ewma(0.2);
+  /** Output speed (tokens/s per request) per model, from Ollama's eval_count / eval_duration. */
+  readonly tokensPerSec = new Map<string, Ewma>();
+  readonly tokensPerSecAll = new Ewma(0.2);
+  /** Time to first token of streamed requests (prompt evaluation and overhead), ms. */
+  readonly ttftMs = new Ewma(0.2);
+  /** Prompt evaluation speed, ms per prompt token. */
+  readonly promptMsPerToken = new Ewma(0.2);
+
+  /**
+   * One complete answer: its service time, Ollama's counters, a real load's speed (`modelSize`
+   * bytes, 0 when unknown) and, for a stream, the time to its first token (null otherwise).
+   */
+  noteAnswer(model: string | null, serviceMs: number, counters: OllamaCounters, modelSize: number, ttftMs: number | null): void {
+    this.noteServiceTime(model, serviceMs);
+    this.noteTokens(model, counters.evalCount, counters.evalDurationNs, counters.promptEvalCount, counters.promptEvalDurationNs);
+    const loadMs = (counters.loadDurationNs ?? 0) / 1e6;
+    if (loadMs > REAL_LOAD_MS && model !== null) this.noteLoad(loadMs, modelSize);
+    if (ttftMs !== null) this.ttftMs.add(Math.max(0, ttftMs));
+  }
+
+  /** A model of `size` bytes took `ms` to load here. */
+  noteLoad(ms: number, size: number): void {
+    if (size > 0 && ms > 0) this.loadMsPerByte.add(ms / size);
+  }
+
+  /** Time from dispatch to the answer's first byte. */
+  noteTtfb(ms: number): void {
+    this.ttfbMs.add(ms);
+  }
+
+  noteServiceTime(model: string | null, ms: number): void {
+    this.serviceMsAll.add(ms);
+    if (model === null) return;
+    let e = this.serviceMs.get(model);
+    if (!e) this.serviceMs.set(model, (e = new Ewma(0.2)));
+    e.add(ms);
+  }
+
+  /** Learns from Ollama's counters in a final chunk. */
+  noteTokens(model: string | null, evalCount: number | undefined, evalNs: number | undefined, promptCount: number | undefined, promptNs: number | undefined): void {
+    if (evalCount !== undefined && evalNs !== undefined && evalCount >= 2 && evalNs > 0) {
+      const tps = evalCount / (evalNs / 1e9);
+      this.tokensPerSecAll.add(tps);
+      if (model !== null) {
+        let e = this.tokensPerSec.get(model);
+        if (!e) this.tokensPerSec.set(model, (e = new Ewma(0.2)));
+        e.add(tps);
+      }
+    }
+    if (promptCount !== undefined && promptNs !== undefined && promptCount >= 8 && promptNs > 0) this.promptMsPerToken.add(promptNs / 1e6 / promptCount);
+  }
+
+  tokenRate(model: string | null): number | null {
+    return (model !== null ? this.tokensPerSec.get(model)?.value : null) ?? this.tokensPerSecAll.value;
+  }
+}

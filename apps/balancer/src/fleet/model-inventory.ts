@@ -1,0 +1,108 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { BALANCER_CONFIG, BalancerConfig, normaliseModelName } from '../config/balancer-config';
+import { Backend, LoadedModel, ModelOnDisk } from './backend';
+import { BackendRegistry } from './backend-registry.service';
+import { OllamaClient, UpstreamResponse } from './ollama-client';
+
+/** A load longer than this may have evicted another model: look at the backend again soon. */
+const REAL_LOAD_NS = 200e6;
+
+/**
+ * What each backend holds on disk (/api/tags) and in memory (/api/ps): refreshed by the poller,
+ * from the merged views' own calls, and soon after anything that may have changed it.
+ */
+@Injectable()
+export class ModelInventory {
+  private readonly refreshTimers = new Map<Backend, NodeJS.Timeout>();
+
+  constructor(
+    @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
+    private readonly registry: BackendRegistry,
+    private readonly client: OllamaClient,
+  ) {}
+
+  /** Refreshes what a backend has on disk and in memory. Throws when the backend cannot answer. */
+  async refresh(b: Backend): Promise<void> {
+    const [tags, ps] = await Promise.all([
+      this.client.backend(b, '/api/tags', { timeoutMs: this.config.healthTimeoutMs * 2 }),
+      this.client.backend(b, '/api/ps', { timeoutMs: this.config.healthTimeoutMs * 2 }),
+    ]);
+    this.applyTags(b, tags);
+    this.applyPs(b, ps);
+    b.inventoryAt = Date.now();
+  }
+
+  applyTags(b: Backend, r: UpstreamResponse): void {
+    const models = modelsOf(r, '/api/tags');
+    b.modelsOnDisk.clear();
+    for (const { m, name } of models) {
+      const entry: ModelOnDisk = { name: normaliseModelName(name), size: Number(m.size) || 0, raw: m };
+      b.modelsOnDisk.set(entry.name, entry);
+    }
+  }
+
+  applyPs(b: Backend, r: UpstreamResponse): void {
+    const models = modelsOf(r, '/api/ps');
+    b.modelsLoaded.clear();
+    for (const { m, name } of models) {
+      const expires = typeof m.expires_at === 'string' ? Date.parse(m.expires_at) : NaN;
+      // Go's zero time or a far-future date means "kept forever".
+      const expiresAt = Number.isFinite(expires) && expires > 0 && expires < Date.now() + 365 * 86400_000 ? expires : null;
+      const entry: LoadedModel = { name: normaliseModelName(name), size: Number(m.size) || 0, sizeVram: Number(m.size_vram) || 0, expiresAt, raw: m };
+      b.modelsLoaded.set(entry.name, entry);
+    }
+  }
+
+  /** Refreshes a backend's inventory shortly (coalescing bursts), e.g. after a model load. */
+  refreshSoon(b: Backend, delayMs = 50): void {
+    if (this.refreshTimers.has(b)) return;
+    const t = setTimeout(() => {
+      this.refreshTimers.delete(b);
+      void this.refresh(b).catch(() => undefined);
+    }, delayMs);
+    t.unref();
+    this.refreshTimers.set(b, t);
+  }
+
+  /** A backend said it does not have the model: stop sending it there until the next refresh. */
+  forgetModel(b: Backend, model: string): void {
+    b.modelsOnDisk.delete(model);
+    b.modelsLoaded.delete(model);
+  }
+
+  /**
+   * A model request succeeded there: the model is resident now, until its keep_alive (ms, -1 for
+   * good, 0 unloads it right after) runs out. A real load may have evicted another model there:
+   * look again soon rather than at the next poll.
+   */
+  noteServed(b: Backend, model: string, keepAliveMs: number | undefined, loadDurationNs: number | undefined): void {
+    b.noteLoaded(model, keepAliveMs);
+    if ((loadDurationNs ?? 0) > REAL_LOAD_NS) this.refreshSoon(b);
+  }
+
+  /** Available backends that hold the model loaded now (as last seen). */
+  holdersOf(model: string): Backend[] {
+    return this.registry.available().filter((b) => b.isLoaded(model));
+  }
+
+  /** Largest size any backend reported for the model (0 when unknown). */
+  largestSize(model: string | null): number {
+    if (model === null) return 0;
+    let size = 0;
+    for (const b of this.registry.backends) size = Math.max(size, b.sizeOf(model));
+    return size;
+  }
+}
+
+/** The named entries of an /api/tags or /api/ps answer; throws when it is not one. */
+function modelsOf(r: UpstreamResponse, path: string): { m: any; name: string }[] {
+  if (r.status !== 200) throw new Error(`${path} answered ${r.status}`);
+  const models = JSON.parse(r.body.toString('utf8'))?.models;
+  if (!Array.isArray(models)) throw new Error(`${path}: no models array`);
+  const out: { m: any; name: string }[] = [];
+  for (const m of models) {
+    const name = typeof m?.name === 'string' ? m.name : typeof m?.model === 'string' ? m.model : null;
+    if (name) out.push({ m, name });
+  }
+  return out;
+}
