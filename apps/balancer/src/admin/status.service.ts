@@ -4,6 +4,7 @@ import { Backend } from '../fleet/backend';
 import { BackendRegistry } from '../fleet/backend-registry.service';
 import { FleetEvents } from '../fleet/fleet-events';
 import { OutlierDetection } from '../fleet/outlier-detection';
+import { PlacementQueue } from '../routing/placement-queue';
 import { RoutingService } from '../routing/routing.service';
 
 const iso = (t: number | null) => (t === null ? null : new Date(t).toISOString());
@@ -15,6 +16,7 @@ export class StatusService {
     @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
     private readonly registry: BackendRegistry,
     private readonly routing: RoutingService,
+    private readonly queue: PlacementQueue,
     private readonly outliers: OutlierDetection,
     private readonly events: FleetEvents,
   ) {}
@@ -66,12 +68,12 @@ export class StatusService {
     return {
       policy: this.routing.policy.name,
       time: new Date(now).toISOString(),
-      queue: { length: this.routing.queueLength, max: this.config.queueMax, timeoutMs: this.config.queueTimeoutMs },
+      queue: { length: this.queue.length, max: this.config.queueMax, timeoutMs: this.config.queueTimeoutMs },
       counters: {
         routed: this.routing.counters.routed,
-        queued: this.routing.counters.queued,
-        queueTimeouts: this.routing.counters.queueTimeouts,
-        queueRejected: this.routing.counters.queueRejected,
+        queued: this.queue.counters.queued,
+        queueTimeouts: this.queue.counters.timeouts,
+        queueRejected: this.queue.counters.rejected,
         byReason: Object.fromEntries(this.routing.counters.byReason),
         ejections: this.outliers.ejectionsTotal,
       },

@@ -4,6 +4,7 @@ import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
 import { BackendRegistry } from '../fleet/backend-registry.service';
 import { BackendEvent, FleetEvents } from '../fleet/fleet-events';
 import { RequestListener, RequestRecord, RequestRecords } from '../proxy/request-records';
+import { PlacementQueue } from '../routing/placement-queue';
 import { Decision, RoutingService } from '../routing/routing.service';
 import { FastCounter, FastHistogram } from './fast-metrics';
 import { ModelLabels, routeLabel } from './labels';
@@ -64,6 +65,7 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
     @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
     private readonly backends: BackendRegistry,
     private readonly routing: RoutingService,
+    private readonly queue: PlacementQueue,
     private readonly fleetEvents: FleetEvents,
     private readonly records: RequestRecords,
   ) {
@@ -163,7 +165,7 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
     live('balancer_backend_model_in_flight', 'Requests in flight per backend and model.', ['backend', 'model'], (g) => {
       for (const b of this.backends.backends) for (const [m, n] of b.modelInFlight) g.inc({ backend: b.name, model: this.models.label(m) }, n);
     });
-    live('balancer_queue_length', 'Requests waiting in the balancer queue now.', [], (g) => g.set(this.routing.queueLength));
+    live('balancer_queue_length', 'Requests waiting in the balancer queue now.', [], (g) => g.set(this.queue.length));
     live('balancer_queue_max', 'Capacity of the balancer queue (QUEUE_MAX).', [], (g) => g.set(this.config.queueMax));
     const counterFrom = (name: string, help: string, value: () => number) =>
       new Counter({
@@ -175,9 +177,9 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
           this.inc(value());
         },
       });
-    counterFrom('balancer_queued_total', 'Requests that had to wait in the queue.', () => this.routing.counters.queued);
-    counterFrom('balancer_queue_timeouts_total', 'Requests answered 503 after waiting QUEUE_TIMEOUT_MS in the queue.', () => this.routing.counters.queueTimeouts);
-    counterFrom('balancer_queue_rejected_total', 'Requests answered 503 because the queue was full.', () => this.routing.counters.queueRejected);
+    counterFrom('balancer_queued_total', 'Requests that had to wait in the queue.', () => this.queue.counters.queued);
+    counterFrom('balancer_queue_timeouts_total', 'Requests answered 503 after waiting QUEUE_TIMEOUT_MS in the queue.', () => this.queue.counters.timeouts);
+    counterFrom('balancer_queue_rejected_total', 'Requests answered 503 because the queue was full.', () => this.queue.counters.rejected);
   }
 
   onModuleInit(): void {

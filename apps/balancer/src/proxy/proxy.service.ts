@@ -10,7 +10,11 @@ import { ModelInventory } from '../fleet/model-inventory';
 import { OutlierDetection } from '../fleet/outlier-detection';
 import { midStreamError, parseJsonObject, sendError } from '../http/errors';
 import { Lifecycle } from '../lifecycle/lifecycle';
-import { Lease, RouteError, RoutingService } from '../routing/routing.service';
+import type { Lease } from '../routing/lease-ledger';
+import type { NoCandidate } from '../routing/placement';
+import type { QueuedRequest } from '../routing/placement-queue';
+import { RetryBudget } from '../routing/retry-budget';
+import { RoutingService } from '../routing/routing.service';
 import { AccessControl } from './access-control';
 import { ClusterApi } from './cluster-api.service';
 import { RequestRecord, RequestRecords } from './request-records';
@@ -64,7 +68,7 @@ interface Flight {
   /** A retry of this request is in progress (counted once in the retry budget until it finishes). */
   retrying: boolean;
   record: RequestRecord;
-  cancelQueue: (() => void) | null;
+  queued: QueuedRequest | null;
   res: ServerResponse;
   expectedTokens: number | null;
   promptTokens: number;
@@ -102,6 +106,7 @@ export class ProxyService implements OnModuleDestroy {
   constructor(
     @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
     private readonly routing: RoutingService,
+    private readonly retryBudget: RetryBudget,
     private readonly passive: OutlierDetection,
     private readonly inventory: ModelInventory,
     private readonly cluster: ClusterApi,
@@ -188,7 +193,7 @@ export class ProxyService implements OnModuleDestroy {
     for (const [res, req] of [...this.openResponses]) {
       const flight = req.lb;
       if (!flight || flight.finished) continue;
-      flight.cancelQueue?.();
+      if (flight.queued !== null) this.routing.cancel(flight.queued);
       const attempt = flight.attempt;
       // The answer's headers went out in one writeHead (not kept on res): its type is the backend's.
       if (res.headersSent) this.endStream(req, res, attempt?.proxyRes?.headers['content-type'], message);
@@ -339,7 +344,7 @@ export class ProxyService implements OnModuleDestroy {
       clientGone: false,
       retrying: false,
       record,
-      cancelQueue: null,
+      queued: null,
       res,
     };
     req.lb = flight;
@@ -378,35 +383,29 @@ export class ProxyService implements OnModuleDestroy {
       promptTokens: flight.promptTokens,
     };
     // Most requests are placed at once: no promise, no extra turn of the event loop.
-    let placed: Lease | null;
-    try {
-      placed = this.routing.tryAcquire(routeReq, flight.tried);
-    } catch (e) {
-      const err = e as RouteError;
-      this.fail(req, res, err.status ?? 503, err.message, err.retryAfterS);
-      return;
-    }
-    if (placed !== null) {
-      this.startAttempt(req, res, placed);
-      return;
-    }
-    this.routing
-      .acquire(routeReq, flight.tried, (cancel) => (flight.cancelQueue = cancel))
-      .then(
-        (lease) => {
-          flight.cancelQueue = null;
-          if (flight.clientGone || flight.finished) {
-            lease.release();
-            return;
-          }
-          this.startAttempt(req, res, lease);
-        },
-        (err: RouteError) => {
-          flight.cancelQueue = null;
-          if (flight.clientGone) return;
-          this.fail(req, res, err.status ?? 503, err.message, err.retryAfterS);
-        },
-      );
+    const placed = this.routing.place(routeReq, flight.tried);
+    if (placed.kind === 'lease') return this.startAttempt(req, res, placed);
+    if (placed.kind === 'no-candidate') return this.fail(req, res, placed.status, placed.message, placed.retryAfterS);
+    const entry: QueuedRequest = {
+      route: routeReq,
+      tried: flight.tried,
+      onPlaced: (lease: Lease) => {
+        flight.queued = null;
+        if (flight.clientGone || flight.finished) {
+          lease.release();
+          return;
+        }
+        this.startAttempt(req, res, lease);
+      },
+      onRefused: (refusal: NoCandidate) => {
+        flight.queued = null;
+        if (flight.clientGone) return;
+        this.fail(req, res, refusal.status, refusal.message, refusal.retryAfterS);
+      },
+    };
+    const refused = this.routing.enqueue(entry);
+    if (refused !== null) return this.fail(req, res, refused.status, refused.message, refused.retryAfterS);
+    flight.queued = entry;
   }
 
   private startAttempt(req: LbRequest, res: ServerResponse, lease: Lease): void {
@@ -500,7 +499,7 @@ export class ProxyService implements OnModuleDestroy {
     flight.record.retries++;
     if (!flight.retrying) {
       flight.retrying = true;
-      this.routing.activeRetries++;
+      this.retryBudget.begin();
     }
   }
 
@@ -523,16 +522,11 @@ export class ProxyService implements OnModuleDestroy {
 
   /** Whether a backend not yet tried could take this request. */
   private anotherCandidate(flight: Flight): boolean {
-    try {
-      this.routing.candidatesFor({ model: flight.model, modelSize: 0, sessionKey: null, now: Date.now() }, flight.tried);
-      return true;
-    } catch {
-      return false;
-    }
+    return this.routing.hasCandidate(flight.model, flight.tried);
   }
 
   private canRetry(flight: Flight): boolean {
-    return !flight.clientGone && flight.attempts < this.config.retryMaxAttempts && (flight.retrying || this.routing.retryAllowed());
+    return !flight.clientGone && flight.attempts < this.config.retryMaxAttempts && (flight.retrying || this.retryBudget.allows());
   }
 
   private collect(stream: IncomingMessage, attempt: Attempt, done: (body: Buffer) => void): void {
@@ -740,15 +734,15 @@ export class ProxyService implements OnModuleDestroy {
     flight.body = null;
     if (flight.retrying) {
       flight.retrying = false;
-      this.routing.activeRetries--;
+      this.retryBudget.end();
     }
   }
 
   /** The client left: abort the upstream request at once and free the in-flight slot. */
   private abandon(req: LbRequest, why: string): void {
     const flight = req.lb!;
-    flight.cancelQueue?.();
-    flight.cancelQueue = null;
+    if (flight.queued !== null) this.routing.cancel(flight.queued);
+    flight.queued = null;
     if (flight.attempt) this.endAttempt(req, flight.attempt, why);
     this.finish(req, 499, why);
   }

@@ -1,0 +1,65 @@
+import { Injectable } from '@nestjs/common';
+import type { Backend } from '../fleet/backend';
+import { BackendRegistry } from '../fleet/backend-registry.service';
+import type { Pick, PickReason, RouteRequest } from './policies';
+
+/** A dispatched request's hold on one slot of a backend; release exactly once. */
+export class Lease {
+  readonly kind = 'lease';
+  private released = false;
+  constructor(
+    readonly backend: Backend,
+    readonly model: string | null,
+    readonly reason: PickReason,
+    readonly predictedMs: number | undefined,
+    readonly queuedMs: number,
+    /** When the policy expects the answer to be complete (0 when it does not predict). */
+    readonly expectedEnd: number,
+    private readonly ledger: LeaseLedger,
+  ) {}
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.ledger.release(this);
+  }
+}
+
+/**
+ * In-flight accounting: who holds which backend's slots. The one place a slot is taken or given
+ * back, so that a shared implementation (counts kept for several replicas) can replace this one.
+ * Synchronous on purpose: placing a request costs no turn of the event loop.
+ */
+export abstract class LeaseLedger {
+  /** Whether a request for `model` may take a slot on `b` now (under every cap). */
+  abstract hasRoom(b: Backend, model: string | null): boolean;
+  /** Takes a slot on the backend the policy picked. */
+  abstract take(pick: Pick, req: RouteRequest, queuedMs: number): Lease;
+  /** Gives the slot back; called by Lease.release, once. */
+  abstract release(lease: Lease): void;
+}
+
+/** This process's counts, exact, on each Backend (taken at dispatch, never overwritten by a poll). */
+@Injectable()
+export class LocalLeaseLedger extends LeaseLedger {
+  constructor(private readonly registry: BackendRegistry) {
+    super();
+  }
+
+  hasRoom(b: Backend, model: string | null): boolean {
+    return !b.atCap(model);
+  }
+
+  take(pick: Pick, req: RouteRequest, queuedMs: number): Lease {
+    const b = pick.backend;
+    const expectedEnd = pick.completionMs !== undefined ? req.now + pick.completionMs : 0;
+    b.acquire(req.model, expectedEnd);
+    return new Lease(b, req.model, pick.reason, pick.predictedMs, queuedMs, expectedEnd, this);
+  }
+
+  release(lease: Lease): void {
+    lease.backend.release(lease.model, lease.expectedEnd);
+    // A slot freed: queued requests may take it now.
+    this.registry.capacityChanged();
+  }
+}
