@@ -13,6 +13,7 @@ const config: Config = {
     '^@app/common(|/.*)$': '<rootDir>/libs/common/src$1',
     '^@app/nvml(|/.*)$': '<rootDir>/libs/nvml/src$1',
     '^@app/ollama-sim(|/.*)$': '<rootDir>/libs/ollama-sim/src$1',
+    '^@app/ollama-names(|/.*)$': '<rootDir>/libs/ollama-names/src$1',
   },
   testTimeout: 60_000,
 };

@@ -3,6 +3,8 @@
  * Parsing is strict and every error names the offending field, e.g.
  * `scenario unequal.json: backends[1].tokensPerSecond must be a number > 0 (got "fast")`.
  */
+// Relative, like the simulator's: the bench also runs under plain ts-node (context.ts).
+import { normaliseModelName } from '../../libs/ollama-names/src';
 import { mulberry32 } from './stats';
 
 export interface ScenarioModel {
@@ -68,10 +70,9 @@ export interface Scenario {
 
 export class ScenarioError extends Error {}
 
+/** A model name as Ollama matches it (lower-cased, `:latest` when untagged): libs/ollama-names. */
 export function normaliseModel(name: string): string {
-  const n = name.trim().toLowerCase();
-  const slash = n.lastIndexOf('/');
-  return n.indexOf(':', slash + 1) === -1 ? `${n}:latest` : n;
+  return normaliseModelName(name);
 }
 
 type Obj = Record<string, unknown>;

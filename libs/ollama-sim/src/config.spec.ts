@@ -17,7 +17,8 @@ describe('sim config', () => {
     expect(parseKeepAlive('1h30m')).toBe(5_400_000);
     expect(parseKeepAlive('250ms')).toBe(250);
     expect(parseKeepAlive('-1m')).toBe(-1);
-    expect(parseKeepAlive('10')).toBe(10_000);
+    // A string must be a Go duration: Ollama refuses "10" (time.ParseDuration: missing unit).
+    expect(parseKeepAlive('10')).toBeUndefined();
     expect(parseKeepAlive('soon')).toBeUndefined();
   });
 

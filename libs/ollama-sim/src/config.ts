@@ -1,3 +1,5 @@
+// Relative, not '@app/ollama-names': the CLI also runs under plain ts-node, without path mapping.
+import { keepAliveMs, normaliseModelName } from '../../ollama-names/src';
 /** One model on the simulated server's disk (what /api/tags lists). */
 export interface SimModel {
   /** `name:tag`; a bare name gets `:latest`. */
@@ -164,11 +166,9 @@ export const DEFAULT_SIM_CONFIG: Readonly<ResolvedSimConfig> = Object.freeze({
 });
 
 /** `llama3.2` -> `llama3.2:latest`; case-insensitive like Ollama's name matching. */
+/** The key Ollama matches model names by (lower-cased, default tag): see libs/ollama-names. */
 export function normalizeModelName(name: string): string {
-  const n = name.trim().toLowerCase();
-  if (!n) return n;
-  const slash = n.lastIndexOf('/');
-  return n.indexOf(':', slash + 1) === -1 ? `${n}:latest` : n;
+  return normaliseModelName(name);
 }
 
 /** Fills defaults; `base` is the current config when merging an update. */
@@ -253,25 +253,10 @@ function positive(v: number, key: string): number {
 }
 
 /**
- * Ollama's keep_alive: a number is seconds, a string is a Go duration ("5m", "1h30m", "10s") or a
- * bare number of seconds; negative = forever (returned as -1), 0 = unload at once.
- * Returns undefined when the value is absent or unparsable (then the server default applies).
+ * Ollama's keep_alive (libs/ollama-names): a number is seconds, a string is a Go duration ("5m",
+ * "1h30m", "10s"); negative = forever (returned as -1), 0 = unload at once. Returns undefined when
+ * the value is absent or one Ollama refuses (then the server default applies).
  */
 export function parseKeepAlive(v: unknown): number | undefined {
-  if (v === undefined || v === null || v === '') return undefined;
-  if (typeof v === 'number' && Number.isFinite(v)) return v < 0 ? -1 : Math.round(v * 1000);
-  if (typeof v !== 'string') return undefined;
-  const s = v.trim();
-  if (/^-?\d+(\.\d+)?$/.test(s)) return parseKeepAlive(Number(s));
-  const re = /(-?\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g;
-  const unit: Record<string, number> = { ns: 1e-6, us: 1e-3, µs: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-  let total = 0;
-  let matched = '';
-  for (let m = re.exec(s); m; m = re.exec(s)) {
-    total += Number(m[1]) * unit[m[2]];
-    matched += m[0];
-  }
-  if (!matched) return undefined;
-  if (s.startsWith('-')) return -1;
-  return Math.round(total);
+  return keepAliveMs(v);
 }

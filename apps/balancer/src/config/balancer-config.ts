@@ -1,4 +1,5 @@
 import { readFileSync } from 'fs';
+import { normaliseModelName as ollamaModelKey } from '@app/ollama-names';
 
 /** One Ollama server behind the balancer. */
 export interface BackendConfig {
@@ -164,12 +165,9 @@ function positiveIntField(setting: string, raw: unknown, def: number, min = 0): 
   return raw;
 }
 
+/** The key Ollama matches a model name by (case-insensitive, default tag/host/namespace): see @app/ollama-names. */
 export function normaliseModelName(name: string): string {
-  const n = name.trim();
-  if (n === '') return n;
-  // A tag follows the last ':' after the last '/' (registry hosts may carry a port).
-  const slash = n.lastIndexOf('/');
-  return n.indexOf(':', slash + 1) === -1 ? `${n}:latest` : n;
+  return ollamaModelKey(name);
 }
 
 function parseBackends(env: Env, file: Record<string, unknown> | undefined, parallelDefault: number): BackendConfig[] {

@@ -41,7 +41,7 @@ describe('keepAliveMs (keep_alive as Ollama reads it)', () => {
     ['1.5s', 1500],
     ['250ms', 250],
     [-1, -1],
-    ['-1', -1],
+    ['-1', undefined], // a string must be a Go duration: Ollama refuses it (missing unit)
     ['-5m', -1],
     ['soon', undefined],
     ['5 minutes', undefined],

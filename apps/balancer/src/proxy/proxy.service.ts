@@ -4,6 +4,7 @@ import * as http from 'http';
 import type { IncomingMessage, ServerResponse } from 'http';
 import { createProxyMiddleware, RequestHandler } from 'http-proxy-middleware';
 import type { Socket } from 'net';
+import { keepAliveMs as parseKeepAliveMs } from '@app/ollama-names';
 import { BALANCER_CONFIG, BalancerConfig, normaliseModelName } from '../config/balancer-config';
 import { Backend } from '../fleet/backend';
 import { ModelInventory } from '../fleet/model-inventory';
@@ -769,21 +770,13 @@ export function requestedTokens(body: any): number | null {
   return typeof v === 'number' && Number.isFinite(v) && v > 0 ? Math.min(v, 1_000_000) : null;
 }
 
-const DURATION_UNIT_MS: Record<string, number> = { ns: 1e-6, us: 1e-3, 'µs': 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
 /**
  * A keep_alive as Ollama reads it, in ms: a number of seconds or a Go duration string ("5m",
  * "1h30m", "0"); negative means forever (-1). Undefined when absent or not one Ollama accepts.
+ * The one parser is in @app/ollama-names (its spec cites Ollama's api.Duration).
  */
 export function keepAliveMs(v: unknown): number | undefined {
-  if (typeof v === 'number' && Number.isFinite(v)) return v < 0 ? -1 : v * 1000;
-  if (typeof v !== 'string') return undefined;
-  const s = v.trim();
-  if (/^-?\d+(\.\d+)?$/.test(s)) return keepAliveMs(Number(s));
-  if (!/^-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/.test(s)) return undefined;
-  let ms = 0;
-  for (const [, n, unit] of s.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) ms += Number(n) * DURATION_UNIT_MS[unit];
-  return s.startsWith('-') ? -1 : ms;
+  return parseKeepAliveMs(v);
 }
 
 /** Ollama's load-only requests: generate with no prompt, chat with no messages. */

@@ -1,0 +1,2 @@
+export { displayModelName, normaliseModelName, parseModelName, type ModelName } from './model-name';
+export { keepAliveMs, parseGoDuration } from './duration';
