@@ -102,7 +102,7 @@ describe('ollama-sim with the SDKs of today’s Ollama users', () => {
       expect(Number.isInteger(v.age) && v.age >= 0 && v.age <= 120).toBe(true);
       expect(Array.isArray(v.pets) && v.pets.every((p: unknown) => typeof p === 'string')).toBe(true);
       const g = await client().generate({ model: 'llama3.2', prompt: 'json', format: 'json' });
-      expect(typeof JSON.parse(g.response)).toBe('object');
+      expect(typeof JSON.parse(g.response ?? '')).toBe('object');
     });
   });
 
