@@ -1,3 +1,4 @@
+import * as http from 'http';
 import { startSimServer, type SimConfig, type SimServer } from '@app/ollama-sim';
 import { request, waitFor } from './helpers';
 
@@ -783,6 +784,52 @@ describe('ollama-sim: today’s Ollama features', () => {
         expect(mid + rest.chunks.join('')).toBe(full);
       });
     }
+
+    it('a stream cut mid-answer on one instance is completed by another from the text delivered (what a balancer resume does)', async () => {
+      const broken = await sim({ faults: { stopMidStreamAfterChunks: 6 } });
+      const healthy = await sim();
+      const body = {
+        model: 'qwen3:0.6b',
+        max_tokens: 1000,
+        stream: true,
+        messages: [{ role: 'user', content: 'Tell me about rivers' }],
+      };
+      // What arrived before the socket died: message_start, 4 thinking deltas, then 2 text deltas.
+      const partial = await new Promise<string>((resolve) => {
+        let got = '';
+        const req = http.request(broken.url + '/v1/messages', { method: 'POST', agent: false }, (res) => {
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (got += c));
+          res.on('error', () => resolve(got));
+          res.on('end', () => resolve(got));
+        });
+        req.on('error', () => resolve(got));
+        req.end(JSON.stringify(body));
+      });
+      const delivered = sse(partial)
+        .filter((e) => e.data.delta?.type === 'text_delta')
+        .map((e) => e.data.delta.text)
+        .join('');
+      expect(sse(partial).filter((e) => e.data.delta?.type === 'text_delta')).toHaveLength(2);
+      expect(sse(partial).some((e) => e.event === 'message_stop')).toBe(false);
+      const uninterrupted = sse((await request(healthy.url + '/v1/messages', { body })).body)
+        .filter((e) => e.data.delta?.type === 'text_delta')
+        .map((e) => e.data.delta.text)
+        .join('');
+      const resumed = sse(
+        (
+          await request(healthy.url + '/v1/messages', {
+            body: { ...body, messages: [...body.messages, { role: 'assistant', content: delivered }] },
+          })
+        ).body,
+      );
+      const rest = resumed
+        .filter((e) => e.data.delta?.type === 'text_delta')
+        .map((e) => e.data.delta.text)
+        .join('');
+      expect(delivered + rest).toBe(uninterrupted);
+      expect(resumed.some((e) => e.data.content_block?.type === 'thinking')).toBe(false);
+    });
 
     it('with num_predict the resumed request asks for the tokens still missing and ends the same way', async () => {
       const s = await sim();
