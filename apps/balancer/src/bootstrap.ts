@@ -5,6 +5,7 @@ import { AppModule } from './app.module';
 import { BALANCER_CONFIG, BalancerConfig, ConfigError } from './config/balancer-config';
 import { Lifecycle } from './lifecycle/lifecycle';
 import { ProxyService } from './proxy/proxy.service';
+import { RequestRecords } from './proxy/request-records';
 
 const LEVELS: LogLevel[] = ['error', 'warn', 'log', 'debug', 'verbose'];
 
@@ -14,8 +15,9 @@ export function logLevelsFrom(level: string): LogLevel[] {
 
 /**
  * Graceful drain: readiness turns 503 at once, new requests get 503 with Connection: close,
- * in-flight requests (queued ones included) finish, up to DRAIN_TIMEOUT_MS. Whatever is still open
- * then ends with an error line (stream) or 503, and the app closes.
+ * in-flight requests (queued ones, pulls and other fan-outs included) finish, up to
+ * DRAIN_TIMEOUT_MS. Model requests still open then end with an error line (stream) or 503, and
+ * the app closes.
  */
 export async function drainAndClose(app: INestApplication): Promise<void> {
   const config = app.get<BalancerConfig>(BALANCER_CONFIG);
@@ -25,8 +27,9 @@ export async function drainAndClose(app: INestApplication): Promise<void> {
   const server = app.getHttpServer() as Server;
   // Idle keep-alive connections go now, so their clients reconnect elsewhere rather than here.
   server.closeIdleConnections?.();
+  const observer = app.get(RequestRecords);
   const deadline = Date.now() + config.drainTimeoutMs;
-  while (proxy.inFlightResponses > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  while ((proxy.inFlightResponses > 0 || observer.open > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   if (proxy.inFlightResponses > 0) {
     new Logger('Balancer').warn(`drain timeout: ending ${proxy.inFlightResponses} request(s) still open`);
     lifecycle.advance('closing');
@@ -38,6 +41,27 @@ export async function drainAndClose(app: INestApplication): Promise<void> {
     await app.close();
   } finally {
     clearTimeout(force);
+  }
+}
+
+/**
+ * The last resort: an error that escaped every handler is logged and the process keeps serving
+ * the streams in flight, rather than every client losing its answer. Each such log line is a bug
+ * to fix where it was thrown; this guard is never the fix.
+ */
+export function installProcessGuard(logger: Pick<Logger, 'error'> = new Logger('ProcessGuard')): void {
+  if ((process as any).__balancerGuard) return;
+  (process as any).__balancerGuard = true;
+  process.on('uncaughtException', (e) => logger.error(`uncaught exception (kept serving): ${describeError(e)}`));
+  process.on('unhandledRejection', (e) => logger.error(`unhandled rejection (kept serving): ${describeError(e)}`));
+}
+
+function describeError(e: unknown): string {
+  if (e instanceof Error) return `${e.name}: ${e.message}${e.stack ? ` ${e.stack.split('\n').slice(1, 4).join(' |').trim()}` : ''}`;
+  try {
+    return JSON.stringify(e) ?? typeof e;
+  } catch {
+    return typeof e;
   }
 }
 
@@ -61,6 +85,7 @@ export async function startBalancer(): Promise<INestApplication> {
   app.useLogger(new ConsoleLogger({ json: true, colors: false, logLevels: logLevelsFrom(config.logLevel) }));
   app.flushLogs();
   const logger = new Logger('Balancer');
+  installProcessGuard();
   if (config.backends.length === 0) logger.warn('No backends configured (OLLAMA_BACKENDS or BALANCER_CONFIG): every request will answer 503.');
   await app.listen(config.port, config.host);
   logger.log(`Listening on http://${config.host}:${config.port} with ${config.backends.length} backend(s): ${config.backends.map((b) => `${b.name}=${b.url}`).join(', ')}; policy ${config.policy}`);

@@ -54,6 +54,8 @@ export interface BalancerConfig {
   connectTimeoutMs: number;
   headersTimeoutMs: number;
   idleStreamTimeoutMs: number;
+  /** A request body must arrive within this (a blob upload: with no pause this long). */
+  bodyTimeoutMs: number;
   maxBodyBytes: number;
   queueMax: number;
   queueTimeoutMs: number;
@@ -71,6 +73,10 @@ export interface BalancerConfig {
   modelManagement: ModelManagement;
   apiKeys: ApiKeyConfig[];
   forwardAuthorization: boolean;
+  /** PEM certificates trusted for https backends and agents, beside the system's (BACKEND_CA_FILE). */
+  backendCa?: string;
+  /** Origins allowed beyond Ollama's defaults on the balancer's own answers (OLLAMA_ORIGINS). */
+  allowedOrigins: string[];
   logLevel: LogLevel;
   logRequests: boolean;
 }
@@ -95,6 +101,7 @@ const DEFAULTS = {
   CONNECT_TIMEOUT_MS: 5000,
   HEADERS_TIMEOUT_MS: 300000,
   IDLE_STREAM_TIMEOUT_MS: 120000,
+  BODY_TIMEOUT_MS: 60000,
   MAX_BODY_BYTES: 64 * 1024 * 1024,
   QUEUE_MAX: 1000,
   QUEUE_TIMEOUT_MS: 60000,
@@ -143,10 +150,17 @@ function bool(env: Env, key: string, def: boolean): boolean {
   return fail(key, raw, 'must be true or false');
 }
 
+/**
+ * A backend or agent URL, read as Ollama reads OLLAMA_HOST: a bare `host` is http on Ollama's port
+ * 11434, while a URL with a scheme and no port means that scheme's port (80 for http, 443 for
+ * https). An explicit port is kept, 80 and 443 included.
+ */
 function validUrl(setting: string, raw: unknown): string {
   if (typeof raw !== 'string' || raw.trim() === '') fail(setting, raw, 'must be an http(s) URL such as http://gpu1:11434');
   let s = raw.trim();
-  if (!/^[a-z]+:\/\//i.test(s)) s = `http://${s}`;
+  const schemeGiven = /^[a-z]+:\/\//i.test(s);
+  if (!schemeGiven) s = `http://${s}`;
+  const explicitPort = /^[a-z]+:\/\/(?:\[[^\]]*\]|[^/?#@:]*)?:\d+(?:[/?#]|$)/i.test(s.replace(/^([a-z]+:\/\/)[^/?#]*@/i, '$1'));
   let u: URL;
   try {
     u = new URL(s);
@@ -155,7 +169,7 @@ function validUrl(setting: string, raw: unknown): string {
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') fail(setting, raw, 'must use http or https');
   if (u.username || u.password) fail(setting, '<redacted>', 'must not embed credentials in the URL');
-  if (!u.port) u.port = u.protocol === 'https:' ? '443' : '11434';
+  if (!explicitPort && !schemeGiven) u.port = '11434';
   return `${u.protocol}//${u.host}`;
 }
 
@@ -287,6 +301,20 @@ export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
   const modelManagement = (env.MODEL_MANAGEMENT ?? 'open').trim() as ModelManagement;
   if (!MODEL_MANAGEMENT_MODES.includes(modelManagement)) fail('MODEL_MANAGEMENT', env.MODEL_MANAGEMENT, `must be one of ${MODEL_MANAGEMENT_MODES.join(', ')}`);
   if (modelManagement === 'admin' && adminToken === undefined) fail('MODEL_MANAGEMENT', modelManagement, 'needs ADMIN_TOKEN (the token model management then requires)');
+  let backendCa: string | undefined;
+  if (env.BACKEND_CA_FILE !== undefined && env.BACKEND_CA_FILE.trim() !== '') {
+    try {
+      backendCa = readFileSync(env.BACKEND_CA_FILE.trim(), 'utf8');
+    } catch (e) {
+      return fail('BACKEND_CA_FILE', env.BACKEND_CA_FILE, `cannot be read: ${(e as Error).message}`);
+    }
+    if (!backendCa.includes('-----BEGIN CERTIFICATE-----')) fail('BACKEND_CA_FILE', env.BACKEND_CA_FILE, 'must hold PEM certificates (-----BEGIN CERTIFICATE-----)');
+  }
+  const allowedOrigins = (env.OLLAMA_ORIGINS ?? '')
+    .split(',')
+    .map((o) => o.trim())
+    .filter(Boolean);
+  for (const o of allowedOrigins) if (/[\s"]/.test(o)) fail('OLLAMA_ORIGINS', env.OLLAMA_ORIGINS, 'must be a comma-separated list of origins (wildcards: *)');
   const cfg: BalancerConfig = {
     port: int(env, 'PORT', DEFAULTS.PORT, 0, 65535),
     host: (env.HOST ?? DEFAULTS.HOST).trim(),
@@ -302,6 +330,7 @@ export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
     connectTimeoutMs: int(env, 'CONNECT_TIMEOUT_MS', DEFAULTS.CONNECT_TIMEOUT_MS, 10),
     headersTimeoutMs: int(env, 'HEADERS_TIMEOUT_MS', DEFAULTS.HEADERS_TIMEOUT_MS, 10),
     idleStreamTimeoutMs: int(env, 'IDLE_STREAM_TIMEOUT_MS', DEFAULTS.IDLE_STREAM_TIMEOUT_MS, 10),
+    bodyTimeoutMs: int(env, 'BODY_TIMEOUT_MS', DEFAULTS.BODY_TIMEOUT_MS, 100),
     maxBodyBytes: int(env, 'MAX_BODY_BYTES', DEFAULTS.MAX_BODY_BYTES, 1024),
     queueMax: int(env, 'QUEUE_MAX', DEFAULTS.QUEUE_MAX, 0),
     queueTimeoutMs: int(env, 'QUEUE_TIMEOUT_MS', DEFAULTS.QUEUE_TIMEOUT_MS, 1),
@@ -318,6 +347,8 @@ export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
     modelManagement,
     apiKeys: parseApiKeys(env, file),
     forwardAuthorization: bool(env, 'FORWARD_AUTHORIZATION', false),
+    backendCa,
+    allowedOrigins,
     logLevel,
     logRequests: bool(env, 'LOG_REQUESTS', DEFAULTS.LOG_REQUESTS),
   };

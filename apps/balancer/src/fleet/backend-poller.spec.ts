@@ -14,7 +14,7 @@ function setup(threshold = 3, url = 'http://127.0.0.1:1') {
   const registry = new BackendRegistry(config);
   const events = new FleetEvents();
   const passive = new OutlierDetection(config, registry, events);
-  const client = new OllamaClient();
+  const client = new OllamaClient(config);
   const poller = new BackendPoller(config, registry, new ModelInventory(config, registry, client), events, client, new SchedulerRegistry());
   return { config, registry, passive, poller, b: registry.backends[0] };
 }

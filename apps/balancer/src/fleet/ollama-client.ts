@@ -1,5 +1,8 @@
-import { Injectable, OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
 import * as http from 'http';
+import * as https from 'https';
+import { rootCertificates } from 'tls';
+import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
 import type { Backend } from './backend';
 
 export interface UpstreamResponse {
@@ -16,6 +19,18 @@ export interface UpstreamOptions {
   /** Called with each chunk instead of buffering (streamed fan-out). */
   onChunk?: (chunk: Buffer) => void;
   maxBytes?: number;
+  /** Which socket pool: 'probe' for short reads, 'control' for the rest (default: by method). */
+  pool?: 'probe' | 'control';
+}
+
+/** TLS options for https backends and agents: the system's certificates plus BACKEND_CA_FILE. */
+export function backendTlsOptions(ca: string | undefined): https.AgentOptions {
+  return ca === undefined ? {} : { ca: [...rootCertificates, ca] };
+}
+
+/** The port a backend URL means: its own, else its scheme's (Node's URL drops :80 and :443). */
+export function portOf(u: URL): number {
+  return u.port ? Number(u.port) : u.protocol === 'https:' ? 443 : 80;
 }
 
 /**
@@ -26,7 +41,20 @@ export interface UpstreamOptions {
  */
 @Injectable()
 export class OllamaClient implements OnApplicationShutdown {
-  private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 16, maxFreeSockets: 16 });
+  /**
+   * Two socket pools per scheme. Probes (health, inventory, agents: short GETs) have theirs, so a
+   * probe never waits for a socket behind long pulls, creates, preloads or blob uploads, which use
+   * the other. https backends and agents get TLS, verified (system certificates + BACKEND_CA_FILE).
+   */
+  private readonly pools: Record<'http:' | 'https:', { probe: http.Agent; control: http.Agent }>;
+
+  constructor(@Inject(BALANCER_CONFIG) config: BalancerConfig) {
+    const tls = backendTlsOptions(config.backendCa);
+    this.pools = {
+      'http:': { probe: new http.Agent({ keepAlive: true, maxSockets: 8, maxFreeSockets: 8 }), control: new http.Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 16 }) },
+      'https:': { probe: new https.Agent({ keepAlive: true, maxSockets: 8, maxFreeSockets: 8, ...tls }), control: new https.Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 16, ...tls }) },
+    };
+  }
 
   /** One request to a configured backend. */
   backend(b: Backend, path: string, opts: UpstreamOptions): Promise<UpstreamResponse> {
@@ -44,8 +72,17 @@ export class OllamaClient implements OnApplicationShutdown {
         headers['content-length'] = String(body.length);
       }
       const hostname = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
-      const req = http.request({ hostname, port: u.port || 80, path, method: opts.method ?? 'GET', headers, agent: this.agent });
-      const timer = setTimeout(() => req.destroy(new Error(`timed out after ${opts.timeoutMs} ms`)), opts.timeoutMs);
+      const secure = u.protocol === 'https:';
+      const method = opts.method ?? 'GET';
+      const pool = opts.pool ?? ((method === 'GET' || method === 'HEAD') && !opts.onChunk ? 'probe' : 'control');
+      const agent = this.pools[secure ? 'https:' : 'http:'][pool];
+      const req = (secure ? https : http).request({ hostname, port: portOf(u), path, method, headers, agent });
+      // The deadline settles the promise itself: a request still waiting for a socket would report
+      // its destruction only once it got one.
+      const timer = setTimeout(() => {
+        reject(new Error(`timed out after ${opts.timeoutMs} ms`));
+        req.destroy(new Error(`timed out after ${opts.timeoutMs} ms`));
+      }, opts.timeoutMs);
       req.once('error', (e) => {
         clearTimeout(timer);
         reject(e);
@@ -82,7 +119,10 @@ export class OllamaClient implements OnApplicationShutdown {
   }
 
   onApplicationShutdown(): void {
-    this.agent.destroy();
+    for (const p of Object.values(this.pools)) {
+      p.probe.destroy();
+      p.control.destroy();
+    }
   }
 }
 

@@ -1,4 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'http';
+import { addCorsHeaders } from './cors';
+import { canonicalKeys, MAX_JSON_DEPTH, nestsDeeperThan } from './request-fields';
 
 export type ErrorType = 'invalid_request_error' | 'not_found_error' | 'api_error' | 'authentication_error' | 'rate_limit_error' | 'permission_error';
 
@@ -43,6 +45,8 @@ export function sendError(
   // The balancer's request id (set on req.headers when the request arrived), unless already on res.
   const id = req.headers['x-request-id'];
   if (typeof id === 'string' && !res.hasHeader('x-request-id')) headers['X-Request-Id'] = id;
+  // A browser client must be able to read the error too (CORS as the backends' Ollama answers it).
+  if (req.headers.origin !== undefined) addCorsHeaders(req.headers.origin, headers);
   try {
     res.writeHead(status, headers);
     res.end(body);
@@ -61,11 +65,18 @@ export function midStreamError(contentType: string | undefined, message: string)
 
 /**
  * Parses a request body that must be a JSON object. Answers 400 in the route's shape itself and
- * returns null when it is empty, not JSON, or not an object.
+ * returns null when it is empty, nests too deep, is not JSON, is not an object, or names a field
+ * twice in different case. The object's top-level keys come back as Ollama reads them (`MODEL` is
+ * `model`; see request-fields.ts).
  */
 export function parseJsonObject(req: IncomingMessage, res: ServerResponse, body: Buffer): Record<string, any> | null {
   if (body.length === 0) {
     sendError(req, res, 400, 'missing request body');
+    return null;
+  }
+  // Before JSON.parse: a deep body costs seconds and gigabytes to parse, and its copies overflow the stack.
+  if (nestsDeeperThan(body)) {
+    sendError(req, res, 400, `invalid JSON in request body: nested deeper than ${MAX_JSON_DEPTH} levels`);
     return null;
   }
   let parsed: unknown;
@@ -79,5 +90,10 @@ export function parseJsonObject(req: IncomingMessage, res: ServerResponse, body:
     sendError(req, res, 400, 'request body must be a JSON object');
     return null;
   }
-  return parsed as Record<string, any>;
+  const canonical = canonicalKeys(parsed as Record<string, unknown>);
+  if (typeof canonical === 'string') {
+    sendError(req, res, 400, `invalid request body: ${canonical}`);
+    return null;
+  }
+  return canonical as Record<string, any>;
 }

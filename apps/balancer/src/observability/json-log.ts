@@ -4,6 +4,17 @@ import type { LogLevel } from '../config/balancer-config';
 const RANK: Record<LogLevel, number> = { error: 0, warn: 1, log: 2, debug: 3, verbose: 4 };
 const NAME: Record<LogLevel, string> = { error: 'error', warn: 'warn', log: 'info', debug: 'debug', verbose: 'verbose' };
 
+/** Strings with a lone surrogate, made well-formed (U+FFFD for the lone half). */
+function wellFormed(_key: string, v: unknown): unknown {
+  return typeof v === 'string' ? toWellFormed(v) : v;
+}
+
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+export function toWellFormed(s: string): string {
+  return s.replace(LONE_SURROGATE, '\ufffd');
+}
+
 export type JsonLogWrite = (line: string) => void;
 
 /**
@@ -26,7 +37,10 @@ export class JsonLog {
 
   line(level: LogLevel, event: string, fields: Record<string, unknown>): void {
     if (RANK[level] > this.max) return;
-    const rest = JSON.stringify(fields);
+    let rest = JSON.stringify(fields);
+    // JSON.stringify writes a lone surrogate (a client's model name may hold one) as \udxxx, which
+    // strict parsers (Go, serde) reject: such strings are logged with U+FFFD in its place.
+    if (rest.includes('\\ud')) rest = JSON.stringify(fields, wellFormed);
     const tail = rest === '{}' ? '}' : `,${rest.slice(1)}`;
     this.write(`{"level":"${NAME[level]}","time":"${new Date().toISOString()}","event":${JSON.stringify(event)}${tail}\n`);
   }

@@ -1,7 +1,8 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { timingSafeEqual } from 'crypto';
 import type { IncomingMessage } from 'http';
-import { ApiKeyConfig, BALANCER_CONFIG, BalancerConfig, ModelManagement } from '../config/balancer-config';
+import { ApiKeyConfig, BALANCER_CONFIG, BalancerConfig, ModelManagement, normaliseModelName } from '../config/balancer-config';
+import { modelField } from '../http/request-fields';
 import type { RouteKind } from './routes';
 
 export interface Denial {
@@ -90,11 +91,25 @@ export class AccessControl {
     return tokenMatches(req, this.adminToken);
   }
 
-  /** Checks the key's model allow-list once the model is known. */
+  /** Checks the key's model allow-list once the model is known (names compare as Ollama's do, case-insensitively). */
   allowsModel(req: IncomingMessage, model: string): Denial | null {
     const cfg = this.keyOf.get(req);
-    if (!cfg || cfg.models.length === 0 || cfg.models.includes(model)) return null;
+    if (!cfg || cfg.models.length === 0 || listed(cfg, model)) return null;
     return { status: 403, message: `API key '${cfg.name}' may not use model '${model}'` };
+  }
+
+  /**
+   * A key's allow-list covers model management too: every model a pull, push, delete, copy or
+   * create names (copy's source and destination, create's destination and what it is made
+   * from) must be on the list, or a key limited to one model could overwrite it with another.
+   */
+  allowsManagement(req: IncomingMessage, kind: RouteKind, body: Record<string, unknown>): Denial | null {
+    const cfg = this.keyOf.get(req);
+    if (!cfg || cfg.models.length === 0) return null;
+    for (const name of managedModels(kind, body)) {
+      if (!listed(cfg, normaliseModelName(name))) return { status: 403, message: `API key '${cfg.name}' may not manage model '${name}'` };
+    }
+    return null;
   }
 
   /** Whether the request carries a configured key (no rate accounting). */
@@ -116,6 +131,42 @@ export class AccessControl {
     }
     return found;
   }
+}
+
+function listed(cfg: ApiKeyConfig, model: string): boolean {
+  const m = model.toLowerCase();
+  return cfg.models.some((x) => x.toLowerCase() === m);
+}
+
+/** The model names a management request touches (strings only: other types fail later as Ollama's would). */
+export function managedModels(kind: RouteKind, body: Record<string, unknown>): string[] {
+  const out: string[] = [];
+  const add = (v: unknown) => {
+    if (typeof v === 'string' && v.trim() !== '') out.push(v.trim());
+  };
+  switch (kind) {
+    case 'pull':
+    case 'push':
+    case 'delete':
+      add(modelField(body));
+      break;
+    case 'copy':
+      add(body.source);
+      add(body.destination);
+      break;
+    case 'create': {
+      add(modelField(body));
+      add(body.from);
+      // The older API: a Modelfile whose FROM names a model (a path or a blob is not one).
+      if (typeof body.modelfile === 'string') {
+        for (const m of body.modelfile.matchAll(/^\s*FROM\s+(\S+)/gim)) if (!/^[./~@]/.test(m[1])) add(m[1]);
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  return out;
 }
 
 /** Whether the request's `Authorization: Bearer` is this token (constant-time). */

@@ -1,8 +1,12 @@
-import { Module, OnApplicationBootstrap } from '@nestjs/common';
+import { Inject, Module, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import type { IncomingMessage, Server, ServerResponse } from 'http';
+import type { Duplex } from 'stream';
+import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
 import { RoutingModule } from '../routing/routing.module';
-import { sendError } from '../http/errors';
+import { errorBody, sendError } from '../http/errors';
+import { BodyDeadlines } from './body-deadline';
+import { setAllowedOrigins } from '../http/cors';
 import { AccessControl } from './access-control';
 import { ClusterApi } from './cluster-api.service';
 import { ProxyService } from './proxy.service';
@@ -16,11 +20,21 @@ type Listener = (req: IncomingMessage, res: ServerResponse) => void;
   providers: [ProxyService, ClusterApi, AccessControl, RequestRecords],
   exports: [RoutingModule, ProxyService, AccessControl, RequestRecords],
 })
-export class ProxyModule implements OnApplicationBootstrap {
+export class ProxyModule implements OnApplicationBootstrap, OnModuleDestroy {
+  private readonly bodies: BodyDeadlines;
+
   constructor(
     private readonly adapterHost: HttpAdapterHost,
     private readonly proxy: ProxyService,
-  ) {}
+    @Inject(BALANCER_CONFIG) config: BalancerConfig,
+  ) {
+    this.bodies = new BodyDeadlines(config.bodyTimeoutMs);
+    setAllowedOrigins(config.allowedOrigins);
+  }
+
+  onModuleDestroy(): void {
+    this.bodies.stop();
+  }
 
   /**
    * Ollama's and OpenAI's paths go straight from the HTTP server to ProxyService, ahead of Express's
@@ -35,10 +49,13 @@ export class ProxyModule implements OnApplicationBootstrap {
     if (existing.some((l) => (l as any).__balancerFastPath)) return;
     const nest = existing[0];
     server.removeAllListeners('request');
+    const bodies = this.bodies;
     const fast: Listener = (req, res) => {
       const url = req.url ?? '/';
       const q = url.indexOf('?');
-      if (isProxyPath(q === -1 ? url : url.slice(0, q))) {
+      const path = q === -1 ? url : url.slice(0, q);
+      bodies.watch(req, res, path);
+      if (isProxyPath(path)) {
         try {
           this.proxy.handle(req, res);
         } catch (e) {
@@ -49,9 +66,18 @@ export class ProxyModule implements OnApplicationBootstrap {
     };
     (fast as any).__balancerFastPath = true;
     server.on('request', fast);
+    // CONNECT (a proxy tunnel) is no route here: without a listener Node would drop the socket unanswered.
+    if (server.listenerCount('connect') === 0) server.on('connect', (req: IncomingMessage, socket: Duplex) => refuseRaw(req, socket, 405, 'CONNECT is not supported'));
     // Long streams must not be cut by Node's default timeouts; idle limits are ours.
     server.requestTimeout = 0;
     server.headersTimeout = 60_000;
     server.keepAliveTimeout = 65_000;
   }
+}
+
+/** Answers on a raw socket (no ServerResponse exists for CONNECT) in the route's error shape, then closes. */
+function refuseRaw(req: IncomingMessage, socket: Duplex, status: number, message: string): void {
+  const body = errorBody(req.url, status, message);
+  socket.on('error', () => undefined);
+  socket.end(`HTTP/1.1 ${status} Method Not Allowed\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }

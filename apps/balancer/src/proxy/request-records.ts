@@ -38,8 +38,11 @@ export interface RequestListener {
 @Injectable()
 export class RequestRecords {
   readonly listeners: RequestListener[] = [];
+  /** Requests on Ollama's and OpenAI's paths begun and not yet closed (fan-outs included): what a drain waits for. */
+  open = 0;
 
   begin(req: IncomingMessage, path: string, id: string, startedAt: number): RequestRecord {
+    this.open++;
     return {
       id,
       method: req.method ?? 'GET',
@@ -60,6 +63,7 @@ export class RequestRecords {
   }
 
   end(record: RequestRecord, res: ServerResponse): void {
+    this.open--;
     const durationMs = Date.now() - record.startedAt;
     if (record.status === undefined) record.status = res.statusCode;
     if (!res.writableFinished && record.error === null) record.error = 'client closed the connection';

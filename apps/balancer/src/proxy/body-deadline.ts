@@ -1,0 +1,82 @@
+import type { IncomingMessage, ServerResponse } from 'http';
+import { sendError } from '../http/errors';
+
+interface Watched {
+  res: ServerResponse;
+  startedAt: number;
+  /** Blob uploads may be long but must keep moving: their clock restarts whenever bytes arrive. */
+  moving: boolean;
+  lastBytes: number;
+  lastAt: number;
+}
+
+/**
+ * BODY_TIMEOUT_MS for every request that carries a body: it must arrive in full within the limit
+ * (a blob upload: with no pause that long), or the client gets 408 and the connection closes. A
+ * client sending a byte at a time can otherwise hold a socket, a buffer and a request slot for as
+ * long as it likes. One sweep checks them all (no timer per request); a limit fires at most a
+ * quarter of it late, never early.
+ */
+export class BodyDeadlines {
+  private readonly watched = new Map<IncomingMessage, Watched>();
+  private timer: NodeJS.Timeout | null = null;
+  private readonly sweepMs: number;
+
+  constructor(private readonly timeoutMs: number) {
+    this.sweepMs = Math.max(25, Math.min(1000, Math.floor(timeoutMs / 4)));
+  }
+
+  watch(req: IncomingMessage, res: ServerResponse, path: string): void {
+    if (req.complete) return;
+    const cl = req.headers['content-length'];
+    if (req.headers['transfer-encoding'] === undefined && (cl === undefined || cl === '0')) return;
+    const now = Date.now();
+    this.watched.set(req, { res, startedAt: now, moving: path.startsWith('/api/blobs/'), lastBytes: req.socket?.bytesRead ?? 0, lastAt: now });
+    if (this.timer === null) {
+      this.timer = setInterval(() => this.sweep(), this.sweepMs);
+      this.timer.unref();
+    }
+  }
+
+  stop(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+    this.watched.clear();
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const [req, w] of this.watched) {
+      if (req.complete || req.destroyed || w.res.destroyed) {
+        this.watched.delete(req);
+        continue;
+      }
+      if (w.moving) {
+        const bytes = req.socket?.bytesRead ?? 0;
+        if (bytes !== w.lastBytes) {
+          w.lastBytes = bytes;
+          w.lastAt = now;
+          continue;
+        }
+        if (now - w.lastAt < this.timeoutMs) continue;
+      } else if (now - w.startedAt < this.timeoutMs) continue;
+      this.watched.delete(req);
+      this.cut(req, w.res, w.moving);
+    }
+    if (this.watched.size === 0 && this.timer !== null) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+  }
+
+  private cut(req: IncomingMessage, res: ServerResponse, moving: boolean): void {
+    const socket = req.socket;
+    if (res.headersSent) {
+      socket?.destroy();
+      return;
+    }
+    sendError(req, res, 408, moving ? `request body stalled: no data for ${this.timeoutMs} ms (BODY_TIMEOUT_MS)` : `request body not received within ${this.timeoutMs} ms (BODY_TIMEOUT_MS)`, { Connection: 'close' });
+    // The rest of the body will never be read: the connection cannot carry another request.
+    res.once('finish', () => socket?.destroy());
+  }
+}

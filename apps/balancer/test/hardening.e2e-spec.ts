@@ -1,0 +1,228 @@
+import * as http from 'http';
+import * as net from 'net';
+import { SimServer } from '@app/ollama-sim';
+import { loadBalancerConfig } from '../src/config/balancer-config';
+import { OllamaClient } from '../src/fleet/ollama-client';
+import { FakeOllama, selfSignedCert, startFakeOllama } from './fake-ollama';
+import { Child, Cluster, getJson, parseStream, request, spawnBalancer, startCluster, startSims, streamTimed, waitFor, waitIdle, writeConfigFile } from './harness';
+
+/**
+ * One regression test per defect of issue 11 ("nothing a client sends can hurt the fleet"), each
+ * failing on the code before its fix. Items are numbered as in the issue.
+ */
+const model = 'llama3.2';
+const ALICE = 'sk-alice-0123456789';
+const ADMIN = 'admin-token-0123456789';
+const alice = { authorization: `Bearer ${ALICE}` };
+
+/** Whether a string holds a UTF-16 surrogate without its pair (strict JSON parsers reject those). */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+function strictlyParsable(line: string): boolean {
+  let ok = true;
+  try {
+    JSON.parse(line, (_k, v) => {
+      if (typeof v === 'string' && LONE_SURROGATE.test(v)) ok = false;
+      return v;
+    });
+  } catch {
+    return false;
+  }
+  return ok;
+}
+
+/** Raw bytes over one socket; resolves with whatever came back when the server closes, or at `giveUpMs`. */
+function rawExchange(url: string, write: (s: net.Socket) => void, giveUpMs: number): Promise<string> {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    let out = '';
+    const s = net.connect(Number(u.port), u.hostname, () => write(s));
+    const t = setTimeout(() => s.destroy(), giveUpMs);
+    s.on('data', (c) => (out += c.toString('utf8')));
+    s.on('close', () => {
+      clearTimeout(t);
+      resolve(out);
+    });
+    s.on('error', () => undefined);
+  });
+}
+
+describe('the real process survives hostile bodies (items 1, 7, 17)', () => {
+  let sims: SimServer[] = [];
+  let child: Child | undefined;
+  beforeAll(async () => {
+    sims = await startSims([{ tokensPerSecond: 1000, loaded: [model] }]);
+  });
+  afterAll(async () => {
+    if (child && child.proc.exitCode === null) child.proc.kill('SIGKILL');
+    await Promise.all(sims.map((s) => s.close()));
+  });
+  /** A balancer process, restarted when an earlier test killed it (so each test stands alone). */
+  async function alive(): Promise<Child> {
+    if (child && child.proc.exitCode === null && child.proc.signalCode === null) {
+      const live = await getJson(`${child.url}/health/live`).catch(() => null);
+      if (live?.status === 200) return child;
+      child.proc.kill('SIGKILL');
+    }
+    const file = writeConfigFile({ backends: sims.map((s, i) => ({ name: `b${i + 1}`, url: s.url })) });
+    child = await spawnBalancer({ BALANCER_CONFIG: file, LOG_REQUESTS: 'true' });
+    await waitFor(async () => (await getJson(`${child!.url}/health/ready`)).status === 200, 15_000, 'ready');
+    return child;
+  }
+
+  it('item 7: deeply nested JSON is refused with 400 before it is parsed (chat and pull)', async () => {
+    const c = await alive();
+    const deep = (n: number) => '['.repeat(n) + ']'.repeat(n);
+    const chat = `{"model":"${model}","stream":false,"messages":[{"role":"user","content":"hi"}],"options":{"x":${deep(100_000)}}}`;
+    const r1 = await request(`${c.url}/api/chat`, { body: chat });
+    expect(r1.status).toBe(400);
+    expect(r1.body.error).toMatch(/nest/i);
+    const pull = `{"model":"x","insecure":${deep(100_000)}}`;
+    const r2 = await request(`${c.url}/api/pull`, { body: pull });
+    expect(r2.status).toBe(400);
+    expect(r2.body.error).toMatch(/nest/i);
+    const oai = await request(`${c.url}/v1/chat/completions`, { body: `{"model":"${model}","messages":${deep(50_000)}}` });
+    expect(oai.status).toBe(400);
+    expect(oai.body.error.type).toBe('invalid_request_error');
+    expect((await getJson(`${c.url}/health/live`)).status).toBe(200);
+  }, 120_000);
+
+  it('item 17: a lone surrogate in a model name still gives a request log line strict JSON parsers accept', async () => {
+    const c = await alive();
+    const before = c.output().length;
+    const r = await request(`${c.url}/api/generate`, { body: '{"model":"\\ud800x","prompt":"hi","stream":false}' });
+    expect(r.status).toBe(404);
+    await waitFor(() => /"event":"request"/.test(c.output().slice(before)), 5000, 'the request log line');
+    const lines = c.output().slice(before).split('\n').filter((l) => l.includes('"event":"request"'));
+    expect(lines.length).toBeGreaterThan(0);
+    for (const l of lines) expect(strictlyParsable(l)).toBe(true);
+  }, 120_000);
+});
+
+describe('items answered by an in-process cluster', () => {
+  let cluster: Cluster | undefined;
+  const fakes: FakeOllama[] = [];
+  afterEach(async () => {
+    await cluster?.close();
+    cluster = undefined;
+    await Promise.all(fakes.splice(0).map((f) => f.close()));
+  });
+
+  it('item 5: case-variant keys cannot bypass a key allow-list or the management pins', async () => {
+    cluster = await startCluster([{ tokensPerSecond: 1000, models: [{ name: 'llama3.2:latest', sizeBytes: 1e9 }, { name: 'qwen2.5:7b', sizeBytes: 1e9 }] }], {
+      API_KEYS: `alice:${ALICE}:0:${model}`,
+      ADMIN_TOKEN: ADMIN,
+      MODEL_MANAGEMENT: 'admin',
+    });
+    const variant = await request(`${cluster.url}/api/generate`, { headers: alice, body: '{"model":"llama3.2","MODEL":"qwen2.5:7b","prompt":"hi","stream":false}' });
+    expect([400, 403]).toContain(variant.status);
+    const only = await request(`${cluster.url}/api/generate`, { headers: alice, body: '{"Model":"qwen2.5:7b","prompt":"hi","stream":false}' });
+    expect(only.status).toBe(403);
+    // Ollama reads KEEP_ALIVE as keep_alive: an unload in disguise still needs the admin token.
+    const unload = await request(`${cluster.url}/api/generate`, { headers: alice, body: '{"model":"llama3.2","Keep_Alive":0}' });
+    expect([400, 401, 403]).toContain(unload.status);
+    const prompt = await request(`${cluster.url}/api/generate`, { headers: alice, body: '{"model":"llama3.2","keep_alive":0,"prompt":"hi","PROMPT":""}' });
+    expect([400, 401, 403]).toContain(prompt.status);
+  });
+
+  it('item 9: an https backend is probed over TLS (healthy, inventory read); default ports follow the scheme', async () => {
+    const tls = selfSignedCert();
+    fakes.push(await startFakeOllama({ tls }));
+    const file = writeConfigFile({ backends: [{ name: 'tls', url: fakes[0].url }] });
+    cluster = await startClusterOn(file, { BACKEND_CA_FILE: tls.certPath });
+    const st = (await getJson(`${cluster.url}/balancer/status`)).body;
+    expect(st.backends[0].models).toEqual(['llama3.2:latest']);
+    expect(fakes[0].seen).toContain('GET /api/version');
+    // An explicit :80 stays 80; a scheme without a port means the scheme's port; a bare host is Ollama's 11434.
+    const cfg = loadBalancerConfig({ OLLAMA_BACKENDS: 'http://gpu1:80,https://gpu2,gpu3,http://gpu4:8080,gpu5:80' });
+    const ports = cfg.backends.map((b) => {
+      const u = new URL(b.url);
+      return u.port || (u.protocol === 'https:' ? '443' : '80');
+    });
+    expect(ports).toEqual(['80', '443', '11434', '8080', '80']);
+    // The outbound client dials 443 for https without a port (not 80).
+    // (Nothing listens on 443 here: the refusal names the port that was dialled.)
+    const client = new OllamaClient(loadBalancerConfig({}));
+    const e: any = await client.request(new URL('https://127.0.0.1'), '/api/version', { timeoutMs: 2000 }).catch((err: unknown) => err);
+    client.onApplicationShutdown();
+    expect({ code: e?.code, port: e?.port }).toEqual({ code: 'ECONNREFUSED', port: 443 });
+  }, 60_000);
+
+  it('item 10: probes do not queue behind long fan-outs: a dead backend is seen as down during a long pull', async () => {
+    cluster = await startCluster([{ tokensPerSecond: 1000, pullMs: 30_000 }, { tokensPerSecond: 1000 }], { HEALTH_FAILURE_THRESHOLD: '2', HEALTH_TIMEOUT_MS: '300' });
+    const u = cluster.url;
+    // Fill b1's control pool with long pulls (more than its sockets).
+    const pulls = Array.from({ length: 20 }, (_, i) => {
+      const req = http.request(`${u}/api/pull?backends=b1`, { method: 'POST', headers: { 'content-type': 'application/json' } });
+      req.on('error', () => undefined);
+      req.on('response', (res) => res.resume());
+      req.end(JSON.stringify({ model: `m${i}:1b` }));
+      return req;
+    });
+    try {
+      await waitFor(() => cluster!.sims[0].stats().byRoute['POST /api/pull'] >= 16, 10_000, 'pulls under way');
+      await cluster.sims[0].update({ faults: { hang: true } });
+      await waitFor(async () => (await getJson(`${u}/balancer/status`)).body.backends[0].health === 'unhealthy', 8000, 'b1 seen down');
+    } finally {
+      for (const p of pulls) p.destroy();
+    }
+  }, 60_000);
+
+  it('item 17: a body sent one byte at a time is cut with 408 after BODY_TIMEOUT_MS', async () => {
+    cluster = await startCluster([{ tokensPerSecond: 1000 }], { BODY_TIMEOUT_MS: '500' });
+    const body = JSON.stringify({ model, prompt: 'x'.repeat(40), stream: false });
+    let timer: NodeJS.Timeout | undefined;
+    const out = await rawExchange(
+      cluster.url,
+      (s) => {
+        s.write(`POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`);
+        let i = 0;
+        timer = setInterval(() => {
+          if (i < body.length && !s.destroyed) s.write(body[i++]);
+        }, 100);
+      },
+      10_000,
+    );
+    clearInterval(timer);
+    expect(out).toMatch(/^HTTP\/1\.1 408/);
+    expect(out).toMatch(/"error"/);
+  }, 30_000);
+});
+
+describe('item 16: drain waits for fan-outs', () => {
+  let sims: SimServer[] = [];
+  let child: Child | undefined;
+  afterEach(async () => {
+    if (child && child.proc.exitCode === null && child.proc.signalCode === null) child.proc.kill('SIGKILL');
+    await Promise.all(sims.map((s) => s.close()));
+  });
+
+  it('item 16: a pull under way when SIGTERM comes finishes (success line) before the process exits', async () => {
+    sims = await startSims([{ tokensPerSecond: 1000, pullMs: 4000 }]);
+    const file = writeConfigFile({ backends: sims.map((s, i) => ({ name: `b${i + 1}`, url: s.url })) });
+    child = await spawnBalancer({ BALANCER_CONFIG: file, LOG_REQUESTS: 'false', DRAIN_TIMEOUT_MS: '20000' });
+    await waitFor(async () => (await getJson(`${child!.url}/health/ready`)).status === 200, 15_000, 'ready');
+    let started = false;
+    const pull = streamTimed(`${child.url}/api/pull`, { model: 'mistral:7b' }, () => (started = true));
+    await waitFor(() => started, 10_000, 'pull under way');
+    child.proc.kill('SIGTERM');
+    const s = await pull;
+    const objs = parseStream(s.chunks.map((c) => c.text).join(''));
+    expect(objs[objs.length - 1]).toEqual({ status: 'success' });
+    expect(await child.exited).toBe(0);
+  }, 60_000);
+});
+
+/** A cluster over a prepared config file (fake backends), ready when every backend is healthy. */
+async function startClusterOn(file: string, env: Record<string, string>): Promise<Cluster> {
+  const { startBalancer } = await import('./harness');
+  const { app, url } = await startBalancer({ BALANCER_CONFIG: file, ...env });
+  try {
+    await waitFor(async () => (await getJson(`${url}/balancer/status`)).body.backends.every((b: any) => b.health === 'healthy' && b.inventoryAt !== null), 10_000, 'backends healthy');
+  } catch (e) {
+    await app.close();
+    throw e;
+  }
+  return { app, url, sims: [], close: () => app.close() };
+}
+
+void waitIdle;
