@@ -22,7 +22,16 @@ export const BASE_MODELS: SimModel[][] = [
   ],
 ];
 
-const SIM: SimConfig = { tokensPerSecond: 5000, promptTokensPerSecond: 1e7, defaultOutputTokens: 3, maxOutputTokens: 8, pullMs: 30, loadMsPerGB: 5, numParallel: 4, embeddingDims: 8 };
+const SIM: SimConfig = {
+  tokensPerSecond: 5000,
+  promptTokensPerSecond: 1e7,
+  defaultOutputTokens: 3,
+  maxOutputTokens: 8,
+  pullMs: 30,
+  loadMsPerGB: 5,
+  numParallel: 4,
+  embeddingDims: 8,
+};
 
 /** The balancer's settings under fuzzing: short timeouts, a 1 MiB body limit, keys, open model management. */
 export const FUZZ_ENV: Record<string, string> = {
@@ -81,18 +90,34 @@ function newest(dir: string): number {
 export function balancerCommand(): string[] {
   const built = join(REPO, 'dist/apps/balancer/src/main.js');
   if (existsSync(built) && statSync(built).mtimeMs >= newest(join(REPO, 'apps/balancer/src'))) return [built];
-  return ['-r', 'ts-node/register/transpile-only', '-r', 'tsconfig-paths/register', join(REPO, 'apps/balancer/src/main.ts')];
+  return [
+    '-r',
+    'ts-node/register/transpile-only',
+    '-r',
+    'tsconfig-paths/register',
+    join(REPO, 'apps/balancer/src/main.ts'),
+  ];
 }
 
 export async function startFleet(extraEnv: Record<string, string> = {}): Promise<Fleet> {
-  const sims = await Promise.all(BASE_MODELS.map((models, i) => startSimServer({ ...SIM, name: `sim${i + 1}`, models, port: 0 })));
+  const sims = await Promise.all(
+    BASE_MODELS.map((models, i) => startSimServer({ ...SIM, name: `sim${i + 1}`, models, port: 0 })),
+  );
   const dir = mkdtempSync(join(tmpdir(), 'balancer-fuzz-'));
   const file = join(dir, 'balancer.json');
   writeFileSync(file, JSON.stringify({ backends: sims.map((s, i) => ({ name: `b${i + 1}`, url: s.url })) }));
   const port = await freePort();
   const proc = spawn(process.execPath, balancerCommand(), {
     cwd: REPO,
-    env: { ...process.env, TS_NODE_PROJECT: join(REPO, 'tsconfig.json'), BALANCER_CONFIG: file, HOST: '127.0.0.1', PORT: String(port), ...FUZZ_ENV, ...extraEnv },
+    env: {
+      ...process.env,
+      TS_NODE_PROJECT: join(REPO, 'tsconfig.json'),
+      BALANCER_CONFIG: file,
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      ...FUZZ_ENV,
+      ...extraEnv,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -138,7 +163,11 @@ export function getStatus(url: string, path = '/balancer/status', timeoutMs = 50
   return getJson(`${url}${path}`, { authorization: `Bearer ${FUZZ_ADMIN}` }, timeoutMs).then((r) => r.body);
 }
 
-export function getJson(url: string, headers: Record<string, string> = {}, timeoutMs = 5000): Promise<{ status: number; body: any }> {
+export function getJson(
+  url: string,
+  headers: Record<string, string> = {},
+  timeoutMs = 5000,
+): Promise<{ status: number; body: any }> {
   return new Promise((res, rej) => {
     const req = http.get(url, { headers, agent: false, timeout: timeoutMs }, (r) => {
       const chunks: Buffer[] = [];

@@ -62,13 +62,17 @@ async function main(): Promise<void> {
     const failure = await fuzzRun(runner, s, n, () => {
       if (Date.now() - lastReport > 30_000) {
         lastReport = Date.now();
-        console.error(`fuzz: ${done + runner.cases - before} cases, ${failures.length} violations, ${Math.round((Date.now() - started) / 1000)} s`);
+        console.error(
+          `fuzz: ${done + runner.cases - before} cases, ${failures.length} violations, ${Math.round((Date.now() - started) / 1000)} s`,
+        );
       }
     });
     done += runner.cases - before;
     if (failure) {
       failures.push(failure);
-      console.error(`fuzz: seed ${s}: ${failure.violations.map((v) => `${v.kind}: ${v.detail.slice(0, 300)}`).join('\n  ')}\n  case: ${failure.case.slice(0, 1000)}`);
+      console.error(
+        `fuzz: seed ${s}: ${failure.violations.map((v) => `${v.kind}: ${v.detail.slice(0, 300)}`).join('\n  ')}\n  case: ${failure.case.slice(0, 1000)}`,
+      );
       if (failure.violations.some((v) => v.kind === 'crash')) crashes++;
       if (!fleet.alive() || failure.violations.some((v) => v.kind === 'crash' || v.kind === 'liveness')) {
         requests += runner.requests;

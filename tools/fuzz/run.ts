@@ -34,14 +34,20 @@ const header = (r: WireResponse, k: string) => r.headers[k]?.[0];
 /** What is wrong with one answer, if anything. `backend5xx`: a backend itself answered 5xx in this case. */
 export function judgeResponse(q: WireRequest, r: WireResponse, backend5xx: boolean): Violation | null {
   const where = `${q.method} ${q.target.slice(0, 120)} -> ${r.status}`;
-  if (r.status === 0) return { kind: 'status', detail: `${where}: not an HTTP answer: ${r.body.subarray(0, 200).toString('latin1')}` };
-  if (r.status >= 500 && r.status !== 503 && !backend5xx) return { kind: 'status', detail: `${where} for client input (no backend failed): ${r.body.subarray(0, 300).toString('utf8')}` };
+  if (r.status === 0)
+    return { kind: 'status', detail: `${where}: not an HTTP answer: ${r.body.subarray(0, 200).toString('latin1')}` };
+  if (r.status >= 500 && r.status !== 503 && !backend5xx)
+    return {
+      kind: 'status',
+      detail: `${where} for client input (no backend failed): ${r.body.subarray(0, 300).toString('utf8')}`,
+    };
   if (q.method === 'HEAD' || r.body.length === 0) return null;
   const ct = header(r, 'content-type') ?? '';
   const proxied = header(r, 'x-balancer-backend') !== undefined;
   const text = r.body.toString('utf8');
   if (r.status >= 400 && !proxied) {
-    if (!ct.includes('json')) return { kind: 'shape', detail: `${where}: an error that is not JSON (${ct}): ${text.slice(0, 200)}` };
+    if (!ct.includes('json'))
+      return { kind: 'shape', detail: `${where}: an error that is not JSON (${ct}): ${text.slice(0, 200)}` };
     let body: any;
     try {
       body = JSON.parse(text);
@@ -51,7 +57,11 @@ export function judgeResponse(q: WireRequest, r: WireResponse, backend5xx: boole
     const openai = q.target.startsWith('/v1/');
     const e = body?.error;
     const ok = openai ? typeof e?.message === 'string' : typeof e === 'string';
-    if (!ok) return { kind: 'shape', detail: `${where}: not the ${openai ? 'OpenAI' : 'Ollama'} error shape: ${text.slice(0, 200)}` };
+    if (!ok)
+      return {
+        kind: 'shape',
+        detail: `${where}: not the ${openai ? 'OpenAI' : 'Ollama'} error shape: ${text.slice(0, 200)}`,
+      };
     return null;
   }
   if (ct.includes('ndjson')) {
@@ -67,7 +77,10 @@ export function judgeResponse(q: WireRequest, r: WireResponse, backend5xx: boole
     try {
       JSON.parse(text);
     } catch {
-      return { kind: 'shape', detail: `${where}: a JSON answer that does not parse (${r.body.length} bytes): ${text.slice(0, 200)}` };
+      return {
+        kind: 'shape',
+        detail: `${where}: a JSON answer that does not parse (${r.body.length} bytes): ${text.slice(0, 200)}`,
+      };
     }
   }
   return null;
@@ -81,10 +94,18 @@ function judgeOutcome(reqs: WireRequest[], o: WireOutcome, aborting: boolean, ba
   });
   if (aborting) return out;
   const first = `${reqs[0].method} ${reqs[0].target.slice(0, 120)}`;
-  if (o.end === 'timeout') out.push({ kind: 'hang', detail: `${first}: ${o.responses.length} of ${reqs.length} answers after ${EXCHANGE_TIMEOUT_MS} ms` });
+  if (o.end === 'timeout')
+    out.push({
+      kind: 'hang',
+      detail: `${first}: ${o.responses.length} of ${reqs.length} answers after ${EXCHANGE_TIMEOUT_MS} ms`,
+    });
   else if (o.end === 'closed' && o.responses.length < reqs.length) {
     const closing = o.responses.some((r) => (header(r, 'connection') ?? '').toLowerCase() === 'close');
-    if (!closing) out.push({ kind: 'closed', detail: `${first}: the connection closed after ${o.responses.length} of ${reqs.length} answers, none saying Connection: close` });
+    if (!closing)
+      out.push({
+        kind: 'closed',
+        detail: `${first}: the connection closed after ${o.responses.length} of ${reqs.length} answers, none saying Connection: close`,
+      });
   }
   return out;
 }
@@ -118,7 +139,8 @@ export class FuzzRunner {
 
   private async backend5xx(): Promise<number> {
     let n = 0;
-    for (const s of this.fleet.sims) for (const [code, c] of Object.entries(s.stats().errorsByStatus)) if (Number(code) >= 500) n += c;
+    for (const s of this.fleet.sims)
+      for (const [code, c] of Object.entries(s.stats().errorsByStatus)) if (Number(code) >= 500) n += c;
     return n;
   }
 
@@ -129,29 +151,50 @@ export class FuzzRunner {
     this.requests += c.plans.reduce((n, p) => n + p.requests.length, 0);
     const v: Violation[] = [];
     const fiveAfter = await this.backend5xx();
-    c.plans.forEach((p, i) => v.push(...judgeOutcome(p.requests, outcomes[i], p.abortAfterMs !== undefined, fiveAfter > fiveBefore)));
+    c.plans.forEach((p, i) =>
+      v.push(...judgeOutcome(p.requests, outcomes[i], p.abortAfterMs !== undefined, fiveAfter > fiveBefore)),
+    );
     if (!this.fleet.alive()) {
-      v.push({ kind: 'crash', detail: `the balancer exited (${this.fleet.proc.exitCode ?? this.fleet.proc.signalCode}):\n${this.fleet.stderr().slice(-2000)}\n${this.fleet.stdout().slice(-2000)}` });
+      v.push({
+        kind: 'crash',
+        detail: `the balancer exited (${this.fleet.proc.exitCode ?? this.fleet.proc.signalCode}):\n${this.fleet.stderr().slice(-2000)}\n${this.fleet.stdout().slice(-2000)}`,
+      });
       return v;
     }
     const live = await getJson(`${this.fleet.url}/health/live`).catch((e: Error) => ({ status: 0, body: e.message }));
-    if (live.status !== 200) v.push({ kind: 'liveness', detail: `/health/live answered ${live.status}: ${JSON.stringify(live.body).slice(0, 200)}` });
+    if (live.status !== 200)
+      v.push({
+        kind: 'liveness',
+        detail: `/health/live answered ${live.status}: ${JSON.stringify(live.body).slice(0, 200)}`,
+      });
     // Counts back to zero.
     let st: any = null;
     const deadline = Date.now() + SETTLE_MS;
     for (;;) {
       st = await getStatus(this.fleet.url).catch(() => null);
-      const idle = st && st.queue.length === 0 && st.backends.every((b: any) => b.inFlight === 0 && Object.keys(b.inFlightByModel).length === 0);
+      const idle =
+        st &&
+        st.queue.length === 0 &&
+        st.backends.every((b: any) => b.inFlight === 0 && Object.keys(b.inFlightByModel).length === 0);
       if (idle) break;
       if (Date.now() > deadline) {
-        v.push({ kind: 'leak', detail: `in-flight or queue counts not back to zero after ${SETTLE_MS} ms: ${st ? JSON.stringify({ queue: st.queue.length, inFlight: st.backends.map((b: any) => b.inFlightByModel) }) : 'no status'}` });
+        v.push({
+          kind: 'leak',
+          detail: `in-flight or queue counts not back to zero after ${SETTLE_MS} ms: ${st ? JSON.stringify({ queue: st.queue.length, inFlight: st.backends.map((b: any) => b.inFlightByModel) }) : 'no status'}`,
+        });
         break;
       }
       await new Promise((r) => setTimeout(r, 20));
     }
     if (st) {
-      if (st.counters.ejections !== this.ejections || st.backends.some((b: any) => b.ejected || b.health !== 'healthy')) {
-        v.push({ kind: 'ejection', detail: `a backend was ejected or marked down: ${JSON.stringify(st.backends.map((b: any) => ({ name: b.name, health: b.health, ejected: b.ejected, lastError: b.lastError })))}; events ${JSON.stringify(st.events.slice(0, 3))}` });
+      if (
+        st.counters.ejections !== this.ejections ||
+        st.backends.some((b: any) => b.ejected || b.health !== 'healthy')
+      ) {
+        v.push({
+          kind: 'ejection',
+          detail: `a backend was ejected or marked down: ${JSON.stringify(st.backends.map((b: any) => ({ name: b.name, health: b.health, ejected: b.ejected, lastError: b.lastError })))}; events ${JSON.stringify(st.events.slice(0, 3))}`,
+        });
         this.ejections = st.counters.ejections;
       }
       // A model gone from the balancer's view: only a defect if its backend still holds it.
@@ -162,7 +205,11 @@ export class FuzzRunner {
         if (gone.length === 0) continue;
         const held = await simTags(this.fleet.sims[i].url);
         const wrongly = gone.filter((m) => held.has(m));
-        if (wrongly.length > 0) v.push({ kind: 'inventory', detail: `backend b${i + 1} lost ${wrongly.join(', ')} from the balancer's inventory though it still holds them` });
+        if (wrongly.length > 0)
+          v.push({
+            kind: 'inventory',
+            detail: `backend b${i + 1} lost ${wrongly.join(', ')} from the balancer's inventory though it still holds them`,
+          });
       }
       this.before = st;
     }
@@ -171,7 +218,8 @@ export class FuzzRunner {
     const end = out.lastIndexOf('\n') + 1;
     if (end > this.logOffset) {
       for (const line of out.slice(this.logOffset, end).split('\n')) {
-        if (line.trim() !== '' && !strictJsonLine(line)) v.push({ kind: 'log', detail: `a log line strict JSON parsers reject: ${line.slice(0, 300)}` });
+        if (line.trim() !== '' && !strictJsonLine(line))
+          v.push({ kind: 'log', detail: `a log line strict JSON parsers reject: ${line.slice(0, 300)}` });
       }
       this.logOffset = end;
     }
@@ -195,7 +243,10 @@ export class FuzzRunner {
     const deadline = Date.now() + 8000;
     while (Date.now() < deadline) {
       const st = await getStatus(this.fleet.url).catch(() => null);
-      if (st && names(st).every((n, i) => JSON.stringify(n) === JSON.stringify(BASE_MODELS[i].map((m) => m.name).sort()))) {
+      if (
+        st &&
+        names(st).every((n, i) => JSON.stringify(n) === JSON.stringify(BASE_MODELS[i].map((m) => m.name).sort()))
+      ) {
         this.before = st;
         return;
       }
@@ -215,7 +266,12 @@ export interface CampaignFailure {
  * fast-check drives the runner: `numRuns` cases from `seed`. The first violation ends the run
  * (no shrinking: every case costs real requests) and is returned with the case that caused it.
  */
-export async function fuzzRun(runner: FuzzRunner, seed: number, numRuns: number, onCase?: () => void): Promise<CampaignFailure | null> {
+export async function fuzzRun(
+  runner: FuzzRunner,
+  seed: number,
+  numRuns: number,
+  onCase?: () => void,
+): Promise<CampaignFailure | null> {
   let failure: CampaignFailure | null = null;
   const result = await fc.check(
     fc.asyncProperty(fuzzCase, async (c) => {
@@ -229,6 +285,11 @@ export async function fuzzRun(runner: FuzzRunner, seed: number, numRuns: number,
     }),
     { seed, numRuns, endOnFailure: true },
   );
-  if (result.failed && failure === null) failure = { seed, case: String(result.counterexample?.[0] ? describeCase(result.counterexample[0]) : '?'), violations: [{ kind: 'crash', detail: String(result.errorInstance ?? 'the property threw') }] };
+  if (result.failed && failure === null)
+    failure = {
+      seed,
+      case: String(result.counterexample?.[0] ? describeCase(result.counterexample[0]) : '?'),
+      violations: [{ kind: 'crash', detail: String(result.errorInstance ?? 'the property threw') }],
+    };
   return failure;
 }

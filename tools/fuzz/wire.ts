@@ -84,9 +84,12 @@ export function exchange(port: number, plan: WirePlan, timeoutMs: number): Promi
         const size = Math.ceil(bytes.length / pieces);
         for (let i = 0; i < pieces; i++) {
           timers.push(
-            setTimeout(() => {
-              if (!s.destroyed) s.write(bytes.subarray(i * size, (i + 1) * size));
-            }, i * (plan.gapMs ?? 0)),
+            setTimeout(
+              () => {
+                if (!s.destroyed) s.write(bytes.subarray(i * size, (i + 1) * size));
+              },
+              i * (plan.gapMs ?? 0),
+            ),
           );
         }
       }

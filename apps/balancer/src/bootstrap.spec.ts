@@ -13,14 +13,18 @@ describe('process guard', () => {
       expect(rej).toHaveLength(1);
       (ex[0] as (e: Error) => void)(new TypeError('Cannot convert object to primitive value'));
       (rej[0] as (e: unknown) => void)({ toString: 1 });
-      expect(lines[0]).toMatch(/uncaught exception \(kept serving\): TypeError: Cannot convert object to primitive value/);
+      expect(lines[0]).toMatch(
+        /uncaught exception \(kept serving\): TypeError: Cannot convert object to primitive value/,
+      );
       expect(lines[1]).toMatch(/unhandled rejection \(kept serving\): \{"toString":1\}/);
       // A second install adds nothing.
       installProcessGuard({ error: () => undefined });
       expect(process.listeners('uncaughtException').length).toBe(before.ex.length + 1);
     } finally {
-      for (const l of process.listeners('uncaughtException')) if (!before.ex.includes(l)) process.off('uncaughtException', l);
-      for (const l of process.listeners('unhandledRejection')) if (!before.rej.includes(l)) process.off('unhandledRejection', l);
+      for (const l of process.listeners('uncaughtException'))
+        if (!before.ex.includes(l)) process.off('uncaughtException', l);
+      for (const l of process.listeners('unhandledRejection'))
+        if (!before.rej.includes(l)) process.off('unhandledRejection', l);
       delete (process as any).__balancerGuard;
     }
   });

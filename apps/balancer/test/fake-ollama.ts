@@ -38,11 +38,17 @@ export async function startFakeOllama(opts: FakeOllamaOptions = {}): Promise<Fak
       if (opts.handle?.(req, body, res)) return;
       const json = (status: number, obj: unknown) => {
         const text = JSON.stringify(obj);
-        res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
+        res.writeHead(status, {
+          'Content-Type': 'application/json; charset=utf-8',
+          'Content-Length': Buffer.byteLength(text),
+        });
         res.end(text);
       };
       if (path === '/api/version') return json(200, { version: '0.12.3' });
-      if (path === '/api/tags') return json(200, { models: models.map((name) => ({ name, model: name, size: 1_000_000, modified_at: '2026-01-01T00:00:00Z' })) });
+      if (path === '/api/tags')
+        return json(200, {
+          models: models.map((name) => ({ name, model: name, size: 1_000_000, modified_at: '2026-01-01T00:00:00Z' })),
+        });
       if (path === '/api/ps') return json(200, { models: [] });
       if (path === '/api/generate' || path === '/api/chat') {
         let model = '';
@@ -58,7 +64,9 @@ export async function startFakeOllama(opts: FakeOllamaOptions = {}): Promise<Fak
       res.end('404 page not found');
     });
   };
-  const server = opts.tls ? https.createServer({ key: opts.tls.key, cert: opts.tls.cert }, onRequest) : http.createServer(onRequest);
+  const server = opts.tls
+    ? https.createServer({ key: opts.tls.key, cert: opts.tls.cert }, onRequest)
+    : http.createServer(onRequest);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.address() as AddressInfo).port;
   return {
@@ -77,6 +85,26 @@ export function selfSignedCert(): { key: string; cert: string; certPath: string 
   const dir = mkdtempSync(join(tmpdir(), 'balancer-tls-'));
   const keyPath = join(dir, 'key.pem');
   const certPath = join(dir, 'cert.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyPath, '-out', certPath, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      keyPath,
+      '-out',
+      certPath,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+    ],
+    { stdio: 'ignore' },
+  );
   return { key: readFileSync(keyPath, 'utf8'), cert: readFileSync(certPath, 'utf8'), certPath };
 }

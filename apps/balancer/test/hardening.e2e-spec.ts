@@ -4,7 +4,20 @@ import { SimServer } from '@app/ollama-sim';
 import { loadBalancerConfig } from '../src/config/balancer-config';
 import { OllamaClient } from '../src/fleet/ollama-client';
 import { FakeOllama, selfSignedCert, startFakeOllama } from './fake-ollama';
-import { Child, Cluster, getJson, parseStream, request, spawnBalancer, startCluster, startSims, streamTimed, waitFor, waitIdle, writeConfigFile } from './harness';
+import {
+  Child,
+  Cluster,
+  getJson,
+  parseStream,
+  request,
+  spawnBalancer,
+  startCluster,
+  startSims,
+  streamTimed,
+  waitFor,
+  waitIdle,
+  writeConfigFile,
+} from './harness';
 
 /**
  * One regression test per defect of issue 11 ("nothing a client sends can hurt the fleet"), each
@@ -80,7 +93,9 @@ describe('the real process survives hostile bodies (items 1, 7, 17)', () => {
     const r2 = await request(`${c.url}/api/pull`, { body: pull });
     expect(r2.status).toBe(400);
     expect(r2.body.error).toMatch(/nest/i);
-    const oai = await request(`${c.url}/v1/chat/completions`, { body: `{"model":"${model}","messages":${deep(50_000)}}` });
+    const oai = await request(`${c.url}/v1/chat/completions`, {
+      body: `{"model":"${model}","messages":${deep(50_000)}}`,
+    });
     expect(oai.status).toBe(400);
     expect(oai.body.error.type).toBe('invalid_request_error');
     expect((await getJson(`${c.url}/health/live`)).status).toBe(200);
@@ -92,7 +107,11 @@ describe('the real process survives hostile bodies (items 1, 7, 17)', () => {
     const r = await request(`${c.url}/api/generate`, { body: '{"model":"\\ud800x","prompt":"hi","stream":false}' });
     expect(r.status).toBe(404);
     await waitFor(() => /"event":"request"/.test(c.output().slice(before)), 5000, 'the request log line');
-    const lines = c.output().slice(before).split('\n').filter((l) => l.includes('"event":"request"'));
+    const lines = c
+      .output()
+      .slice(before)
+      .split('\n')
+      .filter((l) => l.includes('"event":"request"'));
     expect(lines.length).toBeGreaterThan(0);
     for (const l of lines) expect(strictlyParsable(l)).toBe(true);
   }, 120_000);
@@ -108,19 +127,42 @@ describe('items answered by an in-process cluster', () => {
   });
 
   it('item 5: case-variant keys cannot bypass a key allow-list or the management pins', async () => {
-    cluster = await startCluster([{ tokensPerSecond: 1000, models: [{ name: 'llama3.2:latest', sizeBytes: 1e9 }, { name: 'qwen2.5:7b', sizeBytes: 1e9 }] }], {
-      API_KEYS: `alice:${ALICE}:0:${model}`,
-      ADMIN_TOKEN: ADMIN,
-      MODEL_MANAGEMENT: 'admin',
+    cluster = await startCluster(
+      [
+        {
+          tokensPerSecond: 1000,
+          models: [
+            { name: 'llama3.2:latest', sizeBytes: 1e9 },
+            { name: 'qwen2.5:7b', sizeBytes: 1e9 },
+          ],
+        },
+      ],
+      {
+        API_KEYS: `alice:${ALICE}:0:${model}`,
+        ADMIN_TOKEN: ADMIN,
+        MODEL_MANAGEMENT: 'admin',
+      },
+    );
+    const variant = await request(`${cluster.url}/api/generate`, {
+      headers: alice,
+      body: '{"model":"llama3.2","MODEL":"qwen2.5:7b","prompt":"hi","stream":false}',
     });
-    const variant = await request(`${cluster.url}/api/generate`, { headers: alice, body: '{"model":"llama3.2","MODEL":"qwen2.5:7b","prompt":"hi","stream":false}' });
     expect([400, 403]).toContain(variant.status);
-    const only = await request(`${cluster.url}/api/generate`, { headers: alice, body: '{"Model":"qwen2.5:7b","prompt":"hi","stream":false}' });
+    const only = await request(`${cluster.url}/api/generate`, {
+      headers: alice,
+      body: '{"Model":"qwen2.5:7b","prompt":"hi","stream":false}',
+    });
     expect(only.status).toBe(403);
     // Ollama reads KEEP_ALIVE as keep_alive: an unload in disguise still needs the admin token.
-    const unload = await request(`${cluster.url}/api/generate`, { headers: alice, body: '{"model":"llama3.2","Keep_Alive":0}' });
+    const unload = await request(`${cluster.url}/api/generate`, {
+      headers: alice,
+      body: '{"model":"llama3.2","Keep_Alive":0}',
+    });
     expect([400, 401, 403]).toContain(unload.status);
-    const prompt = await request(`${cluster.url}/api/generate`, { headers: alice, body: '{"model":"llama3.2","keep_alive":0,"prompt":"hi","PROMPT":""}' });
+    const prompt = await request(`${cluster.url}/api/generate`, {
+      headers: alice,
+      body: '{"model":"llama3.2","keep_alive":0,"prompt":"hi","PROMPT":""}',
+    });
     expect([400, 401, 403]).toContain(prompt.status);
   });
 
@@ -142,17 +184,25 @@ describe('items answered by an in-process cluster', () => {
     // The outbound client dials 443 for https without a port (not 80).
     // (Nothing listens on 443 here: the refusal names the port that was dialled.)
     const client = new OllamaClient(loadBalancerConfig({}));
-    const e: any = await client.request(new URL('https://127.0.0.1'), '/api/version', { timeoutMs: 2000 }).catch((err: unknown) => err);
+    const e: any = await client
+      .request(new URL('https://127.0.0.1'), '/api/version', { timeoutMs: 2000 })
+      .catch((err: unknown) => err);
     client.onApplicationShutdown();
     expect({ code: e?.code, port: e?.port }).toEqual({ code: 'ECONNREFUSED', port: 443 });
   }, 60_000);
 
   it('item 10: probes do not queue behind long fan-outs: a dead backend is seen as down during a long pull', async () => {
-    cluster = await startCluster([{ tokensPerSecond: 1000, pullMs: 30_000 }, { tokensPerSecond: 1000 }], { HEALTH_FAILURE_THRESHOLD: '2', HEALTH_TIMEOUT_MS: '300' });
+    cluster = await startCluster([{ tokensPerSecond: 1000, pullMs: 30_000 }, { tokensPerSecond: 1000 }], {
+      HEALTH_FAILURE_THRESHOLD: '2',
+      HEALTH_TIMEOUT_MS: '300',
+    });
     const u = cluster.url;
     // Fill b1's control pool with long pulls (more than its sockets).
     const pulls = Array.from({ length: 20 }, (_, i) => {
-      const req = http.request(`${u}/api/pull?backends=b1`, { method: 'POST', headers: { 'content-type': 'application/json' } });
+      const req = http.request(`${u}/api/pull?backends=b1`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+      });
       req.on('error', () => undefined);
       req.on('response', (res) => res.resume());
       req.end(JSON.stringify({ model: `m${i}:1b` }));
@@ -161,7 +211,11 @@ describe('items answered by an in-process cluster', () => {
     try {
       await waitFor(() => cluster!.sims[0].stats().byRoute['POST /api/pull'] >= 16, 10_000, 'pulls under way');
       await cluster.sims[0].update({ faults: { hang: true } });
-      await waitFor(async () => (await getJson(`${u}/balancer/status`)).body.backends[0].health === 'unhealthy', 8000, 'b1 seen down');
+      await waitFor(
+        async () => (await getJson(`${u}/balancer/status`)).body.backends[0].health === 'unhealthy',
+        8000,
+        'b1 seen down',
+      );
     } finally {
       for (const p of pulls) p.destroy();
     }
@@ -174,7 +228,9 @@ describe('items answered by an in-process cluster', () => {
     const out = await rawExchange(
       cluster.url,
       (s) => {
-        s.write(`POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`);
+        s.write(
+          `POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`,
+        );
         let i = 0;
         timer = setInterval(() => {
           if (i < body.length && !s.destroyed) s.write(body[i++]);
@@ -217,7 +273,14 @@ async function startClusterOn(file: string, env: Record<string, string>): Promis
   const { startBalancer } = await import('./harness');
   const { app, url } = await startBalancer({ BALANCER_CONFIG: file, ...env });
   try {
-    await waitFor(async () => (await getJson(`${url}/balancer/status`)).body.backends.every((b: any) => b.health === 'healthy' && b.inventoryAt !== null), 10_000, 'backends healthy');
+    await waitFor(
+      async () =>
+        (await getJson(`${url}/balancer/status`)).body.backends.every(
+          (b: any) => b.health === 'healthy' && b.inventoryAt !== null,
+        ),
+      10_000,
+      'backends healthy',
+    );
   } catch (e) {
     await app.close();
     throw e;

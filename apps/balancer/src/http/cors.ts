@@ -28,7 +28,9 @@ let patterns: RegExp[] = compile([]);
 let any = false;
 
 function compile(extra: string[]): RegExp[] {
-  return [...DEFAULT_ORIGINS, ...extra].map((p) => new RegExp(`^${p.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*')}$`));
+  return [...DEFAULT_ORIGINS, ...extra].map(
+    (p) => new RegExp(`^${p.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*')}$`),
+  );
 }
 
 /** OLLAMA_ORIGINS from the configuration ('*' allows every origin, as in Ollama). */
@@ -46,7 +48,10 @@ export function allowedOrigin(origin: string | string[] | undefined): string | n
 }
 
 /** Adds CORS headers for the request's Origin to headers the balancer is about to write. */
-export function addCorsHeaders(origin: string | string[] | undefined, headers: Record<string, string | number | string[]>): void {
+export function addCorsHeaders(
+  origin: string | string[] | undefined,
+  headers: Record<string, string | number | string[]>,
+): void {
   const allowed = allowedOrigin(origin);
   if (allowed === null) return;
   headers['Access-Control-Allow-Origin'] = allowed;

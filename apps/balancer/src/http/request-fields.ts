@@ -74,7 +74,8 @@ export function canonicalKeys(obj: Record<string, unknown>): Record<string, unkn
   for (const k of Object.keys(obj)) {
     const f = foldKey(k);
     const prev = from.get(f);
-    if (prev !== undefined) return `keys ${JSON.stringify(prev)} and ${JSON.stringify(k)} name the same field: send it once`;
+    if (prev !== undefined)
+      return `keys ${JSON.stringify(prev)} and ${JSON.stringify(k)} name the same field: send it once`;
     from.set(f, k);
     Object.defineProperty(out, f, { value: obj[k], enumerable: true, writable: true, configurable: true });
   }

@@ -144,27 +144,17 @@ export function managedModels(kind: RouteKind, body: Record<string, unknown>): s
   const add = (v: unknown) => {
     if (typeof v === 'string' && v.trim() !== '') out.push(v.trim());
   };
-  switch (kind) {
-    case 'pull':
-    case 'push':
-    case 'delete':
-      add(modelField(body));
-      break;
-    case 'copy':
-      add(body.source);
-      add(body.destination);
-      break;
-    case 'create': {
-      add(modelField(body));
-      add(body.from);
-      // The older API: a Modelfile whose FROM names a model (a path or a blob is not one).
-      if (typeof body.modelfile === 'string') {
-        for (const m of body.modelfile.matchAll(/^\s*FROM\s+(\S+)/gim)) if (!/^[./~@]/.test(m[1])) add(m[1]);
-      }
-      break;
+  if (kind === 'pull' || kind === 'push' || kind === 'delete') add(modelField(body));
+  else if (kind === 'copy') {
+    add(body.source);
+    add(body.destination);
+  } else if (kind === 'create') {
+    add(modelField(body));
+    add(body.from);
+    // The older API: a Modelfile whose FROM names a model (a path or a blob is not one).
+    if (typeof body.modelfile === 'string') {
+      for (const m of body.modelfile.matchAll(/^\s*FROM\s+(\S+)/gim)) if (!/^[./~@]/.test(m[1])) add(m[1]);
     }
-    default:
-      break;
   }
   return out;
 }

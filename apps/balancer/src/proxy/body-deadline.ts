@@ -31,7 +31,13 @@ export class BodyDeadlines {
     const cl = req.headers['content-length'];
     if (req.headers['transfer-encoding'] === undefined && (cl === undefined || cl === '0')) return;
     const now = Date.now();
-    this.watched.set(req, { res, startedAt: now, moving: path.startsWith('/api/blobs/'), lastBytes: req.socket?.bytesRead ?? 0, lastAt: now });
+    this.watched.set(req, {
+      res,
+      startedAt: now,
+      moving: path.startsWith('/api/blobs/'),
+      lastBytes: req.socket?.bytesRead ?? 0,
+      lastAt: now,
+    });
     if (this.timer === null) {
       this.timer = setInterval(() => this.sweep(), this.sweepMs);
       this.timer.unref();
@@ -75,7 +81,15 @@ export class BodyDeadlines {
       socket?.destroy();
       return;
     }
-    sendError(req, res, 408, moving ? `request body stalled: no data for ${this.timeoutMs} ms (BODY_TIMEOUT_MS)` : `request body not received within ${this.timeoutMs} ms (BODY_TIMEOUT_MS)`, { Connection: 'close' });
+    sendError(
+      req,
+      res,
+      408,
+      moving
+        ? `request body stalled: no data for ${this.timeoutMs} ms (BODY_TIMEOUT_MS)`
+        : `request body not received within ${this.timeoutMs} ms (BODY_TIMEOUT_MS)`,
+      { Connection: 'close' },
+    );
     // The rest of the body will never be read: the connection cannot carry another request.
     res.once('finish', () => socket?.destroy());
   }
