@@ -16,17 +16,11 @@ export function documentedSettings(configurationMd: string): { balancer: string[
 }
 
 /**
- * Balancer settings the Kubernetes manifests already use that phase 2 of issue 13 implements
- * (DNS discovery, registration, Redis). They join docs/configuration.md with their code; remove
+ * Balancer settings the Kubernetes manifests already use whose documentation has not landed yet
+ * (REDIS_URL: the shared state's settings join docs/configuration.md when it is wired in). Remove
  * each from here then.
  */
-export const PENDING_BALANCER_SETTINGS = [
-  'OLLAMA_BACKENDS_DNS',
-  'DISCOVERY_INTERVAL_MS',
-  'DISCOVERY_AGENT_PORT',
-  'REGISTRATION_TOKEN',
-  'REDIS_URL',
-];
+export const PENDING_BALANCER_SETTINGS = ['REDIS_URL'];
 
 /** Read by the NVIDIA container toolkit, not by the app. */
 export const RUNTIME_SETTINGS = ['NVIDIA_VISIBLE_DEVICES', 'NVIDIA_DRIVER_CAPABILITIES'];

@@ -282,7 +282,7 @@ export interface AgentProcess {
 
 
 /** Starts apps/gpu-agent from source in its own process, over the fake NVML library and one state file. */
-export async function startAgent(name: string, statePath: string, ollamaUrl: string): Promise<AgentProcess> {
+export async function startAgent(name: string, statePath: string, ollamaUrl: string, extraEnv: Record<string, string> = {}): Promise<AgentProcess> {
   const port = await freePort();
   let log = '';
   const proc = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', '-r', 'tsconfig-paths/register', 'apps/gpu-agent/src/main.ts'], {
@@ -300,6 +300,9 @@ export async function startAgent(name: string, statePath: string, ollamaUrl: str
       HOSTNAME_LABEL: name,
       AGENT_TOKEN: '',
       NO_COLOR: '1',
+      // Where a balancer reaches it, if it registers itself (BALANCER_URL in extraEnv).
+      AGENT_ADVERTISE_URL: `http://127.0.0.1:${port}`,
+      ...extraEnv,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -145,6 +145,7 @@ td.r, th.r { text-align: right; }
   function bar(p, color) { return '<div class="bar"><div style="width:' + pct(p).toFixed(1) + '%;background:' + color + '"></div></div>'; }
 
   function healthPill(b) {
+    if (b.retiring) return '<span class="pill warn" data-k="health" title="' + esc(b.retiring) + '">draining</span>';
     if (b.cordoned) return '<span class="pill warn" data-k="health">cordoned</span>';
     if (b.ejected) return '<span class="pill bad" data-k="health">ejected</span>';
     if (b.health === 'healthy') return '<span class="pill ok" data-k="health">healthy</span>';
@@ -284,7 +285,7 @@ td.r, th.r { text-align: right; }
   function eventsHtml(evs) {
     if (!evs.length) return '<div class="empty">No ejections or cordons.</div>';
     return '<table><tbody>' + evs.slice(0, 8).map(function (e) {
-      var cls = e.event === 'ejected' || e.event === 'unhealthy' ? 'bad' : e.event === 'cordoned' ? 'warn' : e.event === 'healthy' || e.event === 'uncordoned' ? 'ok' : 'info';
+      var cls = e.event === 'ejected' || e.event === 'unhealthy' ? 'bad' : e.event === 'cordoned' || e.event === 'retiring' ? 'warn' : e.event === 'healthy' || e.event === 'uncordoned' || e.event === 'joined' ? 'ok' : 'info';
       return '<tr><td class="muted num">' + ago(new Date(e.at).toISOString()) + '</td><td>' + esc(e.backend) + '</td><td><span class="pill ' + cls + '">' + esc(e.event) + '</span></td><td class="muted">' + esc(e.detail) + '</td></tr>';
     }).join('') + '</tbody></table>';
   }

@@ -26,9 +26,13 @@ export class StatusService {
     return {
       name: b.name,
       url: b.origin,
+      /** config, dns (OLLAMA_BACKENDS_DNS) or registered (by its agent). */
+      source: b.source,
       health: b.health,
       available: b.isAvailable(now),
       cordoned: b.cordoned,
+      /** Why it is leaving the fleet (draining, then removed), or null. */
+      retiring: b.retiring,
       ejected: b.isEjected(now),
       ejectedUntil: b.isEjected(now) ? iso(b.ejectedUntil) : null,
       inFlight: b.inFlight,

@@ -39,10 +39,41 @@ export interface ApiKeyConfig {
   models: string[];
 }
 
+/** One OLLAMA_BACKENDS_DNS entry: every address the name resolves to is a backend on this port. */
+export interface DnsDiscoveryTarget {
+  /** The name as given (a Kubernetes headless Service, e.g. ollama.ollama.svc.cluster.local). */
+  host: string;
+  port: number;
+  protocol: 'http:' | 'https:';
+}
+
+/** Backends found at run time: by DNS (OLLAMA_BACKENDS_DNS) and by agent registration. */
+export interface DiscoveryConfig {
+  dns: DnsDiscoveryTarget[];
+  /** How often the names are resolved again (DISCOVERY_INTERVAL_MS). */
+  intervalMs: number;
+  /** The gpu-agent's port at each discovered address (DISCOVERY_AGENT_PORT); null: no agents. */
+  agentPort: number | null;
+  /** Agent registration (REGISTRATION_TOKEN); null: the endpoint is off. */
+  registration: {
+    /** Never logged. */
+    token: string;
+    /** A registration not repeated for this long is dropped, its backend drained. */
+    ttlMs: number;
+    /** What agents are told to heartbeat at (a third of the TTL: two may be lost). */
+    heartbeatMs: number;
+    /** Registered backends allowed at once. */
+    maxBackends: number;
+  } | null;
+}
+
 export interface BalancerConfig {
   port: number;
   host: string;
   backends: BackendConfig[];
+  /** BACKEND_PARALLEL: the `parallel` of backends that do not say (discovered ones included). */
+  backendParallel: number;
+  discovery: DiscoveryConfig;
   policy: PolicyName;
   healthIntervalMs: number;
   healthTimeoutMs: number;
@@ -114,6 +145,9 @@ const DEFAULTS = {
   SLOW_START_MS: 10000,
   AFFINITY_MAX_EXTRA_MS: 2000,
   DRAIN_TIMEOUT_MS: 30000,
+  DISCOVERY_INTERVAL_MS: 10000,
+  REGISTRATION_TTL_MS: 15000,
+  REGISTRATION_MAX_BACKENDS: 64,
   LOG_LEVEL: 'log',
   LOG_REQUESTS: true,
   BACKEND_PARALLEL: 4,
@@ -236,6 +270,41 @@ function parseBackends(env: Env, file: Record<string, unknown> | undefined, para
   return out;
 }
 
+function parseDiscovery(env: Env): DiscoveryConfig {
+  const dns: DnsDiscoveryTarget[] = [];
+  const list = env.OLLAMA_BACKENDS_DNS;
+  if (list !== undefined && list.trim() !== '') {
+    for (const raw of list.split(',').map((x) => x.trim()).filter(Boolean)) {
+      let u: URL;
+      try {
+        u = new URL(/^[a-z]+:\/\//i.test(raw) ? raw : `http://${raw}`);
+      } catch {
+        return fail('OLLAMA_BACKENDS_DNS', list, `has an entry that is not name:port: ${JSON.stringify(raw)}`);
+      }
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') fail('OLLAMA_BACKENDS_DNS', list, 'entries must be name:port or http(s)://name:port');
+      if (u.username || u.password || (u.pathname !== '/' && u.pathname !== '') || u.search || u.hash) fail('OLLAMA_BACKENDS_DNS', list, 'entries must be name:port, nothing more');
+      if (/^\[|^\d+\.\d+\.\d+\.\d+$/.test(u.hostname)) fail('OLLAMA_BACKENDS_DNS', list, `${u.hostname} is an address, not a name: list addresses in OLLAMA_BACKENDS`);
+      const port = Number(u.port || (u.protocol === 'https:' ? 443 : 11434));
+      dns.push({ host: u.hostname, port, protocol: u.protocol });
+    }
+  }
+  const agentPortRaw = env.DISCOVERY_AGENT_PORT?.trim();
+  const agentPort = agentPortRaw ? int(env, 'DISCOVERY_AGENT_PORT', 0, 1, 65535) : null;
+  let registration: DiscoveryConfig['registration'] = null;
+  const token = env.REGISTRATION_TOKEN?.trim();
+  if (token) {
+    if (token.length < 16 || /\s/.test(token)) fail('REGISTRATION_TOKEN', '<redacted>', 'must be at least 16 characters with no whitespace');
+    const ttlMs = int(env, 'REGISTRATION_TTL_MS', DEFAULTS.REGISTRATION_TTL_MS, 150, 3_600_000);
+    registration = {
+      token,
+      ttlMs,
+      heartbeatMs: Math.max(50, Math.floor(ttlMs / 3)),
+      maxBackends: int(env, 'REGISTRATION_MAX_BACKENDS', DEFAULTS.REGISTRATION_MAX_BACKENDS, 1, 10_000),
+    };
+  }
+  return { dns, intervalMs: int(env, 'DISCOVERY_INTERVAL_MS', DEFAULTS.DISCOVERY_INTERVAL_MS, 50, 3_600_000), agentPort, registration };
+}
+
 function parseApiKeys(env: Env, file: Record<string, unknown> | undefined): ApiKeyConfig[] {
   const keys: ApiKeyConfig[] = [];
   // API_KEYS=name:key[:ratePerMinute[:model|model]],...
@@ -319,6 +388,8 @@ export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
     port: int(env, 'PORT', DEFAULTS.PORT, 0, 65535),
     host: (env.HOST ?? DEFAULTS.HOST).trim(),
     backends,
+    backendParallel: parallelDefault,
+    discovery: parseDiscovery(env),
     policy,
     healthIntervalMs: int(env, 'HEALTH_INTERVAL_MS', DEFAULTS.HEALTH_INTERVAL_MS, 50),
     healthTimeoutMs: int(env, 'HEALTH_TIMEOUT_MS', DEFAULTS.HEALTH_TIMEOUT_MS, 10),

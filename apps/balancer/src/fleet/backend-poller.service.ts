@@ -32,7 +32,17 @@ export class BackendPoller implements OnModuleInit, OnApplicationShutdown {
   onModuleInit(): void {
     this.every('health', this.config.healthIntervalMs, () => this.probeAll());
     this.every('inventory', this.config.inventoryIntervalMs, () => this.inventoryAll());
-    if (this.registry.backends.some((b) => b.config.agentUrl)) this.every('agents', this.config.agentIntervalMs, () => this.agentsAll());
+    // Agents may also arrive later, with discovered backends (DISCOVERY_AGENT_PORT, registration).
+    const d = this.config.discovery;
+    const agentsLater = (d.dns.length > 0 && d.agentPort !== null) || d.registration !== null;
+    if (agentsLater || this.registry.backends.some((b) => b.config.agentUrl)) this.every('agents', this.config.agentIntervalMs, () => this.agentsAll());
+    // A backend found at run time is probed (and its inventory and agent read) at once, not at the
+    // next round: routing knows what it holds within one timeout of its arrival.
+    this.registry.onMembership((b, change) => {
+      if (change !== 'added' || this.stopped) return;
+      void this.probe(b).then(() => (b.health === 'healthy' ? this.inventory.refresh(b).catch(() => undefined) : undefined));
+      if (b.config.agentUrl) void this.pollAgent(b);
+    });
     // First round at once, so routing knows the fleet within one timeout of start.
     void this.guard('health', () => this.probeAll()).then(() => this.guard('inventory', () => this.inventoryAll()));
     void this.guard('agents', () => this.agentsAll());

@@ -4,6 +4,9 @@ import { LearnedStats } from './learned-stats';
 
 export type HealthState = 'unknown' | 'healthy' | 'unhealthy';
 
+/** Where a backend came from: the configuration, DNS discovery, or an agent's registration. */
+export type BackendSource = 'config' | 'dns' | 'registered';
+
 export interface ModelOnDisk {
   name: string;
   size: number;
@@ -52,6 +55,13 @@ export class Backend {
   /** Cordoned by an admin: no new requests, in-flight ones finish. */
   cordoned = false;
 
+  /**
+   * Why it is leaving the fleet (its address vanished from DNS, its agent deregistered or stopped
+   * heartbeating), or null. Like a cordon — no new requests, in-flight ones finish — after which
+   * the registry removes it. An admin's uncordon does not bring it back.
+   */
+  retiring: string | null = null;
+
   // Model inventory.
   readonly modelsOnDisk = new Map<string, ModelOnDisk>();
   readonly modelsLoaded = new Map<string, LoadedModel>();
@@ -67,7 +77,10 @@ export class Backend {
   /** What its answers taught about its speed (fleet/learned-stats.ts). */
   readonly learned = new LearnedStats();
 
-  constructor(readonly config: BackendConfig) {
+  constructor(
+    readonly config: BackendConfig,
+    readonly source: BackendSource = 'config',
+  ) {
     this.name = config.name;
     this.url = new URL(config.url);
     this.host = this.url.host;
@@ -89,7 +102,7 @@ export class Backend {
 
   /** Whether routing may send new requests here. */
   isAvailable(now = Date.now()): boolean {
-    return this.health !== 'unhealthy' && !this.cordoned && !this.isEjected(now);
+    return this.health !== 'unhealthy' && !this.cordoned && this.retiring === null && !this.isEjected(now);
   }
 
   /** Whether a request for `model` would exceed a concurrency cap here. */

@@ -1,14 +1,36 @@
 import { Module } from '@nestjs/common';
+import { AgentRegistrations } from './agent-registrations.service';
 import { BackendPoller } from './backend-poller.service';
 import { BackendRegistry } from './backend-registry.service';
 import { FleetEvents } from './fleet-events';
 import { ModelInventory } from './model-inventory';
 import { OllamaClient } from './ollama-client';
 import { OutlierDetection } from './outlier-detection';
+import { DNS_RESOLVER, DnsDiscovery, systemResolver } from './dns-discovery.service';
+import { InMemoryRegisteredBackends, REGISTERED_BACKEND_STORE } from './registered-backends';
+import { RegistrationController, RegistrationTokenGuard } from './registration.controller';
 
-/** What the balancer knows about the Ollama servers, and the polling that keeps it current. */
+/**
+ * What the balancer knows about the Ollama servers, the polling that keeps it current, and the
+ * discovery that adds and retires servers at run time (DNS names, agents' registrations).
+ */
 @Module({
-  providers: [BackendRegistry, OllamaClient, ModelInventory, FleetEvents, OutlierDetection, BackendPoller],
+  controllers: [RegistrationController],
+  providers: [
+    BackendRegistry,
+    OllamaClient,
+    ModelInventory,
+    FleetEvents,
+    OutlierDetection,
+    BackendPoller,
+    DnsDiscovery,
+    AgentRegistrations,
+    RegistrationTokenGuard,
+    // The system's resolver; tests provide their own (there is no DNS server to change there).
+    { provide: DNS_RESOLVER, useValue: systemResolver },
+    // One process's registrations; shared state (Redis) can provide a store every replica sees.
+    { provide: REGISTERED_BACKEND_STORE, useClass: InMemoryRegisteredBackends },
+  ],
   exports: [BackendRegistry, OllamaClient, ModelInventory, FleetEvents, OutlierDetection],
 })
 export class FleetModule {}

@@ -28,7 +28,7 @@ export class HealthController {
       () => {
         const i = this.indicator.check('backends');
         if (this.lifecycle.state !== 'serving') return i.down({ reason: 'draining for shutdown' });
-        const healthy = this.registry.backends.filter((b) => b.health === 'healthy').length;
+        const healthy = this.registry.backends.filter((b) => b.health === 'healthy' && b.retiring === null).length;
         const total = this.registry.backends.length;
         return healthy > 0 ? i.up({ healthy, total }) : i.down({ healthy, total, reason: 'no healthy backend' });
       },

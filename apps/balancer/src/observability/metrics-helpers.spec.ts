@@ -51,3 +51,23 @@ describe('RecentTraffic', () => {
     expect(later[later.length - 1]).toMatchObject({ requests: 1, perBackend: [0, 1] });
   });
 });
+
+describe('RecentTraffic with a backend that joins later', () => {
+  it('keeps the counts it had and counts the newcomer from then on', () => {
+    const t = new RecentTraffic(['a', 'b'], 1000, 5000);
+    t.record(10_000, 5, null, false, 'a', undefined);
+    t.record(11_000, 5, null, false, 'b', undefined);
+    t.record(11_000, 5, null, false, 'c', undefined); // not a backend yet: not counted per backend
+    t.addBackend('c');
+    t.addBackend('c');
+    t.record(12_000, 5, null, false, 'c', undefined);
+    t.record(12_000, 5, null, false, 'a', undefined);
+    const s = t.series(12_500);
+    expect(t.backends).toEqual(['a', 'b', 'c']);
+    expect(s.slice(-3).map((p) => p.perBackend)).toEqual([
+      [1, 0, 0],
+      [0, 1, 0],
+      [1, 0, 1],
+    ]);
+  });
+});

@@ -72,6 +72,9 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     this.traffic = new RecentTraffic(backends.backends.map((b) => b.name));
+    backends.onMembership((b, change) => {
+      if (change === 'added') this.traffic.addBackend(b.name);
+    });
 
     this.requests = new FastCounter({
       name: 'balancer_requests_total',

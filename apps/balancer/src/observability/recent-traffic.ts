@@ -30,7 +30,7 @@ export class RecentTraffic {
   private readonly slotIndex: Float64Array;
   private readonly fields: Float64Array;
   private readonly hist: Uint32Array;
-  private readonly perBackend: Uint32Array;
+  private perBackend: Uint32Array;
   private readonly backendIndex = new Map<string, number>();
 
   constructor(
@@ -44,6 +44,23 @@ export class RecentTraffic {
     this.hist = new Uint32Array(this.slots * NB);
     this.perBackend = new Uint32Array(this.slots * Math.max(1, backends.length));
     backends.forEach((b, i) => this.backendIndex.set(b, i));
+  }
+
+  /**
+   * A backend that joined at run time (discovery): its column starts empty. The per-backend counts
+   * are re-laid out for the new width, so this allocates, once per joining backend, never per request.
+   */
+  addBackend(name: string): void {
+    if (this.backendIndex.has(name)) return;
+    const oldWidth = Math.max(1, this.backends.length);
+    const old = this.perBackend;
+    this.backends.push(name);
+    this.backendIndex.set(name, this.backends.length - 1);
+    const width = Math.max(1, this.backends.length);
+    this.perBackend = new Uint32Array(this.slots * width);
+    for (let i = 0; i < this.slots; i++) {
+      for (let k = 0; k < this.backends.length - 1; k++) this.perBackend[i * width + k] = old[i * oldWidth + k];
+    }
   }
 
   /** The slot for time `now`, cleared if it last held an older period. */
