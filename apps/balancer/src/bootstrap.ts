@@ -86,9 +86,10 @@ export async function startBalancer(): Promise<INestApplication> {
   app.flushLogs();
   const logger = new Logger('Balancer');
   installProcessGuard();
-  if (config.backends.length === 0) logger.warn('No backends configured (OLLAMA_BACKENDS or BALANCER_CONFIG): every request will answer 503.');
+  const discovers = config.discovery.dns.length > 0 || config.discovery.registration !== null;
+  if (config.backends.length === 0 && !discovers) logger.warn('No backends configured (OLLAMA_BACKENDS, BALANCER_CONFIG, OLLAMA_BACKENDS_DNS or REGISTRATION_TOKEN): every request will answer 503.');
   await app.listen(config.port, config.host);
-  logger.log(`Listening on http://${config.host}:${config.port} with ${config.backends.length} backend(s): ${config.backends.map((b) => `${b.name}=${b.url}`).join(', ')}; policy ${config.policy}`);
+  logger.log(`Listening on http://${config.host}:${config.port} with ${config.backends.length} backend(s): ${config.backends.map((b) => `${b.name}=${b.url}`).join(', ')}; policy ${config.policy}${discovers ? '; more found at run time (DNS discovery / agent registration)' : ''}`);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
