@@ -178,6 +178,14 @@ describe('DNS discovery: a name re-resolved on a schedule', () => {
     await waitIdle(url);
   });
 
+  it('a dual-stack answer counts each server once (its IPv4 address)', async () => {
+    answer = [ADDRS[0], 'fd00::2', ADDRS[1], 'fd00::3'];
+    await boot();
+    await waitFor(async () => Object.keys(await byName()).length === 2, 20_000, 'two backends');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(Object.keys(await byName()).sort()).toEqual([name(ADDRS[0]), name(ADDRS[1])]);
+  });
+
   it('a failed lookup keeps the fleet as it was; the next answer applies again', async () => {
     answer = [ADDRS[1], ADDRS[2]];
     await boot();

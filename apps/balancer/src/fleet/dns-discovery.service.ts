@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { SchedulerRegistry } from '@nestjs/schedule';
 import { promises as dns } from 'dns';
-import { isIPv6 } from 'net';
+import { isIPv4, isIPv6 } from 'net';
 import { BALANCER_CONFIG, BackendConfig, BalancerConfig, DnsDiscoveryTarget } from '../config/balancer-config';
 import { BackendRegistry } from './backend-registry.service';
 import { FleetEvents } from './fleet-events';
@@ -73,7 +73,11 @@ export class DnsDiscovery implements OnApplicationBootstrap, OnApplicationShutdo
   private async refreshTarget(t: DnsDiscoveryTarget, i: number): Promise<void> {
     let addresses: string[];
     try {
-      addresses = [...new Set(await this.resolve(t.host))];
+      const all = [...new Set(await this.resolve(t.host))];
+      // A dual-stack name lists each server twice (A and AAAA): one family, or every server would
+      // count as two backends. IPv4 when there is any, as most clusters are reached by it.
+      const v4 = all.filter((a) => isIPv4(a));
+      addresses = v4.length > 0 ? v4 : all;
     } catch (e) {
       const message = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
       if (this.lastError.get(i) !== message)
