@@ -29,25 +29,32 @@ export async function startSims(configs: SimConfig[]): Promise<SimServer[]> {
 }
 
 /** Boots the real balancer app (the same module graph as production) on a real port. */
-export async function startBalancer(env: Record<string, string>): Promise<{ app: INestApplication; url: string }> {
+export async function startBalancer(env: Record<string, string>, overrides: ProviderOverride[] = []): Promise<{ app: INestApplication; url: string }> {
   const config = loadBalancerConfig({ ...FAST_ENV, ...env });
-  const moduleRef = await Test.createTestingModule({ imports: [AppModule] })
+  let builder = Test.createTestingModule({ imports: [AppModule] })
     .overrideProvider(BALANCER_CONFIG)
-    .useValue(config)
-    .compile();
+    .useValue(config);
+  for (const o of overrides) builder = builder.overrideProvider(o.provide).useValue(o.useValue);
+  const moduleRef = await builder.compile();
   const app = moduleRef.createNestApplication({ logger: ['error'] });
   await app.listen(0, '127.0.0.1');
   const port = (app.getHttpServer().address() as AddressInfo).port;
   return { app, url: `http://127.0.0.1:${port}` };
 }
 
+/** A provider replaced in the app (only for what a test cannot drive for real, such as the clock of a day-long window). */
+export interface ProviderOverride {
+  provide: string | symbol;
+  useValue: unknown;
+}
+
 /** Simulated servers named b1..bn behind a balancer, ready (backends healthy, inventory known). */
-export async function startCluster(configs: SimConfig[], env: Record<string, string> = {}, extraBackend: Record<string, unknown>[] = []): Promise<Cluster> {
+export async function startCluster(configs: SimConfig[], env: Record<string, string> = {}, extraBackend: Record<string, unknown>[] = [], overrides: ProviderOverride[] = []): Promise<Cluster> {
   const sims = await startSims(configs);
   const file = writeConfigFile({
     backends: sims.map((s, i) => ({ name: `b${i + 1}`, url: s.url, ...(extraBackend[i] ?? {}) })),
   });
-  const { app, url } = await startBalancer({ BALANCER_CONFIG: file, ...env });
+  const { app, url } = await startBalancer({ BALANCER_CONFIG: file, ...env }, overrides);
   try {
     await waitFor(async () => {
       // The status view needs the admin token, or a client key when keys are configured.

@@ -118,6 +118,7 @@ td.r, th.r { text-align: right; }
 <section class="lower">
   <div class="panel"><h2>Latest routing decisions</h2><div id="decisions"></div></div>
   <div style="display:grid; gap:12px; align-content:start">
+    <div class="panel"><h2>Waiting by class and key</h2><div id="waiting"></div></div>
     <div class="panel"><h2>Models loaded where</h2><div id="matrix"></div></div>
     <div class="panel"><h2>Backend events</h2><div id="events"></div></div>
   </div>
@@ -282,6 +283,16 @@ td.r, th.r { text-align: right; }
       }).join('') + '</tbody></table><div class="muted" style="font-size:12px;margin-top:8px"><span class="mk loaded"></span> loaded &nbsp; <span class="mk busy"></span> serving &nbsp; <span class="mk disk"></span> on disk</div>';
   }
 
+  function waitingHtml(s) {
+    var w = s.queue.waiting || [];
+    var classes = (s.priority && s.priority.classes) || [];
+    if (!w.length) return '<div class="empty">Nothing waiting' + (classes.length > 1 && s.keys && s.keys.length ? ' (classes: ' + esc(classes.join(' > ')) + ')' : '') + '.</div>';
+    return '<table><thead><tr><th>Class</th><th>Key</th><th class="r">Waiting</th></tr></thead><tbody>' +
+      w.map(function (x) {
+        return '<tr data-waiting><td>' + esc(x.class) + '</td><td class="mono">' + esc(x.key || '–') + '</td><td class="r num">' + x.waiting + '</td></tr>';
+      }).join('') + '</tbody></table>';
+  }
+
   function eventsHtml(evs) {
     if (!evs.length) return '<div class="empty">No ejections or cordons.</div>';
     return '<table><tbody>' + evs.slice(0, 8).map(function (e) {
@@ -319,6 +330,7 @@ td.r, th.r { text-align: right; }
     rateChart(t);
     latChart(t);
     $('decisions').innerHTML = decisionsHtml(s.decisions);
+    $('waiting').innerHTML = waitingHtml(s);
     $('matrix').innerHTML = matrixHtml(s.backends);
     $('events').innerHTML = eventsHtml(s.events);
     updates++;

@@ -72,12 +72,21 @@ export class StatusService {
     return {
       policy: this.routing.policy.name,
       time: new Date(now).toISOString(),
-      queue: { length: this.queue.length, max: this.config.queueMax, timeoutMs: this.config.queueTimeoutMs },
+      queue: {
+        length: this.queue.length,
+        max: this.config.queueMax,
+        timeoutMs: this.config.queueTimeoutMs,
+        waiting: this.queue.waitingByClassAndKey().map((w) => ({ class: w.cls, key: w.key, waiting: w.waiting })),
+      },
+      priority: { classes: this.config.priority.classes, defaultClass: this.config.priority.defaultClass, sheddable: this.config.priority.sheddable, shedAt: this.config.priority.shedAt, minShareEvery: this.config.priority.minShareEvery },
+      keys: this.config.apiKeys.map((k) => ({ name: k.name, class: k.priorityClass, weight: k.weight, tokensPerMinute: k.tokensPerMinute || null, tokensPerDay: k.tokensPerDay || null })),
       counters: {
         routed: this.routing.counters.routed,
         queued: this.queue.counters.queued,
         queueTimeouts: this.queue.counters.timeouts,
         queueRejected: this.queue.counters.rejected,
+        queueDisplaced: this.queue.counters.displaced,
+        queueShed: this.queue.counters.shed,
         byReason: Object.fromEntries(this.routing.counters.byReason),
         ejections: this.outliers.ejectionsTotal,
       },

@@ -37,6 +37,27 @@ export interface ApiKeyConfig {
   ratePerMinute: number;
   /** Models this key may use (empty = all). Normalised names. */
   models: string[];
+  /** Its priority class (one of PRIORITY_CLASSES; default DEFAULT_PRIORITY_CLASS). */
+  priorityClass: string;
+  /** Its share within its class, relative to the other keys there (default 1). */
+  weight: number;
+  /** Prompt + output tokens allowed in any 60 s (0 = unlimited). */
+  tokensPerMinute: number;
+  /** Prompt + output tokens allowed in any 24 h (0 = unlimited). */
+  tokensPerDay: number;
+}
+
+/** Who goes first when every backend is at its cap (the placement queue's rules). */
+export interface PriorityConfig {
+  /** Class names, highest first. */
+  classes: string[];
+  /** The class of a request without a key, and of a key that names none. */
+  defaultClass: string;
+  /** Classes refused (429) rather than queued once the queue holds `shedAt` requests. */
+  sheddable: string[];
+  shedAt: number;
+  /** A waiting class gets at least one grant in about this many for its model. */
+  minShareEvery: number;
 }
 
 /** One OLLAMA_BACKENDS_DNS entry: every address the name resolves to is a backend on this port. */
@@ -103,6 +124,7 @@ export interface BalancerConfig {
   /** Who may pull, delete, copy, create, push and preload models through the balancer. */
   modelManagement: ModelManagement;
   apiKeys: ApiKeyConfig[];
+  priority: PriorityConfig;
   forwardAuthorization: boolean;
   /** PEM certificates trusted for https backends and agents, beside the system's (BACKEND_CA_FILE). */
   backendCa?: string;
@@ -305,7 +327,84 @@ function parseDiscovery(env: Env): DiscoveryConfig {
   return { dns, intervalMs: int(env, 'DISCOVERY_INTERVAL_MS', DEFAULTS.DISCOVERY_INTERVAL_MS, 50, 3_600_000), agentPort, registration };
 }
 
-function parseApiKeys(env: Env, file: Record<string, unknown> | undefined): ApiKeyConfig[] {
+const CLASS_NAME = /^[A-Za-z0-9_-]{1,32}$/;
+
+function parsePriority(env: Env): PriorityConfig {
+  const rawClasses = env.PRIORITY_CLASSES;
+  const classes = (rawClasses === undefined || rawClasses.trim() === '' ? 'interactive,standard,batch,sheddable' : rawClasses).split(',').map((c) => c.trim());
+  for (const c of classes) if (!CLASS_NAME.test(c)) fail('PRIORITY_CLASSES', rawClasses, 'must be a comma-separated list of class names (letters, digits, _ -), highest priority first');
+  if (new Set(classes).size !== classes.length) fail('PRIORITY_CLASSES', rawClasses, 'must not name a class twice');
+  if (classes.length > 16) fail('PRIORITY_CLASSES', rawClasses, 'must name at most 16 classes');
+  const defaultClass = (env.DEFAULT_PRIORITY_CLASS ?? '').trim() || (classes.includes('standard') ? 'standard' : classes[0]);
+  if (!classes.includes(defaultClass)) fail('DEFAULT_PRIORITY_CLASS', env.DEFAULT_PRIORITY_CLASS, `must be one of PRIORITY_CLASSES (${classes.join(', ')})`);
+  const rawShed = env.SHEDDABLE_CLASSES;
+  const sheddable =
+    rawShed === undefined ? classes.filter((c) => c === 'sheddable') : rawShed.split(',').map((c) => c.trim()).filter((c) => c !== '');
+  for (const c of sheddable) if (!classes.includes(c)) fail('SHEDDABLE_CLASSES', rawShed, `must name classes of PRIORITY_CLASSES (${classes.join(', ')})`);
+  return {
+    classes,
+    defaultClass,
+    sheddable,
+    shedAt: int(env, 'QUEUE_SHED_AT', 0, 0),
+    minShareEvery: int(env, 'PRIORITY_MIN_SHARE_EVERY', 10, 2, 1000),
+  };
+}
+
+interface KeyLimits {
+  priorityClass?: string;
+  weight?: number;
+  tokensPerMinute?: number;
+  tokensPerDay?: number;
+}
+
+const LIMIT_FIELDS = ['class', 'weight', 'tokensPerMinute', 'tokensPerDay'];
+
+/** One key's class, weight and token quotas, from the file (numbers) or API_KEY_LIMITS (text). */
+function keyLimits(setting: string, raw: Record<string, unknown>, priority: PriorityConfig): KeyLimits {
+  const out: KeyLimits = {};
+  if (raw.class !== undefined) {
+    if (typeof raw.class !== 'string' || !priority.classes.includes(raw.class)) fail(`${setting}.class`, raw.class, `must be one of PRIORITY_CLASSES (${priority.classes.join(', ')})`);
+    out.priorityClass = raw.class;
+  }
+  if (raw.weight !== undefined) {
+    const w = typeof raw.weight === 'string' && raw.weight.trim() !== '' ? Number(raw.weight) : raw.weight;
+    if (typeof w !== 'number' || !Number.isFinite(w) || w <= 0 || w > 1000) fail(`${setting}.weight`, raw.weight, 'must be a number > 0 and <= 1000');
+    out.weight = w;
+  }
+  for (const f of ['tokensPerMinute', 'tokensPerDay'] as const) {
+    if (raw[f] === undefined) continue;
+    const v = typeof raw[f] === 'string' && /^\d+$/.test((raw[f] as string).trim()) ? Number(raw[f]) : raw[f];
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) fail(`${setting}.${f}`, raw[f], 'must be an integer >= 0 (0 = unlimited)');
+    out[f] = v;
+  }
+  return out;
+}
+
+/** API_KEY_LIMITS=name:class=batch,weight=2,tokensPerMinute=10000;other:class=interactive */
+function parseKeyLimitsEnv(env: Env, priority: PriorityConfig): Map<string, KeyLimits> {
+  const out = new Map<string, KeyLimits>();
+  const raw = env.API_KEY_LIMITS;
+  if (raw === undefined || raw.trim() === '') return out;
+  for (const entry of raw.split(';')) {
+    if (entry.trim() === '') continue;
+    const colon = entry.indexOf(':');
+    const name = colon === -1 ? '' : entry.slice(0, colon).trim();
+    if (name === '') fail('API_KEY_LIMITS', entry.trim(), 'entries must be name:field=value,... separated by ; (fields: class, weight, tokensPerMinute, tokensPerDay)');
+    const fields: Record<string, unknown> = {};
+    for (const pair of entry.slice(colon + 1).split(',')) {
+      if (pair.trim() === '') continue;
+      const eq = pair.indexOf('=');
+      const k = eq === -1 ? pair.trim() : pair.slice(0, eq).trim();
+      if (eq === -1 || !LIMIT_FIELDS.includes(k)) fail(`API_KEY_LIMITS ${name}`, pair.trim(), `must be field=value with a field among ${LIMIT_FIELDS.join(', ')}`);
+      fields[k] = pair.slice(eq + 1).trim();
+    }
+    if (out.has(name)) fail('API_KEY_LIMITS', name, 'names a key twice');
+    out.set(name, keyLimits(`API_KEY_LIMITS ${name}`, fields, priority));
+  }
+  return out;
+}
+
+function parseApiKeys(env: Env, file: Record<string, unknown> | undefined, priority: PriorityConfig): ApiKeyConfig[] {
   const keys: ApiKeyConfig[] = [];
   // API_KEYS=name:key[:ratePerMinute[:model|model]],...
   const raw = env.API_KEYS;
@@ -315,7 +414,16 @@ function parseApiKeys(env: Env, file: Record<string, unknown> | undefined): ApiK
       if (parts.length < 2 || !parts[0] || !parts[1]) fail('API_KEYS', `<entry ${i + 1} redacted>`, 'entries must be name:key[:ratePerMinute[:model|model]]');
       const rate = parts[2] ? Number(parts[2]) : 0;
       if (!Number.isInteger(rate) || rate < 0) fail('API_KEYS', `<entry ${i + 1} rate ${parts[2]}>`, 'rate must be a non-negative integer');
-      keys.push({ name: parts[0], key: parts[1], ratePerMinute: rate, models: parts.slice(3).join(':').split('|').filter(Boolean).map(normaliseModelName) });
+      keys.push({
+        name: parts[0],
+        key: parts[1],
+        ratePerMinute: rate,
+        models: parts.slice(3).join(':').split('|').filter(Boolean).map(normaliseModelName),
+        priorityClass: priority.defaultClass,
+        weight: 1,
+        tokensPerMinute: 0,
+        tokensPerDay: 0,
+      });
     });
   }
   const fromFile = file?.apiKeys;
@@ -323,13 +431,26 @@ function parseApiKeys(env: Env, file: Record<string, unknown> | undefined): ApiK
     if (!Array.isArray(fromFile)) fail('BALANCER_CONFIG apiKeys', '<redacted>', 'must be an array');
     fromFile.forEach((k: any, i: number) => {
       if (!k || typeof k.key !== 'string' || k.key.length < 8) fail(`BALANCER_CONFIG apiKeys[${i}].key`, '<redacted>', 'must be a string of at least 8 characters');
+      const limits = keyLimits(`BALANCER_CONFIG apiKeys[${i}]`, k, priority);
       keys.push({
         name: typeof k.name === 'string' ? k.name : `key${i + 1}`,
         key: k.key,
         ratePerMinute: positiveIntField(`BALANCER_CONFIG apiKeys[${i}].ratePerMinute`, k.ratePerMinute, 0),
         models: Array.isArray(k.models) ? k.models.map((m: unknown) => normaliseModelName(String(m))) : [],
+        priorityClass: limits.priorityClass ?? priority.defaultClass,
+        weight: limits.weight ?? 1,
+        tokensPerMinute: limits.tokensPerMinute ?? 0,
+        tokensPerDay: limits.tokensPerDay ?? 0,
       });
     });
+  }
+  // API_KEY_LIMITS applies to keys by name (the environment wins over the file).
+  const limits = parseKeyLimitsEnv(env, priority);
+  for (const [name, l] of limits) {
+    const named = keys.filter((k) => k.name === name);
+    if (named.length === 0) fail('API_KEY_LIMITS', name, 'names no key of API_KEYS or BALANCER_CONFIG apiKeys');
+    if (named.length > 1) fail('API_KEY_LIMITS', name, 'names a key name used twice: give each key a distinct name');
+    Object.assign(named[0], l);
   }
   return keys;
 }
@@ -360,6 +481,7 @@ export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
     }
   }
   const parallelDefault = int(env, 'BACKEND_PARALLEL', DEFAULTS.BACKEND_PARALLEL, 1, 1024);
+  const priority = parsePriority(env);
   const backends = parseBackends(env, file, parallelDefault);
   const policy = (env.ROUTING_POLICY ?? DEFAULTS.ROUTING_POLICY).trim() as PolicyName;
   if (!POLICY_NAMES.includes(policy)) fail('ROUTING_POLICY', env.ROUTING_POLICY, `must be one of ${POLICY_NAMES.join(', ')}`);
@@ -416,7 +538,8 @@ export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
     drainTimeoutMs: int(env, 'DRAIN_TIMEOUT_MS', DEFAULTS.DRAIN_TIMEOUT_MS, 0),
     adminToken,
     modelManagement,
-    apiKeys: parseApiKeys(env, file),
+    apiKeys: parseApiKeys(env, file, priority),
+    priority,
     forwardAuthorization: bool(env, 'FORWARD_AUTHORIZATION', false),
     backendCa,
     allowedOrigins,

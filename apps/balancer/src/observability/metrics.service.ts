@@ -6,6 +6,7 @@ import { BackendEvent, FleetEvents } from '../fleet/fleet-events';
 import { RequestListener, RequestRecord, RequestRecords } from '../proxy/request-records';
 import { PlacementQueue } from '../routing/placement-queue';
 import { Decision, RoutingService } from '../routing/routing.service';
+import { UsageService } from '../usage/usage.service';
 import { FastCounter, FastHistogram } from './fast-metrics';
 import { ModelLabels, routeLabel } from './labels';
 import { RecentTraffic } from './recent-traffic';
@@ -68,6 +69,7 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
     private readonly queue: PlacementQueue,
     private readonly fleetEvents: FleetEvents,
     private readonly records: RequestRecords,
+    private readonly usage: UsageService,
   ) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
@@ -183,6 +185,41 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
     counterFrom('balancer_queued_total', 'Requests that had to wait in the queue.', () => this.queue.counters.queued);
     counterFrom('balancer_queue_timeouts_total', 'Requests answered 503 after waiting QUEUE_TIMEOUT_MS in the queue.', () => this.queue.counters.timeouts);
     counterFrom('balancer_queue_rejected_total', 'Requests answered 503 because the queue was full.', () => this.queue.counters.rejected);
+    counterFrom('balancer_queue_displaced_total', 'Waiting requests answered 503 because a higher class took their place in the full queue.', () => this.queue.counters.displaced);
+    counterFrom('balancer_queue_shed_total', 'Requests of a sheddable class answered 429 instead of waiting.', () => this.queue.counters.shed);
+    live('balancer_queue_waiting', 'Requests waiting in the balancer queue now, by priority class and API key ("none" without a key).', ['class', 'key'], (g) => {
+      for (const w of this.queue.waitingByClassAndKey()) g.set({ class: w.cls, key: w.key === '' ? 'none' : w.key }, w.waiting);
+    });
+    // Per-key usage: label values are configured key names only (the ledger holds nothing else).
+    const perKey = <L extends string>(name: string, help: string, labelNames: L[], fill: (c: Counter<L>) => void) =>
+      new Counter<L>({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect() {
+          this.reset();
+          fill(this);
+        },
+      });
+    perKey('balancer_key_tokens_total', 'Tokens used per API key: kind="prompt" (prompt_eval_count, prompt_tokens, input_tokens) or "output".', ['key', 'kind'], (c) => {
+      for (const u of this.usage.view()) {
+        c.inc({ key: u.key, kind: 'prompt' }, u.promptTokens);
+        c.inc({ key: u.key, kind: 'output' }, u.outputTokens);
+      }
+    });
+    perKey('balancer_key_requests_total', 'Model requests answered by a backend per API key and class; metered="false" when the answer carried no token counts.', ['key', 'class', 'metered'], (c) => {
+      for (const u of this.usage.view()) {
+        c.inc({ key: u.key, class: u.class, metered: 'true' }, u.requests - u.unmeteredRequests);
+        c.inc({ key: u.key, class: u.class, metered: 'false' }, u.unmeteredRequests);
+      }
+    });
+    perKey('balancer_quota_refusals_total', 'Requests refused (429) because their key was over a token quota, by key and limit.', ['key', 'limit'], (c) => {
+      for (const [id, n] of this.usage.refusals) {
+        const [key, limit] = id.split('\u0000');
+        c.inc({ key, limit }, n);
+      }
+    });
   }
 
   onModuleInit(): void {

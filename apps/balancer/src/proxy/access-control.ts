@@ -122,6 +122,17 @@ export class AccessControl {
     return this.keyOf.get(req)?.name ?? null;
   }
 
+  /** The configured key a request checked by `check` presented (null without one). */
+  keyConfig(req: IncomingMessage): ApiKeyConfig | null {
+    return this.keyOf.get(req) ?? null;
+  }
+
+  /** The name of the key the request presents, checked here (for views outside the proxy path). */
+  presentedKeyName(req: IncomingMessage): string | null {
+    const presented = presentedKey(req);
+    return presented === null ? null : (this.match(presented)?.name ?? null);
+  }
+
   private match(presented: string): ApiKeyConfig | null {
     const p = Buffer.from(presented);
     let found: ApiKeyConfig | null = null;

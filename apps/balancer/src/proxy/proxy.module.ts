@@ -7,6 +7,7 @@ import { RoutingModule } from '../routing/routing.module';
 import { errorBody, sendError } from '../http/errors';
 import { BodyDeadlines } from './body-deadline';
 import { setAllowedOrigins } from '../http/cors';
+import { UsageModule } from '../usage/usage.module';
 import { AccessControl } from './access-control';
 import { ClusterApi } from './cluster-api.service';
 import { ProxyService } from './proxy.service';
@@ -16,7 +17,7 @@ import { isProxyPath } from './routes';
 type Listener = (req: IncomingMessage, res: ServerResponse) => void;
 
 @Module({
-  imports: [RoutingModule],
+  imports: [RoutingModule, UsageModule],
   providers: [ProxyService, ClusterApi, AccessControl, RequestRecords],
   exports: [RoutingModule, ProxyService, AccessControl, RequestRecords],
 })

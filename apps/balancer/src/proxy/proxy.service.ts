@@ -16,6 +16,9 @@ import type { NoCandidate } from '../routing/placement';
 import type { QueuedRequest } from '../routing/placement-queue';
 import { RetryBudget } from '../routing/retry-budget';
 import { RoutingService } from '../routing/routing.service';
+import { resolvePriority, QueueIdentity } from '../routing/priority-class';
+import { quotaMessage } from '../usage/usage-ledger';
+import { UsageService } from '../usage/usage.service';
 import { AccessControl } from './access-control';
 import { ClusterApi } from './cluster-api.service';
 import { RequestRecord, RequestRecords } from './request-records';
@@ -76,6 +79,10 @@ interface Flight {
   streamed: boolean;
   /** The request's keep_alive in ms (-1 forever), when it gave one Ollama would accept. */
   keepAliveMs: number | undefined;
+  /** Its class, key and weight in the placement queue. */
+  queueIdentity: QueueIdentity;
+  /** Where it entered the queue, when it waited (X-Balancer-Queue-Position). */
+  queuePosition: number | undefined;
 }
 
 type LbRequest = IncomingMessage & { lb?: Flight };
@@ -114,6 +121,7 @@ export class ProxyService implements OnModuleDestroy {
     private readonly access: AccessControl,
     private readonly observer: RequestRecords,
     private readonly lifecycle: Lifecycle,
+    private readonly usage: UsageService,
   ) {
     this.sweepMs = Math.min(1000, Math.max(10, Math.floor(Math.min(config.headersTimeoutMs, config.idleStreamTimeoutMs) / 10)));
     this.agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 1024, scheduling: 'lifo' });
@@ -326,9 +334,17 @@ export class ProxyService implements OnModuleDestroy {
         return;
       }
     }
+    // Its class (a key's, lowered by X-Priority, never raised) and its key's token quota.
+    const priority = resolvePriority(this.config.priority, this.access.keyConfig(req), req.headers['x-priority']);
+    if (!priority.ok) return sendError(req, res, 400, priority.message);
+    record.priorityClass = this.config.priority.classes[priority.identity.cls];
+    const overQuota = this.usage.check(record.apiKey);
+    if (overQuota !== null) return sendError(req, res, 429, quotaMessage(overQuota), { 'Retry-After': overQuota.retryAfterS });
     const flight: Flight = {
       kind,
       model,
+      queueIdentity: priority.identity,
+      queuePosition: undefined,
       displayModel: raw,
       body,
       sessionKey: sessionKeyOf(req, parsed),
@@ -382,6 +398,7 @@ export class ProxyService implements OnModuleDestroy {
       displayModel: flight.displayModel ?? undefined,
       expectedTokens: flight.expectedTokens,
       promptTokens: flight.promptTokens,
+      queue: flight.queueIdentity,
     };
     // Most requests are placed at once: no promise, no extra turn of the event loop.
     const placed = this.routing.place(routeReq, flight.tried);
@@ -392,6 +409,7 @@ export class ProxyService implements OnModuleDestroy {
       tried: flight.tried,
       onPlaced: (lease: Lease) => {
         flight.queued = null;
+        flight.queuePosition = entry.queuePosition;
         if (flight.clientGone || flight.finished) {
           lease.release();
           return;
@@ -558,6 +576,7 @@ export class ProxyService implements OnModuleDestroy {
     out['X-Balancer-Backend'] = lease.backend.name;
     out['X-Balancer-Reason'] = lease.reason;
     out['X-Balancer-Queue-Ms'] = String(lease.queuedMs);
+    if (flight.queuePosition !== undefined) out['X-Balancer-Queue-Position'] = String(flight.queuePosition);
     if (lease.predictedMs !== undefined) out['X-Balancer-Predicted-Ms'] = String(lease.predictedMs);
     if (flight.attempts > 1) out['X-Balancer-Attempts'] = String(flight.attempts);
     out['X-Request-Id'] = flight.requestId;
@@ -623,7 +642,10 @@ export class ProxyService implements OnModuleDestroy {
       // http-proxy emits 'end' also for a body cut short; `complete` tells a clean end apart.
       if (!proxyRes.complete) return this.brokenStream(req, res, attempt, contentType, 'the backend closed the stream early');
       if (!headed) head();
-      if (recent.length > 0) observer.finalChunk(flight.record, lastLine(recent));
+      if (recent.length > 0) {
+        observer.finalChunk(flight.record, lastLine(recent));
+        observer.tokenUsage(flight.record, recent);
+      }
       res.end();
       this.learnFromSuccess(flight, attempt);
       this.endAttempt(req, attempt, null);

@@ -1,7 +1,7 @@
 import { numberField, RequestRecord, RequestRecords } from './request-records';
 
 const observer = new RequestRecords();
-const record = (): RequestRecord => ({ id: 'r', method: 'POST', path: '/api/chat', model: null, backend: null, reason: null, status: undefined, bytes: 0, ttfbMs: null, queuedMs: 0, retries: 0, attempts: 0, startedAt: 0, error: null, apiKey: null });
+const record = (): RequestRecord => ({ id: 'r', method: 'POST', path: '/api/chat', model: null, backend: null, reason: null, status: undefined, bytes: 0, ttfbMs: null, queuedMs: 0, retries: 0, attempts: 0, startedAt: 0, error: null, apiKey: null, priorityClass: null });
 const b = (s: string) => Buffer.from(s);
 
 describe("RequestRecords.finalChunk (Ollama's counters from the final line)", () => {

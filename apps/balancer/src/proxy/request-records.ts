@@ -1,5 +1,9 @@
 import { Injectable } from '@nestjs/common';
 import type { IncomingMessage, ServerResponse } from 'http';
+import { numberField } from '../usage/number-field';
+import { readTokenUsage, tailOf, usageSurface } from '../usage/token-usage';
+
+export { numberField };
 
 /** What one request did, for its log line and the metrics. Holds no prompt and no secret. */
 export interface RequestRecord {
@@ -18,6 +22,11 @@ export interface RequestRecord {
   startedAt: number;
   error: string | null;
   apiKey: string | null;
+  /** Its class in the placement queue (model requests only). */
+  priorityClass: string | null;
+  /** Token usage read from the answer's end, on every surface (absent when it carried none). */
+  promptTokens?: number;
+  outputTokens?: number;
   /** From the final NDJSON chunk, when the stream carried one. */
   evalCount?: number;
   evalDurationNs?: number;
@@ -59,6 +68,7 @@ export class RequestRecords {
       startedAt,
       error: null,
       apiKey: null,
+      priorityClass: null,
     };
   }
 
@@ -88,6 +98,14 @@ export class RequestRecords {
     record.promptEvalDurationNs = numberField(line, PROMPT_EVAL_DURATION);
     record.loadDurationNs = numberField(line, LOAD_DURATION);
   }
+
+  /** Token usage from the last chunks of an answer (any surface: Ollama, OpenAI, Anthropic, Responses). */
+  tokenUsage(record: RequestRecord, recent: readonly Buffer[]): void {
+    const counts = readTokenUsage(usageSurface(record.path), tailOf(recent));
+    if (counts === null) return;
+    record.promptTokens = counts.promptTokens;
+    record.outputTokens = counts.outputTokens;
+  }
 }
 
 const DONE_TRUE = Buffer.from('"done":true');
@@ -96,24 +114,3 @@ const EVAL_DURATION = Buffer.from('"eval_duration":');
 const PROMPT_EVAL_COUNT = Buffer.from('"prompt_eval_count":');
 const PROMPT_EVAL_DURATION = Buffer.from('"prompt_eval_duration":');
 const LOAD_DURATION = Buffer.from('"load_duration":');
-
-/** The number after the last `"key":` in a JSON line; undefined when absent or not a finite number. */
-export function numberField(line: Buffer, key: Buffer): number | undefined {
-  const at = line.lastIndexOf(key);
-  if (at === -1) return undefined;
-  let i = at + key.length;
-  while (i < line.length && (line[i] === 32 || line[i] === 9)) i++;
-  const start = i;
-  let plain = true;
-  let v = 0;
-  for (; i < line.length; i++) {
-    const c = line[i];
-    if (c >= 48 && c <= 57) v = v * 10 + (c - 48);
-    else if (c === 45 || c === 43 || c === 46 || c === 101 || c === 69) plain = false; // - + . e E
-    else break;
-  }
-  if (i === start) return undefined;
-  if (plain) return i - start <= 15 ? v : Number(line.toString('latin1', start, i));
-  const n = Number(line.toString('latin1', start, i));
-  return Number.isFinite(n) ? n : undefined;
-}

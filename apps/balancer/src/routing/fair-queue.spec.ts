@@ -5,7 +5,14 @@ const CLASSES = ['interactive', 'standard', 'batch', 'sheddable'];
 const [INTERACTIVE, STANDARD, BATCH, SHEDDABLE] = [0, 1, 2, 3];
 
 function queue(over: Partial<ConstructorParameters<typeof FairQueue>[0]> = {}): FairQueue<string> {
-  return new FairQueue<string>({ classes: CLASSES, minShareEvery: 10, capacity: 1000, sheddable: ['sheddable'], shedAt: 0, ...over });
+  return new FairQueue<string>({
+    classes: CLASSES,
+    minShareEvery: 10,
+    capacity: 1000,
+    sheddable: ['sheddable'],
+    shedAt: 0,
+    ...over,
+  });
 }
 
 function add(q: FairQueue<string>, value: string, o: Partial<OfferInput> = {}): Waiter<string> {
@@ -27,7 +34,7 @@ function grant(q: FairQueue<string>, n: number, model: string | null = 'm'): str
 }
 
 describe('FairQueue', () => {
-  it('is a plain FIFO per model with one class and one key (today\'s behaviour)', () => {
+  it("is a plain FIFO per model with one class and one key (today's behaviour)", () => {
     const q = queue();
     for (let i = 0; i < 5; i++) add(q, `a${i}`);
     add(q, 'other', { model: 'o' });
@@ -47,7 +54,7 @@ describe('FairQueue', () => {
     expect(grant(q, 4)).toEqual(['i1', 's1', 'b1', 'b2']);
   });
 
-  it('gives capacity freed for a model only to that model\'s waiters', () => {
+  it("gives capacity freed for a model only to that model's waiters", () => {
     const q = queue();
     add(q, 'x-batch', { model: 'x', cls: BATCH });
     add(q, 'y-interactive', { model: 'y', cls: INTERACTIVE });
@@ -90,7 +97,7 @@ describe('FairQueue', () => {
     expect(served).toEqual(['i0', 'i1', 'i2', 'b0', 'i3', 'i4', 'i5', 'b1', 'i6', 'i7', 'i8', 'b2']);
   });
 
-  it('bounds every waiting class\'s wait by minShareEvery + classes - 2 grants', () => {
+  it("bounds every waiting class's wait by minShareEvery + classes - 2 grants", () => {
     const N = 5;
     const q = queue({ minShareEvery: N });
     for (let i = 0; i < 200; i++) for (const c of [INTERACTIVE, STANDARD, BATCH]) add(q, `${c}:${i}`, { cls: c });
@@ -167,13 +174,21 @@ describe('FairQueue', () => {
     const q = queue();
     add(q, 'a');
     add(q, 'b', { model: 'o', cls: BATCH });
-    expect(q.drainAll().map((w) => w.value).sort()).toEqual(['a', 'b']);
+    expect(
+      q
+        .drainAll()
+        .map((w) => w.value)
+        .sort(),
+    ).toEqual(['a', 'b']);
     expect(q.size).toBe(0);
     expect(q.peek('m')).toBeNull();
   });
 
   it('agrees with a naive reference on random offers, grants and cancels (deterministic, same answers)', () => {
-    type Op = { t: 'offer'; model: number; key: number; cls: number } | { t: 'grant'; model: number } | { t: 'cancel' | 'takeAny'; pick: number };
+    type Op =
+      | { t: 'offer'; model: number; key: number; cls: number }
+      | { t: 'grant'; model: number }
+      | { t: 'cancel' | 'takeAny'; pick: number };
     const op = fc.oneof(
       fc.record({ t: fc.constant('offer' as const), model: fc.nat(2), key: fc.nat(3), cls: fc.nat(2) }),
       fc.record({ t: fc.constant('grant' as const), model: fc.nat(2) }),
@@ -192,7 +207,13 @@ describe('FairQueue', () => {
           for (const o of ops) {
             if (o.t === 'offer') {
               const id = n++;
-              const r = q.offer(id, { model: `m${o.model}`, key: `k${o.key}`, cls: o.cls, weight: weights[o.key], now: 0 });
+              const r = q.offer(id, {
+                model: `m${o.model}`,
+                key: `k${o.key}`,
+                cls: o.cls,
+                weight: weights[o.key],
+                now: 0,
+              });
               const e = ref.offer(id, `m${o.model}`, `k${o.key}`, o.cls, weights[o.key]);
               const got = r.kind === 'queued' ? `q${r.displaced?.value ?? ''}/${r.waiter.position}` : r.kind;
               expect(got).toBe(e);
@@ -300,7 +321,8 @@ class NaiveQueue {
   take(id: number): void {
     const it = this.items.find((i) => i.id === id)!;
     for (let c = it.cls + 1; c < this.nClasses; c++)
-      if (this.items.some((i) => i.model === it.model && i.cls === c)) this.passed.set(`${it.model}|${c}`, (this.passed.get(`${it.model}|${c}`) ?? 0) + 1);
+      if (this.items.some((i) => i.model === it.model && i.cls === c))
+        this.passed.set(`${it.model}|${c}`, (this.passed.get(`${it.model}|${c}`) ?? 0) + 1);
     this.passed.set(`${it.model}|${it.cls}`, 0);
     const f = this.flows.get(this.fk(it.model, it.cls, it.key))!;
     const vk = `${it.model}|${it.cls}`;

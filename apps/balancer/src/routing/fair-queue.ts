@@ -189,7 +189,10 @@ export class FairQueue<T> {
     }
     let group = this.models.get(input.model);
     if (group === undefined) {
-      group = { classes: this.classes.map(() => ({ heap: [], flows: new Map(), vtime: 0, count: 0, passed: 0 })), count: 0 };
+      group = {
+        classes: this.classes.map(() => ({ heap: [], flows: new Map(), vtime: 0, count: 0, passed: 0 })),
+        count: 0,
+      };
       this.models.set(input.model, group);
     }
     let position = 1;

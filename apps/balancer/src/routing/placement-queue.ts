@@ -1,5 +1,3 @@
-import { Inject, Injectable } from '@nestjs/common';
-import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
 import type { Backend } from '../fleet/backend';
 import type { Lease } from './lease-ledger';
 import { NoCandidate, Placement } from './placement';
@@ -12,6 +10,8 @@ export interface QueuedRequest {
   readonly tried: ReadonlySet<Backend>;
   onPlaced(lease: Lease): void;
   onRefused(refusal: NoCandidate): void;
+  /** Set by the queue when it takes the request: where it entered (for X-Balancer-Queue-Position). */
+  queuePosition?: number;
 }
 
 /** Counts for the status view and the metrics. */
@@ -19,12 +19,16 @@ export interface QueueCounters {
   queued: number;
   timeouts: number;
   rejected: number;
+  /** Waiters pushed out of a full queue by a higher class (503). */
+  displaced: number;
+  /** Sheddable requests refused instead of queued (429). */
+  shed: number;
 }
 
 /**
  * Requests waiting for a slot when every candidate is at its cap: the one owner of who waits and in
- * which order. This implementation is a bounded FIFO; a priority or fair-share order, or a queue
- * shared by several replicas, replaces it behind the same methods.
+ * which order. This process's implementation is FairPlacementQueue (priority classes, fair share
+ * between keys); a queue shared by several replicas replaces it behind the same methods.
  */
 export abstract class PlacementQueue {
   abstract readonly counters: QueueCounters;
@@ -43,97 +47,6 @@ export abstract class PlacementQueue {
   abstract drain(place: (entry: QueuedRequest, ahead: number, queuedMs: number, now: number) => Placement): void;
   /** Refuses every waiting request (the balancer is closing). */
   abstract refuseAll(refusal: NoCandidate): void;
-}
-
-interface Waiter {
-  entry: QueuedRequest;
-  enqueuedAt: number;
-  timer: NodeJS.Timeout;
-}
-
-@Injectable()
-export class FifoPlacementQueue extends PlacementQueue {
-  readonly counters: QueueCounters = { queued: 0, timeouts: 0, rejected: 0 };
-  private readonly waiters: Waiter[] = [];
-
-  constructor(@Inject(BALANCER_CONFIG) private readonly config: BalancerConfig) {
-    super();
-  }
-
-  get length(): number {
-    return this.waiters.length;
-  }
-
-  hasWaiting(model: string | null): boolean {
-    for (const w of this.waiters) if (w.entry.route.model === model) return true;
-    return false;
-  }
-
-  offer(entry: QueuedRequest, now: number): NoCandidate | null {
-    if (this.waiters.length >= this.config.queueMax) {
-      this.counters.rejected++;
-      return new NoCandidate(503, 'server busy, please try again.  balancer queue is full', this.retryAfterS());
-    }
-    this.counters.queued++;
-    const w: Waiter = {
-      entry,
-      enqueuedAt: now,
-      timer: setTimeout(() => {
-        if (!this.remove(w)) return;
-        this.counters.timeouts++;
-        entry.onRefused(new NoCandidate(503, `server busy, please try again.  timed out after ${this.config.queueTimeoutMs} ms in the balancer queue`, this.retryAfterS()));
-      }, this.config.queueTimeoutMs),
-    };
-    this.waiters.push(w);
-    return null;
-  }
-
-  cancel(entry: QueuedRequest): void {
-    const i = this.waiters.findIndex((w) => w.entry === entry);
-    if (i < 0) return;
-    clearTimeout(this.waiters[i].timer);
-    this.waiters.splice(i, 1);
-  }
-
-  drain(place: (entry: QueuedRequest, ahead: number, queuedMs: number, now: number) => Placement): void {
-    if (this.waiters.length === 0) return;
-    const now = Date.now();
-    const told: { entry: QueuedRequest; outcome: Lease | NoCandidate }[] = [];
-    for (let i = 0; i < this.waiters.length; ) {
-      const w = this.waiters[i];
-      let ahead = 0;
-      for (let j = 0; j < i; j++) if (this.waiters[j].entry.route.model === w.entry.route.model) ahead++;
-      const outcome = place(w.entry, ahead, now - w.enqueuedAt, now);
-      if (outcome.kind === 'wait') {
-        i++;
-        continue;
-      }
-      this.waiters.splice(i, 1);
-      clearTimeout(w.timer);
-      told.push({ entry: w.entry, outcome });
-    }
-    // Told after the pass, so that what they do next (start, fail, release) cannot disturb it.
-    for (const { entry, outcome } of told) {
-      if (outcome.kind === 'lease') entry.onPlaced(outcome);
-      else entry.onRefused(outcome);
-    }
-  }
-
-  refuseAll(refusal: NoCandidate): void {
-    for (const w of this.waiters.splice(0)) {
-      clearTimeout(w.timer);
-      w.entry.onRefused(refusal);
-    }
-  }
-
-  private remove(w: Waiter): boolean {
-    const i = this.waiters.indexOf(w);
-    if (i < 0) return false;
-    this.waiters.splice(i, 1);
-    return true;
-  }
-
-  private retryAfterS(): number {
-    return Math.max(1, Math.ceil(Math.min(this.config.queueTimeoutMs, 30_000) / 1000 / 2));
-  }
+  /** Waiting requests by class and key (status view, dashboard, metrics). */
+  abstract waitingByClassAndKey(): { cls: string; key: string; waiting: number }[];
 }

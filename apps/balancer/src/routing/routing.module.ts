@@ -1,7 +1,8 @@
 import { Module } from '@nestjs/common';
 import { FleetModule } from '../fleet/fleet.module';
 import { LeaseLedger, LocalLeaseLedger } from './lease-ledger';
-import { FifoPlacementQueue, PlacementQueue } from './placement-queue';
+import { FairPlacementQueue } from './fair-placement-queue';
+import { PlacementQueue } from './placement-queue';
 import { LocalRetryBudget, RetryBudget } from './retry-budget';
 import { RoutingService } from './routing.service';
 import { LocalSessionAffinity, SessionAffinity } from './session-affinity';
@@ -16,7 +17,7 @@ import { LocalSessionAffinity, SessionAffinity } from './session-affinity';
   providers: [
     RoutingService,
     { provide: LeaseLedger, useClass: LocalLeaseLedger },
-    { provide: PlacementQueue, useClass: FifoPlacementQueue },
+    { provide: PlacementQueue, useClass: FairPlacementQueue },
     { provide: SessionAffinity, useClass: LocalSessionAffinity },
     { provide: RetryBudget, useClass: LocalRetryBudget },
   ],

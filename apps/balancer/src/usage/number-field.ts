@@ -10,7 +10,8 @@ export function numberField(line: Buffer, key: Buffer): number | undefined {
   for (; i < line.length; i++) {
     const c = line[i];
     if (c >= 48 && c <= 57) v = v * 10 + (c - 48);
-    else if (c === 45 || c === 43 || c === 46 || c === 101 || c === 69) plain = false; // - + . e E
+    else if (c === 45 || c === 43 || c === 46 || c === 101 || c === 69)
+      plain = false; // - + . e E
     else break;
   }
   if (i === start) return undefined;

@@ -68,7 +68,8 @@ export const USAGE_TAIL_BYTES = 4096;
 export function tailOf(chunks: readonly Buffer[]): Buffer {
   if (chunks.length === 0) return Buffer.alloc(0);
   const last = chunks[chunks.length - 1];
-  if (last.length >= USAGE_TAIL_BYTES || chunks.length === 1) return last.length > USAGE_TAIL_BYTES ? last.subarray(last.length - USAGE_TAIL_BYTES) : last;
+  if (last.length >= USAGE_TAIL_BYTES || chunks.length === 1)
+    return last.length > USAGE_TAIL_BYTES ? last.subarray(last.length - USAGE_TAIL_BYTES) : last;
   let size = 0;
   let i = chunks.length;
   while (i > 0 && size < USAGE_TAIL_BYTES) size += chunks[--i].length;

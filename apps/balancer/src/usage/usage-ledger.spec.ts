@@ -40,7 +40,15 @@ describe('UsageLedger', () => {
     l.record('chat', undefined, undefined, T0 + 2000);
     l.record('stranger', 10, 10, T0);
     expect(l.view(T0 + 2000, 'chat')).toEqual([
-      { key: 'chat', requests: 3, unmeteredRequests: 1, promptTokens: 150, outputTokens: 25, lastMinute: { tokens: 175, limit: 1000 }, lastDay: { tokens: 175, limit: null } },
+      {
+        key: 'chat',
+        requests: 3,
+        unmeteredRequests: 1,
+        promptTokens: 150,
+        outputTokens: 25,
+        lastMinute: { tokens: 175, limit: 1000 },
+        lastDay: { tokens: 175, limit: null },
+      },
     ]);
     expect(l.view(T0).map((u) => u.key)).toEqual(['chat', 'jobs', 'free']);
     expect(l.has('stranger')).toBe(false);
@@ -56,7 +64,9 @@ describe('UsageLedger', () => {
     expect(r).toMatchObject({ key: 'chat', limit: 'tokensPerMinute', allowed: 1000, used: 1020 });
     // The 950 leave the window 60 s after T0's bucket: about 45 s from now.
     expect(r.retryAfterS).toBe(Math.ceil((Math.floor(T0 / 1000) * 1000 + 60_000 - (T0 + 15_000)) / 1000));
-    expect(quotaMessage(r)).toBe(`token quota exceeded for key 'chat': 1020 of 1000 tokens per minute used (tokensPerMinute); retry in ${r.retryAfterS} s`);
+    expect(quotaMessage(r)).toBe(
+      `token quota exceeded for key 'chat': 1020 of 1000 tokens per minute used (tokensPerMinute); retry in ${r.retryAfterS} s`,
+    );
     expect(l.check('chat', T0 + 15_000 + r.retryAfterS * 1000)).toBeNull();
     expect(l.check('free', T0)).toBeNull();
     expect(l.check(null, T0)).toBeNull();

@@ -115,7 +115,15 @@ export class UsageLedger {
   constructor(keys: readonly KeyQuota[]) {
     for (const q of keys) {
       if (this.entries.has(q.name)) continue;
-      this.entries.set(q.name, { quota: q, requests: 0, unmetered: 0, prompt: 0, output: 0, minute: new SlidingWindow(1000, 60), day: new SlidingWindow(60_000, 1440) });
+      this.entries.set(q.name, {
+        quota: q,
+        requests: 0,
+        unmetered: 0,
+        prompt: 0,
+        output: 0,
+        minute: new SlidingWindow(1000, 60),
+        day: new SlidingWindow(60_000, 1440),
+      });
     }
   }
 
@@ -153,11 +161,20 @@ export class UsageLedger {
     const q = e.quota;
     if (q.tokensPerMinute > 0) {
       const used = e.minute.sum(now);
-      if (used >= q.tokensPerMinute) return refusal(key, 'tokensPerMinute', q.tokensPerMinute, used, e.minute.freesBelowAt(now, q.tokensPerMinute), now);
+      if (used >= q.tokensPerMinute)
+        return refusal(
+          key,
+          'tokensPerMinute',
+          q.tokensPerMinute,
+          used,
+          e.minute.freesBelowAt(now, q.tokensPerMinute),
+          now,
+        );
     }
     if (q.tokensPerDay > 0) {
       const used = e.day.sum(now);
-      if (used >= q.tokensPerDay) return refusal(key, 'tokensPerDay', q.tokensPerDay, used, e.day.freesBelowAt(now, q.tokensPerDay), now);
+      if (used >= q.tokensPerDay)
+        return refusal(key, 'tokensPerDay', q.tokensPerDay, used, e.day.freesBelowAt(now, q.tokensPerDay), now);
     }
     return null;
   }
@@ -185,7 +202,14 @@ function clean(v: number | undefined): number {
   return v !== undefined && Number.isFinite(v) && v > 0 ? Math.floor(v) : 0;
 }
 
-function refusal(key: string, limit: QuotaLimit, allowed: number, used: number, freeAt: number, now: number): QuotaRefusal {
+function refusal(
+  key: string,
+  limit: QuotaLimit,
+  allowed: number,
+  used: number,
+  freeAt: number,
+  now: number,
+): QuotaRefusal {
   return { key, limit, allowed, used, retryAfterS: Math.max(1, Math.ceil((freeAt - now) / 1000)) };
 }
 

@@ -1,4 +1,5 @@
 import type { Backend } from '../../fleet/backend';
+import type { QueueIdentity } from '../priority-class';
 
 /** What routing knows about the request being placed. */
 export interface RouteRequest {
@@ -13,6 +14,8 @@ export interface RouteRequest {
   displayModel?: string;
   /** Requests for the same model queued in the balancer ahead of this one. */
   queuedAhead?: number;
+  /** Its priority class, key and weight in the placement queue (default class, no key when absent). */
+  queue?: QueueIdentity;
   /** Output tokens the client asked for at most (num_predict, max_tokens), when it said. */
   expectedTokens?: number | null;
   /** Rough prompt size in tokens (for what prompt-cache affinity saves). */
