@@ -6,6 +6,7 @@
 import * as path from 'path';
 import { readFileSync } from 'fs';
 import { loadBalancerConfig } from '../../apps/balancer/src/config/balancer-config';
+import { loadSharedStateConfig, redactRedisUrl } from '../../apps/balancer/src/shared-state/shared-state-config';
 import { parseAgentConfig } from '../../apps/gpu-agent/src/config/agent.config';
 import { checkKubernetesDir, containerEnv, defaultKnownRoutes, Manifest } from './k8s-check';
 import { KUBERNETES_VERSION } from './k8s-schema';
@@ -37,8 +38,10 @@ for (const m of result.manifests) {
     try {
       if (image.startsWith('ollama-gpu-balancer/balancer')) {
         const cfg = loadBalancerConfig(env);
+        const shared = loadSharedStateConfig(env);
+        const dns = cfg.discovery.dns.map((t) => `${t.host}:${t.port}`).join(', ') || 'none';
         console.log(
-          `  ok  ${where}: loadBalancerConfig accepts its settings (policy ${cfg.policy}, drain ${cfg.drainTimeoutMs} ms)`,
+          `  ok  ${where}: loadBalancerConfig and loadSharedStateConfig accept its settings (policy ${cfg.policy}, drain ${cfg.drainTimeoutMs} ms, DNS discovery ${dns}, registration ${cfg.discovery.registration ? 'on' : 'off'}, shared state ${shared.url ? redactRedisUrl(shared.url) : 'off'})`,
         );
       } else if (image.startsWith('ollama-gpu-balancer/gpu-agent')) {
         const cfg = parseAgentConfig(env, () => '10.0.0.1');
