@@ -43,6 +43,15 @@ function strictlyParsable(line: string): boolean {
   return ok;
 }
 
+/** waitFor that counts polls instead of reading the clock (for tests that freeze Date.now). */
+async function waitPolls(cond: () => Promise<boolean> | boolean, polls: number, what: string): Promise<void> {
+  for (let i = 0; i < polls; i++) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`gave up after ${polls} polls waiting for ${what}`);
+}
+
 /** Raw bytes over one socket; resolves with whatever came back when the server closes, or at `giveUpMs`. */
 function rawExchange(url: string, write: (s: net.Socket) => void, giveUpMs: number): Promise<string> {
   const u = new URL(url);
@@ -125,6 +134,83 @@ describe('items answered by an in-process cluster', () => {
     cluster = undefined;
     await Promise.all(fakes.splice(0).map((f) => f.close()));
   });
+
+  it('item 3: a waiter queued in the same millisecond a slot frees is served', async () => {
+    cluster = await startCluster(
+      [{ tokensPerSecond: 50, numParallel: 1, loaded: [model] }],
+      { QUEUE_TIMEOUT_MS: '3000' },
+      [{ parallel: 1 }],
+    );
+    const u = cluster.url;
+    // Every event below happens "in the same millisecond" as far as the balancer can tell.
+    const frozen = Date.now();
+    const spy = jest.spyOn(Date, 'now').mockImplementation(() => frozen);
+    try {
+      let started = false;
+      const first = streamTimed(
+        `${u}/api/generate`,
+        { model, prompt: 'first', options: { num_predict: 10 } },
+        () => (started = true),
+      );
+      await waitPolls(() => started, 400, 'the first request holding the only slot');
+      const second = request(`${u}/api/generate`, {
+        body: { model, prompt: 'second', stream: false, options: { num_predict: 2 } },
+      });
+      await waitPolls(
+        async () => (await getJson(`${u}/balancer/status`)).body.queue.length === 1,
+        200,
+        'the second request queued',
+      );
+      expect((await first).status).toBe(200);
+      const r = await second;
+      expect(r.status).toBe(200);
+    } finally {
+      spy.mockRestore();
+    }
+  }, 60_000);
+
+  it('item 4: every backend down, a model never seen: 503 with Retry-After, not 404', async () => {
+    cluster = await startCluster([{ tokensPerSecond: 1000 }], { HEALTH_FAILURE_THRESHOLD: '1' });
+    await cluster.sims[0].update({ faults: { refuseConnections: true } });
+    await waitFor(
+      async () => (await getJson(`${cluster!.url}/balancer/status`)).body.backends[0].health === 'unhealthy',
+      10_000,
+      'backend down',
+    );
+    const r = await request(`${cluster.url}/api/generate`, { body: { model: 'never-seen:1b', prompt: 'x' } });
+    expect(r.status).toBe(503);
+    expect(r.headers['retry-after']).toBeDefined();
+  });
+
+  it('item 15: a request queued behind an overdue one goes to an idle backend holding the model', async () => {
+    const models = [{ name: 'llama3.2:latest', sizeBytes: 100_000_000 }];
+    cluster = await startCluster(
+      [
+        { tokensPerSecond: 200, numParallel: 1, models, loaded: [model], defaultOutputTokens: 2 },
+        { tokensPerSecond: 200, numParallel: 1, models, defaultOutputTokens: 2 },
+      ],
+      { QUEUE_TIMEOUT_MS: '5000' },
+      [{ parallel: 1 }, { parallel: 1 }],
+    );
+    const u = cluster.url;
+    // Learn that requests are short on the warm backend.
+    for (let i = 0; i < 5; i++) {
+      const r = await request(`${u}/api/generate`, { body: { model, prompt: 'short', stream: false } });
+      expect(r.headers['x-balancer-backend']).toBe('b1');
+    }
+    // Now b1 is much slower than learned: one request overruns its prediction by far.
+    await cluster.sims[0].update({ tokensPerSecond: 5, defaultOutputTokens: 30 });
+    let started = false;
+    const long = streamTimed(`${u}/api/generate`, { model, prompt: 'long' }, () => (started = true));
+    await waitFor(() => started, 10_000, 'the long request under way');
+    await new Promise((r) => setTimeout(r, 1000));
+    const next = await request(`${u}/api/generate`, {
+      body: { model, prompt: 'next', stream: false, options: { num_predict: 2 } },
+    });
+    expect(next.status).toBe(200);
+    expect(next.headers['x-balancer-backend']).toBe('b2');
+    await long;
+  }, 60_000);
 
   it('item 5: case-variant keys cannot bypass a key allow-list or the management pins', async () => {
     cluster = await startCluster(

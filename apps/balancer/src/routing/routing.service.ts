@@ -93,10 +93,8 @@ export class RoutingService {
   private candidatesFor(model: string | null, displayModel: string | undefined, tried: ReadonlySet<Backend> | undefined, now: number): Backend[] | NoCandidate {
     if (this.registry.backends.length === 0) return new NoCandidate(503, 'no Ollama backends are configured', 5);
     const available = this.registry.available(now).filter((b) => !tried?.has(b));
-    if (available.length === 0) {
-      if (model !== null && !this.registry.backends.some((b) => b.inventoryAt === null || b.hasModel(model))) return new NoCandidate(404, `model '${displayModel ?? model}' not found`);
-      return new NoCandidate(503, tried && tried.size > 0 ? 'no healthy backend could take the request' : 'no healthy Ollama backend is available', 5);
-    }
+    // Nobody could be asked: that is 503, never "not found" (the ollama CLI answers a 404 by pulling).
+    if (available.length === 0) return new NoCandidate(503, tried && tried.size > 0 ? 'no healthy backend could take the request' : 'no healthy Ollama backend is available', 5);
     if (model === null) return available;
     const holding = available.filter((b) => b.inventoryAt === null || b.hasModel(model));
     if (holding.length > 0) return holding;

@@ -97,7 +97,9 @@ export class PredictivePolicy implements RoutingPolicy {
     let waitMs = 0;
     if (need > 0) {
       if (ends.length === active && active > 0 && !ends.includes(0)) {
-        const sorted = [...ends].sort((x, y) => x - y);
+        // A request past its expected end is not about to finish: it has overrun its prediction, so
+        // expect it to run about as long again (waiting behind it is not free).
+        const sorted = ends.map((e) => (e < req.now ? 2 * req.now - e : e)).sort((x, y) => x - y);
         const known = Math.min(need, sorted.length);
         waitMs = Math.max(0, sorted[known - 1] - req.now);
         // Beyond the running ones, each further completion frees a slot every typical/slots ms.
