@@ -43,6 +43,7 @@ export class StatusService {
       lastOkAt: iso(b.lastOkAt),
       lastError: b.lastError,
       version: b.version,
+      missingRoutes: [...b.missingRoutes].sort(),
       parallel: b.config.parallel,
       weight: b.weight,
       models: [...b.modelsOnDisk.keys()].sort(),

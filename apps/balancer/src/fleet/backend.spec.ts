@@ -1,4 +1,4 @@
-import { Backend } from './backend';
+import { Backend, versionBelow } from './backend';
 
 const mk = () => new Backend({ name: 'a', url: 'http://a:1', weight: 1, parallel: 2, maxConcurrency: 3, modelConcurrency: 2, maxLoadedModels: 0 });
 
@@ -43,5 +43,39 @@ describe('Backend', () => {
     b.slowStartFrom = Date.now() - 20_000;
     expect(b.slowStartFactor()).toBe(1);
     expect(b.atCap('m:latest')).toBe(false);
+  });
+});
+
+describe('Backend routes and capabilities', () => {
+  it('lacks a route its version predates or that it answered 404 page not found, until its version changes', () => {
+    const b = mk();
+    expect(b.lacksRoute('/v1/messages')).toBe(false);
+    b.version = '0.13.5';
+    expect(b.lacksRoute('/v1/messages')).toBe(true);
+    expect(b.lacksRoute('/v1/responses')).toBe(false);
+    b.version = '0.0.0';
+    expect(b.lacksRoute('/v1/messages')).toBe(false);
+    b.noteRouteMissing('/v1/responses');
+    expect(b.lacksRoute('/v1/responses')).toBe(true);
+    b.version = '0.0.0';
+    expect(b.lacksRoute('/v1/responses')).toBe(true);
+    b.version = '0.20.0';
+    expect(b.lacksRoute('/v1/responses')).toBe(false);
+    expect(versionBelow('v0.12.3-rc1', [0, 13, 3])).toBe(true);
+    expect(versionBelow('0.13.3', [0, 13, 3])).toBe(false);
+    expect(versionBelow('nightly', [0, 13, 3])).toBe(false);
+  });
+
+  it('knows capabilities from /api/tags, else from /api/show per digest', () => {
+    const b = mk();
+    b.modelsOnDisk.set('m:latest', { name: 'm:latest', size: 1, digest: 'sha256:1', capabilities: null, raw: {} });
+    expect(b.canServe('m:latest', ['tools'])).toBeUndefined();
+    b.shownCapabilities.set('sha256:1', ['completion', 'tools']);
+    expect(b.canServe('m:latest', ['tools'])).toBe(true);
+    expect(b.canServe('m:latest', ['tools', 'thinking'])).toBe(false);
+    b.modelsOnDisk.set('m:latest', { name: 'm:latest', size: 1, digest: 'sha256:2', capabilities: null, raw: {} });
+    expect(b.capabilitiesOf('m:latest')).toBeUndefined();
+    b.modelsOnDisk.set('m:latest', { name: 'm:latest', size: 1, digest: 'sha256:2', capabilities: ['completion', 'thinking'], raw: {} });
+    expect(b.canServe('m:latest', ['thinking'])).toBe(true);
   });
 });

@@ -10,6 +10,10 @@ export type BackendSource = 'config' | 'dns' | 'registered';
 export interface ModelOnDisk {
   name: string;
   size: number;
+  /** The blob digest /api/tags gave (capabilities learned from /api/show are kept per digest). */
+  digest?: string | null;
+  /** `capabilities` as /api/tags listed them (Ollama 0.12+), null when it did not. */
+  capabilities?: readonly string[] | null;
   /** The entry exactly as the backend listed it in /api/tags (for merged views). */
   raw: Record<string, unknown>;
 }
@@ -44,7 +48,9 @@ export class Backend {
   lastPollAt: number | null = null;
   lastOkAt: number | null = null;
   lastError: string | null = null;
-  version: string | null = null;
+  private knownVersion: string | null = null;
+  /** Routes this backend answered with Gin's `404 page not found` (an Ollama older than them), since its version last changed. */
+  readonly missingRoutes = new Set<string>();
 
   // Passive health (outlier ejection from live traffic).
   consecutiveErrors = 0;
@@ -68,6 +74,8 @@ export class Backend {
   inventoryAt: number | null = null;
   /** Last time each model was used here through the balancer (for eviction cost). */
   readonly modelLastUsed = new Map<string, number>();
+  /** Capabilities /api/show gave, per model digest (a re-pulled model has a new digest, so asks again). */
+  readonly shownCapabilities = new Map<string, readonly string[]>();
 
   // GPU agent.
   agent: AgentStatusDto | null = null;
@@ -85,6 +93,31 @@ export class Backend {
     this.url = new URL(config.url);
     this.host = this.url.host;
     this.origin = `${this.url.protocol}//${this.url.host}`;
+  }
+
+  /** The Ollama version /api/version reported. A new one forgets which routes were missing. */
+  get version(): string | null {
+    return this.knownVersion;
+  }
+
+  set version(v: string | null) {
+    if (v !== this.knownVersion) this.missingRoutes.clear();
+    this.knownVersion = v;
+  }
+
+  /**
+   * Whether this backend lacks a route: it answered it with `404 page not found`, or its version
+   * predates the route (ROUTE_SINCE). A dev build (0.0.0) or an unknown version is given the benefit of the doubt.
+   */
+  lacksRoute(path: string): boolean {
+    if (this.missingRoutes.size > 0 && this.missingRoutes.has(path)) return true;
+    const since = ROUTE_SINCE[path];
+    return since !== undefined && this.knownVersion !== null && versionBelow(this.knownVersion, since);
+  }
+
+  /** The backend answered `path` with Gin's `404 page not found`: not a candidate for it until its version changes. */
+  noteRouteMissing(path: string): void {
+    this.missingRoutes.add(path);
   }
 
   get weight(): number {
@@ -176,6 +209,24 @@ export class Backend {
     return m.expiresAt === null || m.expiresAt > now || this.inFlightFor(model) > 0;
   }
 
+  /**
+   * What the model can do here (`tools`, `thinking`, `vision`, ...): from /api/tags, else from an
+   * earlier /api/show of the same digest; undefined while unknown.
+   */
+  capabilitiesOf(model: string): readonly string[] | undefined {
+    const m = this.modelsOnDisk.get(model);
+    if (m === undefined) return undefined;
+    return m.capabilities ?? this.shownCapabilities.get(m.digest ?? m.name);
+  }
+
+  /** Whether the model here has every one of `needed`; undefined while its capabilities are unknown. */
+  canServe(model: string, needed: readonly string[]): boolean | undefined {
+    const caps = this.capabilitiesOf(model);
+    if (caps === undefined) return undefined;
+    for (const c of needed) if (!caps.includes(c)) return false;
+    return true;
+  }
+
   /** GPU reading from the agent when it is fresh enough to trust; otherwise null (unknown, never idle). */
   freshAgent(staleMs: number, now = Date.now()): AgentStatusDto | null {
     if (!this.agent || this.agentAt === null) return null;
@@ -214,4 +265,21 @@ export class Backend {
       raw: { name: model, model, size, size_vram: size },
     });
   }
+}
+
+/** Routes newer than some Ollama servers still in use, and the version that added each (Ollama's changelog). */
+export const ROUTE_SINCE: Readonly<Record<string, readonly [number, number, number]>> = {
+  '/v1/messages': [0, 14, 0],
+  '/v1/responses': [0, 13, 3],
+  '/api/status': [0, 16, 2],
+};
+
+/** Whether a version ("0.13.2", "v0.12.3-rc1") is below `min`; false for 0.0.0 (a dev build) or one that does not parse. */
+export function versionBelow(version: string, min: readonly [number, number, number]): boolean {
+  const m = /^v?(\d+)\.(\d+)\.(\d+)/.exec(version);
+  if (m === null) return false;
+  const v = [Number(m[1]), Number(m[2]), Number(m[3])];
+  if (v[0] === 0 && v[1] === 0 && v[2] === 0) return false;
+  for (let i = 0; i < 3; i++) if (v[i] !== min[i]) return v[i] < min[i];
+  return false;
 }

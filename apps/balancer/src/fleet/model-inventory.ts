@@ -14,6 +14,8 @@ const REAL_LOAD_NS = 200e6;
 @Injectable()
 export class ModelInventory {
   private readonly refreshTimers = new Map<Backend, NodeJS.Timeout>();
+  /** /api/show calls in progress, per (backend, digest). */
+  private readonly showing = new Map<string, Promise<void>>();
 
   constructor(
     @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
@@ -36,7 +38,13 @@ export class ModelInventory {
     const models = modelsOf(r, '/api/tags');
     b.modelsOnDisk.clear();
     for (const { m, name } of models) {
-      const entry: ModelOnDisk = { name: normaliseModelName(name), size: Number(m.size) || 0, raw: m };
+      const entry: ModelOnDisk = {
+        name: normaliseModelName(name),
+        size: Number(m.size) || 0,
+        digest: typeof m.digest === 'string' && m.digest !== '' ? m.digest : null,
+        capabilities: stringList(m.capabilities),
+        raw: m,
+      };
       b.modelsOnDisk.set(entry.name, entry);
     }
   }
@@ -80,6 +88,50 @@ export class ModelInventory {
     if ((loadDurationNs ?? 0) > REAL_LOAD_NS) this.refreshSoon(b);
   }
 
+  /**
+   * Makes sure the capabilities of `model` are known on each available backend holding it: those
+   * /api/tags did not list are asked with /api/show, once per (backend, digest), concurrent asks
+   * shared. Never throws: a backend that cannot say stays unknown (routing then lets it decide).
+   */
+  async learnCapabilities(model: string): Promise<void> {
+    const asks: Promise<void>[] = [];
+    for (const b of this.registry.available()) {
+      const m = b.modelsOnDisk.get(model);
+      if (m === undefined || b.capabilitiesOf(model) !== undefined) continue;
+      const key = `${b.name}\u0000${m.digest ?? m.name}`;
+      let ask = this.showing.get(key);
+      if (ask === undefined) {
+        ask = this.show(b, m).finally(() => this.showing.delete(key));
+        this.showing.set(key, ask);
+      }
+      asks.push(ask);
+    }
+    if (asks.length > 0) await Promise.all(asks);
+  }
+
+  /** Whether some available backend holding `model` has capabilities not known yet. */
+  capabilitiesUnknown(model: string): boolean {
+    for (const b of this.registry.available()) if (b.modelsOnDisk.has(model) && b.capabilitiesOf(model) === undefined) return true;
+    return false;
+  }
+
+  private async show(b: Backend, m: ModelOnDisk): Promise<void> {
+    try {
+      const r = await this.client.backend(b, '/api/show', {
+        method: 'POST',
+        body: JSON.stringify({ model: typeof m.raw.model === 'string' ? m.raw.model : m.name }),
+        headers: { 'content-type': 'application/json' },
+        timeoutMs: this.config.healthTimeoutMs * 2,
+      });
+      if (r.status !== 200) return;
+      const caps = stringList(JSON.parse(r.body.toString('utf8'))?.capabilities);
+      // An Ollama older than capabilities (0.6.4) lists none: it checks tools and thinking itself.
+      if (caps !== null) b.shownCapabilities.set(m.digest ?? m.name, caps);
+    } catch {
+      // Unknown stays unknown: the backend answers for itself.
+    }
+  }
+
   /** Available backends that hold the model loaded now (as last seen). */
   holdersOf(model: string): Backend[] {
     return this.registry.available().filter((b) => b.isLoaded(model));
@@ -105,4 +157,10 @@ function modelsOf(r: UpstreamResponse, path: string): { m: any; name: string }[]
     if (name) out.push({ m, name });
   }
   return out;
+}
+
+/** An array of strings, else null. */
+function stringList(v: unknown): readonly string[] | null {
+  if (!Array.isArray(v)) return null;
+  return v.filter((c): c is string => typeof c === 'string');
 }

@@ -3,10 +3,21 @@ import { addCorsHeaders } from './cors';
 import { canonicalKeys, MAX_JSON_DEPTH, nestsDeeperThan } from './request-fields';
 
 export type ErrorType = 'invalid_request_error' | 'not_found_error' | 'api_error' | 'authentication_error' | 'rate_limit_error' | 'permission_error';
+/** Anthropic's error types (https://docs.anthropic.com/en/api/errors), as Ollama's /v1/messages maps statuses. */
+export type AnthropicErrorType = ErrorType | 'request_too_large' | 'overloaded_error';
 
-/** True for the OpenAI-compatible surface, whose errors take OpenAI's shape. */
+/** Which error shape a path's clients read. */
+export type ErrorSurface = 'ollama' | 'openai' | 'anthropic';
+
+/** True for the OpenAI-compatible surface (and Anthropic's, which lives under /v1 too). */
 export function isOpenAiPath(url: string | undefined): boolean {
   return url !== undefined && url.startsWith('/v1/');
+}
+
+/** The error shape of a request's path (the query string ignored). */
+export function errorSurface(url: string | undefined): ErrorSurface {
+  if (url === undefined || !url.startsWith('/v1/')) return 'ollama';
+  return url.startsWith('/v1/messages') && (url.length === 12 || url[12] === '?' || url[12] === '/') ? 'anthropic' : 'openai';
 }
 
 function typeFor(status: number): ErrorType {
@@ -18,10 +29,26 @@ function typeFor(status: number): ErrorType {
   return 'api_error';
 }
 
-/** The error body clients expect: Ollama's {"error":"..."} or, on /v1/*, OpenAI's object. */
+/** Anthropic's type for a status: 413 request_too_large and 503 overloaded_error besides OpenAI's set. */
+export function anthropicTypeFor(status: number): AnthropicErrorType {
+  if (status === 413) return 'request_too_large';
+  if (status === 503) return 'overloaded_error';
+  return typeFor(status);
+}
+
+/**
+ * The error body clients expect: Ollama's {"error":"..."}; on /v1/messages Anthropic's
+ * {"type":"error","error":{"type","message"}}; on the rest of /v1/* OpenAI's object.
+ */
 export function errorBody(url: string | undefined, status: number, message: string): string {
-  if (isOpenAiPath(url)) return JSON.stringify({ error: { message, type: typeFor(status), param: null, code: null } });
-  return JSON.stringify({ error: message });
+  switch (errorSurface(url)) {
+    case 'anthropic':
+      return JSON.stringify({ type: 'error', error: { type: anthropicTypeFor(status), message } });
+    case 'openai':
+      return JSON.stringify({ error: { message, type: typeFor(status), param: null, code: null } });
+    case 'ollama':
+      return JSON.stringify({ error: message });
+  }
 }
 
 /**
@@ -55,11 +82,18 @@ export function sendError(
   }
 }
 
-/** One more line or event that tells a client whose stream already began that it failed. */
-export function midStreamError(contentType: string | undefined, message: string): string | null {
+/**
+ * One more line or event that tells a client whose stream already began that it failed, in the
+ * stream's own format: an NDJSON `{"error":...}` line; on Anthropic's /v1/messages an `error` event
+ * (what its SDK throws on); on OpenAI's SSE a data event holding `error` (what its SDK throws on).
+ */
+export function midStreamError(contentType: string | undefined, message: string, url?: string): string | null {
   if (!contentType) return null;
   if (contentType.includes('ndjson')) return JSON.stringify({ error: message }) + '\n';
-  if (contentType.includes('event-stream')) return `data: ${JSON.stringify({ error: { message, type: 'api_error', param: null, code: null } })}\n\n`;
+  if (contentType.includes('event-stream')) {
+    if (errorSurface(url) === 'anthropic') return `event: error\ndata: ${JSON.stringify({ type: 'error', error: { type: 'api_error', message } })}\n\n`;
+    return `data: ${JSON.stringify({ error: { message, type: 'api_error', param: null, code: null } })}\n\n`;
+  }
   return null;
 }
 

@@ -1,5 +1,6 @@
 import { namespaceOf } from './cluster-api.service';
-import { keepAliveMs, lastLine } from './proxy.service';
+import { keepAliveMs } from './proxy.service';
+import { lastLine } from './request-records';
 
 const b = (s: string) => Buffer.from(s);
 

@@ -21,6 +21,7 @@ import { quotaMessage } from '../usage/usage-ledger';
 import { UsageService } from '../usage/usage.service';
 import { AccessControl } from './access-control';
 import { ClusterApi } from './cluster-api.service';
+import { neededCapabilities } from './request-capabilities';
 import { RequestRecord, RequestRecords } from './request-records';
 import { classifyRoute, RouteKind } from './routes';
 
@@ -83,6 +84,10 @@ interface Flight {
   queueIdentity: QueueIdentity;
   /** Where it entered the queue, when it waited (X-Balancer-Queue-Position). */
   queuePosition: number | undefined;
+  /** What the model must be able to do on the backend (tools, thinking, vision). */
+  capabilities: readonly string[];
+  /** The request's path (a backend lacking the route is no candidate). */
+  path: string;
 }
 
 type LbRequest = IncomingMessage & { lb?: Flight };
@@ -350,6 +355,8 @@ export class ProxyService implements OnModuleDestroy {
       sessionKey: sessionKeyOf(req, parsed),
       expectedTokens: requestedTokens(parsed),
       keepAliveMs: keepAlive,
+      capabilities: neededCapabilities(path, parsed),
+      path,
       promptTokens: Math.ceil(body.length / 4),
       streamed: path.startsWith('/v1/') ? parsed.stream === true : parsed.stream !== false,
       attempt: null,
@@ -374,6 +381,14 @@ export class ProxyService implements OnModuleDestroy {
     if (headers.authorization !== undefined && (!this.config.forwardAuthorization || this.access.isAdminToken(req))) delete headers.authorization;
     if (headers['x-api-key'] !== undefined) delete headers['x-api-key'];
     this.openResponses.set(res, req);
+    // A request needing a capability asks the backends that have not listed theirs (/api/show, once
+    // per model digest) before it is placed; every other request is placed at once.
+    if (flight.capabilities.length > 0 && this.inventory.capabilitiesUnknown(model)) {
+      void this.inventory.learnCapabilities(model).then(() => {
+        if (!flight.finished) this.dispatch(req, res);
+      });
+      return;
+    }
     this.dispatch(req, res);
   }
 
@@ -399,6 +414,8 @@ export class ProxyService implements OnModuleDestroy {
       expectedTokens: flight.expectedTokens,
       promptTokens: flight.promptTokens,
       queue: flight.queueIdentity,
+      capabilities: flight.capabilities,
+      route: flight.path,
     };
     // Most requests are placed at once: no promise, no extra turn of the event loop.
     const placed = this.routing.place(routeReq, flight.tried);
@@ -497,6 +514,20 @@ export class ProxyService implements OnModuleDestroy {
       this.collect(proxyRes, attempt, (errBody) => {
         if (attempt.done) return;
         const busy = status === 503;
+        // Gin's NotFound: this Ollama predates the route. Not the model's absence, not a failure of
+        // the backend: it is no candidate for the route from now on, and the request goes elsewhere.
+        if (status === 404 && isPageNotFound(proxyRes, errBody)) {
+          b.noteRouteMissing(flight.path);
+          // Bounded by the fleet, not the retry budget: each backend answers this at most once per route.
+          if (!flight.clientGone && this.anotherCandidate(flight)) {
+            flight.record.retries++;
+            this.endAttempt(req, attempt, 'route missing');
+            this.dispatch(req, res);
+            return;
+          }
+          this.endAttempt(req, attempt, 'route missing');
+          return this.fail(req, res, 404, '404 page not found');
+        }
         const modelMissing = status === 404 && flight.model !== null && errBody.includes('not found');
         if (status >= 500) this.passive.failure(b, `HTTP ${status}`);
         if (modelMissing) this.inventory.forgetModel(b, flight.model!);
@@ -541,7 +572,7 @@ export class ProxyService implements OnModuleDestroy {
 
   /** Whether a backend not yet tried could take this request. */
   private anotherCandidate(flight: Flight): boolean {
-    return this.routing.hasCandidate(flight.model, flight.tried);
+    return this.routing.hasCandidate(flight.model, flight.tried, { capabilities: flight.capabilities, route: flight.path });
   }
 
   private canRetry(flight: Flight): boolean {
@@ -642,10 +673,7 @@ export class ProxyService implements OnModuleDestroy {
       // http-proxy emits 'end' also for a body cut short; `complete` tells a clean end apart.
       if (!proxyRes.complete) return this.brokenStream(req, res, attempt, contentType, 'the backend closed the stream early');
       if (!headed) head();
-      if (recent.length > 0) {
-        observer.finalChunk(flight.record, lastLine(recent));
-        observer.tokenUsage(flight.record, recent);
-      }
+      observer.finalEvents(flight.record, recent, flight.streamed);
       res.end();
       this.learnFromSuccess(flight, attempt);
       this.endAttempt(req, attempt, null);
@@ -680,7 +708,7 @@ export class ProxyService implements OnModuleDestroy {
 
   /** Ends a response that already began with an error line (or a cut, for a non-stream body). */
   private endStream(req: LbRequest, res: ServerResponse, contentType: string | undefined, message: string): void {
-    const line = midStreamError(contentType, message);
+    const line = midStreamError(contentType, message, req.url);
     if (line !== null && !res.destroyed && !res.writableEnded) {
       res.end(line);
     } else if (!res.writableEnded) {
@@ -773,17 +801,13 @@ export class ProxyService implements OnModuleDestroy {
 
 const RECENT_CHUNKS = 8;
 
-/** The bytes holding the last line of a body, joined from the last chunks only when it spans them. */
-export function lastLine(chunks: Buffer[]): Buffer {
-  const last = chunks[chunks.length - 1];
-  // A newline before the trailing one means the final line starts inside the last chunk.
-  let end = last.length;
-  while (end > 0 && (last[end - 1] === 10 || last[end - 1] === 13)) end--;
-  if (end > 0 && last.lastIndexOf(10, end - 1) !== -1) return last;
-  for (let i = chunks.length - 2; i >= 0; i--) {
-    if (chunks[i].lastIndexOf(10) !== -1 || i === 0) return Buffer.concat(chunks.slice(i));
-  }
-  return last;
+const PAGE_NOT_FOUND = '404 page not found';
+
+/** Gin's default 404 (text/plain `404 page not found`): the server has no such route. */
+export function isPageNotFound(res: IncomingMessage, body: Buffer): boolean {
+  const type = res.headers['content-type'];
+  if (type !== undefined && !type.startsWith('text/plain')) return false;
+  return body.length < 64 && body.toString('latin1').trim() === PAGE_NOT_FOUND;
 }
 
 /** The most output tokens the client asked for (Ollama's num_predict, OpenAI's max_tokens), if any. */

@@ -41,3 +41,34 @@ describe("RequestRecords.finalChunk (Ollama's counters from the final line)", ()
     expect(numberField(b('{"x":12345678901234567890}'), b('"x":'))).toBe(Number('12345678901234567890'));
   });
 });
+
+describe('RequestRecords.finalEvents (each surface from its own final event)', () => {
+  const at = (path: string): RequestRecord => ({ ...record(), path, ttfbMs: 5, startedAt: Date.now() - 20 });
+
+  it("reads Anthropic's message_delta usage, not message_start's estimate", () => {
+    const r = at('/v1/messages');
+    const start = `event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","usage":{"input_tokens":99,"output_tokens":0}}}\n\n`;
+    const end = `event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"input_tokens":12,"output_tokens":34}}\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n`;
+    observer.finalEvents(r, [b(start), b('event: content_block_delta\ndata: {"text":"\\"output_tokens\\": 7"}\n\n'), b(end)], true);
+    expect([r.promptEvalCount, r.evalCount]).toEqual([12, 34]);
+    expect(r.evalDurationNs).toBeGreaterThanOrEqual(0);
+  });
+
+  it("reads Responses' response.completed usage and OpenAI's usage chunk", () => {
+    const r = at('/v1/responses');
+    observer.finalEvents(r, [b('event: response.completed\ndata: {"type":"response.completed","sequence_number":9,"response":{"output":[],"usage":{"input_tokens":3,"input_tokens_details":{"cached_tokens":0},"output_tokens":8,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":11}}}\n\n')], true);
+    expect([r.promptEvalCount, r.evalCount]).toEqual([3, 8]);
+    const o = at('/v1/chat/completions');
+    observer.finalEvents(o, [b('data: {"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":6,"total_tokens":10}}\n\n'), b('data: [DONE]\n\n')], true);
+    expect([o.promptEvalCount, o.evalCount]).toEqual([4, 6]);
+  });
+
+  it('leaves the counters unset when the answer carried none, and reads Ollama as before', () => {
+    const o = at('/v1/chat/completions');
+    observer.finalEvents(o, [b('data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'), b('data: [DONE]\n\n')], true);
+    expect(o.evalCount).toBeUndefined();
+    const n = at('/api/chat');
+    observer.finalEvents(n, [b('{"done":false}\n'), b('{"done":true,"eval_count":5,"eval_duration":100}\n')], true);
+    expect([n.evalCount, n.evalDurationNs]).toEqual([5, 100]);
+  });
+});

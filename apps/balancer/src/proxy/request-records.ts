@@ -27,7 +27,12 @@ export interface RequestRecord {
   /** Token usage read from the answer's end, on every surface (absent when it carried none). */
   promptTokens?: number;
   outputTokens?: number;
-  /** From the final NDJSON chunk, when the stream carried one. */
+  /**
+   * From the answer's final event: Ollama's final object (counts and durations); OpenAI's usage
+   * (chat: prompt/completion_tokens), Anthropic's message_delta usage and Responses'
+   * response.completed usage (input/output_tokens), where the answer carried them. On those three
+   * surfaces evalDurationNs is the time from the first byte to the last of a streamed answer.
+   */
   evalCount?: number;
   evalDurationNs?: number;
   promptEvalCount?: number;
@@ -81,6 +86,23 @@ export class RequestRecords {
   }
 
   /**
+   * Reads the answer's counters from its last chunks (kept by reference), once, when it ended:
+   * Ollama's final object for its durations (finalChunk), and the token counts of every surface
+   * through the one reader (tokenUsage: usage/token-usage.ts), which on OpenAI's, Anthropic's and
+   * Responses' surfaces also feed the eval counters that metrics and learning read.
+   */
+  finalEvents(record: RequestRecord, chunks: Buffer[], streamed: boolean): void {
+    if (chunks.length === 0) return;
+    const ollama = record.path.startsWith('/api/');
+    if (ollama) this.finalChunk(record, lastLine(chunks));
+    this.tokenUsage(record, chunks);
+    if (ollama || record.outputTokens === undefined) return;
+    record.promptEvalCount = record.promptTokens;
+    record.evalCount = record.outputTokens;
+    if (streamed && record.ttfbMs !== null) record.evalDurationNs = Math.max(0, Date.now() - record.startedAt - record.ttfbMs) * 1e6;
+  }
+
+  /**
    * Reads Ollama's counters from the last line of a stream (or a non-streamed answer). The counters
    * are found by name from the end of the line rather than by parsing it: a non-streamed answer's
    * line holds the whole response text (and /api/generate's `context` array), which JSON.parse would
@@ -114,3 +136,16 @@ const EVAL_DURATION = Buffer.from('"eval_duration":');
 const PROMPT_EVAL_COUNT = Buffer.from('"prompt_eval_count":');
 const PROMPT_EVAL_DURATION = Buffer.from('"prompt_eval_duration":');
 const LOAD_DURATION = Buffer.from('"load_duration":');
+
+/** The bytes holding the last line of a body, joined from the last chunks only when it spans them. */
+export function lastLine(chunks: Buffer[]): Buffer {
+  const last = chunks[chunks.length - 1];
+  // A newline before the trailing one means the final line starts inside the last chunk.
+  let end = last.length;
+  while (end > 0 && (last[end - 1] === 10 || last[end - 1] === 13)) end--;
+  if (end > 0 && last.lastIndexOf(10, end - 1) !== -1) return last;
+  for (let i = chunks.length - 2; i >= 0; i--) {
+    if (chunks[i].lastIndexOf(10) !== -1 || i === 0) return Buffer.concat(chunks.slice(i));
+  }
+  return last;
+}

@@ -4,7 +4,7 @@ import type { Lease } from './lease-ledger';
 export class NoCandidate {
   readonly kind = 'no-candidate';
   constructor(
-    readonly status: 404 | 429 | 503,
+    readonly status: 400 | 404 | 429 | 503,
     readonly message: string,
     readonly retryAfterS?: number,
   ) {}

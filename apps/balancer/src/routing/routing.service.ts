@@ -1,4 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { parseModelName } from '@app/ollama-names';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
 import { Backend } from '../fleet/backend';
 import { BackendRegistry } from '../fleet/backend-registry.service';
@@ -81,29 +82,46 @@ export class RoutingService {
     this.queue.cancel(entry);
   }
 
-  /** Whether a backend not yet tried could serve the model (for a retry). */
-  hasCandidate(model: string | null, tried: ReadonlySet<Backend>): boolean {
-    return Array.isArray(this.candidatesFor(model, undefined, tried, Date.now()));
+  /** Whether a backend not yet tried could serve the model (on this route, with these capabilities) (for a retry). */
+  hasCandidate(model: string | null, tried: ReadonlySet<Backend>, needs?: { capabilities?: readonly string[]; route?: string }): boolean {
+    return Array.isArray(this.candidatesFor(model, undefined, tried, Date.now(), needs?.capabilities, needs?.route));
   }
 
   /**
-   * Backends that may serve the model: available, and holding it (a backend whose inventory is not
-   * known yet stays a candidate); why not when none can.
+   * Backends that may serve the model: available, holding it (a backend whose inventory is not
+   * known yet stays a candidate), and where the model has the capabilities the request needs (one
+   * whose capabilities are unknown stays a candidate: it answers for itself); why not when none can.
    */
-  private candidatesFor(model: string | null, displayModel: string | undefined, tried: ReadonlySet<Backend> | undefined, now: number): Backend[] | NoCandidate {
+  private candidatesFor(
+    model: string | null,
+    displayModel: string | undefined,
+    tried: ReadonlySet<Backend> | undefined,
+    now: number,
+    capabilities?: readonly string[],
+    route?: string,
+  ): Backend[] | NoCandidate {
     if (this.registry.backends.length === 0) return new NoCandidate(503, 'no Ollama backends are configured', 5);
     const available = this.registry.available(now).filter((b) => !tried?.has(b));
     // Nobody could be asked: that is 503, never "not found" (the ollama CLI answers a 404 by pulling).
     if (available.length === 0) return new NoCandidate(503, tried && tried.size > 0 ? 'no healthy backend could take the request' : 'no healthy Ollama backend is available', 5);
     if (model === null) return available;
-    const holding = available.filter((b) => b.inventoryAt === null || b.hasModel(model));
-    if (holding.length > 0) return holding;
+    let holding = available.filter((b) => b.inventoryAt === null || b.hasModel(model));
+    if (holding.length > 0 && route !== undefined && holding.some((b) => b.lacksRoute(route))) {
+      holding = holding.filter((b) => !b.lacksRoute(route));
+      // As each of those Ollama servers would answer (Gin's NotFound), in the route's error shape.
+      if (holding.length === 0) return new NoCandidate(404, '404 page not found');
+    }
+    if (holding.length > 0) {
+      if (capabilities === undefined || capabilities.length === 0) return holding;
+      const able = holding.filter((b) => b.canServe(model, capabilities) !== false);
+      return able.length > 0 ? able : lacking(model, displayModel, capabilities, holding);
+    }
     if (this.registry.backends.some((b) => b.hasModel(model))) return new NoCandidate(503, `no healthy backend holding model '${displayModel ?? model}' is available`, 5);
     return new NoCandidate(404, `model '${displayModel ?? model}' not found`);
   }
 
   private placeNow(req: RouteRequest, tried: ReadonlySet<Backend> | undefined, queuedMs: number, fromQueue: boolean): Placement {
-    const candidates = this.candidatesFor(req.model, req.displayModel, tried, req.now);
+    const candidates = this.candidatesFor(req.model, req.displayModel, tried, req.now, req.capabilities, req.route);
     if (!Array.isArray(candidates)) return candidates;
     if (!fromQueue && this.queue.length > 0 && this.queue.hasWaiting(req.model)) return WAIT;
     if (this.policy.weighsWaiting) {
@@ -146,4 +164,18 @@ export class RoutingService {
     for (const l of this.decisionListeners) l(d);
     return lease;
   }
+}
+
+/**
+ * No backend's model has what the request needs: 400 with Ollama's own message, so a client sees
+ * what one Ollama would say (server/routes.go: `"<model>" does not support thinking`; sched's
+ * CheckCapabilities: `<full name> does not support tools`).
+ */
+function lacking(model: string, displayModel: string | undefined, needed: readonly string[], holding: Backend[]): NoCandidate {
+  const missing = needed.filter((c) => !holding.some((b) => b.capabilitiesOf(model)?.includes(c)));
+  const shown = displayModel ?? model;
+  if (missing.length === 1 && missing[0] === 'thinking') return new NoCandidate(400, `${JSON.stringify(shown)} does not support thinking`);
+  const n = parseModelName(shown);
+  const rest = missing.filter((c) => c !== 'thinking');
+  return new NoCandidate(400, `${n.host}/${n.namespace}/${n.model}:${n.tag} does not support ${(rest.length > 0 ? rest : missing).join(', ')}`);
 }

@@ -20,6 +20,13 @@ export interface RouteRequest {
   expectedTokens?: number | null;
   /** Rough prompt size in tokens (for what prompt-cache affinity saves). */
   promptTokens?: number;
+  /**
+   * Capabilities the model must have on the chosen backend (`tools`, `thinking`, `vision`), as
+   * /api/tags or /api/show list them; absent or empty: none.
+   */
+  capabilities?: readonly string[];
+  /** The request's path: a backend that lacks the route (an older Ollama) is no candidate for it. */
+  route?: string;
 }
 
 /** Why a backend was chosen: shown in X-Balancer-Reason and the decision log. */
