@@ -21,6 +21,8 @@ export interface FakeOllama {
 
 export interface FakeOllamaOptions {
   models?: string[];
+  /** What /api/version reports (default 0.12.3). */
+  version?: string;
   tls?: { key: string; cert: string };
   handle?: (req: http.IncomingMessage, body: Buffer, res: http.ServerResponse) => boolean;
 }
@@ -44,7 +46,7 @@ export async function startFakeOllama(opts: FakeOllamaOptions = {}): Promise<Fak
         });
         res.end(text);
       };
-      if (path === '/api/version') return json(200, { version: '0.12.3' });
+      if (path === '/api/version') return json(200, { version: opts.version ?? '0.12.3' });
       if (path === '/api/tags')
         return json(200, {
           models: models.map((name) => ({ name, model: name, size: 1_000_000, modified_at: '2026-01-01T00:00:00Z' })),

@@ -135,6 +135,21 @@ describe('items answered by an in-process cluster', () => {
     await Promise.all(fakes.splice(0).map((f) => f.close()));
   });
 
+  it('item 2: a route a backend lacks (404 page not found) does not make the model vanish fleet-wide', async () => {
+    // Servers new enough by version to be asked, that still answer Gin's 404 for the route.
+    for (let i = 0; i < 2; i++) fakes.push(await startFakeOllama({ version: '0.20.0' }));
+    const file = writeConfigFile({ backends: fakes.map((f, i) => ({ name: `b${i + 1}`, url: f.url })) });
+    cluster = await startClusterOn(file, { INVENTORY_INTERVAL_MS: '600000' });
+    const m = await request(`${cluster.url}/v1/messages`, { body: { model, max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] } });
+    expect(m.status).toBe(404);
+    expect(fakes.every((f) => f.seen.includes('POST /v1/messages'))).toBe(true);
+    const st = (await getJson(`${cluster.url}/balancer/status`)).body;
+    for (const b of st.backends) expect(b.models).toContain('llama3.2:latest');
+    expect(st.counters.ejections).toBe(0);
+    const r = await request(`${cluster.url}/api/chat`, { body: { model, stream: false, messages: [{ role: 'user', content: 'hi' }] } });
+    expect(r.status).toBe(200);
+  });
+
   it('item 3: a waiter queued in the same millisecond a slot frees is served', async () => {
     cluster = await startCluster(
       [{ tokensPerSecond: 50, numParallel: 1, loaded: [model] }],
