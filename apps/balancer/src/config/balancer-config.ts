@@ -1,5 +1,6 @@
 import { readFileSync } from 'fs';
 import { normaliseModelName as ollamaModelKey } from '@app/ollama-names';
+import { loadSharedStateConfig, SharedStateConfig, SharedStateConfigError } from './shared-state-config';
 
 /** One Ollama server behind the balancer. */
 export interface BackendConfig {
@@ -132,6 +133,8 @@ export interface BalancerConfig {
   allowedOrigins: string[];
   logLevel: LogLevel;
   logRequests: boolean;
+  /** Several replicas sharing state through Redis (REDIS_URL); url null = a single process. */
+  sharedState: SharedStateConfig;
 }
 
 export class ConfigError extends Error {}
@@ -455,6 +458,15 @@ function parseApiKeys(env: Env, file: Record<string, unknown> | undefined, prior
   return keys;
 }
 
+function sharedStateFrom(env: Env): SharedStateConfig {
+  try {
+    return loadSharedStateConfig(env);
+  } catch (e) {
+    if (e instanceof SharedStateConfigError) throw new ConfigError(e.message);
+    throw e;
+  }
+}
+
 /** Reads, validates and types every setting once. Throws ConfigError naming the setting and value. */
 export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
   let file: Record<string, unknown> | undefined;
@@ -545,6 +557,7 @@ export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
     allowedOrigins,
     logLevel,
     logRequests: bool(env, 'LOG_REQUESTS', DEFAULTS.LOG_REQUESTS),
+    sharedState: sharedStateFrom(env),
   };
   // No backend is allowed (every request then answers 503 and readiness stays down), so an
   // orchestrator can start the balancer before its servers; main.ts warns loudly.

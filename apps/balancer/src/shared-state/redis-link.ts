@@ -3,8 +3,8 @@ import { randomBytes } from 'crypto';
 import { EventEmitter } from 'events';
 import { hostname } from 'os';
 import Redis from 'ioredis';
-import { ACQUIRE_LUA, GOODBYE_LUA, HEARTBEAT_LUA, QUOTA_LUA, RATE_LUA, RELEASE_LUA } from './redis-scripts';
-import { redactRedisUrl, SharedStateConfig } from './shared-state-config';
+import { ACQUIRE_LUA, GOODBYE_LUA, HEARTBEAT_LUA, QUOTA_LUA, RATE_LUA, RELEASE_LUA, SLIDING_LUA } from './redis-scripts';
+import { redactRedisUrl, SharedStateConfig } from '../config/shared-state-config';
 
 /** Thrown instead of waiting when Redis is not reachable right now: fall back to local state. */
 export class SharedStateUnavailable extends Error {
@@ -23,6 +23,7 @@ export interface ScriptedRedis extends Redis {
   olbGoodbye: Script;
   olbRate: Script;
   olbQuota: Script;
+  olbSliding: Script;
 }
 
 /** One slot this replica holds, renewed by every heartbeat. */
@@ -58,7 +59,8 @@ export class RedisLink extends EventEmitter {
   clockOffsetMs = 0;
   /** When the link last went down (0 = never). */
   downSince = 0;
-  transitions = 0;
+  /** Times the link went from up to down. */
+  outages = 0;
   /** The slots this replica holds; the heartbeat renews all of them. */
   heldSlots: () => Iterable<HeldSlot> = () => [];
 
@@ -95,6 +97,7 @@ export class RedisLink extends EventEmitter {
     cmd.defineCommand('olbGoodbye', { numberOfKeys: 0, lua: GOODBYE_LUA });
     cmd.defineCommand('olbRate', { numberOfKeys: 0, lua: RATE_LUA });
     cmd.defineCommand('olbQuota', { numberOfKeys: 0, lua: QUOTA_LUA });
+    cmd.defineCommand('olbSliding', { numberOfKeys: 0, lua: SLIDING_LUA });
     // The subscriber may queue its SUBSCRIBEs until connected; it never carries a request's command.
     const sub = new Redis(this.config.url, { ...common, enableOfflineQueue: true, autoResubscribe: true });
     this.cmd = cmd;
@@ -149,7 +152,7 @@ export class RedisLink extends EventEmitter {
     if (!this.upNow) return;
     this.upNow = false;
     this.downSince = Date.now();
-    this.transitions++;
+    this.outages++;
     this.logger.warn(
       `shared state DOWN (${why}): serving on local state; caps split between the ${this.replicasSeen} replica(s) last seen until Redis at ${redactRedisUrl(this.config.url)} answers again`,
     );
@@ -180,7 +183,6 @@ export class RedisLink extends EventEmitter {
       this.clockOffsetMs = now - Math.round((sentAt + Date.now()) / 2);
       if (!this.upNow && !this.stopped) {
         this.upNow = true;
-        this.transitions++;
         if (this.downSince > 0) this.logger.log(`shared state UP again after ${Date.now() - this.downSince} ms: slots held here re-registered, ${this.replicasSeen} replica(s) alive`);
         else this.logger.log(`shared state UP: replica ${this.replicaId}, ${this.replicasSeen} replica(s) alive`);
         this.emit('up');

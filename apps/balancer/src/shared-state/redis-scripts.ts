@@ -74,7 +74,11 @@ local function handOff(P, b, model, free, now, leaseMs)
     elseif not excludes(excl, b) then
       redis.call('ZREM', wkey, m)
       local lid = rid .. '/' .. wid
-      take(P, b, model, lid, now + leaseMs)
+      -- Lasts as long as its replica (renewed with the rest by its next heartbeat), so a grant to a
+      -- replica that just died comes back when its other slots do, not a lease later.
+      local ttl = redis.call('PTTL', P .. 'r:' .. rid)
+      if ttl <= 0 or ttl > leaseMs then ttl = leaseMs end
+      take(P, b, model, lid, now + ttl)
       redis.call('PUBLISH', P .. 'grant:' .. rid, wid .. '|' .. b .. '|' .. lid .. '|' .. model)
       granted = granted + 1
       if granted >= free then break end
@@ -253,4 +257,52 @@ if amount ~= 0 then
   redis.call('PEXPIRE', k, win * 2)
 end
 return {1, cur, resetMs}
+`;
+
+/**
+ * SLIDING: a sliding window of n buckets of bucketMs (e.g. 60 x 1 s, 1,440 x 1 min), as a hash
+ * bucket index -> count, the same shape as UsageLedger's SlidingWindow. With limit > 0 the amount is
+ * added only if the window's total stays within it; a refusal says when enough buckets expire.
+ * ARGV: key, amount, limit, bucket ms, buckets.
+ * Returns {added (1/0), total in the window, ms until the total is low enough (0 when added)}.
+ */
+export const SLIDING_LUA = `${PRELUDE}
+local k, amount, limit, bucketMs, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local now = nowMs()
+local idx = math.floor(now / bucketMs)
+local oldest = idx - n + 1
+local flat = redis.call('HGETALL', k)
+local total = 0
+local live = {}
+for i = 1, #flat, 2 do
+  local b = tonumber(flat[i])
+  if b == nil or b < oldest then
+    redis.call('HDEL', k, flat[i])
+  else
+    local c = tonumber(flat[i + 1])
+    total = total + c
+    table.insert(live, {b, c})
+  end
+end
+if limit > 0 and total + amount > limit then
+  table.sort(live, function(x, y) return x[1] < y[1] end)
+  local over = total + amount - limit
+  local freed = 0
+  local wait = 0
+  for _, e in ipairs(live) do
+    freed = freed + e[2]
+    if freed >= over then
+      wait = (e[1] + n) * bucketMs - now
+      break
+    end
+  end
+  if freed < over then wait = -1 end
+  return {0, total, wait}
+end
+if amount ~= 0 then
+  redis.call('HINCRBY', k, tostring(idx), amount)
+  redis.call('PEXPIRE', k, bucketMs * n + 1000)
+  total = total + amount
+end
+return {1, total, 0}
 `;

@@ -3,7 +3,7 @@ import { RedisProcess } from '../../test/redis-process';
 import { RedisLink } from './redis-link';
 import { ReceivedEvent, SharedEvents } from './shared-events';
 import { SharedPins, SharedQuotas, SharedRateLimiter } from './shared-limits';
-import { loadSharedStateConfig } from './shared-state-config';
+import { loadSharedStateConfig } from '../config/shared-state-config';
 
 const until = async (cond: () => boolean | Promise<boolean>, what: string, ms = 20_000): Promise<void> => {
   const deadline = Date.now() + ms;
@@ -83,6 +83,21 @@ describe('pins, rates, quotas and fleet events shared on a real redis-server', (
     expect(read.resetMs).toBeLessThanOrEqual(3_600_000);
   });
 
+  it('a sliding window counts across replicas and says when a refused amount would fit', async () => {
+    const [a, b] = [await link(), await link()];
+    const qa = new SharedQuotas(a);
+    const qb = new SharedQuotas(b);
+    expect(await qa.slide('k:tpm', 700, 1000, 1000, 60)).toMatchObject({ added: true, used: 700 });
+    expect(await qb.slide('k:tpm', 200, 1000, 1000, 60)).toMatchObject({ added: true, used: 900 });
+    const refused = await qb.slide('k:tpm', 300, 1000, 1000, 60);
+    expect(refused).toMatchObject({ added: false, used: 900 });
+    // The first 700 leave the window within its 60 s.
+    expect(refused.resetMs).toBeGreaterThan(0);
+    expect(refused.resetMs).toBeLessThanOrEqual(60_000);
+    expect((await qa.slide('k:tpm', 2000, 1000, 1000, 60)).resetMs).toBe(-1);
+    expect(await qa.slide('k:tpm', 50, 0, 1000, 60)).toMatchObject({ added: true, used: 950 });
+  });
+
   it('a cordon and an ejection on one replica reach the others, and a replica that joins later adopts them', async () => {
     const [a, b, c] = [await link(), await link(), await link()];
     const ea = new SharedEvents(a);
@@ -107,18 +122,5 @@ describe('pins, rates, quotas and fleet events shared on a real redis-server', (
     await ea.cordon('gpu1', false);
     await el.sync();
     expect(snaps.at(-1)?.cordoned).toEqual([]);
-  });
-});
-
-describe('shared-state settings', () => {
-  it('are off without REDIS_URL, and a bad value stops start-up naming the setting', () => {
-    expect(loadSharedStateConfig({}).url).toBeNull();
-    expect(loadSharedStateConfig({ REDIS_URL: 'redis://redis:6379/0' })).toMatchObject({ url: 'redis://redis:6379/0', leaseMs: 15_000, heartbeatMs: 5_000, commandTimeoutMs: 100 });
-    expect(() => loadSharedStateConfig({ REDIS_URL: 'http://redis:6379' })).toThrow(/REDIS_URL="http:\/\/redis:6379\/?" must use redis:\/\/ or rediss:\/\//);
-    expect(() => loadSharedStateConfig({ REDIS_URL: 'redis://:s3cret@redis:6379/x' })).toThrow(/REDIS_URL=.*\*\*\*.*database number/);
-    expect(() => loadSharedStateConfig({ REDIS_URL: 'redis://:s3cret@redis:6379/x' })).not.toThrow(/s3cret/);
-    expect(() => loadSharedStateConfig({ REDIS_URL: 'redis://r', REDIS_LEASE_MS: '1000', REDIS_HEARTBEAT_MS: '600' })).toThrow(/REDIS_HEARTBEAT_MS="600" must be at most half of REDIS_LEASE_MS/);
-    expect(() => loadSharedStateConfig({ REDIS_COMMAND_TIMEOUT_MS: 'fast' })).toThrow(/REDIS_COMMAND_TIMEOUT_MS="fast"/);
-    expect(() => loadSharedStateConfig({ REDIS_PREFIX: 'a b' })).toThrow(/REDIS_PREFIX="a b"/);
   });
 });

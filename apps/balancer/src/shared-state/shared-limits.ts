@@ -101,4 +101,70 @@ export class SharedQuotas {
   read(name: string, windowMs: number): Promise<QuotaState> {
     return this.run(name, 0, 0, windowMs);
   }
+
+  /**
+   * A sliding window of `buckets` x `bucketMs` (UsageLedger's shape: 60 x 1 s for the minute,
+   * 1,440 x 1 min for the day). limit > 0: adds only within the limit, and a refusal's resetMs says
+   * when enough of the window expires (-1: never, the amount alone is over the limit); limit 0: adds.
+   */
+  async slide(name: string, amount: number, limit: number, bucketMs: number, buckets: number): Promise<QuotaState> {
+    try {
+      const [added, used, resetMs] = (await this.link.redis().olbSliding(`${this.link.prefix}s:${name}:${bucketMs}x${buckets}`, amount, limit, bucketMs, buckets)) as [number, number, number];
+      return { added: added === 1, used, resetMs };
+    } catch (e) {
+      this.link.failed(e);
+      throw e instanceof SharedStateUnavailable ? e : new SharedStateUnavailable((e as Error).message);
+    }
+  }
+}
+
+/** One replica's learned numbers for one backend, flat: name -> value. */
+export type LearnedValues = Record<string, number>;
+
+/**
+ * Learned statistics exchanged between replicas: each writes what it learned per backend into a
+ * hash (field = replica, with the time on Redis's clock) and reads the others' recent ones, in one
+ * pipelined round trip for the whole fleet. The caller merges (SharedFleetSync: the mean), so every
+ * replica converges on what all of them saw.
+ */
+export class SharedLearned {
+  constructor(private readonly link: RedisLink) {}
+
+  /** Writes `mine` per backend; returns, per backend, the other replicas' values fresher than `maxAgeMs`. */
+  async exchange(mine: Map<string, LearnedValues>, maxAgeMs: number): Promise<Map<string, LearnedValues[]>> {
+    const P = this.link.prefix;
+    const now = Date.now() + this.link.clockOffsetMs;
+    const names = [...mine.keys()];
+    const out = new Map<string, LearnedValues[]>();
+    let replies: [Error | null, unknown][] | null;
+    try {
+      const pipe = this.link.redis().pipeline();
+      for (const b of names) {
+        pipe.hset(`${P}learned:${b}`, this.link.replicaId, JSON.stringify({ at: now, v: mine.get(b) }));
+        pipe.pexpire(`${P}learned:${b}`, maxAgeMs * 2);
+        pipe.hgetall(`${P}learned:${b}`);
+      }
+      replies = await pipe.exec();
+    } catch (e) {
+      this.link.failed(e);
+      throw e instanceof SharedStateUnavailable ? e : new SharedStateUnavailable((e as Error).message);
+    }
+    names.forEach((b, i) => {
+      const [err, all] = replies?.[i * 3 + 2] ?? [null, null];
+      const others: LearnedValues[] = [];
+      if (!err && all && typeof all === 'object') {
+        for (const [replica, raw] of Object.entries(all as Record<string, string>)) {
+          if (replica === this.link.replicaId) continue;
+          try {
+            const e = JSON.parse(raw) as { at: number; v: LearnedValues };
+            if (now - e.at <= maxAgeMs && e.v && typeof e.v === 'object') others.push(e.v);
+          } catch {
+            // another version's entry: ignore
+          }
+        }
+      }
+      out.set(b, others);
+    });
+    return out;
+  }
 }

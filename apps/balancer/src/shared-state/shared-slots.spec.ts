@@ -1,7 +1,7 @@
 import Redis from 'ioredis';
 import { RedisProcess } from '../../test/redis-process';
 import { RedisLink, SharedStateUnavailable } from './redis-link';
-import { loadSharedStateConfig } from './shared-state-config';
+import { loadSharedStateConfig } from '../config/shared-state-config';
 import { SharedSlots, SlotCaps } from './shared-slots';
 
 /** One balancer replica's view of the shared state, as many as a test wants in one process. */
