@@ -6,7 +6,7 @@
 import * as path from 'path';
 import { readFileSync } from 'fs';
 import { loadBalancerConfig } from '../../apps/balancer/src/config/balancer-config';
-import { loadSharedStateConfig, redactRedisUrl } from '../../apps/balancer/src/shared-state/shared-state-config';
+import { loadSharedStateConfig, redactRedisUrl } from '../../apps/balancer/src/config/shared-state-config';
 import { parseAgentConfig } from '../../apps/gpu-agent/src/config/agent.config';
 import { checkKubernetesDir, containerEnv, defaultKnownRoutes, Manifest } from './k8s-check';
 import { KUBERNETES_VERSION } from './k8s-schema';

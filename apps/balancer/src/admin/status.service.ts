@@ -6,6 +6,7 @@ import { FleetEvents } from '../fleet/fleet-events';
 import { OutlierDetection } from '../fleet/outlier-detection';
 import { PlacementQueue } from '../routing/placement-queue';
 import { RoutingService } from '../routing/routing.service';
+import { SHARED_STATE, SharedState } from '../shared-state';
 
 const iso = (t: number | null) => (t === null ? null : new Date(t).toISOString());
 
@@ -19,6 +20,7 @@ export class StatusService {
     private readonly queue: PlacementQueue,
     private readonly outliers: OutlierDetection,
     private readonly events: FleetEvents,
+    @Inject(SHARED_STATE) private readonly shared: SharedState | null,
   ) {}
 
   backendView(b: Backend, now = Date.now()) {
@@ -68,6 +70,23 @@ export class StatusService {
     };
   }
 
+  /** Several replicas over Redis: null without REDIS_URL (a single process). */
+  sharedStateView() {
+    const s = this.shared;
+    if (!s) return null;
+    return {
+      up: s.up,
+      replica: s.link.replicaId,
+      replicas: s.link.replicasSeen,
+      downSince: s.up || s.link.downSince === 0 ? null : iso(s.link.downSince),
+      outages: s.link.outages,
+      slotsHeld: s.slots.held.size,
+      waitingInRedis: s.slots.waiting,
+      leaseMs: s.link.config.leaseMs,
+      heartbeatMs: s.link.config.heartbeatMs,
+    };
+  }
+
   status() {
     const now = Date.now();
     return {
@@ -92,6 +111,7 @@ export class StatusService {
         ejections: this.outliers.ejectionsTotal,
       },
       backends: this.registry.backends.map((b) => this.backendView(b, now)),
+      sharedState: this.sharedStateView(),
       decisions: this.routing.recentDecisions.slice(-20).reverse(),
       events: this.events.events.slice(-20).reverse(),
     };

@@ -9,10 +9,15 @@ import { OutlierDetection } from './outlier-detection';
 import { DNS_RESOLVER, DnsDiscovery, systemResolver } from './dns-discovery.service';
 import { InMemoryRegisteredBackends, REGISTERED_BACKEND_STORE } from './registered-backends';
 import { RegistrationController, RegistrationTokenGuard } from './registration.controller';
+import { SharedFleetSync } from './shared-fleet-sync';
+import { sharedStateProvider } from './shared-state.provider';
+import { SHARED_STATE } from '../shared-state';
 
 /**
  * What the balancer knows about the Ollama servers, the polling that keeps it current, and the
- * discovery that adds and retires servers at run time (DNS names, agents' registrations).
+ * discovery that adds and retires servers at run time (DNS names, agents' registrations); with
+ * REDIS_URL, the shared state of several replicas (SHARED_STATE) and the sync of cordons,
+ * ejections and learned speeds between them.
  */
 @Module({
   controllers: [RegistrationController],
@@ -26,11 +31,13 @@ import { RegistrationController, RegistrationTokenGuard } from './registration.c
     DnsDiscovery,
     AgentRegistrations,
     RegistrationTokenGuard,
+    sharedStateProvider,
+    SharedFleetSync,
     // The system's resolver; tests provide their own (there is no DNS server to change there).
     { provide: DNS_RESOLVER, useValue: systemResolver },
     // One process's registrations; shared state (Redis) can provide a store every replica sees.
     { provide: REGISTERED_BACKEND_STORE, useClass: InMemoryRegisteredBackends },
   ],
-  exports: [BackendRegistry, OllamaClient, ModelInventory, FleetEvents, OutlierDetection],
+  exports: [BackendRegistry, OllamaClient, ModelInventory, FleetEvents, OutlierDetection, SHARED_STATE],
 })
 export class FleetModule {}

@@ -7,6 +7,7 @@ import { RequestListener, RequestRecord, RequestRecords } from '../proxy/request
 import { PlacementQueue } from '../routing/placement-queue';
 import { Decision, RoutingService } from '../routing/routing.service';
 import { UsageService } from '../usage/usage.service';
+import { SHARED_STATE, SharedState } from '../shared-state';
 import { FastCounter, FastHistogram } from './fast-metrics';
 import { ModelLabels, routeLabel } from './labels';
 import { RecentTraffic } from './recent-traffic';
@@ -70,6 +71,7 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
     private readonly fleetEvents: FleetEvents,
     private readonly records: RequestRecords,
     private readonly usage: UsageService,
+    @Inject(SHARED_STATE) shared: SharedState | null,
   ) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
@@ -220,6 +222,14 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
         c.inc({ key, limit }, n);
       }
     });
+    if (shared) {
+      // Only with REDIS_URL: several replicas sharing state.
+      live('balancer_shared_state_up', '1 while this replica shares state through Redis (REDIS_URL), 0 while it serves on local state with its share of each cap.', [], (g) => g.set(shared.up ? 1 : 0));
+      live('balancer_shared_state_replicas', 'Balancer replicas alive at the last heartbeat (the degraded caps divide by this).', [], (g) => g.set(shared.link.replicasSeen));
+      live('balancer_shared_slots_held', 'Slots this replica holds in Redis, renewed by its heartbeat.', [], (g) => g.set(shared.slots.held.size));
+      counterFrom('balancer_shared_state_outages_total', 'Times this replica lost Redis and fell back to local state.', () => shared.link.outages);
+      counterFrom('balancer_shared_slots_handed_over_total', 'Slots freed by any replica and handed straight to a request waiting here.', () => shared.slots.counters.handedOver);
+    }
   }
 
   onModuleInit(): void {

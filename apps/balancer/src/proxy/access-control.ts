@@ -1,8 +1,9 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, Optional } from '@nestjs/common';
 import { timingSafeEqual } from 'crypto';
 import type { IncomingMessage } from 'http';
 import { ApiKeyConfig, BALANCER_CONFIG, BalancerConfig, ModelManagement, normaliseModelName } from '../config/balancer-config';
 import { modelField } from '../http/request-fields';
+import { SHARED_STATE, SharedState } from '../shared-state';
 import type { RouteKind } from './routes';
 
 export interface Denial {
@@ -23,6 +24,8 @@ const MANAGEMENT_KINDS: ReadonlySet<RouteKind> = new Set<RouteKind>(['pull', 'de
  * Optional client API keys. Off when none are configured (Ollama itself has no auth). A key comes
  * as `Authorization: Bearer <key>` (what the openai SDK sends) or `X-API-Key: <key>` (a header any
  * Ollama client can set). Each key may carry a per-minute rate (token bucket) and a model allow-list.
+ * With REDIS_URL the rate is one bucket in Redis for every replica (checkSharedRate); while Redis is
+ * away each replica keeps a bucket of its own share of the rate (rate / replicas alive, at least 1).
  */
 @Injectable()
 export class AccessControl {
@@ -31,8 +34,13 @@ export class AccessControl {
   private readonly keyOf = new WeakMap<IncomingMessage, ApiKeyConfig>();
   private readonly management: ModelManagement;
   private readonly adminToken: Buffer | null;
+  /** Requests whose key's rate is to be taken from Redis (checkSharedRate), not from a local bucket. */
+  private readonly sharedRated = new WeakSet<IncomingMessage>();
 
-  constructor(@Inject(BALANCER_CONFIG) config: BalancerConfig) {
+  constructor(
+    @Inject(BALANCER_CONFIG) config: BalancerConfig,
+    @Optional() @Inject(SHARED_STATE) private readonly shared: SharedState | null = null,
+  ) {
     this.keys = config.apiKeys.map((cfg) => ({ cfg, buf: Buffer.from(cfg.key) }));
     this.management = config.modelManagement;
     this.adminToken = config.adminToken ? Buffer.from(config.adminToken) : null;
@@ -59,18 +67,41 @@ export class AccessControl {
     if (!cfg) return { status: 401, message: 'invalid API key', headers: { 'WWW-Authenticate': 'Bearer' } };
     this.keyOf.set(req, cfg);
     if (cfg.ratePerMinute > 0) {
-      const now = Date.now();
-      let b = this.buckets.get(cfg.name);
-      if (!b) this.buckets.set(cfg.name, (b = { tokens: cfg.ratePerMinute, updatedAt: now }));
-      b.tokens = Math.min(cfg.ratePerMinute, b.tokens + ((now - b.updatedAt) * cfg.ratePerMinute) / 60_000);
-      b.updatedAt = now;
-      if (b.tokens < 1) {
-        const waitS = Math.max(1, Math.ceil(((1 - b.tokens) * 60) / cfg.ratePerMinute));
-        return { status: 429, message: `rate limit of ${cfg.ratePerMinute} requests per minute exceeded for key '${cfg.name}'`, headers: { 'Retry-After': waitS } };
+      if (this.shared?.up) {
+        this.sharedRated.add(req);
+        return null;
       }
-      b.tokens -= 1;
+      return this.takeLocal(cfg, this.shared ? Math.max(1, Math.floor(cfg.ratePerMinute / this.shared.link.replicasSeen)) : cfg.ratePerMinute);
     }
     return null;
+  }
+
+  /** A token from this replica's bucket for the key, of `rate` per minute. */
+  private takeLocal(cfg: ApiKeyConfig, rate: number): Denial | null {
+    const now = Date.now();
+    let b = this.buckets.get(cfg.name);
+    if (!b) this.buckets.set(cfg.name, (b = { tokens: rate, updatedAt: now }));
+    b.tokens = Math.min(rate, b.tokens + ((now - b.updatedAt) * rate) / 60_000);
+    b.updatedAt = now;
+    if (b.tokens < 1) return rateDenial(cfg, Math.max(1, Math.ceil(((1 - b.tokens) * 60) / rate)));
+    b.tokens -= 1;
+    return null;
+  }
+
+  /**
+   * With REDIS_URL: the request's token from the key's bucket in Redis, shared by every replica.
+   * null when there is nothing to ask (no rate, a single balancer, Redis away: check() decided).
+   * Never rejects; when Redis does not answer in time, this replica's share of the rate decides.
+   */
+  checkSharedRate(req: IncomingMessage): Promise<Denial | null> | null {
+    if (!this.sharedRated.has(req)) return null;
+    const cfg = this.keyOf.get(req);
+    const shared = this.shared;
+    if (!cfg || !shared) return null;
+    return shared.rates.take(cfg.name, cfg.ratePerMinute).then(
+      (v) => (v.allowed ? null : rateDenial(cfg, Math.max(1, Math.ceil(v.waitMs / 1000)))),
+      () => this.takeLocal(cfg, Math.max(1, Math.floor(cfg.ratePerMinute / shared.link.replicasSeen))),
+    );
   }
 
   /**
@@ -168,6 +199,10 @@ export function managedModels(kind: RouteKind, body: Record<string, unknown>): s
     }
   }
   return out;
+}
+
+function rateDenial(cfg: ApiKeyConfig, retryAfterS: number): Denial {
+  return { status: 429, message: `rate limit of ${cfg.ratePerMinute} requests per minute exceeded for key '${cfg.name}'`, headers: { 'Retry-After': retryAfterS } };
 }
 
 /** Whether the request's `Authorization: Bearer` is this token (constant-time). */

@@ -246,7 +246,18 @@ export class ProxyService implements OnModuleDestroy {
     // The key's name (never the key) goes in the log line, rate-limited requests included.
     record.apiKey = this.access.keyName(req);
     if (denied) return sendError(req, res, denied.status, denied.message, denied.headers);
+    // With REDIS_URL a key's rate is one bucket for every replica: the token comes from Redis first
+    // (at most REDIS_COMMAND_TIMEOUT_MS; this replica's share of the rate decides past that).
+    const rated = this.access.checkSharedRate(req);
+    if (rated !== null) {
+      void rated.then((d) => (d ? sendError(req, res, d.status, d.message, d.headers) : this.admitted(req, res, kind, path, requestId, startedAt, record)));
+      return;
+    }
+    this.admitted(req, res, kind, path, requestId, startedAt, record);
+  }
 
+  /** Serves a request that passed admission (lifecycle, key, rate). */
+  private admitted(req: IncomingMessage, res: ServerResponse, kind: RouteKind, path: string, requestId: string, startedAt: number, record: RequestRecord): void {
     switch (kind) {
       case 'not-found':
         return sendError(req, res, 404, `404 page not found: ${req.method} ${path}`);

@@ -37,6 +37,13 @@ export abstract class LeaseLedger {
   abstract take(pick: Pick, req: RouteRequest, queuedMs: number): Lease;
   /** Gives the slot back; called by Lease.release, once. */
   abstract release(lease: Lease): void;
+  /**
+   * Whether slots are granted later, not taken at once: a ledger shared by several replicas asks
+   * Redis, so every placement waits in the queue until a grant comes (SharedPlacementQueue).
+   */
+  get grantsLater(): boolean {
+    return false;
+  }
 }
 
 /** This process's counts, exact, on each Backend (taken at dispatch, never overwritten by a poll). */

@@ -123,7 +123,7 @@ export class RoutingService {
   private placeNow(req: RouteRequest, tried: ReadonlySet<Backend> | undefined, queuedMs: number, fromQueue: boolean): Placement {
     const candidates = this.candidatesFor(req.model, req.displayModel, tried, req.now, req.capabilities, req.route);
     if (!Array.isArray(candidates)) return candidates;
-    if (!fromQueue && this.queue.length > 0 && this.queue.hasWaiting(req.model)) return WAIT;
+    if (!fromQueue && (this.ledger.grantsLater || (this.queue.length > 0 && this.queue.hasWaiting(req.model)))) return WAIT;
     if (this.policy.weighsWaiting) {
       // The policy may judge that waiting for a busy (warm) backend beats a free (cold) one.
       const pick = this.choose(candidates, req);
@@ -133,6 +133,54 @@ export class RoutingService {
     const open = candidates.filter((b) => this.ledger.hasRoom(b, req.model));
     if (open.length === 0) return WAIT;
     return this.take(this.choose(open, req), req, queuedMs, candidates.length);
+  }
+
+  /**
+   * The candidates in order of preference, for a queue shared by replicas (it takes the first with a
+   * free slot under the global caps): the policy's choice (or the session's pin) first, then the
+   * rest from least to most loaded here. A policy that weighs waiting (predictive) would rather wait
+   * for a server holding the model in memory than load it on an idle one: when its choice holds the
+   * model, so do all the others listed.
+   */
+  preferences(req: RouteRequest, tried?: ReadonlySet<Backend>): Backend[] | NoCandidate {
+    const candidates = this.candidatesFor(req.model, req.displayModel, tried, req.now);
+    if (!Array.isArray(candidates)) return candidates;
+    const first = this.choose(candidates, req).backend;
+    const model = req.model;
+    const warmOnly = this.policy.weighsWaiting && model !== null && first.isLoaded(model, req.now);
+    const rest = candidates.filter((b) => b !== first && (!warmOnly || b.isLoaded(model, req.now)));
+    const load = (b: Backend) => (model === null ? b.inFlight : b.inFlightFor(model)) / Math.max(1, b.config.modelConcurrency || b.config.parallel);
+    rest.sort((a, b) => load(a) - load(b));
+    return [first, ...rest];
+  }
+
+  /**
+   * Whether a slot handed over on `backend` suits a waiting request: still a candidate here, and
+   * holding the model in memory when the policy would wait for such a server and one exists.
+   */
+  acceptsGrant(req: RouteRequest, tried: ReadonlySet<Backend>, backend: string): boolean {
+    const candidates = this.candidatesFor(req.model, req.displayModel, tried, req.now);
+    if (!Array.isArray(candidates)) return false;
+    const b = candidates.find((x) => x.name === backend);
+    if (!b) return false;
+    const model = req.model;
+    if (this.policy.weighsWaiting && model !== null && !b.isLoaded(model, req.now) && candidates.some((x) => x.isLoaded(model, req.now))) return false;
+    return true;
+  }
+
+  /**
+   * Places a queued request on the backend a shared ledger granted it a slot on: the policy prices
+   * that backend alone (prediction and reason for the headers), the session is pinned to it. WAIT
+   * when the backend is no longer a candidate here (the caller gives the slot back).
+   */
+  placeGranted(entry: QueuedRequest, backend: string, queuedMs: number, now: number): Placement {
+    if (this.lifecycle.state === 'closing') return SHUTTING_DOWN;
+    const req = { ...entry.route, now };
+    const candidates = this.candidatesFor(req.model, req.displayModel, entry.tried, now);
+    if (!Array.isArray(candidates)) return candidates;
+    const b = candidates.find((x) => x.name === backend);
+    if (!b || !this.ledger.hasRoom(b, req.model)) return WAIT;
+    return this.take(this.choose([b], req), req, queuedMs, candidates.length);
   }
 
   private choose(open: Backend[], req: RouteRequest): Pick {

@@ -10,7 +10,8 @@
  *   P m:<backend>|<model>  sorted set lease id -> expiry: the slots held there for one model
  *   P w:<model>            sorted set waiter -> place in line: requests waiting for the model,
  *                          member "<replica>|<waiter>|<excluded backends, comma-separated>";
- *                          the place is P wseq, incremented per enqueue (strict order, no ties)
+ *                          the place is class x 10^12 + P wseq (incremented per enqueue): higher
+ *                          classes first, then strict arrival order, no ties
  * Channels: P grant:<replica> (a slot handed to one of its waiters), P capacity (a backend-wide
  * slot freed that no waiter of the same model took), P events (cordons, ejections, learned stats).
  *
@@ -93,7 +94,9 @@ end
  * its model's waiting list. Waiters of the model older than this request reserve one slot each on
  * every backend they may use, so a newcomer never overtakes them.
  * ARGV: prefix, model ('' = none), replica, lease id, waiter member ('' = not a waiter), lease ms,
- *       enqueue (1/0), then (backend, backend cap, model cap) per candidate in preference order.
+ *       enqueue (1/0), priority class (0 = highest: a waiter of a higher class is ahead of every
+ *       waiter of a lower one), then (backend, backend cap, model cap) per candidate in preference
+ *       order.
  * Returns: {status (1 granted, 2 queued, 0 neither), backend granted, place in line (when queued),
  *           then backend, in flight there, in flight there for the model, per candidate}.
  */
@@ -124,7 +127,7 @@ end
 -- Waiters past the first 100 are assumed to reserve every backend.
 local beyond = olderCount - dead - #olderExcl
 local out = {0, '', now}
-for i = 8, #ARGV, 3 do
+for i = 9, #ARGV, 3 do
   local b = ARGV[i]
   local cb, cm = counts(P, b, model, now)
   local free = freeSlots(tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), cb, cm, model)
@@ -150,7 +153,7 @@ if out[1] == 0 and ARGV[7] == '1' and member ~= '' then
   if myScore then
     out[3] = tonumber(myScore)
   else
-    out[3] = redis.call('INCR', P .. 'wseq')
+    out[3] = tonumber(ARGV[8]) * 1000000000000 + redis.call('INCR', P .. 'wseq')
     redis.call('ZADD', wkey, out[3], member)
   end
   out[1] = 2

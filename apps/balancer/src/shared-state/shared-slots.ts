@@ -29,6 +29,8 @@ export interface PlaceRequest {
   accept?: (backend: string) => boolean;
   /** false: take a free slot or give up (null), never wait. */
   wait: boolean;
+  /** Priority class, 0 the highest (default): waiters of a higher class are ahead in line. */
+  priority?: number;
   /** Called once if the request waits, with a cancel function (queue timeout, client gone). */
   onQueued?: (cancel: (reason: Error) => void) => void;
 }
@@ -41,6 +43,7 @@ interface Waiter {
   wid: string;
   member: string;
   model: string;
+  priority: number;
   exclude: string[];
   /** Redis time of the enqueue (place in line); 0 until Redis answered. */
   score: number;
@@ -119,7 +122,7 @@ export class SharedSlots {
     }
     const leaseId = `${this.link.replicaId}/${++this.seq}`;
     if (!req.wait) {
-      return this.acquire(model, leaseId, '', targets, false).then((reply) => (reply[0] === 1 ? this.took(reply[1], model, leaseId, 0) : null));
+      return this.acquire(model, leaseId, '', targets, false, 0).then((reply) => (reply[0] === 1 ? this.took(reply[1], model, leaseId, 0) : null));
     }
     return new Promise<SharedSlot>((resolve, reject) => {
       const wid = String(++this.seq);
@@ -128,6 +131,7 @@ export class SharedSlots {
         wid,
         member: `${this.link.replicaId}|${wid}|${exclude.join(',')}`,
         model,
+        priority: Math.max(0, Math.floor(req.priority ?? 0)),
         exclude,
         score: 0,
         enqueuedAt: Date.now(),
@@ -140,7 +144,7 @@ export class SharedSlots {
       };
       // Registered before asking: a grant (on the subscriber connection) may overtake the reply.
       this.waiters.set(wid, w);
-      this.acquire(model, leaseId, w.member, targets, true).then(
+      this.acquire(model, leaseId, w.member, targets, true, w.priority).then(
         (reply) => {
           w.retrying = false;
           if (w.settled) return this.afterSettled(w, reply, model, leaseId);
@@ -184,8 +188,8 @@ export class SharedSlots {
     for (const w of [...this.waiters.values()]) this.fail(w, new SharedStateUnavailable('shutting down'));
   }
 
-  private async acquire(model: string, leaseId: string, member: string, targets: string[], enqueue: boolean): Promise<AcquireReply> {
-    const args: (string | number)[] = [this.link.prefix, model, this.link.replicaId, leaseId, member, this.link.config.leaseMs, enqueue ? 1 : 0];
+  private async acquire(model: string, leaseId: string, member: string, targets: string[], enqueue: boolean, priority: number): Promise<AcquireReply> {
+    const args: (string | number)[] = [this.link.prefix, model, this.link.replicaId, leaseId, member, this.link.config.leaseMs, enqueue ? 1 : 0, priority];
     for (const b of targets) {
       const c = this.capsOf(b, model);
       args.push(b, c.backendCap, c.modelCap);
@@ -357,7 +361,7 @@ export class SharedSlots {
     const leaseId = `${this.link.replicaId}/${++this.seq}`;
     let reply: AcquireReply;
     try {
-      reply = await this.acquire(w.model, leaseId, w.member, targets, true);
+      reply = await this.acquire(w.model, leaseId, w.member, targets, true, w.priority);
     } catch {
       w.retrying = false;
       return;
