@@ -10,8 +10,8 @@ import type { PlannedRequest } from './scenario';
 
 export interface DriverJob {
   requests: PlannedRequest[];
-  /** Base URL per model (per-model pools) or '*' for all. */
-  targets: Record<string, string>;
+  /** Base URL per model (per-model pools) or '*' for all; several URLs (balancer replicas) take turns. */
+  targets: Record<string, string | string[]>;
   stream: boolean;
   timeoutMs: number;
   /** Maps an upstream identity (X-Balancer-Backend, or nginx's $upstream_addr, or HAProxy's server name) to a backend name. */
@@ -53,8 +53,10 @@ function main(): void {
     writeFileSync(out, JSON.stringify({ records, wallMs: 0 }));
     return;
   }
+  let turn = 0;
   const send = (p: PlannedRequest): void => {
-    const base = job.targets[p.model] ?? job.targets['*'];
+    const t = job.targets[p.model] ?? job.targets['*'];
+    const base = Array.isArray(t) ? t[turn++ % t.length] : t;
     const u = new URL('/api/chat', base);
     const body = JSON.stringify({ model: p.model, messages: [{ role: 'user', content: p.prompt }], stream: job.stream, options: { num_predict: p.outputTokens } });
     const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };

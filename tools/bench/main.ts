@@ -1,5 +1,5 @@
 /**
- * npm run bench -- [--suite overhead|routing|all|smoke] [--scenario <file.json>]... [--out <dir>] [--only <target>,...]
+ * npm run bench -- [--suite overhead|routing|replicas|all|smoke] [--scenario <file.json>]... [--out <dir>] [--only <target>,...]
  * Runs the overhead and/or routing suites, prints the tables, writes results.json, tables.md and SVG charts to --out.
  */
 import { execFileSync } from 'child_process';
@@ -12,19 +12,21 @@ import { runOverhead } from './overhead';
 import { HAPROXY_INSTALL_HINT, NGINX_INSTALL_HINT } from './peers';
 import { which } from './procs';
 import { BenchResults, charts, overheadTables, routingTables, targetsTable, validateResults } from './report';
+import { replicasTables, runReplicas, REPLICAS_P95_LIMIT } from './replicas';
 import { runScenario } from './routing';
 import { parseScenario, Scenario, ScenarioError } from './scenario';
 import { fmt } from './stats';
 
-const USAGE = `usage: npm run bench -- [--suite overhead|routing|all|smoke] [--scenario <file.json>]... [--out <dir>] [--only <target>,...]
-  --suite     overhead, routing, all (default) or smoke (a few seconds per suite, for CI)
+const USAGE = `usage: npm run bench -- [--suite overhead|routing|replicas|all|smoke] [--scenario <file.json>]... [--out <dir>] [--only <target>,...]
+  --suite     overhead, routing, replicas (Redis mode: its overhead, and 3 replicas vs 1 on each
+              scenario; not part of all), all (default) or smoke (a few seconds per suite, for CI)
   --scenario  routing scenario file(s) (default: every tools/bench/scenarios/*.json)
   --out       where results.json, tables.md and the SVG charts go (default bench-results/latest)
   --only      run only targets whose name contains one of these (e.g. predictive,nginx-least_conn)
   --agents    routing: start apps/gpu-agent beside each simulator (fake NVML) and give the balancer its agentUrl`;
 
 interface Args {
-  suite: 'overhead' | 'routing' | 'all' | 'smoke';
+  suite: 'overhead' | 'routing' | 'replicas' | 'all' | 'smoke';
   scenarios: string[];
   out: string;
   only?: string[];
@@ -42,7 +44,7 @@ export function parseArgs(argv: string[]): Args {
     };
     if (flag === '--suite') {
       const s = val();
-      if (!['overhead', 'routing', 'all', 'smoke'].includes(s)) throw new Error(`--suite must be overhead, routing, all or smoke (got ${s})\n${USAGE}`);
+      if (!['overhead', 'routing', 'replicas', 'all', 'smoke'].includes(s)) throw new Error(`--suite must be overhead, routing, replicas, all or smoke (got ${s})\n${USAGE}`);
       a.suite = s as Args['suite'];
     } else if (flag === '--scenario') a.scenarios.push(val());
     else if (flag === '--out') a.out = val();
@@ -166,6 +168,13 @@ async function main(): Promise<number> {
         }
       }
     }
+    if (args.suite === 'replicas') {
+      const r = await runReplicas(ctx, scenarios);
+      res.replicas = r;
+      res.targets.push({ name: 'Redis mode: p50 added at c=1', measured: `${fmt(r.redisAddedP50MsC1, 2)} ms`, limit: '<= 1 ms', pass: r.redisAddedP50MsC1 <= 1 });
+      for (const x of r.routing)
+        res.targets.push({ name: `${x.scenario}: 3 replicas p95 vs 1`, measured: `${fmt(x.p95Ratio, 2)}x (${x.threeErrors} errors)`, limit: `<= ${REPLICAS_P95_LIMIT}x, 0 errors`, pass: x.pass });
+    }
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
@@ -180,6 +189,7 @@ async function main(): Promise<number> {
     skipped.length ? `\nSkipped: ${skipped.join(', ')}.` : '',
     res.overhead ? `\n## Overhead\n\n${overheadTables(res.overhead)}` : '',
     res.routing ? `\n## Routing\n\n${routingTables(res.routing)}` : '',
+    res.replicas ? `\n## Replicas (shared state on Redis)\n\n${replicasTables(res.replicas)}` : '',
     res.targets.length ? `\n## Targets\n\n${targetsTable(res)}\n` : '',
   ].join('\n');
   writeFileSync(join(out, 'results.json'), JSON.stringify(res, null, 2));
@@ -194,7 +204,7 @@ async function main(): Promise<number> {
     const s = readFileSync(join(out, name), 'utf8');
     if (!s.startsWith('<svg') || !s.trimEnd().endsWith('</svg>')) throw new Error(`${name} is not a well-formed SVG`);
   }
-  if (Object.keys(svgs).length === 0) throw new Error('no chart was written');
+  if (Object.keys(svgs).length === 0 && (res.overhead || res.routing)) throw new Error('no chart was written');
   console.error(`bench: wrote ${join(out, 'results.json')}, tables.md and ${Object.keys(svgs).join(', ')}`);
   if (skipped.length) console.error(`bench: skipped peers: ${skipped.join(', ')} (install with tools/bench/ensure-peers.sh)`);
   return 0;

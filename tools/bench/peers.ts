@@ -112,3 +112,25 @@ export async function startHaproxy(dir: string, listen: number, servers: Upstrea
   await waitFor(`http://127.0.0.1:${listen}/api/version`, child, 10_000);
   return child;
 }
+
+export const REDIS_INSTALL_HINT = 'redis-server not found: install it with `bash scripts/ensure-redis.sh` (Debian: apt-get install -y redis-server)';
+
+/** A throw-away redis-server (nothing saved) for the balancer replicas' shared state. */
+export async function startRedis(port: number): Promise<Child> {
+  const bin = which('redis-server');
+  if (!bin) throw new Error(REDIS_INSTALL_HINT);
+  const c = startChild('redis-server', bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--loglevel', 'warning']);
+  const net = await import('net');
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => s.write('PING\r\n'));
+      s.setTimeout(1000, () => (s.destroy(), resolve(false)));
+      s.once('error', () => resolve(false));
+      s.once('data', (d) => (s.destroy(), resolve(d.toString().startsWith('+PONG'))));
+    });
+    if (ok) return c;
+    if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer: ${c.tail()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

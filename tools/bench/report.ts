@@ -1,4 +1,5 @@
 /** Markdown tables and SVG charts from the raw results. */
+import type { ReplicasResult } from './replicas';
 import type { OverheadResult } from './overhead';
 import type { ScenarioResult } from './routing';
 import { fmt } from './stats';
@@ -13,6 +14,7 @@ export interface BenchResults {
   machine: { nproc: number; cpuModel: string; memTotalBytes: number; node: string; platform: string; loadGen: string; nginx: string | null; haproxy: string | null };
   overhead?: OverheadResult;
   routing?: ScenarioResult[];
+  replicas?: ReplicasResult;
   targets: { name: string; measured: string; limit: string; pass: boolean }[];
   skipped: string[];
 }

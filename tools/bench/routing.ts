@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'fs';
 import { join } from 'path';
 import { BenchContext, startAgent, startBalancer, startSim } from './context';
 import type { DriverJob, RequestRecord } from './driver';
-import { startHaproxy, startNginx } from './peers';
+import { startHaproxy, startNginx, startRedis } from './peers';
 import { postJson } from './overhead';
 import { Child, freePort, httpGet, runToEnd, sleep } from './procs';
 import { generateWorkload, Scenario, simConfigFor } from './scenario';
@@ -79,12 +79,17 @@ async function simStats(port: number): Promise<{ loads: number; evictions: numbe
   return { loads: j.loads, evictions: j.evictions };
 }
 
-export async function runScenario(ctx: BenchContext, sc: Scenario, only?: string[]): Promise<ScenarioResult> {
+/**
+ * Replays the scenario through every policy and peer (or through `targetList`, e.g. the replicas
+ * suite's "balancer predictive" and "balancer predictive x3": three replicas sharing one Redis, the
+ * requests taking turns between them).
+ */
+export async function runScenario(ctx: BenchContext, sc: Scenario, only?: string[], targetList?: string[]): Promise<ScenarioResult> {
   const durationS = ctx.smoke ? sc.smokeDurationS : sc.workload.phases.reduce((s, p) => s + p.durationS, 0);
   const plan = generateWorkload(sc, ctx.smoke ? sc.smokeDurationS : undefined);
   const skipped: string[] = [];
-  const targets: string[] = [...BALANCER_POLICIES.map((p) => `balancer ${p}`)];
-  for (const p of PEERS) {
+  const targets: string[] = targetList ? [...targetList] : [...BALANCER_POLICIES.map((p) => `balancer ${p}`)];
+  for (const p of targetList ? [] : PEERS) {
     if (p.startsWith('nginx') && !ctx.hasNginx) skipped.push(p);
     else if (p.startsWith('haproxy') && !ctx.hasHaproxy) skipped.push(p);
     else targets.push(p);
@@ -132,10 +137,17 @@ async function runTarget(ctx: BenchContext, sc: Scenario, target: string, plan: 
       upstreamNames[b.name] = b.name;
     }
     const servers = sc.backends.map((b) => ({ name: b.name, port: cluster.ports[b.name], maxconn: b.numParallel }));
-    let targets: Record<string, string>;
+    let targets: Record<string, string | string[]>;
     if (target.startsWith('balancer ')) {
-      const policy = target.slice('balancer '.length);
-      const port = await freePort();
+      // "balancer <policy>" or "balancer <policy> x<replicas>" (replicas sharing one Redis).
+      const [policy, times] = target.slice('balancer '.length).split(' ');
+      const replicas = times ? Number(times.slice(1)) : 1;
+      const shared: Record<string, string> = {};
+      if (replicas > 1) {
+        const redisPort = await freePort();
+        children.push(await startRedis(redisPort));
+        shared.REDIS_URL = `redis://127.0.0.1:${redisPort}`;
+      }
       const cfg = join(ctx.tmp, `${sc.name}-${tag}-balancer.json`);
       writeFileSync(
         cfg,
@@ -149,24 +161,31 @@ async function runTarget(ctx: BenchContext, sc: Scenario, target: string, plan: 
           })),
         }),
       );
-      const bal = await startBalancer(ctx, port, cfg, { ROUTING_POLICY: policy, QUEUE_MAX: '100000', QUEUE_TIMEOUT_MS: '300000' });
-      children.push(bal);
-      // Wait until the balancer has seen every backend's inventory (what is loaded where).
-      const deadline = Date.now() + 15_000;
-      let seen = '';
-      while (Date.now() < deadline) {
-        try {
-          const st = JSON.parse((await httpGet(`http://127.0.0.1:${port}/balancer/status`)).body);
-          const bs: any[] = Array.isArray(st.backends) ? st.backends : [];
-          seen = `${bs.filter((b) => b.health === 'healthy' && b.inventoryAt).length}/${sc.backends.length} backends with inventory, ${bs.filter((b) => b.agent).length} with agent data`;
-          if (bs.length && bs.every((b) => b.health === 'healthy' && b.inventoryAt && (!ctx.agents || b.agent))) break;
-        } catch {
-          /* not yet */
-        }
-        await sleep(100);
+      const urls: string[] = [];
+      for (let r = 0; r < replicas; r++) {
+        const port = await freePort();
+        const bal = await startBalancer(ctx, port, cfg, { ROUTING_POLICY: policy, QUEUE_MAX: '100000', QUEUE_TIMEOUT_MS: '300000', ...shared });
+        children.push(bal);
+        urls.push(`http://127.0.0.1:${port}`);
       }
-      ctx.log(`routing: balancer ready: ${seen}`);
-      targets = { '*': `http://127.0.0.1:${port}` };
+      for (const url of urls) {
+        // Wait until the balancer has seen every backend's inventory (what is loaded where).
+        const deadline = Date.now() + 15_000;
+        let seen = '';
+        while (Date.now() < deadline) {
+          try {
+            const st = JSON.parse((await httpGet(`${url}/balancer/status`)).body);
+            const bs: any[] = Array.isArray(st.backends) ? st.backends : [];
+            seen = `${bs.filter((b) => b.health === 'healthy' && b.inventoryAt).length}/${sc.backends.length} backends with inventory, ${bs.filter((b) => b.agent).length} with agent data`;
+            if (bs.length && bs.every((b) => b.health === 'healthy' && b.inventoryAt && (!ctx.agents || b.agent))) break;
+          } catch {
+            /* not yet */
+          }
+          await sleep(100);
+        }
+        ctx.log(`routing: balancer ready: ${seen}`);
+      }
+      targets = { '*': urls.length === 1 ? urls[0] : urls };
     } else if (target === 'nginx-per-model-pools') {
       const pools = await Promise.all(
         Object.entries(sc.pools).map(async ([model, names]) => ({ model, listen: await freePort(), method: 'least_conn' as const, servers: servers.filter((s) => names.includes(s.name)) })),

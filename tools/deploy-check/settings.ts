@@ -17,10 +17,10 @@ export function documentedSettings(configurationMd: string): { balancer: string[
 
 /**
  * Balancer settings the Kubernetes manifests already use whose documentation has not landed yet
- * (REDIS_URL: the shared state's settings join docs/configuration.md when it is wired in). Remove
- * each from here then.
+ * (none now: REDIS_URL and the shared state's settings are in docs/configuration.md). Remove each
+ * from here when it lands.
  */
-export const PENDING_BALANCER_SETTINGS = ['REDIS_URL'];
+export const PENDING_BALANCER_SETTINGS: string[] = [];
 
 /** Read by the NVIDIA container toolkit, not by the app. */
 export const RUNTIME_SETTINGS = ['NVIDIA_VISIBLE_DEVICES', 'NVIDIA_DRIVER_CAPABILITIES'];
