@@ -1,4 +1,5 @@
 import Redis from 'ioredis';
+import { AGENT_REGISTRATION_PATH } from '@app/common';
 import { SimServer } from '@app/ollama-sim';
 import { request, RawResponse, startSims, waitFor, writeConfigFile } from './harness';
 import { RedisProcess } from './redis-process';
@@ -12,6 +13,7 @@ import { BalancerProcess, httpGet, PeakRecorder } from './replicas';
 const LLAMA = { name: 'llama3.2:latest', sizeBytes: 2_000_000_000 };
 const ADMIN = 'admin-token-for-replicas';
 const KEY = 'team-key-0123456789';
+const REGISTRATION = 'registration-token-0123456789';
 const CAP = 2;
 const LEASE_MS = 3000;
 
@@ -41,6 +43,8 @@ async function startFleet(opts: { redis: boolean; env?: Record<string, string> }
     BALANCER_CONFIG: file,
     ADMIN_TOKEN: ADMIN,
     API_KEYS: `team:${KEY}:6`,
+    REGISTRATION_TOKEN: REGISTRATION,
+    REGISTRATION_TTL_MS: '60000',
     HEALTH_INTERVAL_MS: '200',
     INVENTORY_INTERVAL_MS: '300',
     QUEUE_TIMEOUT_MS: '60000',
@@ -133,6 +137,26 @@ describe('three replicas, one fleet, shared state on Redis', () => {
     for (let i = 0; i < 12; i++) answers.push((await gen(f.replicas[i % 3].url, {}, key)).status);
     expect(answers.filter((s) => s === 200)).toHaveLength(6);
     expect(answers.filter((s) => s === 429)).toHaveLength(6);
+  });
+
+  it('a server registered through one replica is a backend of all of them, and its name is not handed out twice', async () => {
+    const [extra] = await startSims([{ models: [LLAMA], loaded: ['llama3.2:latest'], tokensPerSecond: 40 }]);
+    const reg = { authorization: `Bearer ${REGISTRATION}` };
+    try {
+      const r = await request(`${f.replicas[0].url}${AGENT_REGISTRATION_PATH}`, { body: { name: 'edge-1', ollamaUrl: extra.url }, headers: reg });
+      expect(r.status).toBe(200);
+      for (const x of f.replicas)
+        await waitFor(async () => (await httpGet(`${x.url}/balancer/status`, auth)).body.backends.some((b: any) => b.name === 'edge-1'), 20_000, `${x.name} to list edge-1`);
+      // The same name with another server, through another replica: refused there too.
+      const clash = await request(`${f.replicas[2].url}${AGENT_REGISTRATION_PATH}`, { body: { name: 'edge-1', ollamaUrl: f.sims[0].url }, headers: reg });
+      expect(clash.status).toBe(409);
+      expect(clash.body.error).toMatch(/edge-1/);
+      expect((await request(`${f.replicas[1].url}${AGENT_REGISTRATION_PATH}/edge-1`, { method: 'DELETE', headers: reg })).status).toBeLessThan(300);
+      for (const x of f.replicas)
+        await waitFor(async () => !(await httpGet(`${x.url}/balancer/status`, auth)).body.backends.some((b: any) => b.name === 'edge-1' && b.source === 'registered' && !b.retiring), 20_000, `${x.name} to retire edge-1`);
+    } finally {
+      await extra.close();
+    }
   });
 
   it('a cordon issued on one replica stops new traffic through all of them', async () => {

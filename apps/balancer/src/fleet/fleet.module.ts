@@ -11,7 +11,8 @@ import { InMemoryRegisteredBackends, REGISTERED_BACKEND_STORE } from './register
 import { RegistrationController, RegistrationTokenGuard } from './registration.controller';
 import { SharedFleetSync } from './shared-fleet-sync';
 import { sharedStateProvider } from './shared-state.provider';
-import { SHARED_STATE } from '../shared-state';
+import { SHARED_STATE, SharedState } from '../shared-state';
+import { SharedRegisteredBackends } from './shared-registered-backends';
 
 /**
  * What the balancer knows about the Ollama servers, the polling that keeps it current, and the
@@ -35,8 +36,12 @@ import { SHARED_STATE } from '../shared-state';
     SharedFleetSync,
     // The system's resolver; tests provide their own (there is no DNS server to change there).
     { provide: DNS_RESOLVER, useValue: systemResolver },
-    // One process's registrations; shared state (Redis) can provide a store every replica sees.
-    { provide: REGISTERED_BACKEND_STORE, useClass: InMemoryRegisteredBackends },
+    // One process's registrations, or with REDIS_URL one list every replica sees.
+    {
+      provide: REGISTERED_BACKEND_STORE,
+      inject: [SHARED_STATE],
+      useFactory: (shared: SharedState | null) => (shared ? new SharedRegisteredBackends(shared) : new InMemoryRegisteredBackends()),
+    },
   ],
   exports: [BackendRegistry, OllamaClient, ModelInventory, FleetEvents, OutlierDetection, SHARED_STATE],
 })

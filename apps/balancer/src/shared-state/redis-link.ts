@@ -3,7 +3,7 @@ import { randomBytes } from 'crypto';
 import { EventEmitter } from 'events';
 import { hostname } from 'os';
 import Redis from 'ioredis';
-import { ACQUIRE_LUA, GOODBYE_LUA, HEARTBEAT_LUA, QUOTA_LUA, RATE_LUA, RELEASE_LUA, SLIDING_LUA } from './redis-scripts';
+import { ACQUIRE_LUA, GOODBYE_LUA, HEARTBEAT_LUA, QUOTA_LUA, RATE_LUA, REGISTER_LUA, RELEASE_LUA, SLIDING_LUA } from './redis-scripts';
 import { redactRedisUrl, SharedStateConfig } from '../config/shared-state-config';
 
 /** Thrown instead of waiting when Redis is not reachable right now: fall back to local state. */
@@ -24,6 +24,7 @@ export interface ScriptedRedis extends Redis {
   olbRate: Script;
   olbQuota: Script;
   olbSliding: Script;
+  olbRegister: Script;
 }
 
 /** One slot this replica holds, renewed by every heartbeat. */
@@ -98,6 +99,7 @@ export class RedisLink extends EventEmitter {
     cmd.defineCommand('olbRate', { numberOfKeys: 0, lua: RATE_LUA });
     cmd.defineCommand('olbQuota', { numberOfKeys: 0, lua: QUOTA_LUA });
     cmd.defineCommand('olbSliding', { numberOfKeys: 0, lua: SLIDING_LUA });
+    cmd.defineCommand('olbRegister', { numberOfKeys: 0, lua: REGISTER_LUA });
     // The subscriber may queue its SUBSCRIBEs until connected; it never carries a request's command.
     const sub = new Redis(this.config.url, { ...common, enableOfflineQueue: true, autoResubscribe: true });
     this.cmd = cmd;

@@ -309,3 +309,39 @@ if amount ~= 0 then
 end
 return {1, total, 0}
 `;
+
+/**
+ * REGISTER: an agent's registration (JSON with name, ollamaUrl, agentUrl, expiresAt) in the hash
+ * P reg, checked and stored atomically: expired entries are dropped first; the name must not be
+ * held with other URLs, the Ollama URL not by another name, and the count must stay within max.
+ * ARGV: hash key, name, JSON, Ollama URL, agent URL ('' = none), now (ms), max.
+ * Returns {200, created (1/0)} or {409, 'name', its Ollama URL, its expiry} or {409, 'url', the
+ * name holding it} or {429}.
+ */
+export const REGISTER_LUA = `
+local key, name, json, url, agent, now, max = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
+local function str(v)
+  if v == nil or v == cjson.null then return '' end
+  return tostring(v)
+end
+local all = redis.call('HGETALL', key)
+local others, held = 0, nil
+for i = 1, #all, 2 do
+  local ok, r = pcall(cjson.decode, all[i + 1])
+  if not ok or type(r) ~= 'table' or tonumber(r.expiresAt) == nil or tonumber(r.expiresAt) <= now then
+    redis.call('HDEL', key, all[i])
+  elseif all[i] == name then
+    held = r
+  else
+    others = others + 1
+    if str(r.ollamaUrl) == url then return {409, 'url', all[i]} end
+  end
+end
+if held and (str(held.ollamaUrl) ~= url or str(held.agentUrl) ~= agent) then
+  return {409, 'name', str(held.ollamaUrl), tostring(held.expiresAt)}
+end
+if not held and others >= max then return {429} end
+redis.call('HSET', key, name, json)
+if held then return {200, 0} end
+return {200, 1}
+`;

@@ -2,7 +2,7 @@ import Redis from 'ioredis';
 import { RedisProcess } from '../../test/redis-process';
 import { RedisLink } from './redis-link';
 import { ReceivedEvent, SharedEvents } from './shared-events';
-import { SharedPins, SharedQuotas, SharedRateLimiter } from './shared-limits';
+import { SharedPins, SharedQuotas, SharedRateLimiter, SharedRegistrations } from './shared-limits';
 import { loadSharedStateConfig } from '../config/shared-state-config';
 
 const until = async (cond: () => boolean | Promise<boolean>, what: string, ms = 20_000): Promise<void> => {
@@ -96,6 +96,25 @@ describe('pins, rates, quotas and fleet events shared on a real redis-server', (
     expect(refused.resetMs).toBeLessThanOrEqual(60_000);
     expect((await qa.slide('k:tpm', 2000, 1000, 1000, 60)).resetMs).toBe(-1);
     expect(await qa.slide('k:tpm', 50, 0, 1000, 60)).toMatchObject({ added: true, used: 950 });
+  });
+
+  it('registrations: one list for every replica, a name or a URL never held twice, expired ones gone', async () => {
+    const [a, b] = [await link(), await link()];
+    const ra = new SharedRegistrations(a);
+    const rb = new SharedRegistrations(b);
+    const now = Date.now();
+    expect(await ra.upsert({ name: 'edge-1', ollamaUrl: 'http://10.0.0.1:11434', expiresAt: now + 10_000 }, now, 2)).toEqual({ ok: true, created: true });
+    expect(await rb.upsert({ name: 'edge-1', ollamaUrl: 'http://10.0.0.1:11434', expiresAt: now + 20_000 }, now, 2)).toEqual({ ok: true, created: false });
+    expect(await rb.upsert({ name: 'edge-1', ollamaUrl: 'http://10.0.0.9:11434', expiresAt: now + 20_000 }, now, 2)).toMatchObject({ ok: false, conflict: 'name', heldUrl: 'http://10.0.0.1:11434' });
+    expect(await rb.upsert({ name: 'edge-2', ollamaUrl: 'http://10.0.0.1:11434', expiresAt: now + 20_000 }, now, 2)).toEqual({ ok: false, conflict: 'url', heldBy: 'edge-1' });
+    expect(await rb.upsert({ name: 'edge-2', ollamaUrl: 'http://10.0.0.2:11434', agentUrl: 'http://10.0.0.2:9400', expiresAt: now + 20_000 }, now, 2)).toEqual({ ok: true, created: true });
+    expect(await ra.upsert({ name: 'edge-3', ollamaUrl: 'http://10.0.0.3:11434', expiresAt: now + 20_000 }, now, 2)).toEqual({ ok: false, conflict: 'full' });
+    expect((await ra.list(now)).map((r) => r.name).sort()).toEqual(['edge-1', 'edge-2']);
+    // Past edge-1's expiry it holds nothing: its URL may be taken by another name.
+    const later = now + 20_001;
+    expect(await ra.upsert({ name: 'edge-3', ollamaUrl: 'http://10.0.0.1:11434', expiresAt: later + 10_000 }, later, 2)).toEqual({ ok: true, created: true });
+    expect(await rb.remove('edge-3')).toBe(true);
+    expect(await rb.remove('edge-3')).toBe(false);
   });
 
   it('a cordon and an ejection on one replica reach the others, and a replica that joins later adopts them', async () => {

@@ -168,3 +168,72 @@ export class SharedLearned {
     return out;
   }
 }
+
+/** A registration as SharedRegistrations stores it (the fleet's Registration fits). */
+export interface StoredRegistration {
+  name: string;
+  ollamaUrl: string;
+  agentUrl?: string;
+  expiresAt: number;
+}
+
+export type RegisterVerdict =
+  | { ok: true; created: boolean }
+  | { ok: false; conflict: 'name'; heldUrl: string; heldUntil: number }
+  | { ok: false; conflict: 'url'; heldBy: string }
+  | { ok: false; conflict: 'full' };
+
+/** Agents' registrations in one Redis hash, seen by every replica (P reg). */
+export class SharedRegistrations {
+  constructor(private readonly link: RedisLink) {}
+
+  private get key(): string {
+    return `${this.link.prefix}reg`;
+  }
+
+  private fail(e: unknown): never {
+    this.link.failed(e);
+    throw e instanceof SharedStateUnavailable ? e : new SharedStateUnavailable((e as Error).message);
+  }
+
+  async upsert<R extends StoredRegistration>(reg: R, now: number, max: number): Promise<RegisterVerdict> {
+    let r: (string | number)[];
+    try {
+      r = (await this.link.redis().olbRegister(this.key, reg.name, JSON.stringify(reg), reg.ollamaUrl, reg.agentUrl ?? '', now, max)) as (string | number)[];
+    } catch (e) {
+      return this.fail(e);
+    }
+    if (r[0] === 200) return { ok: true, created: r[1] === 1 };
+    if (r[0] === 429) return { ok: false, conflict: 'full' };
+    if (r[1] === 'url') return { ok: false, conflict: 'url', heldBy: String(r[2]) };
+    return { ok: false, conflict: 'name', heldUrl: String(r[2]), heldUntil: Number(r[3]) };
+  }
+
+  async remove(name: string): Promise<boolean> {
+    try {
+      return (await this.link.redis().hdel(this.key, name)) === 1;
+    } catch (e) {
+      return this.fail(e);
+    }
+  }
+
+  /** Live registrations, parsed as stored (expired ones are left for the next upsert to drop). */
+  async list<R extends StoredRegistration>(now: number): Promise<R[]> {
+    let all: Record<string, string>;
+    try {
+      all = await this.link.redis().hgetall(this.key);
+    } catch (e) {
+      return this.fail(e);
+    }
+    const out: R[] = [];
+    for (const raw of Object.values(all)) {
+      try {
+        const r = JSON.parse(raw) as R;
+        if (typeof r.expiresAt === 'number' && r.expiresAt > now) out.push(r);
+      } catch {
+        // not ours: skip
+      }
+    }
+    return out;
+  }
+}

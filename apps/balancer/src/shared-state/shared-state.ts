@@ -1,6 +1,6 @@
 import { RedisLink } from './redis-link';
 import { SharedEvents } from './shared-events';
-import { SharedLearned, SharedPins, SharedQuotas, SharedRateLimiter } from './shared-limits';
+import { SharedLearned, SharedPins, SharedQuotas, SharedRateLimiter, SharedRegistrations } from './shared-limits';
 import { SharedSlots, SlotCaps } from './shared-slots';
 import { SharedStateConfig } from '../config/shared-state-config';
 
@@ -16,6 +16,7 @@ export class SharedState {
   readonly quotas: SharedQuotas;
   readonly events: SharedEvents;
   readonly learned: SharedLearned;
+  readonly registrations: SharedRegistrations;
 
   constructor(config: SharedStateConfig & { url: string }, capsOf: (backend: string, model: string) => SlotCaps) {
     this.link = new RedisLink(config);
@@ -25,6 +26,7 @@ export class SharedState {
     this.quotas = new SharedQuotas(this.link);
     this.events = new SharedEvents(this.link);
     this.learned = new SharedLearned(this.link);
+    this.registrations = new SharedRegistrations(this.link);
   }
 
   get up(): boolean {
