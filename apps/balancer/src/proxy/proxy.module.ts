@@ -3,22 +3,23 @@ import { HttpAdapterHost } from '@nestjs/core';
 import type { IncomingMessage, Server, ServerResponse } from 'http';
 import type { Duplex } from 'stream';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
-import { RoutingModule } from '../routing/routing.module';
-import { errorBody, sendError } from '../http/errors';
-import { BodyDeadlines } from './body-deadline';
 import { setAllowedOrigins } from '../http/cors';
+import { errorBody, sendError } from '../http/errors';
+import { OllamaApiModule } from '../ollama-api/ollama-api.module';
+import { RoutingModule } from '../routing/routing.module';
 import { UsageModule } from '../usage/usage.module';
+import { BodyDeadlines } from './body-deadline';
 import { AccessControl } from './access-control';
-import { ClusterApi } from './cluster-api.service';
 import { ProxyService } from './proxy.service';
 import { RequestRecords } from './request-records';
-import { isProxyPath } from './routes';
+import { isProxyPath } from './route-table';
+import { UpstreamTransport } from './upstream-attempt';
 
 type Listener = (req: IncomingMessage, res: ServerResponse) => void;
 
 @Module({
-  imports: [RoutingModule, UsageModule],
-  providers: [ProxyService, ClusterApi, AccessControl, RequestRecords],
+  imports: [RoutingModule, OllamaApiModule, UsageModule],
+  providers: [ProxyService, UpstreamTransport, AccessControl, RequestRecords],
   exports: [RoutingModule, ProxyService, AccessControl, RequestRecords],
 })
 export class ProxyModule implements OnApplicationBootstrap, OnModuleDestroy {

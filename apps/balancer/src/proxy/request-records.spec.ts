@@ -1,4 +1,4 @@
-import { numberField, RequestRecord, RequestRecords } from './request-records';
+import { lastLine, numberField, RequestRecord, RequestRecords } from './request-records';
 
 const observer = new RequestRecords();
 const record = (): RequestRecord => ({ id: 'r', method: 'POST', path: '/api/chat', model: null, backend: null, reason: null, status: undefined, bytes: 0, ttfbMs: null, queuedMs: 0, retries: 0, attempts: 0, startedAt: 0, error: null, apiKey: null, priorityClass: null });
@@ -70,5 +70,22 @@ describe('RequestRecords.finalEvents (each surface from its own final event)', (
     const n = at('/api/chat');
     observer.finalEvents(n, [b('{"done":false}\n'), b('{"done":true,"eval_count":5,"eval_duration":100}\n')], true);
     expect([n.evalCount, n.evalDurationNs]).toEqual([5, 100]);
+  });
+});
+
+describe('lastLine (the final NDJSON object, however the stream was chunked)', () => {
+  it('returns the last chunk when the final line starts inside it', () => {
+    const chunks = [b('{"a":1}\n'), b('{"b":2}\n{"done":true}\n')];
+    expect(lastLine(chunks)).toBe(chunks[1]);
+  });
+  it('joins chunks when the final line spans several', () => {
+    const chunks = [b('{"x":1}\n{"done":tr'), b('ue,"eval_co'), b('unt":5}\n')];
+    const joined = lastLine(chunks).toString();
+    const line = joined.trim().split('\n').pop()!;
+    expect(JSON.parse(line)).toEqual({ done: true, eval_count: 5 });
+  });
+  it('handles a single whole-body chunk (stream:false)', () => {
+    const chunks = [b('{"done":true,"eval_count":3}')];
+    expect(JSON.parse(lastLine(chunks).toString())).toEqual({ done: true, eval_count: 3 });
   });
 });

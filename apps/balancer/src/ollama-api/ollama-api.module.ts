@@ -1,0 +1,15 @@
+import { Module } from '@nestjs/common';
+import { FleetModule } from '../fleet/fleet.module';
+import { FanOut } from './fan-out';
+import { LoadUnload } from './load-unload';
+import { MergedViews } from './merged-views';
+import { ModelManagement } from './model-management';
+import { Preflight } from './preflight';
+
+/** Ollama's fleet-wide endpoints: merged views, model management, load/unload, CORS preflight. */
+@Module({
+  imports: [FleetModule],
+  providers: [FanOut, MergedViews, ModelManagement, LoadUnload, Preflight],
+  exports: [MergedViews, ModelManagement, LoadUnload, Preflight],
+})
+export class OllamaApiModule {}

@@ -1,0 +1,171 @@
+import { BackendResponse, ClientResponse, clientRequest, ProxyRequest, tick } from '../../test/doubles/http-doubles';
+import { loadBalancerConfig } from '../config/balancer-config';
+import { BackendRegistry } from '../fleet/backend-registry.service';
+import { FleetEvents } from '../fleet/fleet-events';
+import { ModelInventory } from '../fleet/model-inventory';
+import { OllamaClient } from '../fleet/ollama-client';
+import { OutlierDetection } from '../fleet/outlier-detection';
+import { Lifecycle } from '../lifecycle/lifecycle';
+import { LocalLeaseLedger } from '../routing/lease-ledger';
+import { FairPlacementQueue } from '../routing/fair-placement-queue';
+import { LocalRetryBudget } from '../routing/retry-budget';
+import { RoutingService } from '../routing/routing.service';
+import { LocalSessionAffinity } from '../routing/session-affinity';
+import { DeadlineSweep } from './deadline-sweep';
+import { ModelRequest, ModelRequestServices } from './model-request';
+import { RequestRecords } from './request-records';
+import { UpstreamAttempt } from './upstream-attempt';
+
+const MODEL = 'm:latest';
+
+/** The real routing stack over backends known healthy and holding the model; attempts go nowhere until the spec answers them. */
+function setup(env: Record<string, string> = {}) {
+  const config = loadBalancerConfig({ OLLAMA_BACKENDS: 'http://b1:1,http://b2:1', HEADERS_TIMEOUT_MS: '1000', IDLE_STREAM_TIMEOUT_MS: '500', ...env });
+  const registry = new BackendRegistry(config);
+  for (const b of registry.backends) {
+    b.health = 'healthy';
+    b.inventoryAt = Date.now();
+    b.modelsOnDisk.set(MODEL, { name: MODEL, size: 1e9, raw: { name: MODEL } });
+  }
+  const queue = new FairPlacementQueue(config);
+  const routing = new RoutingService(config, registry, new LocalLeaseLedger(registry), queue, new LocalSessionAffinity(), new Lifecycle());
+  const retryBudget = new LocalRetryBudget(config, registry);
+  const outliers = new OutlierDetection(config, registry, new FleetEvents());
+  const inventory = new ModelInventory(config, registry, new OllamaClient(config));
+  const records = new RequestRecords();
+  const sweep = new DeadlineSweep(config.headersTimeoutMs, config.idleStreamTimeoutMs);
+  const sent: UpstreamAttempt[] = [];
+  const svc: ModelRequestServices = {
+    routing,
+    retryBudget,
+    outliers,
+    inventory,
+    records,
+    upstream: {
+      sweep,
+      connectTimeoutMs: config.connectTimeoutMs,
+      headersTimeoutMs: config.headersTimeoutMs,
+      idleTimeoutMs: config.idleStreamTimeoutMs,
+      send: (a) => sent.push(a),
+      targetOf: (b) => ({ protocol: 'http:', host: b.host, hostname: b.url.hostname, port: b.url.port }),
+    },
+    retryMaxAttempts: config.retryMaxAttempts,
+    open: new Set(),
+  };
+  const request = (body = '{"model":"m","messages":[{"role":"user","content":"hi"}]}') => {
+    const res = new ClientResponse();
+    const record = records.begin(clientRequest(), '/api/chat', 'req-1', Date.now());
+    const mr = new ModelRequest(svc, clientRequest(), res.asServerResponse(), {
+      kind: 'model',
+      model: MODEL,
+      displayModel: 'm',
+      queue: { cls: 0, key: '', weight: 1 },
+      body: Buffer.from(body),
+      sessionKey: null,
+      expectedTokens: null,
+      keepAliveMs: undefined,
+      capabilities: [],
+      path: '/api/chat',
+      streamed: true,
+      requestId: 'req-1',
+      startedAt: Date.now(),
+      record,
+    });
+    return { mr, res, record };
+  };
+  return { registry, queue, retryBudget, sweep, sent, svc, request };
+}
+
+/** Answers an attempt's request with headers; the body follows as the spec writes it. */
+function answer(attempt: UpstreamAttempt, status: number, headers: Record<string, string>): BackendResponse {
+  const proxyReq = new ProxyRequest();
+  attempt.onProxyReq(proxyReq.asClientRequest());
+  const up = new BackendResponse(status, headers, proxyReq);
+  attempt.onProxyRes(up.asIncomingMessage());
+  return up;
+}
+
+describe('ModelRequest (one client request through dispatch, retries, failure and finish, without sockets)', () => {
+  let sweep: DeadlineSweep | null = null;
+  afterEach(() => sweep?.stop());
+
+  it('headers -> 503 -> retry on the other backend -> success: one writeHead, the stream untouched', async () => {
+    const s = setup();
+    sweep = s.sweep;
+    const { mr, res, record } = s.request();
+    mr.start();
+    expect(s.sent).toHaveLength(1);
+    const first = s.sent[0];
+    const busy = answer(first, 503, { 'content-type': 'application/json' });
+    busy.finish('{"error":"server busy"}');
+    await tick();
+    // Nothing reached the client; the request went to the backend it had not tried.
+    expect(res.headersSent).toBe(false);
+    expect(s.sent).toHaveLength(2);
+    const second = s.sent[1];
+    expect(second.backend).not.toBe(first.backend);
+    expect(first.backend.inFlight).toBe(0);
+    expect(first.backend.consecutiveErrors).toBe(1);
+    expect(s.retryBudget.retrying).toBe(1);
+
+    const ok = answer(second, 200, { 'content-type': 'application/x-ndjson' });
+    ok.write('{"message":{"content":"he"},"done":false}\n');
+    ok.write('{"message":{"content":"llo"},"done":false}\n');
+    ok.finish('{"done":true,"eval_count":12,"eval_duration":400000000}\n');
+    await tick();
+    expect(res.head?.status).toBe(200);
+    expect(res.head?.headers).toMatchObject({ 'content-type': 'application/x-ndjson', 'X-Balancer-Backend': second.backend.name, 'X-Balancer-Attempts': '2', 'X-Request-Id': 'req-1' });
+    expect(res.body).toBe('{"message":{"content":"he"},"done":false}\n{"message":{"content":"llo"},"done":false}\n{"done":true,"eval_count":12,"eval_duration":400000000}\n');
+    expect(res.writableEnded).toBe(true);
+    expect(mr.finished).toBe(true);
+    expect(record).toMatchObject({ status: 200, attempts: 2, retries: 1, backend: second.backend.name, evalCount: 12, error: null });
+    expect(s.registry.totalInFlight()).toBe(0);
+    expect(s.retryBudget.retrying).toBe(0);
+    expect(second.backend.learned.tokenRate(MODEL)).toBe(30);
+  });
+
+  it('client gone while queued: leaves the queue, is never sent, holds no slot', async () => {
+    const s = setup({ OLLAMA_BACKENDS: 'http://b1:1', BACKEND_PARALLEL: '1' });
+    sweep = s.sweep;
+    const a = s.request();
+    a.mr.start();
+    const b = s.request();
+    b.mr.start();
+    expect(s.sent).toHaveLength(1);
+    expect(s.queue.length).toBe(1);
+    b.mr.clientClosed();
+    expect(s.queue.length).toBe(0);
+    expect(b.mr.finished).toBe(true);
+    expect(b.record).toMatchObject({ status: 499, error: 'client closed the connection' });
+    // The first answer frees the slot: nobody waits for it any more.
+    answer(s.sent[0], 200, { 'content-type': 'application/json' }).finish('{"done":true}');
+    await tick();
+    expect(a.res.head?.status).toBe(200);
+    expect(s.sent).toHaveLength(1);
+    expect(b.res.headersSent).toBe(false);
+    expect(s.registry.totalInFlight()).toBe(0);
+  });
+
+  it('idle timeout after the first byte: the stream ends with an error line, the backend counts a failure, no retry', async () => {
+    const s = setup();
+    sweep = s.sweep;
+    const { mr, res, record } = s.request();
+    mr.start();
+    const attempt = s.sent[0];
+    const up = answer(attempt, 200, { 'content-type': 'application/x-ndjson' });
+    up.write('{"message":{"content":"he"},"done":false}\n');
+    await tick();
+    expect(res.head?.status).toBe(200);
+    const since = attempt.idleSince;
+    s.sweep.check(since + 100); // the chunk: the idle clock restarts now
+    s.sweep.check(since + 100 + 500);
+    expect(res.body).toBe(`{"message":{"content":"he"},"done":false}\n{"error":"backend ${attempt.backend.name}: no data for 500 ms"}\n`);
+    expect(res.writableEnded).toBe(true);
+    expect(mr.finished).toBe(true);
+    expect(s.sent).toHaveLength(1);
+    expect(up.destroyed).toBe(true);
+    expect(attempt.backend.consecutiveErrors).toBe(1);
+    expect(record).toMatchObject({ status: 200, error: `backend ${attempt.backend.name}: no data for 500 ms` });
+    expect(s.registry.totalInFlight()).toBe(0);
+  });
+});

@@ -1,0 +1,437 @@
+import type { IncomingMessage, ServerResponse } from 'http';
+import type { Backend } from '../fleet/backend';
+import type { ModelInventory } from '../fleet/model-inventory';
+import type { OutlierDetection } from '../fleet/outlier-detection';
+import { midStreamError, sendError } from '../http/errors';
+import type { Lease } from '../routing/lease-ledger';
+import type { NoCandidate } from '../routing/placement';
+import type { QueuedRequest } from '../routing/placement-queue';
+import type { RouteRequest } from '../routing/policies';
+import type { QueueIdentity } from '../routing/priority-class';
+import type { RetryBudget } from '../routing/retry-budget';
+import type { RoutingService } from '../routing/routing.service';
+import type { RequestRecord, RequestRecords } from './request-records';
+import { responseHeaders } from './response-headers';
+import { AttemptContext, AttemptOwner, ProxyTarget, UpstreamAttempt } from './upstream-attempt';
+
+/** What every model request of an app shares. */
+export interface ModelRequestServices {
+  readonly routing: RoutingService;
+  readonly retryBudget: RetryBudget;
+  readonly outliers: OutlierDetection;
+  readonly inventory: ModelInventory;
+  readonly records: RequestRecords;
+  readonly upstream: AttemptContext & { targetOf(b: Backend): ProxyTarget };
+  readonly retryMaxAttempts: number;
+  /** Model requests not yet answered in full (what a drain waits for). */
+  readonly open: Set<ModelRequest>;
+}
+
+/** What the proxy read from the request before handing it over. */
+export interface ModelRequestInit {
+  kind: 'model' | 'push';
+  /** Normalised name (`llama3.2:latest`), and as the client wrote it. */
+  model: string;
+  displayModel: string;
+  /** Its class, key and weight in the placement queue. */
+  queue: QueueIdentity;
+  body: Buffer;
+  sessionKey: string | null;
+  expectedTokens: number | null;
+  /** The request's keep_alive in ms (-1 forever), when it gave one Ollama would accept. */
+  keepAliveMs: number | undefined;
+  /** What the model must be able to do on the backend (tools, thinking, vision). */
+  capabilities: readonly string[];
+  /** The request's path (a backend lacking the route is no candidate). */
+  path: string;
+  streamed: boolean;
+  requestId: string;
+  startedAt: number;
+  record: RequestRecord;
+}
+
+/** The last few chunks of a relayed answer are kept (by reference) for its final line. */
+const RECENT_CHUNKS = 8;
+
+/**
+ * One client request for a model, from placement to its last byte (Envoy's router filter): asks
+ * routing for a backend (waiting in the queue if need be), runs one UpstreamAttempt at a time,
+ * retries on another backend while nothing has reached the client (within the retry budget),
+ * relays the answer untouched (each NDJSON line or SSE event the moment it arrives, headers in one
+ * writeHead with the first chunk), and fails in the answer's own format. Whatever happens, the lease
+ * is released and the request finished exactly once.
+ */
+export class ModelRequest implements QueuedRequest, AttemptOwner {
+  readonly kind: 'model' | 'push';
+  readonly model: string;
+  private readonly displayModel: string;
+  private readonly queue: QueueIdentity;
+  private body: Buffer | null;
+  private readonly sessionKey: string | null;
+  private readonly expectedTokens: number | null;
+  private readonly promptTokens: number;
+  private readonly keepAliveMs: number | undefined;
+  private readonly capabilities: readonly string[];
+  private readonly path: string;
+  private readonly streamed: boolean;
+  private readonly requestId: string;
+  private readonly startedAt: number;
+  readonly record: RequestRecord;
+
+  /** The current try, and every backend tried so far. */
+  attempt: UpstreamAttempt | null = null;
+  attempts = 0;
+  readonly tried = new Set<Backend>();
+  /** The request as routing sees it (made at each placement). */
+  route: RouteRequest;
+  finished = false;
+  clientGone = false;
+  private queued = false;
+  /** Where it entered the placement queue, when it waited (set by the queue; X-Balancer-Queue-Position). */
+  queuePosition: number | undefined = undefined;
+  /** Counted once in the retry budget from its first retry until it finishes. */
+  private retrying = false;
+  /** The answer being relayed: its status, whether its headers went out, its last chunks. */
+  private status = 0;
+  private headed = false;
+  private recent: Buffer[] | null = null;
+
+  constructor(
+    private readonly svc: ModelRequestServices,
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+    init: ModelRequestInit,
+  ) {
+    this.kind = init.kind;
+    this.model = init.model;
+    this.displayModel = init.displayModel;
+    this.queue = init.queue;
+    this.body = init.body;
+    this.sessionKey = init.sessionKey;
+    this.expectedTokens = init.expectedTokens;
+    this.promptTokens = Math.ceil(init.body.length / 4);
+    this.keepAliveMs = init.keepAliveMs;
+    this.capabilities = init.capabilities;
+    this.path = init.path;
+    this.streamed = init.streamed;
+    this.requestId = init.requestId;
+    this.startedAt = init.startedAt;
+    this.record = init.record;
+  }
+
+  start(): void {
+    this.svc.open.add(this);
+    // A request needing a capability asks the backends that have not listed theirs (/api/show, once
+    // per model digest) before it is placed; every other request is placed at once.
+    if (this.capabilities.length > 0 && this.svc.inventory.capabilitiesUnknown(this.model)) {
+      void this.svc.inventory.learnCapabilities(this.model).then(() => {
+        if (!this.finished) this.dispatch();
+      });
+      return;
+    }
+    this.dispatch();
+  }
+
+  // ---- placement ------------------------------------------------------------------------------
+
+  /** Places the request (or queues it) and starts an attempt. */
+  private dispatch(): void {
+    this.route = {
+      model: this.model,
+      modelSize: this.svc.inventory.largestSize(this.model),
+      sessionKey: this.sessionKey,
+      now: Date.now(),
+      displayModel: this.displayModel,
+      expectedTokens: this.expectedTokens,
+      promptTokens: this.promptTokens,
+      queue: this.queue,
+      capabilities: this.capabilities,
+      route: this.path,
+    };
+    // Most requests are placed at once: no promise, no extra turn of the event loop.
+    const placed = this.svc.routing.place(this.route, this.tried);
+    if (placed.kind === 'lease') return this.startAttempt(placed);
+    if (placed.kind === 'no-candidate') return this.fail(placed.status, placed.message, placed.retryAfterS);
+    const refused = this.svc.routing.enqueue(this);
+    if (refused !== null) return this.fail(refused.status, refused.message, refused.retryAfterS);
+    this.queued = true;
+  }
+
+  onPlaced(lease: Lease): void {
+    this.queued = false;
+    if (this.clientGone || this.finished) {
+      lease.release();
+      return;
+    }
+    this.startAttempt(lease);
+  }
+
+  onRefused(refusal: NoCandidate): void {
+    this.queued = false;
+    if (this.clientGone) return;
+    this.fail(refusal.status, refusal.message, refusal.retryAfterS);
+  }
+
+  private startAttempt(lease: Lease): void {
+    const b = lease.backend;
+    this.attempts++;
+    this.tried.add(b);
+    const attempt = new UpstreamAttempt(this.svc.upstream, this, this.req, this.res, lease, this.body!, this.svc.upstream.targetOf(b));
+    this.attempt = attempt;
+    this.record.backend = b.name;
+    this.record.reason = lease.reason;
+    this.record.queuedMs = lease.queuedMs;
+    attempt.start();
+  }
+
+  // ---- what the attempt reports ---------------------------------------------------------------
+
+  onUpstreamHeaders(attempt: UpstreamAttempt, response: IncomingMessage): void {
+    const status = response.statusCode ?? 502;
+    // Before the first byte reaches the client a failure may be retried on another backend.
+    if (status >= 500 || status === 404) return attempt.collect();
+    this.svc.outliers.success(attempt.backend);
+    this.status = status;
+    this.headed = false;
+    if (this.recent === null) this.recent = [];
+    else this.recent.length = 0;
+    attempt.relay();
+  }
+
+  /** An error status's body: retry elsewhere when it is worth it, else pass it on. */
+  onUpstreamBody(attempt: UpstreamAttempt, body: Buffer): void {
+    const status = attempt.response!.statusCode ?? 502;
+    const b = attempt.backend;
+    const busy = status === 503;
+    // Gin's NotFound: this Ollama predates the route. Not the model's absence, not a failure of
+    // the backend: it is no candidate for the route from now on, and the request goes elsewhere.
+    if (status === 404 && isPageNotFound(attempt.response!, body)) {
+      b.noteRouteMissing(this.path);
+      // Bounded by the fleet, not the retry budget: each backend answers this at most once per route.
+      if (!this.clientGone && this.anotherCandidate()) {
+        this.record.retries++;
+        attempt.end('route missing');
+        this.dispatch();
+        return;
+      }
+      attempt.end('route missing');
+      return this.fail(404, '404 page not found');
+    }
+    const modelMissing = status === 404 && body.includes('not found');
+    if (status >= 500) this.svc.outliers.failure(b, `HTTP ${status}`);
+    if (modelMissing) this.svc.inventory.forgetModel(b, this.model);
+    if ((status >= 500 || modelMissing) && this.canRetry()) {
+      attempt.end(busy ? 'busy' : `status ${status}`);
+      this.retryOrAnswer(modelMissing ? 404 : status, body);
+      return;
+    }
+    this.respondBuffered(attempt, body);
+  }
+
+  /** Streams the backend's answer to the client untouched; the headers go out with the first chunk. */
+  onUpstreamData(attempt: UpstreamAttempt, chunk: Buffer): void {
+    if (!this.headed && !this.head(attempt)) return;
+    this.record.bytes += chunk.length;
+    const recent = this.recent!;
+    if (recent.length === RECENT_CHUNKS) recent.shift();
+    recent.push(chunk);
+    if (!this.res.write(chunk)) attempt.pauseUntilDrain();
+  }
+
+  onUpstreamEnd(attempt: UpstreamAttempt): void {
+    if (!this.headed) this.head(attempt);
+    this.svc.records.finalEvents(this.record, this.recent!, this.streamed);
+    this.res.end();
+    this.learnFromSuccess(attempt);
+    attempt.end(null);
+    this.finish(this.status, null);
+  }
+
+  onUpstreamFailure(attempt: UpstreamAttempt, why: string): void {
+    this.attemptFailed(attempt, why);
+  }
+
+  /**
+   * The backend failed after its response began. If nothing reached the client yet it is still a
+   * clean failure (retried elsewhere); otherwise say so in the stream's own format, then end.
+   */
+  onUpstreamBroken(attempt: UpstreamAttempt, why: string): void {
+    if (attempt.done) return;
+    const b = attempt.backend;
+    if (!this.res.headersSent && !this.res.destroyed) return this.attemptFailed(attempt, why);
+    this.svc.outliers.failure(b, why);
+    this.endStream(attempt.response?.headers['content-type'], `backend ${b.name}: ${why}`);
+    attempt.end(why);
+  }
+
+  // ---- the client's side ----------------------------------------------------------------------
+
+  /** The client's response closed: answered in full, or the client left (then stop the upstream work). */
+  clientClosed(): void {
+    this.svc.open.delete(this);
+    if (this.finished) return;
+    this.clientGone = true;
+    const why = 'client closed the connection';
+    if (this.queued) this.svc.routing.cancel(this);
+    this.queued = false;
+    this.attempt?.end(why);
+    this.finish(499, why);
+  }
+
+  /** Out of the placement queue without an answer yet (cut() answers it). */
+  leaveQueue(): void {
+    if (!this.queued) return;
+    this.svc.routing.cancel(this);
+    this.queued = false;
+  }
+
+  /**
+   * The drain deadline passed: end now, in the answer's own format (a final error line on a stream
+   * that began, 503 with Retry-After and Connection: close on one that had not).
+   */
+  cut(message: string): void {
+    if (this.finished) return;
+    this.leaveQueue();
+    const attempt = this.attempt;
+    // The answer's headers went out in one writeHead (not kept on res): its type is the backend's.
+    if (this.res.headersSent) this.endStream(attempt?.response?.headers['content-type'], message);
+    else {
+      this.res.setHeader('Connection', 'close');
+      this.fail(503, message, 1);
+    }
+    attempt?.end(message);
+  }
+
+  // ---- ending ---------------------------------------------------------------------------------
+
+  private head(attempt: UpstreamAttempt): boolean {
+    this.headed = true;
+    const res = this.res;
+    if (res.headersSent || res.destroyed) return !res.destroyed;
+    this.record.status = this.status;
+    this.record.ttfbMs = Date.now() - this.startedAt;
+    attempt.backend.learned.noteTtfb(Date.now() - attempt.startedAt);
+    try {
+      res.writeHead(this.status, responseHeaders(attempt.response!, attempt.lease, this.attempts, this.queuePosition, this.requestId, false));
+    } catch {
+      res.destroy();
+      return false;
+    }
+    return true;
+  }
+
+  private respondBuffered(attempt: UpstreamAttempt, body: Buffer): void {
+    const response = attempt.response!;
+    const status = response.statusCode ?? 502;
+    const res = this.res;
+    if (!res.headersSent && !res.destroyed) {
+      const headers = responseHeaders(response, attempt.lease, this.attempts, this.queuePosition, this.requestId, true);
+      headers['Content-Length'] = String(body.length);
+      if (status === 503 && response.headers['retry-after'] === undefined) headers['Retry-After'] = '1';
+      res.writeHead(status, headers);
+      res.end(body);
+    }
+    attempt.end(null);
+    this.finish(status, null);
+  }
+
+  /** A failure before any response byte: retry elsewhere when allowed, otherwise 502/504. */
+  private attemptFailed(attempt: UpstreamAttempt, why: string): void {
+    const b = attempt.backend;
+    this.svc.outliers.failure(b, why);
+    attempt.end(why);
+    if (this.clientGone) return this.finish(499, why);
+    if (this.canRetry() && this.anotherCandidate()) {
+      this.noteRetry();
+      this.dispatch();
+      return;
+    }
+    this.fail(why.includes('timeout') ? 504 : 502, `backend ${b.name} failed: ${why}`);
+  }
+
+  /** Retries on another backend; if none can take it, the client gets this backend's answer. */
+  private retryOrAnswer(status: number, errBody: Buffer): void {
+    if (!this.anotherCandidate()) {
+      const res = this.res;
+      if (!res.headersSent && !res.destroyed) {
+        const headers: Record<string, string | number> = { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': errBody.length, 'X-Request-Id': this.requestId };
+        if (status === 503) headers['Retry-After'] = 1;
+        res.writeHead(status, headers);
+        res.end(errBody);
+      }
+      this.finish(status, 'no backend left to retry on');
+      return;
+    }
+    this.noteRetry();
+    this.dispatch();
+  }
+
+  /** Whether a backend not yet tried could take this request. */
+  private anotherCandidate(): boolean {
+    return this.svc.routing.hasCandidate(this.model, this.tried, { capabilities: this.capabilities, route: this.path });
+  }
+
+  private canRetry(): boolean {
+    return !this.clientGone && this.attempts < this.svc.retryMaxAttempts && (this.retrying || this.svc.retryBudget.allows());
+  }
+
+  /** Counts a retry (in the budget once per request while it is in progress). */
+  private noteRetry(): void {
+    this.record.retries++;
+    if (!this.retrying) {
+      this.retrying = true;
+      this.svc.retryBudget.begin();
+    }
+  }
+
+  /** Ends a response that already began with an error line (or a cut, for a non-stream body). */
+  private endStream(contentType: string | undefined, message: string): void {
+    const res = this.res;
+    const line = midStreamError(contentType, message, this.req.url);
+    if (line !== null && !res.destroyed && !res.writableEnded) {
+      res.end(line);
+    } else if (!res.writableEnded) {
+      // A JSON body cut short cannot carry an error: close the connection so it cannot pass for success.
+      res.destroy();
+    }
+    this.finish(res.statusCode, message);
+  }
+
+  private fail(status: number, message: string, retryAfterS?: number): void {
+    const headers: Record<string, string | number> = {};
+    if (retryAfterS !== undefined) headers['Retry-After'] = retryAfterS;
+    sendError(this.req, this.res, status, message, headers);
+    this.finish(status, message);
+  }
+
+  private learnFromSuccess(attempt: UpstreamAttempt): void {
+    const b = attempt.backend;
+    const r = this.record;
+    const model = this.model;
+    b.learned.noteAnswer(model, Date.now() - attempt.startedAt, r, b.sizeOf(model), this.streamed && r.ttfbMs !== null ? r.ttfbMs - r.queuedMs : null);
+    if (this.kind === 'model' && r.status !== undefined && r.status < 300) this.svc.inventory.noteServed(b, model, this.keepAliveMs, r.loadDurationNs);
+  }
+
+  private finish(status: number, error: string | null): void {
+    if (this.finished) return;
+    this.finished = true;
+    const r = this.record;
+    r.status = r.status ?? status;
+    if (error !== null) r.error = error;
+    r.attempts = this.attempts;
+    this.body = null;
+    if (this.retrying) {
+      this.retrying = false;
+      this.svc.retryBudget.end();
+    }
+  }
+}
+
+const PAGE_NOT_FOUND = '404 page not found';
+
+/** Gin's default 404 (text/plain `404 page not found`): the server has no such route. */
+export function isPageNotFound(res: IncomingMessage, body: Buffer): boolean {
+  const type = res.headers['content-type'];
+  if (type !== undefined && !type.startsWith('text/plain')) return false;
+  return body.length < 64 && body.toString('latin1').trim() === PAGE_NOT_FOUND;
+}

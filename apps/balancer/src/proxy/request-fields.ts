@@ -1,0 +1,63 @@
+import { randomUUID } from 'crypto';
+import type { IncomingMessage } from 'http';
+import { keepAliveMs as parseKeepAliveMs } from '@app/ollama-names';
+
+/** The most output tokens the client asked for (Ollama's num_predict, OpenAI's max_tokens), if any. */
+export function requestedTokens(body: any): number | null {
+  const v = body?.options?.num_predict ?? body?.max_completion_tokens ?? body?.max_tokens ?? body?.max_output_tokens;
+  return typeof v === 'number' && Number.isFinite(v) && v > 0 ? Math.min(v, 1_000_000) : null;
+}
+
+/** Whether the answer streams: Ollama's routes stream unless told not to, OpenAI's only when asked. */
+export function isStreamed(path: string, body: Record<string, any>): boolean {
+  return path.startsWith('/v1/') ? body.stream === true : body.stream !== false;
+}
+
+/**
+ * A keep_alive as Ollama reads it, in ms: a number of seconds or a Go duration string ("5m",
+ * "1h30m", "0"); negative means forever (-1). Undefined when absent or not one Ollama accepts.
+ * The one parser is in @app/ollama-names (its spec cites Ollama's api.Duration).
+ */
+export function keepAliveMs(v: unknown): number | undefined {
+  return parseKeepAliveMs(v);
+}
+
+/** Ollama's load-only requests: generate with no prompt, chat with no messages. */
+export function isLoadOnly(path: string, body: any): boolean {
+  if (path === '/api/generate') return (body.prompt === undefined || body.prompt === '') && body.suffix === undefined && body.images === undefined;
+  if (path === '/api/chat') return !Array.isArray(body.messages) || body.messages.length === 0;
+  return false;
+}
+
+/** The client's X-Request-Id when it is a sane one, else a fresh id. */
+export function pickRequestId(given: string | string[] | undefined): string {
+  const v = Array.isArray(given) ? given[0] : given;
+  if (v && v.length <= 128 && /^[\w.:@/+=-]+$/.test(v)) return v;
+  return randomUUID();
+}
+
+/**
+ * The conversation a request belongs to, for prompt-cache affinity: an explicit header, else a hash
+ * of the system prompt and first user message (chat), else none.
+ */
+export function sessionKeyOf(req: IncomingMessage, body: any): string | null {
+  const h = req.headers['x-session-id'] ?? req.headers['x-conversation-id'];
+  const explicit = Array.isArray(h) ? h[0] : h;
+  if (explicit) return `h:${explicit.slice(0, 256)}`;
+  const msgs = body?.messages;
+  if (Array.isArray(msgs) && msgs.length >= 1) {
+    const sys = msgs.find((m: any) => m?.role === 'system')?.content ?? '';
+    const first = msgs.find((m: any) => m?.role === 'user')?.content ?? '';
+    if (typeof first === 'string' && first.length > 0) return `c:${body.model}:${fnv1a(String(sys).slice(0, 2048) + '\u0000' + first.slice(0, 2048))}`;
+  }
+  return null;
+}
+
+function fnv1a(s: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0).toString(16);
+}
