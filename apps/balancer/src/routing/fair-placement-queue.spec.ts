@@ -74,6 +74,34 @@ describe('FairPlacementQueue', () => {
     expect(q.hasWaiting('a')).toBe(false);
   });
 
+  it('passes over a retry that cannot use the free backend, so the waiter behind it can', () => {
+    q = queue();
+    const retry = entry('retry', 'm', 1);
+    (retry.tried as Set<unknown>).add('b1');
+    const next = entry('next', 'm', 1);
+    const fresh = entry('fresh', 'm', 1);
+    for (const e of [retry, next, fresh]) expect(q.offer(e, 0)).toBeNull();
+    const offered: string[] = [];
+    // One backend is free; the retry may not use it, the next one may; then it is full again.
+    let free = 1;
+    q.drain((e): Placement => {
+      const p = e as Probe;
+      offered.push(p.name);
+      if (p.tried.size > 0 || free === 0) return WAIT;
+      free--;
+      return LEASE;
+    });
+    expect(offered).toEqual(['retry', 'next', 'fresh']);
+    expect([retry.told, next.told, fresh.told]).toEqual([[], ['placed'], []]);
+    // A waiter that may go anywhere and still waits stops the model: nothing behind it is tried.
+    const tried: string[] = [];
+    q.drain((e): Placement => {
+      tried.push((e as Probe).name);
+      return WAIT;
+    });
+    expect(tried).toEqual(['retry', 'fresh']);
+  });
+
   it('answers 503 + Retry-After when a request waited QUEUE_TIMEOUT_MS, and forgets a cancelled one', async () => {
     q = queue({ QUEUE_TIMEOUT_MS: '20' });
     const late = entry('late', 'm', 1);

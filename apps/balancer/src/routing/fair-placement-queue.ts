@@ -19,6 +19,7 @@ interface Held {
  * A drain offers capacity model by model to the waiter FairQueue names for it, the highest class
  * (then the oldest) first across models, and stops for a model at its first waiter that must keep
  * waiting: its work is proportional to the waiters placed plus one per model, not to the queue.
+ * A retry that must avoid the backend that is free is passed over: the next waiter may use it.
  */
 @Injectable()
 export class FairPlacementQueue extends PlacementQueue {
@@ -106,20 +107,25 @@ export class FairPlacementQueue extends PlacementQueue {
     const now = Date.now();
     const told: { entry: QueuedRequest; outcome: Lease | NoCandidate }[] = [];
     const blocked = new Set<string | null>();
+    // Retries (waiters with backends they must avoid) that cannot use what is free: passed over
+    // for this pass so that the ones behind them still can.
+    const skipped = new Set<Waiter<Held>>();
     for (;;) {
       // The best head across the models still open: highest class, then the oldest.
       let best: Waiter<Held> | null = null;
       for (const model of this.queue.waitingModels()) {
         if (blocked.has(model)) continue;
-        const head = this.queue.peek(model);
-        if (head !== null && (best === null || head.cls < best.cls || (head.cls === best.cls && head.seq < best.seq)))
-          best = head;
+        const head = this.queue.peek(model, skipped);
+        if (head === null) blocked.add(model);
+        else if (best === null || head.cls < best.cls || (head.cls === best.cls && head.seq < best.seq)) best = head;
       }
       if (best === null) break;
       const entry = best.value.entry;
       const outcome = place(entry, 0, now - best.enqueuedAt, now);
       if (outcome.kind === 'wait') {
-        blocked.add(best.model);
+        // A waiter free to go anywhere waits because nothing it may use is free: so, as a rule, would the rest.
+        if (entry.tried.size > 0) skipped.add(best);
+        else blocked.add(best.model);
         continue;
       }
       if (outcome.kind === 'lease') this.queue.take(best);

@@ -170,6 +170,21 @@ describe('FairQueue', () => {
     expect(q.waitingByClassAndKey()).toEqual([]);
   });
 
+  it('passes over waiters that cannot use the capacity on offer, in the same order otherwise', () => {
+    const q = queue();
+    const a1 = add(q, 'a1', { key: 'k1' });
+    const b1 = add(q, 'b1', { key: 'k2' });
+    const a2 = add(q, 'a2', { key: 'k1' });
+    add(q, 'batch', { cls: BATCH });
+    expect(q.peek('m')?.value).toBe('a1');
+    expect(q.peek('m', new Set([a1]))?.value).toBe('b1');
+    expect(q.peek('m', new Set([a1, b1]))?.value).toBe('a2');
+    // Every standard waiter passed over: the lower class is next.
+    expect(q.peek('m', new Set([a1, b1, a2]))?.value).toBe('batch');
+    q.take(b1);
+    expect(grant(q, 3)).toEqual(['a1', 'a2', 'batch']);
+  });
+
   it('drains everything on shutdown', () => {
     const q = queue();
     add(q, 'a');

@@ -14,13 +14,16 @@
  *   served. Backlogged keys thus share grants in proportion to their weights; a key that was idle
  *   re-enters at V (no credit hoarded while away). FIFO within a key.
  * - Per-model eligibility: waiters are kept per model; `peek(model)` is the waiter that should take
- *   capacity freed for that model. Capacity for a model never goes to a waiter for another one.
+ *   capacity freed for that model. Capacity for a model never goes to a waiter for another one, and
+ *   a waiter that cannot use what is on offer can be skipped (`peek(model, skip)`) without holding
+ *   up the ones behind it.
  * - A bounded queue: when it is full an arriving request displaces the newest waiter of the lowest
  *   class below its own (that waiter is told, never dropped silently); with none below it is refused.
  *   Classes marked sheddable are refused at once (no waiting) while the queue holds `shedAt` or more.
  *
  * Costs: offer, cancel and take are O(log k) for k keys waiting in that model and class, plus
- * O(classes); peek is O(classes). Nothing walks the waiters.
+ * O(classes); peek is O(classes) (with waiters to skip: O(keys in the class + skipped)). Nothing
+ * walks the waiters.
  */
 
 export interface FairQueueOptions {
@@ -247,11 +250,37 @@ export class FairQueue<T> {
   }
 
   /** The waiter that should take the next capacity freed for this model (not removed). */
-  peek(model: string | null): Waiter<T> | null {
+  peek(model: string | null, skip?: ReadonlySet<Waiter<T>>): Waiter<T> | null {
     const group = this.models.get(model);
     if (group === undefined) return null;
     const cls = this.classToServe(group);
-    return cls === -1 ? null : group.classes[cls].heap[0].head;
+    if (cls === -1) return null;
+    if (skip === undefined || skip.size === 0) return group.classes[cls].heap[0].head;
+    // Some waiters cannot use the capacity on offer (a retry that must avoid the backend it
+    // failed on): the next one in the same order, as if they were not there. Rare, and bounded
+    // by the keys in a class plus the waiters skipped.
+    const w = this.firstNotSkipped(group.classes[cls], skip);
+    if (w !== null) return w;
+    for (let c = 0; c < group.classes.length; c++) {
+      if (c === cls || group.classes[c].count === 0) continue;
+      const other = this.firstNotSkipped(group.classes[c], skip);
+      if (other !== null) return other;
+    }
+    return null;
+  }
+
+  private firstNotSkipped(cg: ClassGroup<T>, skip: ReadonlySet<Waiter<T>>): Waiter<T> | null {
+    let best: Waiter<T> | null = null;
+    let bestTag = Infinity;
+    for (const flow of cg.heap) {
+      let w = flow.head;
+      while (w !== null && skip.has(w)) w = w.nextInFlow;
+      if (w !== null && (flow.tag < bestTag || (flow.tag === bestTag && w.seq < best!.seq))) {
+        best = w;
+        bestTag = flow.tag;
+      }
+    }
+    return best;
   }
 
   /**
