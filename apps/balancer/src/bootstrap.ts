@@ -30,8 +30,8 @@ export async function drainAndClose(app: INestApplication): Promise<void> {
   const observer = app.get(RequestRecords);
   const deadline = Date.now() + config.drainTimeoutMs;
   while ((proxy.inFlightResponses > 0 || observer.open > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  if (proxy.inFlightResponses > 0) {
-    new Logger('Balancer').warn(`drain timeout: ending ${proxy.inFlightResponses} request(s) still open`);
+  if (proxy.inFlightResponses > 0 || observer.open > 0) {
+    new Logger('Balancer').warn(`drain timeout: ending ${Math.max(proxy.inFlightResponses, observer.open)} request(s) still open`);
     // Moves the lifecycle to closing once its queued requests are out of the queue (they get this message).
     proxy.cutOpenResponses(`balancer is shutting down: drain timeout of ${config.drainTimeoutMs} ms reached`);
   }

@@ -1,3 +1,4 @@
+import { createHash } from 'crypto';
 import * as http from 'http';
 import * as net from 'net';
 import { SimServer } from '@app/ollama-sim';
@@ -90,6 +91,45 @@ describe('the real process survives hostile bodies (items 1, 7, 17)', () => {
     await waitFor(async () => (await getJson(`${child!.url}/health/ready`)).status === 200, 15_000, 'ready');
     return child;
   }
+
+  it('item 1: values with their own toString (session key, pull, delete, model) never kill the process', async () => {
+    const c = await alive();
+    const hostile = { toString: 1 };
+    const bodies: [string, string, unknown][] = [
+      [
+        'POST',
+        '/api/chat',
+        {
+          model,
+          stream: false,
+          messages: [
+            { role: 'system', content: hostile },
+            { role: 'user', content: 'hi' },
+          ],
+        },
+      ],
+      ['POST', '/api/pull', { model: hostile }],
+      ['DELETE', '/api/delete', { model: hostile }],
+      ['POST', '/api/create', { model: hostile }],
+      ['POST', '/api/copy', { source: hostile, destination: hostile }],
+      ['POST', '/v1/chat/completions', { model: hostile, messages: [] }],
+      ['POST', '/api/generate', { model, prompt: hostile, stream: false }],
+    ];
+    for (const [method, path, body] of bodies) {
+      const r = await request(`${c.url}${path}`, { method, body }).catch((e: Error) => ({
+        status: -1,
+        error: e.message,
+      }));
+      expect({ path, status: r.status }).toEqual({ path, status: expect.any(Number) });
+      expect(r.status).toBeGreaterThanOrEqual(200);
+      expect(r.status).toBeLessThan(500);
+    }
+    // A malformed percent-encoding in a path is the client's error too, not the balancer's.
+    const bad = await request(`${c.url}/v1/models/%E0%A4%A`);
+    expect(bad.status).toBe(404);
+    expect((await getJson(`${c.url}/health/live`)).status).toBe(200);
+    expect(child!.proc.exitCode).toBeNull();
+  }, 120_000);
 
   it('item 7: deeply nested JSON is refused with 400 before it is parsed (chat and pull)', async () => {
     const c = await alive();
@@ -292,6 +332,67 @@ describe('items answered by an in-process cluster', () => {
     expect({ code: e?.code, port: e?.port }).toEqual({ code: 'ECONNREFUSED', port: 443 });
   }, 60_000);
 
+  it('item 6: a key limited to one model cannot copy, delete, create from or pull others', async () => {
+    cluster = await startCluster(
+      [
+        {
+          tokensPerSecond: 1000,
+          models: [
+            { name: 'llama3.2:latest', sizeBytes: 1e9 },
+            { name: 'qwen2.5:7b', sizeBytes: 1e9 },
+          ],
+        },
+      ],
+      { API_KEYS: `alice:${ALICE}:0:${model}` },
+    );
+    const u = cluster.url;
+    const tries: [string, string, unknown][] = [
+      ['POST', '/api/copy', { source: 'qwen2.5:7b', destination: model }],
+      ['POST', '/api/copy', { source: model, destination: 'qwen2.5:7b' }],
+      ['DELETE', '/api/delete', { model: 'qwen2.5:7b' }],
+      ['POST', '/api/create', { model, from: 'qwen2.5:7b', stream: false }],
+      ['POST', '/api/create', { model: 'other:1b', from: model, stream: false }],
+      ['POST', '/api/pull', { model: 'mistral:7b', stream: false }],
+      ['POST', '/api/push', { model: 'qwen2.5:7b', stream: false }],
+    ];
+    for (const [method, path, body] of tries) {
+      const r = await request(`${u}${path}`, { method, body, headers: alice });
+      expect({ path, body, status: r.status }).toEqual({ path, body, status: 403 });
+    }
+    const st = (await getJson(`${u}/balancer/status`, alice)).body;
+    expect(st.backends[0].models).toEqual(['llama3.2:latest', 'qwen2.5:7b']);
+  });
+
+  it('item 8: a non-streamed generate past the headers timeout is not started again elsewhere (504)', async () => {
+    let generates = 0;
+    for (let i = 0; i < 3; i++) {
+      fakes.push(
+        await startFakeOllama({
+          handle: (req) => {
+            if (req.url !== '/api/generate') return false;
+            generates++;
+            return true; // never answers: a long generation
+          },
+        }),
+      );
+    }
+    const file = writeConfigFile({ backends: fakes.map((f, i) => ({ name: `b${i + 1}`, url: f.url })) });
+    cluster = await startClusterOn(file, { HEADERS_TIMEOUT_MS: '1000' });
+    const r = await request(`${cluster.url}/api/generate`, { body: { model, prompt: 'a long essay', stream: false } });
+    expect(r.status).toBe(504);
+    expect(generates).toBe(1);
+  }, 60_000);
+
+  it('item 9: a model request to an https backend is proxied over TLS', async () => {
+    const tls = selfSignedCert();
+    fakes.push(await startFakeOllama({ tls }));
+    const file = writeConfigFile({ backends: [{ name: 'tls', url: fakes[0].url }] });
+    cluster = await startClusterOn(file, { BACKEND_CA_FILE: tls.certPath });
+    const r = await request(`${cluster.url}/api/generate`, { body: { model, prompt: 'hi', stream: false } });
+    expect(r.status).toBe(200);
+    expect(r.body.response).toBe('ok');
+  }, 60_000);
+
   it('item 10: probes do not queue behind long fan-outs: a dead backend is seen as down during a long pull', async () => {
     cluster = await startCluster([{ tokensPerSecond: 1000, pullMs: 30_000 }, { tokensPerSecond: 1000 }], {
       HEALTH_FAILURE_THRESHOLD: '2',
@@ -321,6 +422,150 @@ describe('items answered by an in-process cluster', () => {
       for (const p of pulls) p.destroy();
     }
   }, 60_000);
+
+  it('item 11: clients that stop reading do not get a backend ejected', async () => {
+    for (let i = 0; i < 2; i++) {
+      fakes.push(
+        await startFakeOllama({
+          handle: (req, _body, res) => {
+            if (req.url !== '/api/generate') return false;
+            res.writeHead(200, { 'Content-Type': 'application/x-ndjson' });
+            const line = JSON.stringify({ model, response: 'x'.repeat(200), done: false }) + '\n';
+            const chunk = line.repeat(300);
+            let sent = 0;
+            const pump = () => {
+              while (sent < 64 * 1024 * 1024) {
+                sent += chunk.length;
+                if (!res.write(chunk)) return void res.once('drain', pump);
+              }
+              res.end(JSON.stringify({ model, response: '', done: true }) + '\n');
+            };
+            pump();
+            return true;
+          },
+        }),
+      );
+    }
+    const file = writeConfigFile({ backends: fakes.map((f, i) => ({ name: `b${i + 1}`, url: f.url })) });
+    cluster = await startClusterOn(file, {
+      IDLE_STREAM_TIMEOUT_MS: '1000',
+      EJECT_CONSECUTIVE_FAILURES: '1',
+      EJECT_MAX_PERCENT: '50',
+    });
+    const u = new URL(cluster.url);
+    const readers = [0, 1].map(
+      () =>
+        new Promise<void>((resolve) => {
+          const req = http.request(
+            {
+              hostname: u.hostname,
+              port: u.port,
+              path: '/api/generate',
+              method: 'POST',
+              headers: { 'content-type': 'application/json' },
+              agent: false,
+            },
+            (res) => {
+              res.pause(); // never reads again
+              res.socket.pause();
+              res.on('close', resolve);
+            },
+          );
+          req.on('error', () => resolve());
+          req.end(JSON.stringify({ model, prompt: 'a lot' }));
+          setTimeout(() => {
+            req.destroy();
+            resolve();
+          }, 8000).unref();
+        }),
+    );
+    await new Promise((r) => setTimeout(r, 4000));
+    const st = (await getJson(`${cluster.url}/balancer/status`)).body;
+    await Promise.all(readers);
+    expect(st.counters.ejections).toBe(0);
+    expect(st.backends.every((b: any) => !b.ejected)).toBe(true);
+  }, 60_000);
+
+  it('item 11: a 500 caused by one request content, failing on every backend, ejects none', async () => {
+    for (let i = 0; i < 3; i++) {
+      fakes.push(
+        await startFakeOllama({
+          handle: (req, body, res) => {
+            if (req.url !== '/api/generate' || !body.toString().includes('poison')) return false;
+            const text = JSON.stringify({ error: 'template: :1:2: executing "" at <.Poison>: error calling poison' });
+            res.writeHead(500, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
+            res.end(text);
+            return true;
+          },
+        }),
+      );
+    }
+    const file = writeConfigFile({ backends: fakes.map((f, i) => ({ name: `b${i + 1}`, url: f.url })) });
+    cluster = await startClusterOn(file, { EJECT_CONSECUTIVE_FAILURES: '3' });
+    for (let i = 0; i < 3; i++) {
+      const r = await request(`${cluster.url}/api/generate`, { body: { model, prompt: `poison ${i}`, stream: false } });
+      expect(r.status).toBe(500);
+    }
+    const st = (await getJson(`${cluster.url}/balancer/status`)).body;
+    expect(st.counters.ejections).toBe(0);
+  });
+
+  it('item 12: /api/show takes no slot and waits in no queue, and does not mark the model loaded', async () => {
+    cluster = await startCluster(
+      [{ tokensPerSecond: 20, numParallel: 1 }],
+      { QUEUE_TIMEOUT_MS: '500', INVENTORY_INTERVAL_MS: '600000' },
+      [{ parallel: 1 }],
+    );
+    const u = cluster.url;
+    const show = await request(`${u}/api/show`, { body: { model } });
+    expect(show.status).toBe(200);
+    let st = (await getJson(`${u}/balancer/status`)).body;
+    expect(st.backends[0].loaded.map((m: any) => m.name)).not.toContain('llama3.2:latest');
+    let started = false;
+    const long = streamTimed(
+      `${u}/api/generate`,
+      { model, prompt: 'long', options: { num_predict: 60 } },
+      () => (started = true),
+    );
+    await waitFor(() => started, 10_000, 'a generation holding the only slot');
+    const during = await request(`${u}/api/show`, { body: { model } });
+    expect(during.status).toBe(200);
+    st = (await getJson(`${u}/balancer/status`)).body;
+    expect(st.counters.queued).toBe(0);
+    await long;
+  }, 60_000);
+
+  it('item 13: the balancer own answers (merged views and errors) carry CORS headers for allowed origins', async () => {
+    cluster = await startCluster([{ tokensPerSecond: 1000 }]);
+    const origin = { origin: 'http://localhost:5173' };
+    for (const [path, body] of [
+      ['/api/tags'],
+      ['/api/ps'],
+      ['/api/version'],
+      ['/v1/models'],
+      ['/api/generate', { model: 'nope:1b', prompt: 'x' }],
+      ['/api/generate', '{'],
+    ] as [string, unknown?][]) {
+      const r = await request(`${cluster.url}${path}`, { headers: origin, body });
+      expect({ path, acao: r.headers['access-control-allow-origin'] }).toEqual({ path, acao: 'http://localhost:5173' });
+    }
+    const other = await request(`${cluster.url}/api/tags`, { headers: { origin: 'https://evil.example' } });
+    expect(other.headers['access-control-allow-origin']).toBeUndefined();
+  });
+
+  it('item 14: a blob larger than MAX_BODY_BYTES is streamed to the backends (201), not refused with 413', async () => {
+    cluster = await startCluster([{ tokensPerSecond: 1000 }, { tokensPerSecond: 1000 }], { MAX_BODY_BYTES: '4096' });
+    const blob = Buffer.alloc(256 * 1024, 7);
+    const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
+    const r = await request(`${cluster.url}/api/blobs/${digest}`, {
+      method: 'POST',
+      body: blob,
+      headers: { 'content-type': 'application/octet-stream' },
+    });
+    expect(r.status).toBe(201);
+    const head = await request(`${cluster.url}/api/blobs/${digest}`, { method: 'HEAD' });
+    expect(head.status).toBe(200);
+  });
 
   it('item 17: a body sent one byte at a time is cut with 408 after BODY_TIMEOUT_MS', async () => {
     cluster = await startCluster([{ tokensPerSecond: 1000 }], { BODY_TIMEOUT_MS: '500' });

@@ -118,6 +118,45 @@ export class OllamaClient implements OnApplicationShutdown {
     });
   }
 
+  /**
+   * A request whose body the caller streams (a blob upload): write to `sink`, then end it. The
+   * answer must come within `timeoutMs` of the body's end; an upload that stops is the caller's to
+   * cut (BODY_TIMEOUT_MS). The sink never throws: a failure rejects `answer` and the sink is destroyed.
+   */
+  upload(origin: URL, path: string, opts: { headers: Record<string, string>; timeoutMs: number }): { sink: http.ClientRequest; answer: Promise<UpstreamResponse> } {
+    const hostname = origin.hostname.startsWith('[') ? origin.hostname.slice(1, -1) : origin.hostname;
+    const secure = origin.protocol === 'https:';
+    const agent = this.pools[secure ? 'https:' : 'http:'].control;
+    const sink = (secure ? https : http).request({ hostname, port: portOf(origin), path, method: 'POST', headers: { host: origin.host, ...opts.headers }, agent });
+    sink.on('error', () => undefined);
+    const answer = new Promise<UpstreamResponse>((resolve, reject) => {
+      let timer: NodeJS.Timeout | null = null;
+      sink.once('finish', () => {
+        timer = setTimeout(() => {
+          reject(new Error(`timed out after ${opts.timeoutMs} ms`));
+          sink.destroy();
+        }, opts.timeoutMs);
+      });
+      sink.once('error', (e) => {
+        if (timer) clearTimeout(timer);
+        reject(e);
+      });
+      sink.once('response', (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.length < 64 && chunks.push(c));
+        res.once('end', () => {
+          if (timer) clearTimeout(timer);
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
+        });
+        res.once('error', (e) => {
+          if (timer) clearTimeout(timer);
+          reject(e);
+        });
+      });
+    });
+    return { sink, answer };
+  }
+
   onApplicationShutdown(): void {
     for (const p of Object.values(this.pools)) {
       p.probe.destroy();

@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'http';
 import { Backend } from '../fleet/backend';
 import { BackendRegistry } from '../fleet/backend-registry.service';
 import { UpstreamResponse } from '../fleet/ollama-client';
+import { addCorsHeaders } from '../http/cors';
 import { sendError } from '../http/errors';
 
 const JSON_CT = 'application/json; charset=utf-8';
@@ -79,10 +80,27 @@ export class FanOut {
   }
 }
 
-export function sendJson(res: ServerResponse, status: number, obj: unknown, head = false, extra: Record<string, string> = {}): void {
+/** The balancer's own answer: JSON, with CORS for an allowed Origin (as the backends' Ollama answers). */
+export function sendJson(req: IncomingMessage, res: ServerResponse, status: number, obj: unknown, head = false, extra: Record<string, string> = {}): void {
   const body = JSON.stringify(obj);
-  res.writeHead(status, { 'Content-Type': JSON_CT, 'Content-Length': Buffer.byteLength(body), ...extra });
+  res.writeHead(status, ownHeaders(req, { 'Content-Type': JSON_CT, 'Content-Length': Buffer.byteLength(body), ...extra }));
   res.end(head ? undefined : body);
+}
+
+/** Headers of an answer the balancer writes itself, with CORS for the request's Origin when allowed. */
+export function ownHeaders<T extends Record<string, string | number | string[]>>(req: IncomingMessage, headers: T): T {
+  if (req.headers.origin !== undefined) addCorsHeaders(req.headers.origin, headers);
+  return headers;
+}
+
+/**
+ * The status for answers that did not all succeed: when every backend refused the request itself
+ * (a 4xx: "model is required", "not found"), that is the client's answer too; a backend that failed
+ * (5xx, or no answer) makes it 500, never a 500 for the client's own mistake.
+ */
+export function failureStatus(failed: BackendAnswer[]): number {
+  const clientErrors = failed.filter((f) => !f.failed && f.status >= 400 && f.status < 500);
+  return clientErrors.length === failed.length && clientErrors.length > 0 ? clientErrors[0].status : 500;
 }
 
 /** A backend's error message: Ollama's {"error":"..."} when it sent one, else the start of the text. */

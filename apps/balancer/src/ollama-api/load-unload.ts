@@ -53,7 +53,7 @@ export class LoadUnload {
     const done: Record<string, unknown> = { model: asked, created_at: new Date().toISOString(), done: true, done_reason: verb, backends };
     if (path === '/api/chat') done.message = { role: 'assistant', content: '' };
     else done.response = '';
-    sendJson(res, 200, done, false, { 'X-Balancer-Backends': holding.map((b) => b.name).join(',') });
+    sendJson(req, res, 200, done, false, { 'X-Balancer-Backends': holding.map((b) => b.name).join(',') });
   }
 }
 

@@ -6,7 +6,7 @@ import { BackendRegistry } from '../fleet/backend-registry.service';
 import { ModelInventory } from '../fleet/model-inventory';
 import { OllamaClient } from '../fleet/ollama-client';
 import { sendError } from '../http/errors';
-import { FanOut, sendJson } from './fan-out';
+import { FanOut, ownHeaders, sendJson } from './fan-out';
 
 /** The fleet-wide reads the balancer answers itself from its backends' merged answers. */
 export type MergedView = 'root' | 'version' | 'tags' | 'ps' | 'v1-models' | 'v1-model';
@@ -31,7 +31,7 @@ export class MergedViews {
     switch (view) {
       case 'root': {
         const body = 'Ollama is running';
-        res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': body.length });
+        res.writeHead(200, ownHeaders(req, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': body.length }));
         res.end(head ? undefined : body);
         return;
       }
@@ -47,9 +47,17 @@ export class MergedViews {
       case 'v1-models':
         void this.v1Models(req, res, null);
         return;
-      case 'v1-model':
-        void this.v1Models(req, res, decodeURIComponent(path.slice('/v1/models/'.length)));
+      case 'v1-model': {
+        let name: string;
+        try {
+          name = decodeURIComponent(path.slice('/v1/models/'.length));
+        } catch {
+          // A malformed percent-encoding names no model (the client's mistake, not a 500).
+          return sendError(req, res, 404, `model '${path.slice('/v1/models/'.length).slice(0, 200)}' not found`);
+        }
+        void this.v1Models(req, res, name);
         return;
+      }
     }
   }
 
@@ -71,7 +79,7 @@ export class MergedViews {
     }
     if (versions.length === 0) return sendError(req, res, 502, 'no backend answered /api/version');
     versions.sort(compareVersions);
-    sendJson(res, 200, { version: versions[0] }, head);
+    sendJson(req, res, 200, { version: versions[0] }, head);
   }
 
   /** Asks every available backend at once; refreshes the inventory from what comes back. */
@@ -114,7 +122,7 @@ export class MergedViews {
     if (this.registry.available().length === 0) return this.fanOut.noBackend(req, res);
     const { models, answered } = await this.mergedTags();
     if (answered === 0) return sendError(req, res, 502, 'no backend answered /api/tags');
-    sendJson(res, 200, { models }, head);
+    sendJson(req, res, 200, { models }, head);
   }
 
   private async ps(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -124,7 +132,7 @@ export class MergedViews {
     // One entry per (model, backend): the same model loaded on two servers is listed twice.
     const models = per.flatMap(({ b, models }) => models.map((m) => ({ ...m, backend: b.name })));
     models.sort((a, b) => String(b.expires_at ?? '').localeCompare(String(a.expires_at ?? '')));
-    sendJson(res, 200, { models });
+    sendJson(req, res, 200, { models });
   }
 
   private async v1Models(req: IncomingMessage, res: ServerResponse, one: string | null): Promise<void> {
@@ -136,12 +144,12 @@ export class MergedViews {
       const created = Math.floor((Date.parse(m.modified_at) || Date.now()) / 1000);
       return { id, object: 'model', created, owned_by: namespaceOf(id) };
     });
-    if (one === null) return sendJson(res, 200, { object: 'list', data });
+    if (one === null) return sendJson(req, res, 200, { object: 'list', data });
     const want = normaliseModelName(one);
     const found = data.find((d) => normaliseModelName(d.id) === want);
     if (!found) return sendError(req, res, 404, `model '${one}' not found`);
     // As Ollama's retrieve does: the id is the name asked for (`llama3.2` stays `llama3.2`).
-    sendJson(res, 200, { ...found, id: one, owned_by: namespaceOf(one) });
+    sendJson(req, res, 200, { ...found, id: one, owned_by: namespaceOf(one) });
   }
 }
 

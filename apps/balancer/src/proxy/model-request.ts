@@ -91,6 +91,12 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
   queuePosition: number | undefined = undefined;
   /** Counted once in the retry budget from its first retry until it finishes. */
   private retrying = false;
+  /**
+   * Backends that answered this request with a 5xx. Counted against them only once the request is
+   * answered well elsewhere: a request that fails everywhere carries its own fault (a template the
+   * model cannot render, a poison input), and must not eject every backend it touched.
+   */
+  private failedOn: Backend[] | null = null;
   /** The answer being relayed: its status, whether its headers went out, its last chunks. */
   private status = 0;
   private headed = false;
@@ -218,11 +224,11 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
       return this.fail(404, '404 page not found');
     }
     const modelMissing = status === 404 && body.includes('not found');
-    if (status >= 500) this.svc.outliers.failure(b, `HTTP ${status}`);
+    if (status >= 500) (this.failedOn ??= []).push(b);
     if (modelMissing) this.svc.inventory.forgetModel(b, this.model);
     if ((status >= 500 || modelMissing) && this.canRetry()) {
       attempt.end(busy ? 'busy' : `status ${status}`);
-      this.retryOrAnswer(modelMissing ? 404 : status, body);
+      this.retryOrAnswer(modelMissing ? 404 : status, body, attempt.response!.headers['content-type']);
       return;
     }
     this.respondBuffered(attempt, body);
@@ -240,6 +246,8 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
 
   onUpstreamEnd(attempt: UpstreamAttempt): void {
     if (!this.headed) this.head(attempt);
+    // Answered well here: the backends that failed it earlier failed on their own account.
+    this.settleFailures(true);
     this.svc.records.finalEvents(this.record, this.recent!, this.streamed);
     this.res.end();
     this.learnFromSuccess(attempt);
@@ -249,6 +257,17 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
 
   onUpstreamFailure(attempt: UpstreamAttempt, why: string): void {
     this.attemptFailed(attempt, why);
+  }
+
+  /**
+   * The client stopped reading and the backend waited on it for the idle limit: end the request
+   * without blaming the backend (its silence was the client's backpressure), and free its slot.
+   */
+  onClientStalled(attempt: UpstreamAttempt): void {
+    const why = `client stopped reading for ${this.svc.upstream.idleTimeoutMs} ms`;
+    attempt.end(why);
+    this.res.destroy();
+    this.finish(499, why);
   }
 
   /**
@@ -323,6 +342,7 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
   private respondBuffered(attempt: UpstreamAttempt, body: Buffer): void {
     const response = attempt.response!;
     const status = response.statusCode ?? 502;
+    this.settleFailures(status < 500);
     const res = this.res;
     if (!res.headersSent && !res.destroyed) {
       const headers = responseHeaders(response, attempt.lease, this.attempts, this.queuePosition, this.requestId, true);
@@ -341,6 +361,11 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     this.svc.outliers.failure(b, why);
     attempt.end(why);
     if (this.clientGone) return this.finish(499, why);
+    // The request went out in full and may still be generating there: never start it a second time.
+    if (attempt.headersTimedOut) {
+      this.settleFailures(false);
+      return this.fail(504, `backend ${b.name} failed: ${why} (not retried: the request was sent and may still be running there)`);
+    }
     if (this.canRetry() && this.anotherCandidate()) {
       this.noteRetry();
       this.dispatch();
@@ -350,11 +375,13 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
   }
 
   /** Retries on another backend; if none can take it, the client gets this backend's answer. */
-  private retryOrAnswer(status: number, errBody: Buffer): void {
+  private retryOrAnswer(status: number, errBody: Buffer, contentType: string | string[] | undefined): void {
     if (!this.anotherCandidate()) {
+      this.settleFailures(status < 500);
       const res = this.res;
       if (!res.headersSent && !res.destroyed) {
-        const headers: Record<string, string | number> = { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': errBody.length, 'X-Request-Id': this.requestId };
+        // The backend's answer as it was (its own type: Gin's 404 is text/plain).
+        const headers: Record<string, string | number | string[]> = { 'Content-Type': contentType ?? 'application/json; charset=utf-8', 'Content-Length': errBody.length, 'X-Request-Id': this.requestId };
         if (status === 503) headers['Retry-After'] = 1;
         res.writeHead(status, headers);
         res.end(errBody);
@@ -410,6 +437,19 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     const model = this.model;
     b.learned.noteAnswer(model, Date.now() - attempt.startedAt, r, b.sizeOf(model), this.streamed && r.ttfbMs !== null ? r.ttfbMs - r.queuedMs : null);
     if (this.kind === 'model' && r.status !== undefined && r.status < 300) this.svc.inventory.noteServed(b, model, this.keepAliveMs, r.loadDurationNs);
+  }
+
+  /**
+   * The 5xx answers this request got, counted against their backends now that its outcome is known:
+   * all of them when it then succeeded (or only one backend was tried: nothing says it was the
+   * request), none when several backends failed it alike (the request's own fault).
+   */
+  private settleFailures(answeredWell: boolean): void {
+    const failed = this.failedOn;
+    if (failed === null) return;
+    this.failedOn = null;
+    if (!answeredWell && failed.length > 1) return;
+    for (const b of failed) this.svc.outliers.failure(b, 'HTTP 5xx');
   }
 
   private finish(status: number, error: string | null): void {

@@ -10,6 +10,7 @@ import { LoadUnload } from '../ollama-api/load-unload';
 import { MergedViews } from '../ollama-api/merged-views';
 import { ModelManagement } from '../ollama-api/model-management';
 import { Preflight } from '../ollama-api/preflight';
+import { ShowModel } from '../ollama-api/show';
 import { resolvePriority } from '../routing/priority-class';
 import { RetryBudget } from '../routing/retry-budget';
 import { RoutingService } from '../routing/routing.service';
@@ -50,6 +51,7 @@ export class ProxyService {
     private readonly loads: LoadUnload,
     private readonly preflight: Preflight,
     private readonly usage: UsageService,
+    private readonly show: ShowModel,
   ) {
     this.services = { routing, retryBudget, outliers, inventory, records, upstream, retryMaxAttempts: config.retryMaxAttempts, open: new Set() };
   }
@@ -70,6 +72,8 @@ export class ProxyService {
     for (const r of open) r.leaveQueue();
     this.lifecycle.advance('closing');
     for (const r of open) r.cut(message);
+    // Pulls and creates still streaming progress end with an error line too.
+    this.management.cutOpen(message);
   }
 
   /** Entry point for every request on an Ollama or OpenAI path. */
@@ -125,14 +129,33 @@ export class ProxyService {
       case 'v1-models':
       case 'v1-model':
         return this.views.answer(kind, req, res, path);
+      case 'show':
+        return this.readBody(req, res, (body) => {
+          const parsed = parseJsonObject(req, res, body);
+          if (parsed === null) return;
+          const model = modelField(parsed);
+          const allowed = model.trim() === '' ? null : this.access.allowsModel(req, normaliseModelName(model));
+          if (allowed) return sendError(req, res, allowed.status, allowed.message);
+          record.model = model.trim() === '' ? null : normaliseModelName(model);
+          this.readyHeaders(req);
+          void this.show.answer(req, res, parsed, body);
+        });
+      case 'blobs':
+        // Streamed to the backends as it arrives: never buffered, so no MAX_BODY_BYTES.
+        this.readyHeaders(req);
+        return this.management.blob(req, res);
       case 'pull':
       case 'delete':
       case 'copy':
       case 'create':
-      case 'blobs':
         return this.readBody(req, res, (body) => {
+          const parsed = parseJsonObject(req, res, body);
+          if (parsed === null) return;
+          // A key's model list covers what a management call names (copy's source and destination too).
+          const denied = this.access.allowsManagement(req, kind, parsed);
+          if (denied) return sendError(req, res, denied.status, denied.message);
           this.readyHeaders(req);
-          this.management.answer(kind, req, res, body);
+          this.management.answer(kind, req, res, parsed, body);
         });
       case 'model':
       case 'push':

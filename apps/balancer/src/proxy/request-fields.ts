@@ -46,9 +46,12 @@ export function sessionKeyOf(req: IncomingMessage, body: any): string | null {
   if (explicit) return `h:${explicit.slice(0, 256)}`;
   const msgs = body?.messages;
   if (Array.isArray(msgs) && msgs.length >= 1) {
-    const sys = msgs.find((m: any) => m?.role === 'system')?.content ?? '';
-    const first = msgs.find((m: any) => m?.role === 'user')?.content ?? '';
-    if (typeof first === 'string' && first.length > 0) return `c:${body.model}:${fnv1a(String(sys).slice(0, 2048) + '\u0000' + first.slice(0, 2048))}`;
+    // Only strings are read: a value with its own toString (or none) must never be converted.
+    const sysContent = msgs.find((m: any) => m?.role === 'system')?.content;
+    const sys = typeof sysContent === 'string' ? sysContent : '';
+    const first = msgs.find((m: any) => m?.role === 'user')?.content;
+    const model = typeof body.model === 'string' ? body.model : '';
+    if (typeof first === 'string' && first.length > 0) return `c:${model}:${fnv1a(sys.slice(0, 2048) + '\u0000' + first.slice(0, 2048))}`;
   }
   return null;
 }

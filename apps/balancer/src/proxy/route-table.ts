@@ -5,6 +5,7 @@ import type { ManagementCall } from '../ollama-api/model-management';
 export type RouteKind =
   | 'model' // a body naming a model: routed to one backend that has it
   | 'push' // routed like a model call (one backend), but model management
+  | 'show' // metadata from one backend holding the model: no slot, no queue
   | MergedView // answered from the whole fleet's merged answers
   | ManagementCall // fanned out to every (or every named) backend
   | 'preflight' // CORS OPTIONS: answered by a backend, so Ollama's own OLLAMA_ORIGINS applies
@@ -39,7 +40,7 @@ const ROUTES: readonly Route[] = [
   { path: '/api/chat', kind: 'model', methods: POST },
   { path: '/api/embed', kind: 'model', methods: POST },
   { path: '/api/embeddings', kind: 'model', methods: POST },
-  { path: '/api/show', kind: 'model', methods: POST },
+  { path: '/api/show', kind: 'show', methods: POST },
   { path: '/api/version', kind: 'version', methods: READ },
   { path: '/api/tags', kind: 'tags', methods: READ },
   { path: '/api/ps', kind: 'ps', methods: READ },

@@ -29,6 +29,9 @@ class RecordingOwner implements AttemptOwner {
   onUpstreamFailure(_a: UpstreamAttempt, why: string): void {
     this.events.push(`failure: ${why}`);
   }
+  onClientStalled(): void {
+    this.events.push('client stalled');
+  }
   onUpstreamBroken(_a: UpstreamAttempt, why: string): void {
     this.events.push(`broken: ${why}`);
   }

@@ -1,10 +1,12 @@
 import { Inject, Injectable, OnModuleDestroy } from '@nestjs/common';
 import * as http from 'http';
 import type { IncomingMessage, ServerResponse } from 'http';
+import * as https from 'https';
 import { createProxyMiddleware, RequestHandler } from 'http-proxy-middleware';
 import type { Socket } from 'net';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
 import type { Backend } from '../fleet/backend';
+import { backendTlsOptions } from '../fleet/ollama-client';
 import type { Lease } from '../routing/lease-ledger';
 import { Deadlined, DeadlineSweep } from './deadline-sweep';
 
@@ -28,6 +30,8 @@ export interface AttemptOwner {
   onUpstreamFailure(attempt: UpstreamAttempt, why: string): void;
   /** The response began, then broke (cut short, reset, no data within the idle limit). */
   onUpstreamBroken(attempt: UpstreamAttempt, why: string): void;
+  /** The client has not read for the idle limit while the backend waited on it: the client's fault, not the backend's. */
+  onClientStalled(attempt: UpstreamAttempt): void;
 }
 
 /** Where http-proxy-middleware sends one attempt (a configured backend, never a client's choice). */
@@ -65,6 +69,10 @@ export class UpstreamAttempt implements Deadlined {
   proxyReq: http.ClientRequest | null = null;
   /** The backend's response, once its headers arrived. */
   response: IncomingMessage | null = null;
+  /** The request went out in full and no answer came within the headers timeout: it may still be generating. */
+  headersTimedOut = false;
+  /** The backend's stream is held because the client is not reading (its silence is then not the backend's). */
+  private heldForClient = false;
 
   constructor(
     private readonly ctx: AttemptContext,
@@ -126,8 +134,13 @@ export class UpstreamAttempt implements Deadlined {
 
   onDeadline(which: 'headers' | 'idle'): void {
     if (this.done) return;
-    if (which === 'idle') this.owner.onUpstreamBroken(this, `no data for ${this.ctx.idleTimeoutMs} ms`);
-    else this.fail(`headers timeout after ${this.ctx.headersTimeoutMs} ms`);
+    if (which === 'idle') {
+      if (this.heldForClient) this.owner.onClientStalled(this);
+      else this.owner.onUpstreamBroken(this, `no data for ${this.ctx.idleTimeoutMs} ms`);
+      return;
+    }
+    this.headersTimedOut = this.proxyReq !== null && this.proxyReq.writableFinished;
+    this.fail(`headers timeout after ${this.ctx.headersTimeoutMs} ms`);
   }
 
   /** Streams the body to the owner chunk by chunk; from now on a chunk must come within the idle limit. */
@@ -176,7 +189,14 @@ export class UpstreamAttempt implements Deadlined {
   pauseUntilDrain(): void {
     const response = this.response!;
     response.pause();
-    this.res.once('drain', () => response.resume());
+    this.heldForClient = true;
+    this.res.once('drain', () => {
+      this.heldForClient = false;
+      // The backend's idle clock starts again now: the pause was the client's.
+      this.seenChunks = this.chunks;
+      this.idleSince = Date.now();
+      response.resume();
+    });
   }
 
   /** Ends the try (aborting the upstream request when `why` says it failed) and releases the lease. */
@@ -216,7 +236,10 @@ export class UpstreamTransport implements AttemptContext, OnModuleDestroy {
   readonly headersTimeoutMs: number;
   readonly idleTimeoutMs: number;
   private readonly agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 1024, scheduling: 'lifo' });
+  /** https backends: TLS verified against the system's certificates plus BACKEND_CA_FILE. */
+  private readonly tlsAgent: https.Agent;
   private readonly proxy: RequestHandler<IncomingMessage, ServerResponse>;
+  private readonly tlsProxy: RequestHandler<IncomingMessage, ServerResponse>;
   private readonly targets = new WeakMap<Backend, ProxyTarget>();
 
   constructor(@Inject(BALANCER_CONFIG) config: BalancerConfig) {
@@ -224,34 +247,9 @@ export class UpstreamTransport implements AttemptContext, OnModuleDestroy {
     this.headersTimeoutMs = config.headersTimeoutMs;
     this.idleTimeoutMs = config.idleStreamTimeoutMs;
     this.sweep = new DeadlineSweep(config.headersTimeoutMs, config.idleStreamTimeoutMs);
-    const attemptOf = (req: IncomingMessage) => (req as CarryingRequest).upstreamAttempt;
-    this.proxy = createProxyMiddleware<IncomingMessage, ServerResponse>({
-      router: (req) => attemptOf(req)!.target as unknown as string,
-      changeOrigin: true,
-      // The path goes upstream as the client sent it (origin-form, already classified by path):
-      // this skips http-proxy's url.parse of every request URL.
-      toProxy: true,
-      agent: this.agent,
-      selfHandleResponse: true,
-      ejectPlugins: true,
-      buffer: NO_BODY_PIPE,
-      plugins: [
-        (server) => {
-          server.on('proxyReq', (proxyReq, req) => {
-            const attempt = attemptOf(req);
-            if (attempt === undefined) proxyReq.destroy();
-            else attempt.onProxyReq(proxyReq);
-          });
-          server.on('proxyRes', (proxyRes, req) => {
-            const attempt = attemptOf(req);
-            if (attempt === undefined) proxyRes.destroy();
-            else attempt.onProxyRes(proxyRes);
-          });
-          server.on('error', (err, req, _res, target) => attemptOf(req)?.onProxyError(err as NodeJS.ErrnoException, target));
-          server.on('econnreset', () => undefined);
-        },
-      ],
-    });
+    this.tlsAgent = new https.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 1024, scheduling: 'lifo', ...backendTlsOptions(config.backendCa) });
+    this.proxy = proxyOver(this.agent);
+    this.tlsProxy = proxyOver(this.tlsAgent);
   }
 
   /** The proxy target of a backend, made once. */
@@ -265,7 +263,8 @@ export class UpstreamTransport implements AttemptContext, OnModuleDestroy {
   }
 
   send(attempt: UpstreamAttempt): void {
-    void this.proxy(attempt.req, attempt.res, (err?: unknown) => {
+    const proxy = attempt.target.protocol === 'https:' ? this.tlsProxy : this.proxy;
+    void proxy(attempt.req, attempt.res, (err?: unknown) => {
       if (err) attempt.onProxyError(err as NodeJS.ErrnoException, attempt.target);
     });
   }
@@ -273,5 +272,38 @@ export class UpstreamTransport implements AttemptContext, OnModuleDestroy {
   onModuleDestroy(): void {
     this.sweep.stop();
     this.agent.destroy();
+    this.tlsAgent.destroy();
   }
+}
+
+/** http-proxy-middleware over one agent, our own response handling (each attempt handles its events). */
+function proxyOver(agent: http.Agent): RequestHandler<IncomingMessage, ServerResponse> {
+  const attemptOf = (req: IncomingMessage) => (req as CarryingRequest).upstreamAttempt;
+  return createProxyMiddleware<IncomingMessage, ServerResponse>({
+    router: (req) => attemptOf(req)!.target as unknown as string,
+    changeOrigin: true,
+    // The path goes upstream as the client sent it (origin-form, already classified by path):
+    // this skips http-proxy's url.parse of every request URL.
+    toProxy: true,
+    agent,
+    selfHandleResponse: true,
+    ejectPlugins: true,
+    buffer: NO_BODY_PIPE,
+    plugins: [
+      (server) => {
+        server.on('proxyReq', (proxyReq, req) => {
+          const attempt = attemptOf(req);
+          if (attempt === undefined) proxyReq.destroy();
+          else attempt.onProxyReq(proxyReq);
+        });
+        server.on('proxyRes', (proxyRes, req) => {
+          const attempt = attemptOf(req);
+          if (attempt === undefined) proxyRes.destroy();
+          else attempt.onProxyRes(proxyRes);
+        });
+        server.on('error', (err, req, _res, target) => attemptOf(req)?.onProxyError(err as NodeJS.ErrnoException, target));
+        server.on('econnreset', () => undefined);
+      },
+    ],
+  });
 }
