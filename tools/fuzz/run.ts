@@ -110,7 +110,11 @@ function judgeOutcome(reqs: WireRequest[], o: WireOutcome, aborting: boolean, ba
       detail: `${first}: ${o.responses.length} of ${reqs.length} answers after ${EXCHANGE_TIMEOUT_MS} ms`,
     });
   else if (o.end === 'closed' && o.responses.length < reqs.length) {
-    const closing = o.responses.some((r) => (header(r, 'connection') ?? '').toLowerCase() === 'close');
+    // Node itself ends a connection after refusing a request it cannot frame or whose Expect it
+    // rejects (400, 408, 413, 417, 431): the requests pipelined behind it are then unanswered.
+    const closing = o.responses.some(
+      (r) => (header(r, 'connection') ?? '').toLowerCase() === 'close' || [400, 408, 413, 417, 431].includes(r.status),
+    );
     if (!closing)
       out.push({
         kind: 'closed',

@@ -26,7 +26,12 @@ export class ShowModel {
     private readonly fanOut: FanOut,
   ) {}
 
-  async answer(req: IncomingMessage, res: ServerResponse, parsed: Record<string, unknown>, body: Buffer): Promise<void> {
+  async answer(
+    req: IncomingMessage,
+    res: ServerResponse,
+    parsed: Record<string, unknown>,
+    body: Buffer,
+  ): Promise<void> {
     const raw = modelField(parsed);
     if (raw.trim() === '') return sendError(req, res, 400, 'model is required');
     const model = normaliseModelName(raw);
@@ -49,7 +54,11 @@ export class ShowModel {
           continue;
         }
         if (res.destroyed) return;
-        const headers: Record<string, string | number> = { 'Content-Type': String(r.headers['content-type'] ?? 'application/json; charset=utf-8'), 'Content-Length': r.body.length, 'X-Balancer-Backend': b.name };
+        const headers: Record<string, string | number> = {
+          'Content-Type': String(r.headers['content-type'] ?? 'application/json; charset=utf-8'),
+          'Content-Length': r.body.length,
+          'X-Balancer-Backend': b.name,
+        };
         res.writeHead(r.status, ownHeaders(req, headers));
         res.end(r.body);
         return;

@@ -105,7 +105,8 @@ describe('ModelRequest (one client request through dispatch, retries, failure an
     const second = s.sent[1];
     expect(second.backend).not.toBe(first.backend);
     expect(first.backend.inFlight).toBe(0);
-    expect(first.backend.consecutiveErrors).toBe(1);
+    // Its 503 counts against it once the request is answered well elsewhere (issue 11 item 11).
+    expect(first.backend.consecutiveErrors).toBe(0);
     expect(s.retryBudget.retrying).toBe(1);
 
     const ok = answer(second, 200, { 'content-type': 'application/x-ndjson' });
@@ -122,6 +123,7 @@ describe('ModelRequest (one client request through dispatch, retries, failure an
     expect(s.registry.totalInFlight()).toBe(0);
     expect(s.retryBudget.retrying).toBe(0);
     expect(second.backend.learned.tokenRate(MODEL)).toBe(30);
+    expect(first.backend.consecutiveErrors).toBe(1);
   });
 
   it('client gone while queued: leaves the queue, is never sent, holds no slot', async () => {

@@ -57,6 +57,9 @@ export class ProxyModule implements OnApplicationBootstrap, OnModuleDestroy {
       const q = url.indexOf('?');
       const path = q === -1 ? url : url.slice(0, q);
       bodies.watch(req, res, path);
+      // An Upgrade the balancer does not take (no protocol switch here) still ends HTTP on this
+      // connection for Node's parser: whatever a client pipelined behind it would never be read.
+      if (req.headers.upgrade !== undefined) res.shouldKeepAlive = false;
       if (isProxyPath(path)) {
         try {
           this.proxy.handle(req, res);
