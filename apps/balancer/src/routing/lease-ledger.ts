@@ -44,6 +44,12 @@ export abstract class LeaseLedger {
   get grantsLater(): boolean {
     return false;
   }
+  /** Requests other replicas have in flight at a backend, for the policies; null for a single balancer. */
+  readonly othersInFlight: ((b: Backend, model: string | null) => number) | null = null;
+  /** Requests waiting for the model on every replica (a shared line); 0 for a single balancer. */
+  waitingFor(_model: string | null): number {
+    return 0;
+  }
 }
 
 /** This process's counts, exact, on each Backend (taken at dispatch, never overwritten by a poll). */

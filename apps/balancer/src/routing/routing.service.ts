@@ -7,7 +7,7 @@ import { Lifecycle } from '../lifecycle/lifecycle';
 import { Lease, LeaseLedger } from './lease-ledger';
 import { NoCandidate, Placement, WAIT } from './placement';
 import { PlacementQueue, QueuedRequest } from './placement-queue';
-import { createPolicy, Pick, PickReason, PolicyContext, PredictivePolicy, RouteRequest, RoutingPolicy } from './policies';
+import { createPolicy, inFlightAt, Pick, PickReason, PolicyContext, PredictivePolicy, RouteRequest, RoutingPolicy } from './policies';
 import { SessionAffinity } from './session-affinity';
 
 export interface Decision {
@@ -25,6 +25,8 @@ const DEFAULT_PROMPT_MS_PER_TOKEN = 1;
 /** Affinity always tolerates this much extra predicted time (keeps short chats together). */
 const MIN_AFFINITY_MS = 50;
 const KEEP_DECISIONS = 50;
+/** A backend predicted within this (or 10 %) of the best is as good, for a shared line's preferences. */
+const SHARED_PREFERENCE_SLACK_MS = 50;
 const SHUTTING_DOWN = new NoCandidate(503, 'balancer is shutting down', 1);
 
 /**
@@ -54,7 +56,7 @@ export class RoutingService {
     private readonly lifecycle: Lifecycle,
   ) {
     this.policy = createPolicy(config.policy);
-    this.ctx = { agentStaleMs: config.agentStaleMs };
+    this.ctx = { agentStaleMs: config.agentStaleMs, ...(ledger.othersInFlight ? { othersInFlight: ledger.othersInFlight } : {}) };
     registry.onCapacity(() => this.queue.drain(this.drainPass));
     lifecycle.onChange((state) => {
       // The drain deadline passed: every queued request gets 503 now.
@@ -137,35 +139,56 @@ export class RoutingService {
 
   /**
    * The candidates in order of preference, for a queue shared by replicas (it takes the first with a
-   * free slot under the global caps): the policy's choice (or the session's pin) first, then the
-   * rest from least to most loaded here. A policy that weighs waiting (predictive) would rather wait
-   * for a server holding the model in memory than load it on an idle one: when its choice holds the
-   * model, so do all the others listed.
+   * free slot under the global caps, counting every replica's requests): the policy's choice (or the
+   * session's pin) first, then the rest from least to most loaded. A policy that weighs waiting
+   * (predictive) lists only the backends it predicts about as soon done as its choice, waiting
+   * counted (the shared line's length as the requests ahead): it would rather wait for a fast or
+   * warm server than send the request to a slow or cold one, as a single balancer does.
    */
-  preferences(req: RouteRequest, tried?: ReadonlySet<Backend>): Backend[] | NoCandidate {
+  preferences(route: RouteRequest, tried?: ReadonlySet<Backend>): Backend[] | NoCandidate {
+    const req = this.withSharedLine(route);
     const candidates = this.candidatesFor(req.model, req.displayModel, tried, req.now);
     if (!Array.isArray(candidates)) return candidates;
     const first = this.choose(candidates, req).backend;
     const model = req.model;
-    const warmOnly = this.policy.weighsWaiting && model !== null && first.isLoaded(model, req.now);
-    const rest = candidates.filter((b) => b !== first && (!warmOnly || b.isLoaded(model, req.now)));
-    const load = (b: Backend) => (model === null ? b.inFlight : b.inFlightFor(model)) / Math.max(1, b.config.modelConcurrency || b.config.parallel);
+    if (this.policy.weighsWaiting) {
+      const bound = this.predictionBound(candidates, req);
+      const predicted = new Map(candidates.map((b) => [b, this.predictor.predict(b, req, this.ctx).totalMs]));
+      const rest = candidates.filter((b) => b !== first && predicted.get(b)! <= bound);
+      rest.sort((a, b) => predicted.get(a)! - predicted.get(b)!);
+      return [first, ...rest];
+    }
+    const rest = candidates.filter((b) => b !== first);
+    const load = (b: Backend) => inFlightAt(b, model, this.ctx) / Math.max(1, b.config.modelConcurrency || b.config.parallel);
     rest.sort((a, b) => load(a) - load(b));
     return [first, ...rest];
   }
 
   /**
-   * Whether a slot handed over on `backend` suits a waiting request: still a candidate here, and
-   * holding the model in memory when the policy would wait for such a server and one exists.
+   * Whether a slot handed over on `backend` suits a waiting request: still a candidate here, and,
+   * for a policy that weighs waiting, predicted about as soon done as the best candidate.
    */
-  acceptsGrant(req: RouteRequest, tried: ReadonlySet<Backend>, backend: string): boolean {
+  acceptsGrant(route: RouteRequest, tried: ReadonlySet<Backend>, backend: string): boolean {
+    const req = this.withSharedLine(route);
     const candidates = this.candidatesFor(req.model, req.displayModel, tried, req.now);
     if (!Array.isArray(candidates)) return false;
     const b = candidates.find((x) => x.name === backend);
     if (!b) return false;
-    const model = req.model;
-    if (this.policy.weighsWaiting && model !== null && !b.isLoaded(model, req.now) && candidates.some((x) => x.isLoaded(model, req.now))) return false;
-    return true;
+    if (!this.policy.weighsWaiting) return true;
+    return this.predictor.predict(b, req, this.ctx).totalMs <= this.predictionBound(candidates, req);
+  }
+
+  /** The requests waiting in a shared line for the model count as ahead of this one. */
+  private withSharedLine(req: RouteRequest): RouteRequest {
+    const waiting = this.ledger.waitingFor(req.model);
+    return waiting > (req.queuedAhead ?? 0) ? { ...req, queuedAhead: waiting } : req;
+  }
+
+  /** The best predicted completion among the candidates, with a tolerance (10 %, at least 50 ms). */
+  private predictionBound(candidates: Backend[], req: RouteRequest): number {
+    let best = Infinity;
+    for (const b of candidates) best = Math.min(best, this.predictor.predict(b, req, this.ctx).totalMs);
+    return best + Math.max(SHARED_PREFERENCE_SLACK_MS, best * 0.1);
   }
 
   /**

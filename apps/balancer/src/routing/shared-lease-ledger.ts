@@ -26,6 +26,12 @@ export class SharedLeaseLedger extends LeaseLedger {
     super();
   }
 
+  override readonly othersInFlight = (b: Backend, model: string | null): number => this.shared.slots.othersInFlight(b.name, model);
+
+  override waitingFor(model: string | null): number {
+    return this.shared.slots.waitingFor(model);
+  }
+
   override get grantsLater(): boolean {
     return this.shared.up;
   }

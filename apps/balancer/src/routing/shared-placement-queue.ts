@@ -140,6 +140,8 @@ export class SharedPlacementQueue extends PlacementQueue {
           return order.map((b) => b.name);
         },
         accept: (backend) => this.routing.acceptsGrant({ ...route, now: Date.now() }, tried, backend),
+        // Every backend's counts come back with each request for a slot: the policy sees the fleet's load.
+        observe: () => this.registry.backends.map((b) => b.name),
         wait: true,
         priority: this.classOf(w.entry),
         onQueued: (cancel) => (w.cancel = cancel),

@@ -91,7 +91,8 @@ export class RedisLink extends EventEmitter {
       retryStrategy: (times: number) => Math.min(50 * times, 1000),
       maxRetriesPerRequest: 0,
     };
-    const cmd = new Redis(this.config.url, { ...common, enableOfflineQueue: false, commandTimeout: this.config.commandTimeoutMs }) as ScriptedRedis;
+    // Auto-pipelining: the commands of one event-loop turn go out in one write (many requests at once).
+    const cmd = new Redis(this.config.url, { ...common, enableOfflineQueue: false, enableAutoPipelining: true, commandTimeout: this.config.commandTimeoutMs }) as ScriptedRedis;
     cmd.defineCommand('olbAcquire', { numberOfKeys: 0, lua: ACQUIRE_LUA });
     cmd.defineCommand('olbRelease', { numberOfKeys: 0, lua: RELEASE_LUA });
     cmd.defineCommand('olbHeartbeat', { numberOfKeys: 0, lua: HEARTBEAT_LUA });

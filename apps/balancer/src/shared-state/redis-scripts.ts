@@ -12,7 +12,8 @@
  *                          member "<replica>|<waiter>|<excluded backends, comma-separated>";
  *                          the place is class x 10^12 + P wseq (incremented per enqueue): higher
  *                          classes first, then strict arrival order, no ties
- * Channels: P grant:<replica> (a slot handed to one of its waiters), P capacity (a backend-wide
+ * Channels: P grant:<replica> (a slot handed to one of its waiters: "waiter|backend|lease|in flight
+ * there|in flight there for the model|model"), P capacity (a backend-wide
  * slot freed that no waiter of the same model took), P events (cordons, ejections, learned stats).
  *
  * A lease that is not renewed expires: counting purges expired members first, so the slots of a
@@ -63,7 +64,7 @@ local function take(P, b, model, lid, expiry)
   if model ~= '' then redis.call('ZADD', P .. 'm:' .. b .. '|' .. model, expiry, lid) end
 end
 -- Hands up to free slots on b to the oldest live waiters of the model that may use b.
-local function handOff(P, b, model, free, now, leaseMs)
+local function handOff(P, b, model, free, now, leaseMs, cb, cm)
   if free <= 0 then return 0 end
   local granted = 0
   local wkey = P .. 'w:' .. model
@@ -80,8 +81,8 @@ local function handOff(P, b, model, free, now, leaseMs)
       local ttl = redis.call('PTTL', P .. 'r:' .. rid)
       if ttl <= 0 or ttl > leaseMs then ttl = leaseMs end
       take(P, b, model, lid, now + ttl)
-      redis.call('PUBLISH', P .. 'grant:' .. rid, wid .. '|' .. b .. '|' .. lid .. '|' .. model)
       granted = granted + 1
+      redis.call('PUBLISH', P .. 'grant:' .. rid, wid .. '|' .. b .. '|' .. lid .. '|' .. (cb + granted) .. '|' .. (cm + granted) .. '|' .. model)
       if granted >= free then break end
     end
   end
@@ -96,9 +97,10 @@ end
  * ARGV: prefix, model ('' = none), replica, lease id, waiter member ('' = not a waiter), lease ms,
  *       enqueue (1/0), priority class (0 = highest: a waiter of a higher class is ahead of every
  *       waiter of a lower one), then (backend, backend cap, model cap) per candidate in preference
- *       order.
+ *       order; a backend named '?name' is only counted (for the policies' view), never taken.
  * Returns: {status (1 granted, 2 queued, 0 neither), backend granted, place in line (when queued),
- *           then backend, in flight there, in flight there for the model, per candidate}.
+ *           waiters of the model ahead of it, then backend, in flight there, in flight there for
+ *           the model, per candidate}.
  */
 export const ACQUIRE_LUA = `${PRELUDE}
 local P, model, lid, member = ARGV[1], ARGV[2], ARGV[4], ARGV[5]
@@ -126,12 +128,23 @@ if olderCount > 0 then
 end
 -- Waiters past the first 100 are assumed to reserve every backend.
 local beyond = olderCount - dead - #olderExcl
-local out = {0, '', now}
+local out = {0, '', now, olderCount - dead}
 for i = 9, #ARGV, 3 do
   local b = ARGV[i]
-  local cb, cm = counts(P, b, model, now)
+  -- '?backend': only its counts are wanted (the policies' view), no slot there.
+  local countOnly = string.sub(b, 1, 1) == '?'
+  if countOnly then b = string.sub(b, 2) end
+  local cb, cm
+  if out[1] == 1 or countOnly then
+    -- Past the grant only the counts matter (for the policies' view): no purge.
+    cb = redis.call('ZCARD', P .. 'b:' .. b)
+    cm = 0
+    if model ~= '' then cm = redis.call('ZCARD', P .. 'm:' .. b .. '|' .. model) end
+  else
+    cb, cm = counts(P, b, model, now)
+  end
   local free = freeSlots(tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), cb, cm, model)
-  if out[1] == 0 and free > 0 then
+  if out[1] == 0 and free > 0 and not countOnly then
     local reserved = beyond
     for _, e in ipairs(olderExcl) do
       if not excludes(e, b) then reserved = reserved + 1 end
@@ -175,9 +188,18 @@ local bcap, mcap, leaseMs = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[
 local removed = redis.call('ZREM', P .. 'b:' .. b, lid)
 if model ~= '' then redis.call('ZREM', P .. 'm:' .. b .. '|' .. model, lid) end
 if ARGV[8] ~= '' then redis.call('ZADD', P .. 'w:' .. model, 'NX', tonumber(ARGV[9]), ARGV[8]) end
-local now = nowMs()
-local cb, cm = counts(P, b, model, now)
-local granted = handOff(P, b, model, freeSlots(bcap, mcap, cb, cm, model), now, leaseMs)
+local granted = 0
+local cb, cm
+if redis.call('EXISTS', P .. 'w:' .. model) == 1 then
+  local now = nowMs()
+  cb, cm = counts(P, b, model, now)
+  granted = handOff(P, b, model, freeSlots(bcap, mcap, cb, cm, model), now, leaseMs, cb, cm)
+else
+  -- Nobody waits for the model: the counts (unpurged) are all the caller needs.
+  cb = redis.call('ZCARD', P .. 'b:' .. b)
+  cm = 0
+  if model ~= '' then cm = redis.call('ZCARD', P .. 'm:' .. b .. '|' .. model) end
+end
 if granted == 0 and bcap > 0 then redis.call('PUBLISH', P .. 'capacity', b) end
 if model ~= '' then cm = cm + granted end
 return {removed, granted, cb + granted, cm}

@@ -20,6 +20,8 @@ export interface PlaceRequest {
   model: string | null;
   /** Backends this request must not use (tried already). */
   exclude?: Iterable<string>;
+  /** Backends whose counts to refresh as well (the policies' view), never taken. */
+  observe?: () => string[];
   /**
    * The backends that may serve, in preference order; asked again at each retry (health, cordons and
    * inventory change while a request waits). May throw: the request then fails with that error.
@@ -59,7 +61,7 @@ interface Waiter {
 /** Waiters per model re-checked each round (the oldest may not fit where the room is). */
 const RETRY_PER_MODEL = 4;
 
-type AcquireReply = [number, string, number, ...(string | number)[]];
+type AcquireReply = [number, string, number, number, ...(string | number)[]];
 
 /**
  * Global concurrency slots on Redis. A slot is a lease (a member of the backend's and the
@@ -79,6 +81,12 @@ export class SharedSlots {
   /** Waiter entries this replica gave up on while Redis was unreachable; removed when it returns. */
   private readonly orphans = new Map<string, string>();
   private retryTimer: NodeJS.Timeout | null = null;
+  /** Slots held here per backend, and per backend|model. */
+  private readonly heldAt = new Map<string, number>();
+  /** The fleet-wide counts Redis last reported per backend, and per backend|model. */
+  private readonly globalAt = new Map<string, number>();
+  /** Requests waiting in Redis's line per model, as last reported. */
+  private readonly lineAt = new Map<string, number>();
   private readonly countsListeners: SlotCountsListener[] = [];
   readonly counters = { granted: 0, handedOver: 0, returned: 0, queued: 0, retries: 0 };
 
@@ -102,6 +110,27 @@ export class SharedSlots {
     this.countsListeners.push(l);
   }
 
+  /**
+   * Requests the other replicas have in flight at the backend (for the model, or in all with
+   * null), from the counts Redis reported last (each slot request and release reports those of the
+   * backends it named); 0 while Redis is away.
+   */
+  othersInFlight(backend: string, model: string | null): number {
+    if (!this.link.up) return 0;
+    const k = model === null ? backend : `${backend}|${model}`;
+    return Math.max(0, (this.globalAt.get(k) ?? 0) - (this.heldAt.get(k) ?? 0));
+  }
+
+  /** Requests waiting for the model in Redis's line, on every replica, as last reported (0 while Redis is away). */
+  waitingFor(model: string | null): number {
+    return this.link.up ? (this.lineAt.get(model ?? '') ?? 0) : 0;
+  }
+
+  private count(backend: string, model: string, d: number): void {
+    this.heldAt.set(backend, (this.heldAt.get(backend) ?? 0) + d);
+    if (model !== '') this.heldAt.set(`${backend}|${model}`, (this.heldAt.get(`${backend}|${model}`) ?? 0) + d);
+  }
+
   get waiting(): number {
     return this.waiters.size;
   }
@@ -122,7 +151,7 @@ export class SharedSlots {
     }
     const leaseId = `${this.link.replicaId}/${++this.seq}`;
     if (!req.wait) {
-      return this.acquire(model, leaseId, '', targets, false, 0).then((reply) => (reply[0] === 1 ? this.took(reply[1], model, leaseId, 0) : null));
+      return this.acquire(model, leaseId, '', targets, false, 0, req.observe?.()).then((reply) => (reply[0] === 1 ? this.took(reply[1], model, leaseId, 0) : null));
     }
     return new Promise<SharedSlot>((resolve, reject) => {
       const wid = String(++this.seq);
@@ -144,7 +173,7 @@ export class SharedSlots {
       };
       // Registered before asking: a grant (on the subscriber connection) may overtake the reply.
       this.waiters.set(wid, w);
-      this.acquire(model, leaseId, w.member, targets, true, w.priority).then(
+      this.acquire(model, leaseId, w.member, targets, true, w.priority, req.observe?.()).then(
         (reply) => {
           w.retrying = false;
           if (w.settled) return this.afterSettled(w, reply, model, leaseId);
@@ -167,6 +196,7 @@ export class SharedSlots {
     const held = this.held.get(slot.leaseId);
     if (!held) return;
     this.held.delete(slot.leaseId);
+    this.count(held.backend, held.model, -1);
     this.sendRelease(held.backend, held.model, held.leaseId, held.caps);
   }
 
@@ -178,6 +208,7 @@ export class SharedSlots {
     const m = model ?? '';
     const leaseId = `${this.link.replicaId}/${++this.seq}`;
     this.held.set(leaseId, { backend, model: m, leaseId, caps: this.capsOf(backend, m) });
+    this.count(backend, m, 1);
     return { leaseId, backend, model: m, queuedMs: 0 };
   }
 
@@ -188,12 +219,13 @@ export class SharedSlots {
     for (const w of [...this.waiters.values()]) this.fail(w, new SharedStateUnavailable('shutting down'));
   }
 
-  private async acquire(model: string, leaseId: string, member: string, targets: string[], enqueue: boolean, priority: number): Promise<AcquireReply> {
+  private async acquire(model: string, leaseId: string, member: string, targets: string[], enqueue: boolean, priority: number, observe: string[] = []): Promise<AcquireReply> {
     const args: (string | number)[] = [this.link.prefix, model, this.link.replicaId, leaseId, member, this.link.config.leaseMs, enqueue ? 1 : 0, priority];
     for (const b of targets) {
       const c = this.capsOf(b, model);
       args.push(b, c.backendCap, c.modelCap);
     }
+    for (const b of observe) if (!targets.includes(b)) args.push(`?${b}`, 0, 0);
     let reply: AcquireReply;
     try {
       reply = (await this.link.redis().olbAcquire(...args)) as AcquireReply;
@@ -201,12 +233,14 @@ export class SharedSlots {
       this.link.failed(e);
       throw e instanceof SharedStateUnavailable ? e : new SharedStateUnavailable((e as Error).message);
     }
-    for (let i = 3; i + 2 < reply.length; i += 3) this.tellCounts(String(reply[i]), model, Number(reply[i + 1]), Number(reply[i + 2]));
+    this.lineAt.set(model, Number(reply[3]) + (reply[0] === 2 ? 1 : 0));
+    for (let i = 4; i + 2 < reply.length; i += 3) this.tellCounts(String(reply[i]), model, Number(reply[i + 1]), Number(reply[i + 2]));
     return reply;
   }
 
   private took(backend: string, model: string, leaseId: string, queuedMs: number): SharedSlot {
     this.held.set(leaseId, { backend, model, leaseId, caps: this.capsOf(backend, model) });
+    this.count(backend, model, 1);
     this.counters.granted++;
     return { leaseId, backend, model, queuedMs };
   }
@@ -277,16 +311,19 @@ export class SharedSlots {
     );
   }
 
-  /** A release elsewhere handed one of our waiters a slot: "waiter|backend|lease|model". */
+  /** A release elsewhere handed one of our waiters a slot: "waiter|backend|lease|in flight|for the model|model". */
   private onGrant(message: string): void {
-    const a = message.indexOf('|');
-    const b = message.indexOf('|', a + 1);
-    const c = message.indexOf('|', b + 1);
-    if (a < 0 || b < 0 || c < 0) return;
-    const wid = message.slice(0, a);
-    const backend = message.slice(a + 1, b);
-    const leaseId = message.slice(b + 1, c);
-    const model = message.slice(c + 1);
+    const parts: string[] = [];
+    let at = 0;
+    for (let k = 0; k < 5; k++) {
+      const next = message.indexOf('|', at);
+      if (next < 0) return;
+      parts.push(message.slice(at, next));
+      at = next + 1;
+    }
+    const [wid, backend, leaseId, cb, cm] = parts;
+    const model = message.slice(at);
+    this.tellCounts(backend, model, Number(cb), Number(cm));
     const w = this.waiters.get(wid);
     if (!w || w.settled) {
       // Timed out, cancelled or already served: the slot goes on to the next in line.
@@ -361,7 +398,7 @@ export class SharedSlots {
     const leaseId = `${this.link.replicaId}/${++this.seq}`;
     let reply: AcquireReply;
     try {
-      reply = await this.acquire(w.model, leaseId, w.member, targets, true, w.priority);
+      reply = await this.acquire(w.model, leaseId, w.member, targets, true, w.priority, w.req.observe?.());
     } catch {
       w.retrying = false;
       return;
@@ -387,6 +424,8 @@ export class SharedSlots {
   }
 
   private tellCounts(backend: string, model: string, inFlight: number, modelInFlight: number): void {
+    this.globalAt.set(backend, inFlight);
+    if (model !== '') this.globalAt.set(`${backend}|${model}`, modelInFlight);
     for (const l of this.countsListeners) l(backend, model, inFlight, modelInFlight);
   }
 

@@ -44,6 +44,18 @@ export interface Pick {
 export interface PolicyContext {
   /** A reading older than this counts as unknown. */
   agentStaleMs: number;
+  /**
+   * Requests other balancer replicas have in flight at the backend (for `model`, or in all when
+   * null), as Redis last counted them; absent for a single balancer. Policies add it to the
+   * backend's own counts so that every replica sees the fleet's load.
+   */
+  othersInFlight?: (b: Backend, model: string | null) => number;
+}
+
+/** Requests in flight at the backend (for the model, or all when null), this replica's and the others'. */
+export function inFlightAt(b: Backend, model: string | null, ctx?: PolicyContext): number {
+  const own = model === null ? b.inFlight : b.inFlightFor(model);
+  return ctx?.othersInFlight ? own + ctx.othersInFlight(b, model) : own;
 }
 
 /**

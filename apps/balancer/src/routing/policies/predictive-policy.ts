@@ -1,5 +1,5 @@
 import type { Backend } from '../../fleet/backend';
-import { Pick, PolicyContext, RouteRequest, RoutingPolicy } from './policy';
+import { inFlightAt, Pick, PolicyContext, RouteRequest, RoutingPolicy } from './policy';
 
 /** Until a backend has shown its speed, assume a request takes this long... */
 export const DEFAULT_SERVICE_MS = 3000;
@@ -56,7 +56,7 @@ export class PredictivePolicy implements RoutingPolicy {
       if (
         bestP === null ||
         p.totalMs < bestP.totalMs - 1 ||
-        (Math.abs(p.totalMs - bestP.totalMs) <= 1 && b.inFlight / b.weight < best.inFlight / best.weight)
+        (Math.abs(p.totalMs - bestP.totalMs) <= 1 && inFlightAt(b, null, ctx) / b.weight < inFlightAt(best, null, ctx) / best.weight)
       ) {
         best = b;
         bestP = p;
@@ -91,7 +91,7 @@ export class PredictivePolicy implements RoutingPolicy {
     const { serviceMs, ttftMs } = this.serviceTime(b, req);
     const typical = (model !== null ? b.learned.serviceMs.get(model)?.value : null) ?? b.learned.serviceMsAll.value ?? serviceMs;
     const ends = b.runningEnds.get(model) ?? EMPTY;
-    const active = model !== null ? b.inFlightFor(model) : b.inFlight;
+    const active = inFlightAt(b, model, ctx);
     // Completions needed before a slot is free for this request.
     const need = active + 1 + (req.queuedAhead ?? 0) - slots;
     let waitMs = 0;
@@ -109,7 +109,7 @@ export class PredictivePolicy implements RoutingPolicy {
       }
     }
     // Other models running on the same GPUs slow this one down; so does a busy GPU (fresh reading).
-    const others = b.inFlight - (model !== null ? b.inFlightFor(model) : 0);
+    const others = inFlightAt(b, null, ctx) - (model !== null ? active : 0);
     const util = b.gpuUtilization(ctx.agentStaleMs, req.now);
     waitMs += others * 50 + (util === null ? 0 : util * 2);
 

@@ -1,5 +1,5 @@
 import type { Backend } from '../../fleet/backend';
-import { argmin, Pick, PolicyContext, RouteRequest, RoutingPolicy } from './policy';
+import { argmin, inFlightAt, Pick, PolicyContext, RouteRequest, RoutingPolicy } from './policy';
 
 /** Plain rotation over the candidates (weights honoured by repeating heavier backends' turns). */
 export class RoundRobinPolicy implements RoutingPolicy {
@@ -21,8 +21,8 @@ export class RoundRobinPolicy implements RoutingPolicy {
 export class LeastConnectionsPolicy implements RoutingPolicy {
   readonly name = 'least-connections';
   private turn = 0;
-  pick(candidates: readonly Backend[]): Pick {
-    const i = argmin(candidates, (b) => b.inFlight / b.weight, this.turn++);
+  pick(candidates: readonly Backend[], _req?: RouteRequest, ctx?: PolicyContext): Pick {
+    const i = argmin(candidates, (b) => inFlightAt(b, null, ctx) / b.weight, this.turn++);
     return { backend: candidates[i], reason: 'least-connections' };
   }
 }
@@ -40,7 +40,7 @@ export class LeastLoadedPolicy implements RoutingPolicy {
       (b) => {
         const util = b.gpuUtilization(ctx.agentStaleMs, req.now);
         const slots = Math.max(1, b.config.parallel) * b.weight;
-        return b.inFlight / slots + (util === null ? 0.5 : util / 100);
+        return inFlightAt(b, null, ctx) / slots + (util === null ? 0.5 : util / 100);
       },
       this.turn++,
     );
@@ -53,7 +53,7 @@ export class SeedScorePolicy implements RoutingPolicy {
   readonly name = 'seed-score';
   private turn = 0;
   pick(candidates: readonly Backend[], req: RouteRequest, ctx: PolicyContext): Pick {
-    const i = argmin(candidates, (b) => b.inFlight * 10 + (b.gpuUtilization(ctx.agentStaleMs, req.now) ?? 0), this.turn++);
+    const i = argmin(candidates, (b) => inFlightAt(b, null, ctx) * 10 + (b.gpuUtilization(ctx.agentStaleMs, req.now) ?? 0), this.turn++);
     return { backend: candidates[i], reason: 'seed-score' };
   }
 }
