@@ -111,6 +111,8 @@ describe('ModelRequest (one client request through dispatch, retries, failure an
 
     const ok = answer(second, 200, { 'content-type': 'application/x-ndjson' });
     ok.write('{"message":{"content":"he"},"done":false}\n');
+    // Accepted by a backend: an ordinary request again, out of the retry budget.
+    expect(s.retryBudget.retrying).toBe(0);
     ok.write('{"message":{"content":"llo"},"done":false}\n');
     ok.finish('{"done":true,"eval_count":12,"eval_duration":400000000}\n');
     await tick();

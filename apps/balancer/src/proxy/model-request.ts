@@ -89,7 +89,7 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
   private queued = false;
   /** Where it entered the placement queue, when it waited (set by the queue; X-Balancer-Queue-Position). */
   queuePosition: number | undefined = undefined;
-  /** Counted once in the retry budget from its first retry until it finishes. */
+  /** Counted once in the retry budget from its first retry until it waits in the queue, a backend accepts it, or it finishes. */
   private retrying = false;
   /**
    * Backends that answered this request with a 5xx. Counted against them only once the request is
@@ -161,6 +161,8 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     const refused = this.svc.routing.enqueue(this);
     if (refused !== null) return this.fail(refused.status, refused.message, refused.retryAfterS);
     this.queued = true;
+    // Waiting in the balancer loads no backend: a queued retry is out of the budget (it waits its turn).
+    this.leaveRetryBudget();
   }
 
   onPlaced(lease: Lease): void {
@@ -197,6 +199,9 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     // Before the first byte reaches the client a failure may be retried on another backend.
     if (status >= 500 || status === 404) return attempt.collect();
     this.svc.outliers.success(attempt.backend);
+    // A retry that a backend accepted is an ordinary request again: the budget guards against
+    // retry storms (retries that keep failing), not against a long answer after a good retry.
+    this.leaveRetryBudget();
     this.status = status;
     this.headed = false;
     if (this.recent === null) this.recent = [];
@@ -460,6 +465,10 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     if (error !== null) r.error = error;
     r.attempts = this.attempts;
     this.body = null;
+    this.leaveRetryBudget();
+  }
+
+  private leaveRetryBudget(): void {
     if (this.retrying) {
       this.retrying = false;
       this.svc.retryBudget.end();

@@ -5,7 +5,9 @@ import { BackendRegistry } from '../fleet/backend-registry.service';
 /**
  * Envoy's retry budget: retries in progress may be at most a share (RETRY_BUDGET_RATIO) of the
  * requests in flight, and always RETRY_BUDGET_MIN. A request counts once from its first retry until
- * it finishes. The one owner of that count.
+ * a backend accepts it (answers with a success status), it waits in the balancer's queue (loading
+ * no backend), or it finishes: the budget stops retry storms, and a retry that landed or waits its
+ * turn is not one. The one owner of that count.
  */
 export abstract class RetryBudget {
   /** Whether one more request may start retrying now. */
