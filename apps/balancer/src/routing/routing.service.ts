@@ -27,6 +27,7 @@ const MIN_AFFINITY_MS = 50;
 const KEEP_DECISIONS = 50;
 /** A backend predicted within this (or 10 %) of the best is as good, for a shared line's preferences. */
 const SHARED_PREFERENCE_SLACK_MS = 50;
+const withSlack = (bestMs: number) => bestMs + Math.max(SHARED_PREFERENCE_SLACK_MS, bestMs * 0.1);
 const SHUTTING_DOWN = new NoCandidate(503, 'balancer is shutting down', 1);
 
 /**
@@ -152,8 +153,8 @@ export class RoutingService {
     const first = this.choose(candidates, req).backend;
     const model = req.model;
     if (this.policy.weighsWaiting) {
-      const bound = this.predictionBound(candidates, req);
       const predicted = new Map(candidates.map((b) => [b, this.predictor.predict(b, req, this.ctx).totalMs]));
+      const bound = withSlack(Math.min(...predicted.values()));
       const rest = candidates.filter((b) => b !== first && predicted.get(b)! <= bound);
       rest.sort((a, b) => predicted.get(a)! - predicted.get(b)!);
       return [first, ...rest];
@@ -188,7 +189,7 @@ export class RoutingService {
   private predictionBound(candidates: Backend[], req: RouteRequest): number {
     let best = Infinity;
     for (const b of candidates) best = Math.min(best, this.predictor.predict(b, req, this.ctx).totalMs);
-    return best + Math.max(SHARED_PREFERENCE_SLACK_MS, best * 0.1);
+    return withSlack(best);
   }
 
   /**

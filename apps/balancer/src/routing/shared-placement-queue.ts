@@ -15,7 +15,7 @@ import { SharedSessionAffinity } from './shared-session-affinity';
 interface SharedWaiter {
   entry: QueuedRequest;
   enqueuedAt: number;
-  timer: NodeJS.Timeout;
+  timer: NodeJS.Timeout | null;
   cancel: ((reason: Error) => void) | null;
   slot: SharedSlot | null;
 }
@@ -117,7 +117,9 @@ export class SharedPlacementQueue extends PlacementQueue {
       enqueuedAt,
       cancel: null,
       slot: null,
-      timer: setTimeout(() => this.timeout(w), Math.max(1, this.config.queueTimeoutMs - (Date.now() - enqueuedAt))),
+      // Armed once the request is in Redis's line: until then it waits only on Redis's answer,
+      // which REDIS_COMMAND_TIMEOUT_MS bounds (most requests get a slot at once and never need one).
+      timer: null,
     };
     this.waiting.set(entry, w);
     void this.placeShared(w);
@@ -144,7 +146,10 @@ export class SharedPlacementQueue extends PlacementQueue {
         observe: () => this.registry.backends.map((b) => b.name),
         wait: true,
         priority: this.classOf(w.entry),
-        onQueued: (cancel) => (w.cancel = cancel),
+        onQueued: (cancel) => {
+          w.cancel = cancel;
+          w.timer = setTimeout(() => this.timeout(w), Math.max(1, this.config.queueTimeoutMs - (Date.now() - w.enqueuedAt)));
+        },
       });
     } catch (e) {
       if (this.waiting.get(w.entry) !== w) return;
@@ -224,7 +229,7 @@ export class SharedPlacementQueue extends PlacementQueue {
   }
 
   private finish(w: SharedWaiter): void {
-    clearTimeout(w.timer);
+    if (w.timer) clearTimeout(w.timer);
     this.waiting.delete(w.entry);
   }
 
