@@ -223,7 +223,14 @@ describe('three replicas when one of them, and then Redis, is killed under load'
       expect((await httpGet(`${r.url}/health/ready`)).status).toBe(200);
       const metrics = await request(`${r.url}/metrics`, { headers: auth });
       expect(metrics.text).toMatch(/^balancer_shared_state_up 0$/m);
+      expect(metrics.text).toMatch(/^balancer_shared_state_replicas [23]$/m);
     }
+    // Still without Redis, a burst through both: each replica keeps to its share of each cap
+    // (floor(2 / replicas last seen, 2 or 3) = 1 per backend), so together they stay within the caps.
+    f.recorders.forEach((r) => r.reset());
+    const degraded = await Promise.all(Array.from({ length: 12 }, (_, i) => gen((i % 2 ? a : b).url)));
+    expect(degraded.map((x) => x.status)).toEqual(degraded.map(() => 200));
+    for (const r of f.recorders) expect(r.peak).toBeLessThanOrEqual(CAP);
     await f.redis.start();
     for (const r of [a, b]) await waitFor(async () => (await httpGet(`${r.url}/balancer/status`, auth)).body.sharedState?.up === true, 30_000, `${r.name} to re-join`);
     const after = await Promise.all(Array.from({ length: 8 }, (_, i) => gen((i % 2 ? a : b).url)));
