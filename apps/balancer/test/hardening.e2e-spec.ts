@@ -180,13 +180,17 @@ describe('items answered by an in-process cluster', () => {
     for (let i = 0; i < 2; i++) fakes.push(await startFakeOllama({ version: '0.20.0' }));
     const file = writeConfigFile({ backends: fakes.map((f, i) => ({ name: `b${i + 1}`, url: f.url })) });
     cluster = await startClusterOn(file, { INVENTORY_INTERVAL_MS: '600000' });
-    const m = await request(`${cluster.url}/v1/messages`, { body: { model, max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] } });
+    const m = await request(`${cluster.url}/v1/messages`, {
+      body: { model, max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] },
+    });
     expect(m.status).toBe(404);
     expect(fakes.every((f) => f.seen.includes('POST /v1/messages'))).toBe(true);
     const st = (await getJson(`${cluster.url}/balancer/status`)).body;
     for (const b of st.backends) expect(b.models).toContain('llama3.2:latest');
     expect(st.counters.ejections).toBe(0);
-    const r = await request(`${cluster.url}/api/chat`, { body: { model, stream: false, messages: [{ role: 'user', content: 'hi' }] } });
+    const r = await request(`${cluster.url}/api/chat`, {
+      body: { model, stream: false, messages: [{ role: 'user', content: 'hi' }] },
+    });
     expect(r.status).toBe(200);
   });
 
@@ -565,6 +569,33 @@ describe('items answered by an in-process cluster', () => {
     expect(r.status).toBe(201);
     const head = await request(`${cluster.url}/api/blobs/${digest}`, { method: 'HEAD' });
     expect(head.status).toBe(200);
+  });
+
+  it('item 14: the bodies held at once are bounded across requests (BODY_MEMORY_BYTES): 503, then room again', async () => {
+    cluster = await startCluster([{ tokensPerSecond: 1000 }], {
+      MAX_BODY_BYTES: String(48 * 1024),
+      BODY_MEMORY_BYTES: String(64 * 1024),
+    });
+    const u = new URL(cluster.url);
+    const prompt = 'x'.repeat(40 * 1024);
+    const body = JSON.stringify({ model, prompt, stream: false });
+    // A client that sent most of a 40 KiB body and holds the rest back.
+    const holder = net.connect(Number(u.port), u.hostname);
+    await new Promise((r) => holder.once('connect', r));
+    holder.write(
+      `POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, -10)}`,
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    const second = await request(`${cluster.url}/api/generate`, { body });
+    expect(second.status).toBe(503);
+    expect(second.headers['retry-after']).toBeDefined();
+    expect(second.body.error).toMatch(/BODY_MEMORY_BYTES/);
+    holder.destroy();
+    await waitFor(
+      async () => (await request(`${cluster!.url}/api/generate`, { body })).status === 200,
+      10_000,
+      'room again once the first client left',
+    );
   });
 
   it('item 17: a body sent one byte at a time is cut with 408 after BODY_TIMEOUT_MS', async () => {

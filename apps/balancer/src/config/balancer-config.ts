@@ -110,6 +110,8 @@ export interface BalancerConfig {
   /** A request body must arrive within this (a blob upload: with no pause this long). */
   bodyTimeoutMs: number;
   maxBodyBytes: number;
+  /** Request bodies held at once, all requests together (503 past it). */
+  bodyMemoryBytes: number;
   queueMax: number;
   queueTimeoutMs: number;
   retryMaxAttempts: number;
@@ -158,6 +160,7 @@ const DEFAULTS = {
   HEADERS_TIMEOUT_MS: 300000,
   IDLE_STREAM_TIMEOUT_MS: 120000,
   BODY_TIMEOUT_MS: 60000,
+  BODY_MEMORY_BYTES: 256 * 1024 * 1024,
   MAX_BODY_BYTES: 64 * 1024 * 1024,
   QUEUE_MAX: 1000,
   QUEUE_TIMEOUT_MS: 60000,
@@ -537,6 +540,7 @@ export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
     idleStreamTimeoutMs: int(env, 'IDLE_STREAM_TIMEOUT_MS', DEFAULTS.IDLE_STREAM_TIMEOUT_MS, 10),
     bodyTimeoutMs: int(env, 'BODY_TIMEOUT_MS', DEFAULTS.BODY_TIMEOUT_MS, 100),
     maxBodyBytes: int(env, 'MAX_BODY_BYTES', DEFAULTS.MAX_BODY_BYTES, 1024),
+    bodyMemoryBytes: int(env, 'BODY_MEMORY_BYTES', DEFAULTS.BODY_MEMORY_BYTES, 1024),
     queueMax: int(env, 'QUEUE_MAX', DEFAULTS.QUEUE_MAX, 0),
     queueTimeoutMs: int(env, 'QUEUE_TIMEOUT_MS', DEFAULTS.QUEUE_TIMEOUT_MS, 1),
     retryMaxAttempts: int(env, 'RETRY_MAX_ATTEMPTS', DEFAULTS.RETRY_MAX_ATTEMPTS, 1, 10),

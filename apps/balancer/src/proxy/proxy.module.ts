@@ -71,6 +71,15 @@ export class ProxyModule implements OnApplicationBootstrap, OnModuleDestroy {
     };
     (fast as any).__balancerFastPath = true;
     server.on('request', fast);
+    // Expect: 100-continue. Node would write the interim answer of a pipelined request (queued behind
+    // another answer) after its final answer's head, inside its body; and a GET or HEAD has no body
+    // to invite. Only a request that is not queued, with a body, is told to go on; the others are
+    // served as they are (a pipelining client sent its body already).
+    if (server.listenerCount('checkContinue') === 0)
+      server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+        if (res.socket !== null && req.method !== 'GET' && req.method !== 'HEAD') res.writeContinue();
+        server.emit('request', req, res);
+      });
     // CONNECT (a proxy tunnel) is no route here: without a listener Node would drop the socket unanswered.
     if (server.listenerCount('connect') === 0) server.on('connect', (req: IncomingMessage, socket: Duplex) => refuseRaw(req, socket, 405, 'CONNECT is not supported'));
     // Long streams must not be cut by Node's default timeouts; idle limits are ours.

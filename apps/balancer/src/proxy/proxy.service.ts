@@ -25,7 +25,7 @@ import { stripRequestHeaders } from './response-headers';
 import { allowFor, classifyRoute, RouteKind } from './route-table';
 import { UpstreamTransport } from './upstream-attempt';
 
-type ProxiedRequest = IncomingMessage & { modelRequest?: ModelRequest };
+type ProxiedRequest = IncomingMessage & { modelRequest?: ModelRequest; heldBodyBytes?: number };
 
 /**
  * The front door of Ollama's and OpenAI's paths: classifies the request (route table), admits it
@@ -35,6 +35,8 @@ type ProxiedRequest = IncomingMessage & { modelRequest?: ModelRequest };
 @Injectable()
 export class ProxyService {
   private readonly services: ModelRequestServices;
+  /** Bytes of request bodies read and held (until their request ends), bounded by BODY_MEMORY_BYTES. */
+  private heldBodyBytes = 0;
 
   constructor(
     @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
@@ -92,6 +94,8 @@ export class ProxyService {
     res.once('close', () => {
       this.records.end(record, res);
       (req as ProxiedRequest).modelRequest?.clientClosed();
+      const held = (req as ProxiedRequest).heldBodyBytes;
+      if (held !== undefined) this.heldBodyBytes -= held;
     });
 
     if (!this.lifecycle.admitting) {
@@ -176,6 +180,8 @@ export class ProxyService {
     const chunks: Buffer[] = [];
     let size = 0;
     let over = false;
+    const held = req as ProxiedRequest;
+    held.heldBodyBytes = 0;
     req.on('data', (c: Buffer) => {
       if (over) return;
       size += c.length;
@@ -186,6 +192,16 @@ export class ProxyService {
         sendError(req, res, 413, `request body exceeds the limit of ${limit} bytes`);
         return;
       }
+      // Every body held at once, not only each one, is bounded: many large bodies must not take the memory.
+      if (this.heldBodyBytes + c.length > this.config.bodyMemoryBytes) {
+        over = true;
+        chunks.length = 0;
+        res.setHeader('Connection', 'close');
+        sendError(req, res, 503, 'server busy: too many large request bodies in flight (BODY_MEMORY_BYTES), please try again', { 'Retry-After': 1 });
+        return;
+      }
+      this.heldBodyBytes += c.length;
+      held.heldBodyBytes! += c.length;
       chunks.push(c);
     });
     req.on('end', () => {
