@@ -117,6 +117,14 @@ export interface BalancerConfig {
   retryMaxAttempts: number;
   retryBudgetRatio: number;
   retryBudgetMin: number;
+  /** Resume a chat stream broken after its first byte on another backend with the same model (STREAM_RESUME). */
+  streamResume: boolean;
+  /** At most this many resumes per request. */
+  streamResumeMax: number;
+  /** Resumes in progress at most this share of requests in flight (at least 2). */
+  streamResumeRatio: number;
+  /** Models whose chat template continues a trailing assistant message (glob patterns, `*` any). */
+  streamResumeModels: readonly string[];
   ejectConsecutiveFailures: number;
   ejectBaseMs: number;
   ejectMaxPercent: number;
@@ -167,6 +175,8 @@ const DEFAULTS = {
   RETRY_MAX_ATTEMPTS: 3,
   RETRY_BUDGET_RATIO: 0.2,
   RETRY_BUDGET_MIN: 10,
+  STREAM_RESUME_MAX: 2,
+  STREAM_RESUME_RATIO: 0.1,
   EJECT_CONSECUTIVE_FAILURES: 5,
   EJECT_BASE_MS: 10000,
   EJECT_MAX_PERCENT: 50,
@@ -201,6 +211,19 @@ function num(env: Env, key: string, def: number, min: number, max: number): numb
   const n = Number(raw.trim());
   if (!Number.isFinite(n) || n < min || n > max) fail(key, raw, `must be a number between ${min} and ${max}`);
   return n;
+}
+
+/** Comma-separated model names with `*` wildcards (normalised as Ollama matches names); default `*`. */
+function modelPatterns(env: Env, key: string): readonly string[] {
+  const raw = env[key];
+  if (raw === undefined || raw.trim() === '') return ['*'];
+  const out = raw
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p !== '');
+  if (out.length === 0) return fail(key, raw, 'must name at least one model pattern');
+  for (const p of out) if (!/^[\w.:/*-]+$/.test(p)) return fail(key, raw, `has an invalid model pattern ${JSON.stringify(p)}`);
+  return out.map((p) => (p === '*' ? p : p.includes('*') ? p.toLowerCase() : normaliseModelName(p)));
 }
 
 function bool(env: Env, key: string, def: boolean): boolean {
@@ -546,6 +569,10 @@ export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
     retryMaxAttempts: int(env, 'RETRY_MAX_ATTEMPTS', DEFAULTS.RETRY_MAX_ATTEMPTS, 1, 10),
     retryBudgetRatio: num(env, 'RETRY_BUDGET_RATIO', DEFAULTS.RETRY_BUDGET_RATIO, 0, 1),
     retryBudgetMin: int(env, 'RETRY_BUDGET_MIN', DEFAULTS.RETRY_BUDGET_MIN, 0, 100000),
+    streamResume: bool(env, 'STREAM_RESUME', true),
+    streamResumeMax: int(env, 'STREAM_RESUME_MAX', DEFAULTS.STREAM_RESUME_MAX, 1, 10),
+    streamResumeRatio: num(env, 'STREAM_RESUME_RATIO', DEFAULTS.STREAM_RESUME_RATIO, 0, 1),
+    streamResumeModels: modelPatterns(env, 'STREAM_RESUME_MODELS'),
     ejectConsecutiveFailures: int(env, 'EJECT_CONSECUTIVE_FAILURES', DEFAULTS.EJECT_CONSECUTIVE_FAILURES, 1),
     ejectBaseMs: int(env, 'EJECT_BASE_MS', DEFAULTS.EJECT_BASE_MS, 1),
     ejectMaxPercent: int(env, 'EJECT_MAX_PERCENT', DEFAULTS.EJECT_MAX_PERCENT, 0, 100),

@@ -28,6 +28,7 @@ interface RequestSeries {
   bytes: Inc;
   queueWait: Obs;
   retries: Inc;
+  resumes: Inc;
   evalTokens: Inc;
   evalSeconds: Inc;
   tokensPerSecond: Obs;
@@ -53,6 +54,7 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
   private readonly responseBytes: FastCounter<'route' | 'backend'>;
   private readonly queueWait: FastHistogram<'model'>;
   private readonly retries: FastCounter<'route' | 'model'>;
+  private readonly resumes: FastCounter<'route' | 'model'>;
   private readonly decisions: FastCounter<'reason' | 'backend'>;
   private readonly tokensPerSecond: FastHistogram<'model' | 'backend'>;
   private readonly evalTokens: FastCounter<'model' | 'backend'>;
@@ -109,6 +111,7 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
       registers,
     });
     this.retries = new FastCounter({ name: 'balancer_retries_total', help: 'Retries on another backend before the first byte.', labelNames: ['route', 'model'], registers });
+    this.resumes = new FastCounter({ name: 'balancer_stream_resumes_total', help: 'Streams broken after their first byte and continued on another backend (STREAM_RESUME).', labelNames: ['route', 'model'], registers });
     this.decisions = new FastCounter({ name: 'balancer_routing_decisions_total', help: 'Routing decisions by reason (warm, cold-load, affinity, ...) and chosen backend.', labelNames: ['reason', 'backend'], registers });
     this.tokensPerSecond = new FastHistogram({
       name: 'balancer_tokens_per_second',
@@ -266,6 +269,7 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
     if (r.bytes > 0) s.bytes.inc(r.bytes);
     if (r.backend !== null) s.queueWait.observe(r.queuedMs / 1000);
     if (r.retries > 0) s.retries.inc(r.retries);
+    if (r.resumes !== undefined) s.resumes.inc(r.resumes);
     if (r.evalCount !== undefined) {
       s.evalTokens.inc(r.evalCount);
       if (r.evalDurationNs !== undefined && r.evalDurationNs > 0) {
@@ -289,6 +293,7 @@ export class MetricsService implements OnModuleInit, OnModuleDestroy, RequestLis
       bytes: this.responseBytes.labels(route, backend),
       queueWait: this.queueWait.labels(model),
       retries: this.retries.labels(route, model),
+      resumes: this.resumes.labels(route, model),
       evalTokens: this.evalTokens.labels(model, backend),
       evalSeconds: this.evalSeconds.labels(model, backend),
       tokensPerSecond: this.tokensPerSecond.labels(model, backend),

@@ -8,6 +8,7 @@ import { OutlierDetection } from '../fleet/outlier-detection';
 import { Lifecycle } from '../lifecycle/lifecycle';
 import { LocalLeaseLedger } from '../routing/lease-ledger';
 import { FairPlacementQueue } from '../routing/fair-placement-queue';
+import { ResumeBudget } from '../routing/resume-budget';
 import { LocalRetryBudget } from '../routing/retry-budget';
 import { RoutingService } from '../routing/routing.service';
 import { LocalSessionAffinity } from '../routing/session-affinity';
@@ -50,6 +51,9 @@ function setup(env: Record<string, string> = {}) {
       targetOf: (b) => ({ protocol: 'http:', host: b.host, hostname: b.url.hostname, port: b.url.port }),
     },
     retryMaxAttempts: config.retryMaxAttempts,
+    resumeBudget: new ResumeBudget(config, registry),
+    resumeMax: config.streamResumeMax,
+    log: { warn: () => undefined },
     open: new Set(),
   };
   const request = (body = '{"model":"m","messages":[{"role":"user","content":"hi"}]}') => {

@@ -8,10 +8,12 @@ import type { NoCandidate } from '../routing/placement';
 import type { QueuedRequest } from '../routing/placement-queue';
 import type { RouteRequest } from '../routing/policies';
 import type { QueueIdentity } from '../routing/priority-class';
+import type { ResumeBudget } from '../routing/resume-budget';
 import type { RetryBudget } from '../routing/retry-budget';
 import type { RoutingService } from '../routing/routing.service';
 import type { RequestRecord, RequestRecords } from './request-records';
 import { responseHeaders } from './response-headers';
+import { continuationBody, DeliveredStream, readDelivered, ResumeSurface, StreamSplicer } from './stream-resume';
 import { AttemptContext, AttemptOwner, ProxyTarget, UpstreamAttempt } from './upstream-attempt';
 
 /** What every model request of an app shares. */
@@ -23,6 +25,11 @@ export interface ModelRequestServices {
   readonly records: RequestRecords;
   readonly upstream: AttemptContext & { targetOf(b: Backend): ProxyTarget };
   readonly retryMaxAttempts: number;
+  readonly resumeBudget: ResumeBudget;
+  /** At most this many resumes per request (STREAM_RESUME_MAX). */
+  readonly resumeMax: number;
+  /** One line per resume. */
+  readonly log: { warn(message: string): void };
   /** Model requests not yet answered in full (what a drain waits for). */
   readonly open: Set<ModelRequest>;
 }
@@ -45,6 +52,8 @@ export interface ModelRequestInit {
   /** The request's path (a backend lacking the route is no candidate). */
   path: string;
   streamed: boolean;
+  /** When a broken stream may be resumed: its wire format and the parsed request (else null). */
+  resume?: { surface: ResumeSurface; request: Record<string, any> } | null;
   requestId: string;
   startedAt: number;
   record: RequestRecord;
@@ -101,6 +110,17 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
   private status = 0;
   private headed = false;
   private recent: Buffer[] | null = null;
+  /** A resumable stream's delivered bytes (null when the request cannot be resumed). */
+  private delivered: DeliveredStream | null = null;
+  /** Rewrites a resumed continuation into the client's stream. */
+  private splicer: StreamSplicer | null = null;
+  /** The build of the model the stream began on: a resume continues only on the same digest. */
+  private digest: string | undefined = undefined;
+  private resumes = 0;
+  /** Counted once in the resume budget from its first resume until it finishes. */
+  private resuming = false;
+  /** The answer's Content-Type (for an error line after a resume that could not continue). */
+  private contentType: string | undefined = undefined;
 
   constructor(
     private readonly svc: ModelRequestServices,
@@ -120,6 +140,7 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     this.capabilities = init.capabilities;
     this.path = init.path;
     this.streamed = init.streamed;
+    if (init.resume) this.delivered = new DeliveredStream(init.resume.surface, init.resume.request);
     this.requestId = init.requestId;
     this.startedAt = init.startedAt;
     this.record = init.record;
@@ -153,6 +174,7 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
       queue: this.queue,
       capabilities: this.capabilities,
       route: this.path,
+      digest: this.digest,
     };
     // Most requests are placed at once: no promise, no extra turn of the event loop.
     const placed = this.svc.routing.place(this.route, this.tried);
@@ -198,14 +220,17 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     const status = response.statusCode ?? 502;
     // Before the first byte reaches the client a failure may be retried on another backend.
     if (status >= 500 || status === 404) return attempt.collect();
+    if (this.splicer !== null && status !== 200) return attempt.collect();
     this.svc.outliers.success(attempt.backend);
     // A retry that a backend accepted is an ordinary request again: the budget guards against
     // retry storms (retries that keep failing), not against a long answer after a good retry.
     this.leaveRetryBudget();
-    this.status = status;
-    this.headed = false;
     if (this.recent === null) this.recent = [];
     else this.recent.length = 0;
+    if (this.splicer === null) {
+      this.status = status;
+      this.headed = false;
+    }
     attempt.relay();
   }
 
@@ -213,6 +238,8 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
   onUpstreamBody(attempt: UpstreamAttempt, body: Buffer): void {
     const status = attempt.response!.statusCode ?? 502;
     const b = attempt.backend;
+    // A resumed continuation refused: the client's stream began long ago, so it is a broken stream.
+    if (this.res.headersSent) return this.onUpstreamBroken(attempt, `HTTP ${status} on resume`);
     const busy = status === 503;
     // Gin's NotFound: this Ollama predates the route. Not the model's absence, not a failure of
     // the backend: it is no candidate for the route from now on, and the request goes elsewhere.
@@ -242,6 +269,12 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
   /** Streams the backend's answer to the client untouched; the headers go out with the first chunk. */
   onUpstreamData(attempt: UpstreamAttempt, chunk: Buffer): void {
     if (!this.headed && !this.head(attempt)) return;
+    if (this.delivered !== null) {
+      // Resumable: whole lines/events only reach the client (and a resumed continuation is rewritten).
+      const out = this.delivered.take(this.splicer === null ? chunk : this.splicer.transform(chunk));
+      if (out === null || out.length === 0) return;
+      chunk = out;
+    }
     this.record.bytes += chunk.length;
     const recent = this.recent!;
     if (recent.length === RECENT_CHUNKS) recent.shift();
@@ -253,6 +286,16 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     if (!this.headed) this.head(attempt);
     // Answered well here: the backends that failed it earlier failed on their own account.
     this.settleFailures(true);
+    if (this.delivered !== null) {
+      // A last line without its newline: pass it on as the backend wrote it.
+      const spliced = this.splicer?.rest() ?? null;
+      if (spliced !== null) this.delivered.take(spliced);
+      const rest = this.delivered.rest();
+      if (rest !== null) {
+        this.recent!.push(rest);
+        this.res.write(rest);
+      }
+    }
     this.svc.records.finalEvents(this.record, this.recent!, this.streamed);
     this.res.end();
     this.learnFromSuccess(attempt);
@@ -261,6 +304,8 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
   }
 
   onUpstreamFailure(attempt: UpstreamAttempt, why: string): void {
+    // A resumed continuation that could not even start: the client's stream is still broken.
+    if (this.res.headersSent) return this.onUpstreamBroken(attempt, why);
     this.attemptFailed(attempt, why);
   }
 
@@ -284,8 +329,47 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     const b = attempt.backend;
     if (!this.res.headersSent && !this.res.destroyed) return this.attemptFailed(attempt, why);
     this.svc.outliers.failure(b, why);
-    this.endStream(attempt.response?.headers['content-type'], `backend ${b.name}: ${why}`);
     attempt.end(why);
+    if (this.resume(b, why)) return;
+    this.endStream(this.contentType ?? attempt.response?.headers['content-type'], `backend ${b.name}: ${why}`);
+  }
+
+  /**
+   * Continues a broken stream on another backend holding the same build of the model, when the
+   * request is resumable, the client is still there, the answer so far is plain text (no tool call,
+   * not while thinking) and the budgets allow. False when it cannot (the caller ends the stream).
+   */
+  private resume(failed: Backend, why: string): boolean {
+    const d = this.delivered;
+    if (d === null || d.overflow || this.clientGone || this.res.destroyed || this.resumes >= this.svc.resumeMax) return false;
+    if (!this.resuming && !this.svc.resumeBudget.allows()) return false;
+    const digest = this.digest ?? failed.modelsOnDisk.get(this.model)?.digest ?? undefined;
+    if (digest === undefined || digest === null) return false;
+    d.dropHeld();
+    const answer = readDelivered(d.surface, d.text());
+    if (typeof answer === 'string') {
+      this.svc.log.warn(`request ${this.requestId}: stream from ${failed.name} broke (${why}); not resumed: ${answer}`);
+      return false;
+    }
+    this.digest = digest;
+    if (!this.svc.routing.hasCandidate(this.model, this.tried, { capabilities: this.capabilities, route: this.path, digest })) {
+      this.svc.log.warn(`request ${this.requestId}: stream from ${failed.name} broke (${why}); not resumed: no other backend holds ${this.model} ${digest}`);
+      return false;
+    }
+    const body = continuationBody(d.surface, d.request, answer);
+    if (typeof body === 'string') return false;
+    this.body = body;
+    this.splicer = new StreamSplicer(d.surface, answer);
+    this.resumes++;
+    this.record.resumes = this.resumes;
+    if (!this.resuming) {
+      this.resuming = true;
+      this.svc.resumeBudget.begin();
+    }
+    this.svc.resumeBudget.started++;
+    this.svc.log.warn(`request ${this.requestId}: stream from ${failed.name} broke (${why}) after ${answer.tokens} tokens; resuming (${this.resumes}/${this.svc.resumeMax}) on the same model build`);
+    this.dispatch();
+    return true;
   }
 
   // ---- the client's side ----------------------------------------------------------------------
@@ -334,6 +418,8 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     if (res.headersSent || res.destroyed) return !res.destroyed;
     this.record.status = this.status;
     this.record.ttfbMs = Date.now() - this.startedAt;
+    this.contentType = attempt.response!.headers['content-type'];
+    if (this.delivered !== null) this.digest = attempt.backend.modelsOnDisk.get(this.model)?.digest ?? undefined;
     attempt.backend.learned.noteTtfb(Date.now() - attempt.startedAt);
     try {
       res.writeHead(this.status, responseHeaders(attempt.response!, attempt.lease, this.attempts, this.queuePosition, this.requestId, false));
@@ -430,6 +516,8 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
   }
 
   private fail(status: number, message: string, retryAfterS?: number): void {
+    // A resumed request that found no backend: its stream began, so it ends with an error line.
+    if (this.res.headersSent) return this.endStream(this.contentType, message);
     const headers: Record<string, string | number> = {};
     if (retryAfterS !== undefined) headers['Retry-After'] = retryAfterS;
     sendError(this.req, this.res, status, message, headers);
@@ -465,6 +553,8 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     if (error !== null) r.error = error;
     r.attempts = this.attempts;
     this.body = null;
+    this.delivered = null;
+    this.splicer = null;
     this.leaveRetryBudget();
   }
 
@@ -472,6 +562,10 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     if (this.retrying) {
       this.retrying = false;
       this.svc.retryBudget.end();
+    }
+    if (this.resuming) {
+      this.resuming = false;
+      this.svc.resumeBudget.end();
     }
   }
 }

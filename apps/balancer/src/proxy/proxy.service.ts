@@ -1,4 +1,4 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { IncomingMessage, ServerResponse } from 'http';
 import { BALANCER_CONFIG, BalancerConfig, normaliseModelName } from '../config/balancer-config';
 import { ModelInventory } from '../fleet/model-inventory';
@@ -12,6 +12,7 @@ import { ModelManagement } from '../ollama-api/model-management';
 import { Preflight } from '../ollama-api/preflight';
 import { ShowModel } from '../ollama-api/show';
 import { resolvePriority } from '../routing/priority-class';
+import { ResumeBudget } from '../routing/resume-budget';
 import { RetryBudget } from '../routing/retry-budget';
 import { RoutingService } from '../routing/routing.service';
 import { quotaMessage } from '../usage/usage-ledger';
@@ -22,6 +23,7 @@ import { neededCapabilities } from './request-capabilities';
 import { isLoadOnly, isStreamed, keepAliveMs, pickRequestId, requestedTokens, sessionKeyOf } from './request-fields';
 import { RequestRecord, RequestRecords } from './request-records';
 import { stripRequestHeaders } from './response-headers';
+import { resumeSurfaceOf, ResumeSurface } from './stream-resume';
 import { allowFor, classifyRoute, RouteKind } from './route-table';
 import { UpstreamTransport } from './upstream-attempt';
 
@@ -54,8 +56,21 @@ export class ProxyService {
     private readonly preflight: Preflight,
     private readonly usage: UsageService,
     private readonly show: ShowModel,
+    resumeBudget: ResumeBudget,
   ) {
-    this.services = { routing, retryBudget, outliers, inventory, records, upstream, retryMaxAttempts: config.retryMaxAttempts, open: new Set() };
+    this.services = {
+      routing,
+      retryBudget,
+      outliers,
+      inventory,
+      records,
+      upstream,
+      retryMaxAttempts: config.retryMaxAttempts,
+      resumeBudget,
+      resumeMax: config.streamResumeMax,
+      log: new Logger('StreamResume'),
+      open: new Set(),
+    };
   }
 
   /** Model requests not yet answered in full (what a drain waits for). */
@@ -244,6 +259,7 @@ export class ProxyService {
     record.priorityClass = this.config.priority.classes[priority.identity.cls];
     const overQuota = this.usage.check(record.apiKey);
     if (overQuota !== null) return sendError(req, res, 429, quotaMessage(overQuota), { 'Retry-After': overQuota.retryAfterS });
+    const streamed = isStreamed(path, parsed);
     const request = new ModelRequest(this.services, req, res, {
       kind,
       queue: priority.identity,
@@ -255,7 +271,8 @@ export class ProxyService {
       keepAliveMs: keepAlive,
       capabilities: neededCapabilities(path, parsed),
       path,
-      streamed: isStreamed(path, parsed),
+      streamed,
+      resume: this.resumableAs(path, parsed, streamed, model),
       requestId,
       startedAt,
       record,
@@ -263,6 +280,13 @@ export class ProxyService {
     (req as ProxiedRequest).modelRequest = request;
     this.readyHeaders(req);
     request.start();
+  }
+
+  /** A streamed chat that may be resumed if its backend dies mid-stream (STREAM_RESUME): its format and request. */
+  private resumableAs(path: string, parsed: Record<string, any>, streamed: boolean, model: string): { surface: ResumeSurface; request: Record<string, any> } | null {
+    if (!this.config.streamResume) return null;
+    const surface = resumeSurfaceOf(path, parsed, streamed, model, this.config.streamResumeModels);
+    return surface === null ? null : { surface, request: parsed };
   }
 
   /**

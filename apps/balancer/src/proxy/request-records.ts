@@ -24,6 +24,8 @@ export interface RequestRecord {
   apiKey: string | null;
   /** Its class in the placement queue (model requests only). */
   priorityClass: string | null;
+  /** Times its stream was resumed on another backend after breaking (STREAM_RESUME). */
+  resumes?: number;
   /** Token usage read from the answer's end, on every surface (absent when it carried none). */
   promptTokens?: number;
   outputTokens?: number;

@@ -7,6 +7,7 @@ import { SHARED_STATE, SharedState } from '../shared-state';
 import { LeaseLedger, LocalLeaseLedger } from './lease-ledger';
 import { FairPlacementQueue } from './fair-placement-queue';
 import { PlacementQueue } from './placement-queue';
+import { ResumeBudget } from './resume-budget';
 import { LocalRetryBudget, RetryBudget } from './retry-budget';
 import { RoutingService } from './routing.service';
 import { LocalSessionAffinity, SessionAffinity } from './session-affinity';
@@ -41,7 +42,8 @@ import { SharedSessionAffinity } from './shared-session-affinity';
         shared ? new SharedPlacementQueue(config, registry, ledger, affinity, shared, moduleRef) : new FairPlacementQueue(config),
     },
     { provide: RetryBudget, useClass: LocalRetryBudget },
+    ResumeBudget,
   ],
-  exports: [FleetModule, RoutingService, PlacementQueue, RetryBudget],
+  exports: [FleetModule, RoutingService, PlacementQueue, RetryBudget, ResumeBudget],
 })
 export class RoutingModule {}

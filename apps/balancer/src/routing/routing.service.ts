@@ -86,8 +86,8 @@ export class RoutingService {
   }
 
   /** Whether a backend not yet tried could serve the model (on this route, with these capabilities) (for a retry). */
-  hasCandidate(model: string | null, tried: ReadonlySet<Backend>, needs?: { capabilities?: readonly string[]; route?: string }): boolean {
-    return Array.isArray(this.candidatesFor(model, undefined, tried, Date.now(), needs?.capabilities, needs?.route));
+  hasCandidate(model: string | null, tried: ReadonlySet<Backend>, needs?: { capabilities?: readonly string[]; route?: string; digest?: string }): boolean {
+    return Array.isArray(this.candidatesFor(model, undefined, tried, Date.now(), needs?.capabilities, needs?.route, needs?.digest));
   }
 
   /**
@@ -102,6 +102,7 @@ export class RoutingService {
     now: number,
     capabilities?: readonly string[],
     route?: string,
+    digest?: string,
   ): Backend[] | NoCandidate {
     if (this.registry.backends.length === 0) return new NoCandidate(503, 'no Ollama backends are configured', 5);
     const available = this.registry.available(now).filter((b) => !tried?.has(b));
@@ -114,6 +115,10 @@ export class RoutingService {
       // As each of those Ollama servers would answer (Gin's NotFound), in the route's error shape.
       if (holding.length === 0) return new NoCandidate(404, '404 page not found');
     }
+    if (digest !== undefined && holding.length > 0) {
+      holding = holding.filter((b) => b.modelsOnDisk.get(model)?.digest === digest);
+      if (holding.length === 0) return new NoCandidate(503, `no other healthy backend holds the same build of model '${displayModel ?? model}'`, 5);
+    }
     if (holding.length > 0) {
       if (capabilities === undefined || capabilities.length === 0) return holding;
       const able = holding.filter((b) => b.canServe(model, capabilities) !== false);
@@ -124,7 +129,7 @@ export class RoutingService {
   }
 
   private placeNow(req: RouteRequest, tried: ReadonlySet<Backend> | undefined, queuedMs: number, fromQueue: boolean): Placement {
-    const candidates = this.candidatesFor(req.model, req.displayModel, tried, req.now, req.capabilities, req.route);
+    const candidates = this.candidatesFor(req.model, req.displayModel, tried, req.now, req.capabilities, req.route, req.digest);
     if (!Array.isArray(candidates)) return candidates;
     if (!fromQueue && (this.ledger.grantsLater || (this.queue.length > 0 && this.queue.hasWaiting(req.model)))) return WAIT;
     if (this.policy.weighsWaiting) {

@@ -27,6 +27,8 @@ export interface RouteRequest {
   capabilities?: readonly string[];
   /** The request's path: a backend that lacks the route (an older Ollama) is no candidate for it. */
   route?: string;
+  /** Only backends whose copy of the model has this digest (a resumed stream must continue on the same weights). */
+  digest?: string;
 }
 
 /** Why a backend was chosen: shown in X-Balancer-Reason and the decision log. */
