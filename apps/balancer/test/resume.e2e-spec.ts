@@ -1,5 +1,5 @@
 import * as http from 'http';
-import { Cluster, request, startCluster } from './harness';
+import { Child, Cluster, request, spawnSim, startBalancer, startCluster, waitFor, writeConfigFile } from './harness';
 
 /**
  * A chat stream whose backend dies after the first byte is continued on another backend holding the
@@ -212,5 +212,70 @@ describe('stream resume (STREAM_RESUME on)', () => {
     const got = lines(r.text);
     expect(got[got.length - 1]).toEqual({ error: expect.stringMatching(/^backend b\d: /) });
     expect(await resumesSoFar(c)).toBe(before);
+  });
+});
+
+describe('stream resume after SIGKILL of the serving simulator', () => {
+  let sims: Child[];
+  let app: { close(): Promise<void> };
+  let url: string;
+  beforeAll(async () => {
+    sims = await Promise.all([spawnSim({ ...FAST, models: MODELS }), spawnSim({ ...FAST, models: MODELS })]);
+    const file = writeConfigFile({ backends: sims.map((s, i) => ({ name: `b${i + 1}`, url: s.url })) });
+    const started = await startBalancer({ BALANCER_CONFIG: file });
+    app = started.app;
+    url = started.url;
+    await waitFor(
+      async () =>
+        (await request(`${url}/balancer/status`)).body.backends.every(
+          (b: any) => b.health === 'healthy' && b.inventoryAt !== null,
+        ),
+      10_000,
+      'backends ready',
+    );
+  });
+  afterAll(async () => {
+    await app.close();
+    for (const s of sims) if (s.proc.exitCode === null) s.proc.kill('SIGKILL');
+  });
+
+  it('/api/chat: the client still gets one complete stream with the uninterrupted text', async () => {
+    const body = { model: 'llama3.2', messages: ASK, options: { seed: 21 } };
+    const run = (kill: boolean) =>
+      new Promise<string>((resolve, reject) => {
+        const u = new URL(url + '/api/chat');
+        const req = http.request(
+          {
+            hostname: u.hostname,
+            port: u.port,
+            path: u.pathname,
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            agent: false,
+          },
+          (res) => {
+            let text = '';
+            let first = true;
+            res.on('data', (chunk: Buffer) => {
+              text += chunk.toString('utf8');
+              if (first && kill)
+                sims[Number(String(res.headers['x-balancer-backend']).slice(1)) - 1].proc.kill('SIGKILL');
+              first = false;
+            });
+            res.on('end', () => resolve(text));
+            res.on('error', reject);
+          },
+        );
+        req.on('error', reject);
+        req.end(JSON.stringify(body));
+      });
+    const whole = lines(await run(false));
+    const got = lines(await run(true));
+    const text = (ls: any[]) => ls.map((l) => l.message?.content ?? '').join('');
+    expect(got.some((l) => l.error !== undefined)).toBe(false);
+    expect(text(got)).toBe(text(whole));
+    expect(got.filter((l) => l.done === true)).toHaveLength(1);
+    expect(got[got.length - 1].eval_count).toBe(whole[whole.length - 1].eval_count);
+    expect(sims.filter((s) => s.proc.signalCode === 'SIGKILL')).toHaveLength(1);
   });
 });

@@ -301,3 +301,100 @@ describe('real clients through the balancer', () => {
     });
   });
 });
+
+describe('resumed streams through the SDKs', () => {
+  let c: Cluster;
+  beforeAll(async () => {
+    c = await startCluster([
+      { ...SIM, tokensPerSecond: 40, defaultOutputTokens: 24, models: MODELS },
+      { ...SIM, tokensPerSecond: 40, defaultOutputTokens: 24, models: MODELS },
+    ]);
+  });
+  afterAll(() => c.close());
+  afterEach(async () => {
+    for (const s of c.sims) await s.update({ faults: { stopMidStreamAfterChunks: undefined } as any });
+  });
+
+  const resumes = async () => {
+    let n = 0;
+    for (const line of (await request(`${c.url}/metrics`)).text.split('\n'))
+      if (line.startsWith('balancer_stream_resumes_total{')) n += Number(line.split(' ').pop());
+    return n;
+  };
+  let before = 0;
+  beforeEach(async () => {
+    before = await resumes();
+  });
+
+  /** A fetch that cuts the serving simulator's stream a few chunks in (the moment its headers arrive). */
+  const cuttingFetch: typeof fetch = async (input, init) => {
+    const res = await fetch(input, init);
+    const backend = res.headers.get('x-balancer-backend');
+    if (backend !== null)
+      await c.sims[Number(backend.slice(1)) - 1].update({ faults: { stopMidStreamAfterChunks: 3 } });
+    return res;
+  };
+
+  it('openai: the spliced stream parses as one answer with the uninterrupted text', async () => {
+    const ask = {
+      model: 'llama3.2',
+      messages: [{ role: 'user' as const, content: 'Tell me about rivers' }],
+      seed: 5,
+      stream: true as const,
+    };
+    const collect = async (client: OpenAI) => {
+      let text = '';
+      const ids = new Set<string>();
+      for await (const chunk of await client.chat.completions.create(ask)) {
+        ids.add(chunk.id);
+        text += chunk.choices[0]?.delta?.content ?? '';
+      }
+      return { text, ids };
+    };
+    const whole = await collect(new OpenAI({ baseURL: c.url + '/v1', apiKey: 'x', maxRetries: 0 }));
+    const cut = await collect(new OpenAI({ baseURL: c.url + '/v1', apiKey: 'x', maxRetries: 0, fetch: cuttingFetch }));
+    expect(cut.text).toBe(whole.text);
+    expect(cut.ids.size).toBe(1);
+    expect(await resumes()).toBe(before + 1);
+  });
+
+  it('Anthropic: messages.stream ends in one final message with the uninterrupted text', async () => {
+    const ask = {
+      model: 'llama3.2',
+      max_tokens: 100,
+      messages: [{ role: 'user' as const, content: 'Tell me about rivers' }],
+    };
+    const whole = await new Anthropic({ baseURL: c.url, apiKey: 'x', maxRetries: 0 }).messages
+      .stream(ask)
+      .finalMessage();
+    const cut = await new Anthropic({ baseURL: c.url, apiKey: 'x', maxRetries: 0, fetch: cuttingFetch }).messages
+      .stream(ask)
+      .finalMessage();
+    expect(cut.content).toEqual(whole.content);
+    expect(cut.usage.output_tokens).toBe(whole.usage.output_tokens);
+    expect(cut.stop_reason).toBe('end_turn');
+    expect(await resumes()).toBe(before + 1);
+  });
+
+  it('ollama-js: the streamed chat adds up to the uninterrupted text', async () => {
+    const ask = {
+      model: 'llama3.2',
+      messages: [{ role: 'user', content: 'Tell me about rivers' }],
+      options: { seed: 5 },
+      stream: true as const,
+    };
+    const collect = async (client: Ollama) => {
+      let text = '';
+      let evalCount = 0;
+      for await (const p of await client.chat(ask)) {
+        text += p.message.content;
+        if (p.done) evalCount = p.eval_count;
+      }
+      return { text, evalCount };
+    };
+    const whole = await collect(new Ollama({ host: c.url }));
+    const cut = await collect(new Ollama({ host: c.url, fetch: cuttingFetch }));
+    expect(cut).toEqual(whole);
+    expect(await resumes()).toBe(before + 1);
+  });
+});
