@@ -87,6 +87,13 @@ describe('surfaces: mixed Ollama versions', () => {
     }
   });
 
+  it('answers /api/status for the fleet from the backends that have it', async () => {
+    const r = await request(`${c.url}/api/status`);
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual({ cloud: { disabled: false, source: 'none' } });
+    expect(backendOf(await status(c.url), 'b3').missingRoutes).toEqual([]);
+  });
+
   it("answers errors on /v1/messages in Anthropic's shape", async () => {
     const missing = await request(`${c.url}/v1/messages`, { body: messagesBody({ model: 'nope' }) });
     expect(missing.status).toBe(404);
@@ -111,8 +118,8 @@ describe('surfaces: a fleet where no backend has /v1/messages', () => {
   let c: Cluster;
   beforeAll(async () => {
     c = await startCluster([
-      { ...FAST, models: [MODEL], routes: { messages: false } },
-      { ...FAST, models: [MODEL], routes: { messages: false } },
+      { ...FAST, models: [MODEL], routes: { messages: false, status: false } },
+      { ...FAST, models: [MODEL], routes: { messages: false, status: false } },
     ]);
   });
   afterAll(() => c.close());
@@ -136,6 +143,14 @@ describe('surfaces: a fleet where no backend has /v1/messages', () => {
       body: { model: 'llama3.2', stream: false, messages: [{ role: 'user', content: 'hi' }] },
     });
     expect(chat.status).toBe(200);
+  });
+
+  it('answers /api/status 404 page not found, as each of its servers would', async () => {
+    const r = await request(`${c.url}/api/status`);
+    expect(r.status).toBe(404);
+    expect(r.text).toBe('404 page not found');
+    const st = await status(c.url);
+    for (const b of st.backends) expect(b.missingRoutes).toEqual(['/api/status', '/v1/messages']);
   });
 });
 

@@ -283,3 +283,12 @@ export function versionBelow(version: string, min: readonly [number, number, num
   for (let i = 0; i < 3; i++) if (v[i] !== min[i]) return v[i] < min[i];
   return false;
 }
+
+/** Gin's default 404 body: the server has no such route (an Ollama older than it). */
+export const PAGE_NOT_FOUND = '404 page not found';
+
+/** Whether a 404 is Gin's NotFound (text/plain `404 page not found`) rather than Ollama's JSON "model not found". */
+export function isPageNotFound(contentType: string | undefined, body: Buffer): boolean {
+  if (contentType !== undefined && !contentType.startsWith('text/plain')) return false;
+  return body.length < 64 && body.toString('latin1').trim() === PAGE_NOT_FOUND;
+}

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { IncomingMessage, ServerResponse } from 'http';
 import { BALANCER_CONFIG, BalancerConfig, normaliseModelName } from '../config/balancer-config';
-import { Backend } from '../fleet/backend';
+import { Backend, isPageNotFound, PAGE_NOT_FOUND } from '../fleet/backend';
 import { BackendRegistry } from '../fleet/backend-registry.service';
 import { ModelInventory } from '../fleet/model-inventory';
 import { OllamaClient } from '../fleet/ollama-client';
@@ -9,7 +9,7 @@ import { sendError } from '../http/errors';
 import { FanOut, ownHeaders, sendJson } from './fan-out';
 
 /** The fleet-wide reads the balancer answers itself from its backends' merged answers. */
-export type MergedView = 'root' | 'version' | 'tags' | 'ps' | 'v1-models' | 'v1-model';
+export type MergedView = 'root' | 'version' | 'status' | 'tags' | 'ps' | 'v1-models' | 'v1-model';
 
 /**
  * Ollama's reads over the whole fleet: /api/version (the oldest), /api/tags and /v1/models (every
@@ -37,6 +37,9 @@ export class MergedViews {
       }
       case 'version':
         void this.version(req, res, head);
+        return;
+      case 'status':
+        void this.status(req, res, head);
         return;
       case 'tags':
         void this.tags(req, res, head);
@@ -80,6 +83,44 @@ export class MergedViews {
     if (versions.length === 0) return sendError(req, res, 502, 'no backend answered /api/version');
     versions.sort(compareVersions);
     sendJson(req, res, 200, { version: versions[0] }, head);
+  }
+
+  /**
+   * /api/status (Ollama 0.16.2+: `{"cloud":{"disabled","source"}}`) for the fleet: cloud is
+   * disabled only when every backend that answers has it disabled (a cloud model is routed to a
+   * backend that lists it, so one backend with cloud on serves it); the source is then what they
+   * name together (`env` and `config` make `both`). Backends without the route are not asked
+   * (or, answering `404 page not found`, not asked again); none with it: 404 as Ollama's own.
+   */
+  private async status(req: IncomingMessage, res: ServerResponse, head: boolean): Promise<void> {
+    const available = this.registry.available();
+    if (available.length === 0) return this.fanOut.noBackend(req, res);
+    const live = available.filter((b) => !b.lacksRoute('/api/status'));
+    const got = await Promise.allSettled(live.map((b) => this.client.backend(b, '/api/status', { timeoutMs: this.config.healthTimeoutMs })));
+    const clouds: { disabled: boolean; source: string }[] = [];
+    got.forEach((g, i) => {
+      if (g.status !== 'fulfilled') return;
+      if (g.value.status === 404 && isPageNotFound(g.value.headers['content-type'], g.value.body)) live[i].noteRouteMissing('/api/status');
+      if (g.value.status !== 200) return;
+      try {
+        const cloud = JSON.parse(g.value.body.toString('utf8'))?.cloud;
+        if (cloud !== null && typeof cloud === 'object') clouds.push({ disabled: cloud.disabled === true, source: typeof cloud.source === 'string' ? cloud.source : 'none' });
+      } catch {
+        // not an answer to count
+      }
+    });
+    if (clouds.length === 0) {
+      if (live.every((b) => b.lacksRoute('/api/status'))) {
+        res.writeHead(404, ownHeaders(req, { 'Content-Type': 'text/plain', 'Content-Length': PAGE_NOT_FOUND.length }));
+        res.end(head ? undefined : PAGE_NOT_FOUND);
+        return;
+      }
+      return sendError(req, res, 502, 'no backend answered /api/status');
+    }
+    const disabled = clouds.every((c) => c.disabled);
+    const sources = new Set(disabled ? clouds.flatMap((c) => (c.source === 'both' ? ['env', 'config'] : c.source === 'none' ? [] : [c.source])) : []);
+    const source = sources.size === 0 ? 'none' : sources.size > 1 ? 'both' : [...sources][0];
+    sendJson(req, res, 200, { cloud: { disabled, source } }, head);
   }
 
   /** Asks every available backend at once; refreshes the inventory from what comes back. */

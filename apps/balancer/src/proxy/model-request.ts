@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'http';
-import type { Backend } from '../fleet/backend';
+import { isPageNotFound, PAGE_NOT_FOUND, type Backend } from '../fleet/backend';
 import type { ModelInventory } from '../fleet/model-inventory';
 import type { OutlierDetection } from '../fleet/outlier-detection';
 import { midStreamError, sendError } from '../http/errors';
@@ -241,9 +241,9 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     // A resumed continuation refused: the client's stream began long ago, so it is a broken stream.
     if (this.res.headersSent) return this.onUpstreamBroken(attempt, `HTTP ${status} on resume`);
     const busy = status === 503;
-    // Gin's NotFound: this Ollama predates the route. Not the model's absence, not a failure of
-    // the backend: it is no candidate for the route from now on, and the request goes elsewhere.
-    if (status === 404 && isPageNotFound(attempt.response!, body)) {
+    // Gin's NotFound: this Ollama predates the route. Not the model's absence, not a failure of the
+    // backend: it is no candidate for the route from now on, and the request goes elsewhere.
+    if (status === 404 && isPageNotFound(attempt.response!.headers['content-type'], body)) {
       b.noteRouteMissing(this.path);
       // Bounded by the fleet, not the retry budget: each backend answers this at most once per route.
       if (!this.clientGone && this.anotherCandidate()) {
@@ -253,7 +253,7 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
         return;
       }
       attempt.end('route missing');
-      return this.fail(404, '404 page not found');
+      return this.fail(404, PAGE_NOT_FOUND);
     }
     const modelMissing = status === 404 && body.includes('not found');
     if (status >= 500) (this.failedOn ??= []).push(b);
@@ -568,13 +568,4 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
       this.svc.resumeBudget.end();
     }
   }
-}
-
-const PAGE_NOT_FOUND = '404 page not found';
-
-/** Gin's default 404 (text/plain `404 page not found`): the server has no such route. */
-export function isPageNotFound(res: IncomingMessage, body: Buffer): boolean {
-  const type = res.headers['content-type'];
-  if (type !== undefined && !type.startsWith('text/plain')) return false;
-  return body.length < 64 && body.toString('latin1').trim() === PAGE_NOT_FOUND;
 }

@@ -143,6 +143,7 @@ export class ProxyService {
         return;
       case 'root':
       case 'version':
+      case 'status':
       case 'tags':
       case 'ps':
       case 'v1-models':

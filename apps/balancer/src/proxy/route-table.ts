@@ -44,6 +44,7 @@ const ROUTES: readonly Route[] = [
   { path: '/api/version', kind: 'version', methods: READ },
   { path: '/api/tags', kind: 'tags', methods: READ },
   { path: '/api/ps', kind: 'ps', methods: READ },
+  { path: '/api/status', kind: 'status', methods: READ },
   { path: '/api/pull', kind: 'pull', methods: POST, management: true },
   { path: '/api/push', kind: 'push', methods: POST, management: true },
   { path: '/api/delete', kind: 'delete', methods: ['DELETE'], management: true },
