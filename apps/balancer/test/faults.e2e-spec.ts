@@ -95,7 +95,8 @@ describe('faults: a backend killed (SIGKILL) during a run of concurrent requests
         { name: 'b3', url: child.url, modelConcurrency: 16 },
       ],
     });
-    const b = await startBalancer({ BALANCER_CONFIG: file, ROUTING_POLICY: 'round-robin', HEALTH_INTERVAL_MS: '200', RETRY_BUDGET_RATIO: '1' });
+    // Resuming broken streams off: this is the error-line contract (resume.e2e-spec.ts covers it on).
+    const b = await startBalancer({ BALANCER_CONFIG: file, ROUTING_POLICY: 'round-robin', HEALTH_INTERVAL_MS: '200', RETRY_BUDGET_RATIO: '1', STREAM_RESUME: 'off' });
     app = b.app;
     const url = b.url;
     await waitFor(async () => (await status(url)).backends.every((x: any) => x.health === 'healthy' && x.inventoryAt !== null), 10_000, 'healthy');
