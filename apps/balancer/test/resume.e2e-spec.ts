@@ -12,6 +12,7 @@ const FAST = { loadMsPerGB: 0, tokensPerSecond: 40, defaultOutputTokens: 24, num
 const MODELS = [
   { name: 'llama3.2:latest', sizeBytes: 2e9 },
   { name: 'noprefill:latest', sizeBytes: 1e9, prefill: false },
+  { name: 'qwen3:0.6b', sizeBytes: 5e8 },
 ];
 const ASK = [{ role: 'user', content: 'Tell me about the sea' }];
 const WEATHER = { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] };
@@ -23,7 +24,8 @@ interface Streamed {
 }
 
 /** Streams a POST; when `cut` is set, the serving simulator is told to cut the stream right after the first chunk arrives. */
-function stream(c: Cluster, path: string, body: unknown, cut: boolean): Promise<Streamed> {
+/** `cut`: true cuts after the first chunk; a string cuts after the first chunk that contains it. */
+function stream(c: Cluster, path: string, body: unknown, cut: boolean | string): Promise<Streamed> {
   return new Promise((resolve, reject) => {
     const u = new URL(c.url + path);
     const payload = JSON.stringify(body);
@@ -39,12 +41,14 @@ function stream(c: Cluster, path: string, body: unknown, cut: boolean): Promise<
       (res) => {
         const backend = String(res.headers['x-balancer-backend']);
         let text = '';
-        let first = true;
+        let armed = cut !== false;
         res.on('data', (chunk: Buffer) => {
-          text += chunk.toString('utf8');
-          if (first && cut)
+          const t = chunk.toString('utf8');
+          text += t;
+          if (armed && (cut === true || t.includes(cut as string))) {
+            armed = false;
             void c.sims[Number(backend.slice(1)) - 1].update({ faults: { stopMidStreamAfterChunks: 1 } });
-          first = false;
+          }
         });
         res.on('end', () => resolve({ status: res.statusCode ?? 0, backend, text }));
         res.on('error', reject);
@@ -90,7 +94,7 @@ describe('stream resume (STREAM_RESUME on)', () => {
         { ...FAST, models: MODELS },
         { ...FAST, models: MODELS },
       ],
-      { STREAM_RESUME_MODELS: 'llama3.2' },
+      { STREAM_RESUME_MODELS: 'llama3.2,qwen3:*' },
     );
   });
   afterAll(() => c.close());
@@ -190,6 +194,27 @@ describe('stream resume (STREAM_RESUME on)', () => {
     expect(got[0].message.tool_calls[0].function.name).toBe('get_weather');
     expect(got[1]).toEqual({ error: expect.stringMatching(/^backend b\d: /) });
     expect(await resumesSoFar(c)).toBe(before);
+  });
+
+  it('thinking streaming: the error line; once the content began, resumed with the whole text', async () => {
+    const body = { model: 'qwen3:0.6b', think: true, messages: ASK, options: { seed: 13 } };
+    const before = await resumesSoFar(c);
+    const during = lines((await stream(c, '/api/chat', body, true)).text);
+    expect(during[during.length - 1]).toEqual({ error: expect.stringMatching(/^backend b\d: /) });
+    expect(during.slice(0, -1).every((l) => l.message.thinking && !l.message.content)).toBe(true);
+    expect(await resumesSoFar(c)).toBe(before);
+    await clearFaults(c);
+    const whole = lines((await stream(c, '/api/chat', body, false)).text);
+    // Cut once the first content chunk reached the client (thinking is over).
+    const after = lines(
+      (await stream(c, '/api/chat', body, '"content":"' + whole.find((l) => l.message?.content)!.message.content)).text,
+    );
+    const pick = (ls: any[], k: 'content' | 'thinking') => ls.map((l) => l.message?.[k] ?? '').join('');
+    expect(after.some((l) => l.error !== undefined)).toBe(false);
+    expect(pick(after, 'thinking')).toBe(pick(whole, 'thinking'));
+    expect(pick(after, 'content')).toBe(pick(whole, 'content'));
+    expect(after[after.length - 1].eval_count).toBe(whole[whole.length - 1].eval_count);
+    expect(await resumesSoFar(c)).toBe(before + 1);
   });
 
   it('a model without prefill support is not resumed: the error line, as before', async () => {
