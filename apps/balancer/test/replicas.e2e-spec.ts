@@ -125,7 +125,9 @@ describe('three replicas, one fleet, shared state on Redis', () => {
   it('keeps a pinned conversation on its backend through alternating replicas', async () => {
     const seen: string[] = [];
     for (let turn = 0; turn < 6; turn++) {
-      const a = await gen(f.replicas[turn % 3].url, {}, { ...auth, 'x-session-id': 'conversation-42' });
+      // A long conversation (about 2,000 prompt tokens): staying where its prompt is cached is worth
+      // up to AFFINITY_MAX_EXTRA_MS, so only a much sooner backend elsewhere would move it.
+      const a = await gen(f.replicas[turn % 3].url, { prompt: 'tell me more about the fleet. '.repeat(280) }, { ...auth, 'x-session-id': 'conversation-42' });
       expect(a.status).toBe(200);
       seen.push(String(a.headers['x-balancer-backend']));
     }
@@ -134,9 +136,14 @@ describe('three replicas, one fleet, shared state on Redis', () => {
 
   it("holds a key's rate across replicas", async () => {
     const answers: number[] = [];
+    const began = Date.now();
     for (let i = 0; i < 12; i++) answers.push((await gen(f.replicas[i % 3].url, {}, key)).status);
-    expect(answers.filter((s) => s === 200)).toHaveLength(6);
-    expect(answers.filter((s) => s === 429)).toHaveLength(6);
+    // 6 per minute: one token comes back every 10 s, so a slow run may see one more pass.
+    const refilled = Math.floor(((Date.now() - began) * 6) / 60_000);
+    const passed = answers.filter((s) => s === 200).length;
+    expect(passed).toBeGreaterThanOrEqual(6);
+    expect(passed).toBeLessThanOrEqual(6 + refilled);
+    expect(answers.filter((s) => s === 429)).toHaveLength(12 - passed);
   });
 
   it('a server registered through one replica is a backend of all of them, and its name is not handed out twice', async () => {

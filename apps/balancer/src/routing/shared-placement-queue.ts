@@ -39,6 +39,8 @@ export class SharedPlacementQueue extends PlacementQueue {
   private readonly ready: SharedWaiter[] = [];
   /** Requests waiting on local state (Redis away): the entry we gave the FIFO for each. */
   private readonly onLocal = new Map<QueuedRequest, QueuedRequest>();
+  /** Requests of this replica waiting in Redis's line now. */
+  private inLine = 0;
   private readonly own: QueueCounters = { queued: 0, timeouts: 0, rejected: 0, displaced: 0, shed: 0 };
   private routingRef: RoutingService | null = null;
 
@@ -71,6 +73,7 @@ export class SharedPlacementQueue extends PlacementQueue {
     const counts = new Map<string, { cls: string; key: string; waiting: number }>();
     for (const w of this.local.waitingByClassAndKey()) counts.set(`${w.cls}\u0000${w.key}`, { ...w });
     for (const w of this.waiting.values()) {
+      if (w.timer === null) continue;
       const cls = classes[this.classOf(w.entry)] ?? this.config.priority.defaultClass;
       const key = w.entry.route.queue?.key ?? '';
       const id = `${cls}\u0000${key}`;
@@ -86,13 +89,14 @@ export class SharedPlacementQueue extends PlacementQueue {
     return entry.route.queue?.cls ?? Math.max(0, this.config.priority.classes.indexOf(this.config.priority.defaultClass));
   }
 
+  /** Requests waiting in Redis's line (not those still being placed) and on local state. */
   get length(): number {
-    return this.waiting.size + this.local.length;
+    return this.inLine + this.local.length;
   }
 
   hasWaiting(model: string | null): boolean {
     if (this.local.hasWaiting(model)) return true;
-    for (const w of this.waiting.values()) if (w.entry.route.model === model) return true;
+    for (const w of this.waiting.values()) if (w.timer !== null && w.entry.route.model === model) return true;
     return false;
   }
 
@@ -106,7 +110,6 @@ export class SharedPlacementQueue extends PlacementQueue {
       this.own.rejected++;
       return new NoCandidate(503, 'server busy, please try again.  balancer queue is full', this.retryAfterS());
     }
-    this.own.queued++;
     this.startShared(entry, now);
     return null;
   }
@@ -147,7 +150,11 @@ export class SharedPlacementQueue extends PlacementQueue {
         wait: true,
         priority: this.classOf(w.entry),
         onQueued: (cancel) => {
+          // Cancelled (client gone, closing) while Redis was answering: out of its line at once.
+          if (this.waiting.get(w.entry) !== w) return cancel(new Error('no longer waiting'));
           w.cancel = cancel;
+          this.own.queued++;
+          this.inLine++;
           w.timer = setTimeout(() => this.timeout(w), Math.max(1, this.config.queueTimeoutMs - (Date.now() - w.enqueuedAt)));
         },
       });
@@ -229,7 +236,11 @@ export class SharedPlacementQueue extends PlacementQueue {
   }
 
   private finish(w: SharedWaiter): void {
-    if (w.timer) clearTimeout(w.timer);
+    if (w.timer) {
+      clearTimeout(w.timer);
+      w.timer = null;
+      this.inLine--;
+    }
     this.waiting.delete(w.entry);
   }
 
