@@ -5,7 +5,18 @@ import { BASE_MODELS, Fleet, getJson, getStatus } from './fleet';
 import { exchange, WireOutcome, WireRequest, WireResponse } from './wire';
 
 export interface Violation {
-  kind: 'crash' | 'hang' | 'status' | 'shape' | 'closed' | 'leak' | 'ejection' | 'inventory' | 'log' | 'liveness';
+  kind:
+    | 'crash'
+    | 'runner'
+    | 'hang'
+    | 'status'
+    | 'shape'
+    | 'closed'
+    | 'leak'
+    | 'ejection'
+    | 'inventory'
+    | 'log'
+    | 'liveness';
   detail: string;
 }
 
@@ -202,9 +213,13 @@ export class FuzzRunner {
       });
     // Counts back to zero.
     let st: any = null;
+    let lastStatus = '';
     const deadline = Date.now() + SETTLE_MS;
     for (;;) {
-      st = await getStatus(this.fleet.url).catch(() => null);
+      const got = await getStatus(this.fleet.url).catch((e: Error) => ({ error: e.message }));
+      // Anything but a status view (an error answer, a timeout) is retried until the deadline.
+      st = got && typeof got.queue?.length === 'number' && Array.isArray(got.backends) ? got : null;
+      if (st === null) lastStatus = JSON.stringify(got).slice(0, 300);
       const idle =
         st &&
         st.queue.length === 0 &&
@@ -213,7 +228,7 @@ export class FuzzRunner {
       if (Date.now() > deadline) {
         v.push({
           kind: 'leak',
-          detail: `in-flight or queue counts not back to zero after ${SETTLE_MS} ms: ${st ? JSON.stringify({ queue: st.queue.length, inFlight: st.backends.map((b: any) => b.inFlightByModel) }) : 'no status'}`,
+          detail: `in-flight or queue counts not back to zero after ${SETTLE_MS} ms: ${st ? JSON.stringify({ queue: st.queue.length, inFlight: st.backends.map((b: any) => b.inFlightByModel) }) : `no status view (${lastStatus})`}`,
         });
         break;
       }
@@ -284,6 +299,7 @@ export class FuzzRunner {
       const st = await getStatus(this.fleet.url).catch(() => null);
       if (
         st &&
+        Array.isArray(st.backends) &&
         names(st).every((n, i) => JSON.stringify(n) === JSON.stringify(BASE_MODELS[i].map((m) => m.name).sort()))
       ) {
         this.before = st;
@@ -291,7 +307,8 @@ export class FuzzRunner {
       }
       await new Promise((r) => setTimeout(r, 100));
     }
-    this.before = await getStatus(this.fleet.url);
+    const st = await getStatus(this.fleet.url).catch(() => null);
+    if (st && Array.isArray(st.backends)) this.before = st;
   }
 }
 
@@ -328,7 +345,13 @@ export async function fuzzRun(
     failure = {
       seed,
       case: String(result.counterexample?.[0] ? describeCase(result.counterexample[0]) : '?'),
-      violations: [{ kind: 'crash', detail: String(result.errorInstance ?? 'the property threw') }],
+      // The runner itself threw (not the balancer): reported as such, with its stack.
+      violations: [
+        {
+          kind: 'runner',
+          detail: String((result.errorInstance as Error)?.stack ?? result.errorInstance ?? 'the property threw'),
+        },
+      ],
     };
   return failure;
 }

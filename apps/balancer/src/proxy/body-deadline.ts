@@ -1,6 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'http';
 import { sendError } from '../http/errors';
 
+/** How long the rest of a cut-off body is still read (and dropped) so the client can see the answer. */
+const LINGER_MS = 2000;
+
 interface Watched {
   res: ServerResponse;
   startedAt: number;
@@ -12,7 +15,8 @@ interface Watched {
 
 /**
  * BODY_TIMEOUT_MS for every request that carries a body: it must arrive in full within the limit
- * (a blob upload: with no pause that long), or the client gets 408 and the connection closes. A
+ * (a blob upload: with no pause that long), or the client gets 408 (and the connection closes
+ * unless the rest of the body comes within a short grace). A
  * client sending a byte at a time can otherwise hold a socket, a buffer and a request slot for as
  * long as it likes. One sweep checks them all (no timer per request); a limit fires at most a
  * quarter of it late, never early.
@@ -88,9 +92,12 @@ export class BodyDeadlines {
       moving
         ? `request body stalled: no data for ${this.timeoutMs} ms (BODY_TIMEOUT_MS)`
         : `request body not received within ${this.timeoutMs} ms (BODY_TIMEOUT_MS)`,
-      { Connection: 'close' },
     );
-    // The rest of the body will never be read: the connection cannot carry another request.
-    res.once('finish', () => socket?.destroy());
+    // Closing at once while the client still sends would reset the connection and lose the 408 on
+    // its side: the rest of the body is read and dropped for a short grace, then the connection goes.
+    const grace = setTimeout(() => {
+      if (!req.complete) socket?.destroy();
+    }, LINGER_MS);
+    grace.unref();
   }
 }

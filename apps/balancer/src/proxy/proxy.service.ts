@@ -27,6 +27,9 @@ import { resumeSurfaceOf, ResumeSurface } from './stream-resume';
 import { allowFor, classifyRoute, RouteKind } from './route-table';
 import { UpstreamTransport } from './upstream-attempt';
 
+/** A body refused for its size is still read (and dropped) up to this many times the limit, so the client sees the answer. */
+const DRAIN_FACTOR = 4;
+
 type ProxiedRequest = IncomingMessage & { modelRequest?: ModelRequest; heldBodyBytes?: number };
 
 /**
@@ -188,7 +191,9 @@ export class ProxyService {
     const limit = this.config.maxBodyBytes;
     const declared = Number(req.headers['content-length'] ?? -1);
     if (declared > limit) {
-      res.setHeader('Connection', 'close');
+      // The rest is read and dropped so the client sees the 413 (closing while it still sends would
+      // reset the connection and lose it), unless it is far too large to bother.
+      if (declared > limit * DRAIN_FACTOR) res.setHeader('Connection', 'close');
       sendError(req, res, 413, `request body of ${declared} bytes exceeds the limit of ${limit} bytes`);
       req.resume();
       return;
@@ -199,12 +204,15 @@ export class ProxyService {
     const held = req as ProxiedRequest;
     held.heldBodyBytes = 0;
     req.on('data', (c: Buffer) => {
-      if (over) return;
       size += c.length;
+      if (over) {
+        // Past the answer, the rest is dropped as it comes, up to a bound (then the connection goes).
+        if (size > limit * DRAIN_FACTOR) req.socket.destroy();
+        return;
+      }
       if (size > limit) {
         over = true;
         chunks.length = 0;
-        res.setHeader('Connection', 'close');
         sendError(req, res, 413, `request body exceeds the limit of ${limit} bytes`);
         return;
       }
@@ -212,7 +220,6 @@ export class ProxyService {
       if (this.heldBodyBytes + c.length > this.config.bodyMemoryBytes) {
         over = true;
         chunks.length = 0;
-        res.setHeader('Connection', 'close');
         sendError(req, res, 503, 'server busy: too many large request bodies in flight (BODY_MEMORY_BYTES), please try again', { 'Retry-After': 1 });
         return;
       }
