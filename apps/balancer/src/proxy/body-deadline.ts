@@ -25,9 +25,19 @@ export class BodyDeadlines {
   private readonly watched = new Map<IncomingMessage, Watched>();
   private timer: NodeJS.Timeout | null = null;
   private readonly sweepMs: number;
+  /**
+   * Forgets a request the moment its body is in (one function for all, `this` is the request).
+   * Left to the sweep, every request and response of the last sweep interval stayed reachable,
+   * outlived the young generation and made the old-space GC work: half the c=64 throughput.
+   */
+  private readonly arrived: (this: IncomingMessage) => void;
 
   constructor(private readonly timeoutMs: number) {
     this.sweepMs = Math.max(25, Math.min(1000, Math.floor(timeoutMs / 4)));
+    const watched = this.watched;
+    this.arrived = function (this: IncomingMessage) {
+      watched.delete(this);
+    };
   }
 
   watch(req: IncomingMessage, res: ServerResponse, path: string): void {
@@ -35,6 +45,7 @@ export class BodyDeadlines {
     const cl = req.headers['content-length'];
     if (req.headers['transfer-encoding'] === undefined && (cl === undefined || cl === '0')) return;
     const now = Date.now();
+    req.on('end', this.arrived);
     this.watched.set(req, {
       res,
       startedAt: now,
