@@ -3,6 +3,8 @@ import { join } from 'path';
 import { checksFor, TargetResult } from './routing';
 import { parseArgs } from './main';
 import { haproxyConfig, nginxConfig } from './peers';
+import { clusterSeeds, generateCluster } from './random-cluster';
+import { median, summarizeRandom } from './random-suite';
 import { validateResults } from './report';
 import { generateWorkload, parseScenario, ScenarioError } from './scenario';
 import { mulberry32, percentile, summarize } from './stats';
@@ -172,5 +174,93 @@ describe('outputs', () => {
   it('parses the command line', () => {
     expect(parseArgs(['--suite', 'routing', '--scenario', 'a.json', '--out=o'])).toEqual({ suite: 'routing', scenarios: ['a.json'], out: 'o' });
     expect(() => parseArgs(['--suite', 'fast'])).toThrow(/--suite must be/);
+    expect(parseArgs(['--suite', 'random', '--clusters', '5', '--seed=9', '--duration', '15', '--hints'])).toEqual({ suite: 'random', scenarios: [], out: 'bench-results/latest', clusters: 5, seed: 9, durationS: 15, hints: true });
+    expect(() => parseArgs(['--clusters', '0'])).toThrow(/--clusters must be an integer from 1/);
+    expect(() => parseArgs(['--duration', 'long'])).toThrow(/--duration must be an integer/);
+  });
+
+  it('writes nginx weights only where they differ from 1', () => {
+    const n = nginxConfig('/tmp/x', [{ listen: 8080, method: 'least_conn', servers: [{ name: 'a', port: 1, weight: 7 }, { name: 'b', port: 2, weight: 1 }] }]);
+    expect(n).toContain('server 127.0.0.1:1 weight=7;');
+    expect(n).toContain('server 127.0.0.1:2;');
+  });
+});
+
+describe('random clusters', () => {
+  const seeds = clusterSeeds(1, 200);
+  const clusters = seeds.map((s) => generateCluster(s, { durationS: 18 }));
+
+  it('are the same for the same seed and differ between seeds', () => {
+    expect(clusterSeeds(1, 5)).toEqual(seeds.slice(0, 5));
+    expect(generateCluster(seeds[0], { durationS: 18 })).toEqual(clusters[0]);
+    expect(new Set(clusters.map((c) => c.summary)).size).toBe(clusters.length);
+  });
+
+  it('stay within the ranges the issue asks for, and every scenario parses', () => {
+    for (const c of clusters) {
+      const sc = c.scenario;
+      const bs = sc.backends;
+      expect(bs.length).toBeGreaterThanOrEqual(3);
+      expect(bs.length).toBeLessThanOrEqual(5);
+      const speeds = bs.map((b) => b.tokensPerSecond);
+      const spread = Math.max(...speeds) / Math.min(...speeds);
+      expect(spread).toBeGreaterThanOrEqual(2.9);
+      expect(spread).toBeLessThanOrEqual(10.1);
+      for (const b of bs) {
+        expect(b.numParallel).toBeGreaterThanOrEqual(1);
+        expect(b.numParallel).toBeLessThanOrEqual(4);
+        expect(b.maxLoadedModels).toBeGreaterThanOrEqual(1);
+        expect(b.maxLoadedModels).toBeLessThanOrEqual(3);
+        expect(b.models.length).toBeGreaterThanOrEqual(1);
+        expect(b.models.length).toBeLessThanOrEqual(3);
+        for (const m of b.models) {
+          const loadMs = sc.models.find((x) => x.name === m)!.sizeGB * b.loadMsPerGB;
+          expect(loadMs).toBeGreaterThanOrEqual(1000);
+          expect(loadMs).toBeLessThanOrEqual(10_000);
+        }
+        // Warm models are planned ones; planned ones are on disk and fit the room.
+        expect(b.loaded.every((m) => c.plan[b.name].includes(m))).toBe(true);
+        expect(c.plan[b.name].every((m) => b.models.includes(m))).toBe(true);
+        expect(c.plan[b.name].length).toBeGreaterThanOrEqual(1);
+        expect(c.plan[b.name].length).toBeLessThanOrEqual(b.maxLoadedModels);
+      }
+      expect(c.utilization).toBeGreaterThanOrEqual(0.45);
+      expect(c.utilization).toBeLessThanOrEqual(0.86);
+      for (const [m, x] of Object.entries(c.perModel)) {
+        expect(x.ratePerS).toBeLessThanOrEqual(x.capacityPerS * 0.921);
+        // The expert's pool for a model is exactly the servers the plan gives it.
+        expect(c.expert[m].map((e) => e.name).sort()).toEqual(bs.filter((b) => c.plan[b.name].includes(m)).map((b) => b.name).sort());
+        expect(c.expert[m].every((e) => e.weight >= 1 && e.weight <= 100)).toBe(true);
+      }
+      expect(c.expertLoads).toBe(bs.reduce((s, b) => s + c.plan[b.name].length - b.loaded.length, 0));
+      if (c.allWarm) expect(c.expertLoads).toBe(0);
+      expect(sc.workload.phases.reduce((s, p) => s + p.durationS, 0)).toBeCloseTo(18, 5);
+      expect(() => parseScenario(JSON.parse(JSON.stringify(sc)), sc.name)).not.toThrow();
+    }
+  });
+
+  it('cover warm and partly cold placements, every load shape and 1-4 models', () => {
+    expect(clusters.filter((c) => c.allWarm).length).toBeGreaterThan(50);
+    expect(clusters.filter((c) => !c.allWarm && c.expertLoads > 0).length).toBeGreaterThan(50);
+    for (const shape of ['steady', 'ramp', 'burst']) expect(clusters.some((c) => c.summary.includes(`, ${shape},`))).toBe(true);
+    expect(new Set(clusters.map((c) => c.scenario.models.length))).toEqual(new Set([1, 2, 3, 4]));
+    expect(clusters.some((c) => c.scenario.workload.sessions.share > 0.3)).toBe(true);
+  });
+
+  it('summarises ratios: share at most 1, medians, the worst cluster and avoidable loads', () => {
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 2, 3])).toBe(2.5);
+    expect(median([])).toBeNaN();
+    const s = summarizeRandom([
+      { index: 1, seed: 11, vsPools: 0.5, vsLeastConn: 0.1, allWarm: true, avoidableLoads: 0 },
+      { index: 2, seed: 12, vsPools: 1.4, vsLeastConn: 0.3, allWarm: true, avoidableLoads: 2 },
+      { index: 3, seed: 13, vsPools: 0.9, vsLeastConn: NaN, allWarm: false, avoidableLoads: 0 },
+    ]);
+    expect(s.fractionVsPoolsAtMost1).toBeCloseTo(2 / 3);
+    expect(s.medianVsPools).toBe(0.9);
+    expect(s.medianVsLeastConn).toBeCloseTo(0.2);
+    expect(s.worst).toEqual({ index: 2, seed: 12, vsPools: 1.4 });
+    expect(s.allWarmClusters).toBe(2);
+    expect(s.avoidableLoadClusters).toBe(1);
   });
 });

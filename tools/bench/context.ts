@@ -55,11 +55,14 @@ export async function startSim(ctx: BenchContext, name: string, port: number, co
   return c;
 }
 
-export async function startBalancer(ctx: BenchContext, port: number, configPath: string, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<Child> {
+/** Starts the built balancer; without `configPath` it is configured by `env` alone (and no BALANCER_CONFIG of ours leaks in). */
+export async function startBalancer(ctx: BenchContext, port: number, configPath: string | undefined, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<Child> {
+  const inherited = { ...process.env };
+  for (const k of Object.keys(inherited)) if (/^(BALANCER_CONFIG|OLLAMA_BACKENDS|OLLAMA_AGENTS|BACKEND_PARALLEL|QUEUE_|ROUTING_POLICY)/.test(k)) delete inherited[k];
   const c = startChild('balancer', process.execPath, [...nodeArgs, balancerMain(ctx.root)], {
     env: {
-      ...process.env,
-      BALANCER_CONFIG: configPath,
+      ...inherited,
+      ...(configPath ? { BALANCER_CONFIG: configPath } : {}),
       PORT: String(port),
       HOST: '127.0.0.1',
       LOG_REQUESTS: 'false',

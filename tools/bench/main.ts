@@ -1,6 +1,6 @@
 /**
- * npm run bench -- [--suite overhead|routing|replicas|all|smoke] [--scenario <file.json>]... [--out <dir>] [--only <target>,...]
- * Runs the overhead and/or routing suites, prints the tables, writes results.json, tables.md and SVG charts to --out.
+ * npm run bench -- [--suite overhead|routing|random|replicas|all|smoke] [--scenario <file.json>]... [--out <dir>] [--only <target>,...]
+ * Runs the overhead, routing, random-cluster and/or replicas suites, prints the tables, writes results.json, tables.md and SVG charts to --out.
  */
 import { execFileSync } from 'child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'fs';
@@ -11,26 +11,42 @@ import { pickLoadGen } from './loadgen';
 import { runOverhead } from './overhead';
 import { HAPROXY_INSTALL_HINT, NGINX_INSTALL_HINT } from './peers';
 import { which } from './procs';
-import { BenchResults, charts, overheadTables, routingTables, targetsTable, validateResults } from './report';
+import { runRandomSuite } from './random-suite';
+import { BenchResults, charts, overheadTables, randomTables, randomTargets, routingTables, targetsTable, validateResults } from './report';
 import { replicasTables, runReplicas, REPLICAS_P95_LIMIT } from './replicas';
 import { runScenario } from './routing';
 import { parseScenario, Scenario, ScenarioError } from './scenario';
 import { fmt } from './stats';
 
-const USAGE = `usage: npm run bench -- [--suite overhead|routing|replicas|all|smoke] [--scenario <file.json>]... [--out <dir>] [--only <target>,...]
-  --suite     overhead, routing, replicas (Redis mode: its overhead, and 3 replicas vs 1 on each
-              scenario; not part of all), all (default) or smoke (a few seconds per suite, for CI)
+const USAGE = `usage: npm run bench -- [--suite overhead|routing|random|replicas|all|smoke] [--scenario <file.json>]... [--out <dir>] [--only <target>,...]
+  --suite     overhead, routing, random (seeded clusters nobody tuned for, zero-config balancer vs
+              nginx), replicas (Redis mode: its overhead, and 3 replicas vs 1 on each scenario),
+              all (default: overhead + routing) or smoke (a few seconds per suite, for CI)
   --scenario  routing scenario file(s) (default: every tools/bench/scenarios/*.json)
   --out       where results.json, tables.md and the SVG charts go (default bench-results/latest)
   --only      run only targets whose name contains one of these (e.g. predictive,nginx-least_conn)
-  --agents    routing: start apps/gpu-agent beside each simulator (fake NVML) and give the balancer its agentUrl`;
+  --agents    routing: start apps/gpu-agent beside each simulator (fake NVML) and give the balancer its agentUrl
+  --hints     routing: tell the balancer each backend's parallel and maxLoadedModels (default: names and URLs only)
+  --clusters  random: how many seeded clusters (default 20; the smoke runs 2)
+  --seed      random: the run seed the clusters derive from (default 1)
+  --duration  random: seconds of traffic per target per cluster (default 18; the smoke uses 4)`;
 
-interface Args {
-  suite: 'overhead' | 'routing' | 'replicas' | 'all' | 'smoke';
+export interface Args {
+  suite: 'overhead' | 'routing' | 'random' | 'replicas' | 'all' | 'smoke';
   scenarios: string[];
   out: string;
   only?: string[];
   agents?: boolean;
+  hints?: boolean;
+  clusters?: number;
+  seed?: number;
+  durationS?: number;
+}
+
+function intArg(flag: string, v: string, min: number, max: number): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < min || n > max) throw new Error(`${flag} must be an integer from ${min} to ${max} (got ${v})\n${USAGE}`);
+  return n;
 }
 
 export function parseArgs(argv: string[]): Args {
@@ -44,13 +60,17 @@ export function parseArgs(argv: string[]): Args {
     };
     if (flag === '--suite') {
       const s = val();
-      if (!['overhead', 'routing', 'replicas', 'all', 'smoke'].includes(s)) throw new Error(`--suite must be overhead, routing, replicas, all or smoke (got ${s})\n${USAGE}`);
+      if (!['overhead', 'routing', 'random', 'replicas', 'all', 'smoke'].includes(s)) throw new Error(`--suite must be overhead, routing, random, replicas, all or smoke (got ${s})\n${USAGE}`);
       a.suite = s as Args['suite'];
     } else if (flag === '--scenario') a.scenarios.push(val());
     else if (flag === '--out') a.out = val();
     else if (flag === '--only') a.only = val().split(',').filter(Boolean);
     else if (flag === '--smoke') a.suite = 'smoke';
     else if (flag === '--agents') a.agents = true;
+    else if (flag === '--hints') a.hints = true;
+    else if (flag === '--clusters') a.clusters = intArg(flag, val(), 1, 1000);
+    else if (flag === '--seed') a.seed = intArg(flag, val(), 0, 2 ** 31);
+    else if (flag === '--duration') a.durationS = intArg(flag, val(), 2, 600);
     else if (flag === '--help' || flag === '-h') {
       process.stdout.write(USAGE + '\n');
       process.exit(0);
@@ -123,6 +143,7 @@ async function main(): Promise<number> {
     machine: { nproc: cpu.length, cpuModel: cpu[0]?.model ?? 'unknown', memTotalBytes: totalmem(), node: process.version, platform: `${process.platform} ${process.arch}`, loadGen, nginx, haproxy },
     targets: [],
     skipped,
+    hints: !!args.hints,
   };
   ctx.log(`bench: suite ${args.suite}, ${cpu.length} CPUs, ${(totalmem() / 2 ** 30).toFixed(1)} GiB (${(freemem() / 2 ** 30).toFixed(1)} free), node ${process.version}, load generator ${loadGen}, temp ${tmp}`);
 
@@ -155,7 +176,7 @@ async function main(): Promise<number> {
       const list = smoke && !args.scenarios.length ? scenarios.slice(0, 1) : scenarios;
       const only = args.only ?? (smoke ? ['balancer predictive', 'balancer round-robin', 'nginx-least_conn', 'nginx-per-model-pools', 'haproxy-leastconn'] : undefined);
       for (const sc of list) {
-        const r = await runScenario(ctx, sc, only);
+        const r = await runScenario(ctx, sc, only, undefined, { hints: args.hints });
         res.routing.push(r);
         for (const c of r.checks.filter((c) => c.target === 'balancer predictive')) {
           const isMs = c.name.startsWith('p95');
@@ -175,6 +196,17 @@ async function main(): Promise<number> {
       for (const x of r.routing)
         res.targets.push({ name: `${x.scenario}: 3 replicas p95 vs 1`, measured: `${fmt(x.p95Ratio, 2)}x (${x.threeErrors} errors)`, limit: `<= ${REPLICAS_P95_LIMIT}x, 0 errors`, pass: x.pass });
     }
+    if (args.suite === 'random' || smoke) {
+      const r = await runRandomSuite(ctx, {
+        runSeed: args.seed ?? 1,
+        clusters: args.clusters ?? (smoke ? 2 : 20),
+        durationS: args.durationS ?? (smoke ? 4 : 18),
+        timeoutMs: smoke ? 15_000 : 30_000,
+        only: args.only,
+      });
+      res.random = r;
+      res.targets.push(...randomTargets(r));
+    }
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
@@ -188,7 +220,8 @@ async function main(): Promise<number> {
     `Machine: ${res.machine.nproc} CPUs (${res.machine.cpuModel}), ${(res.machine.memTotalBytes / 2 ** 30).toFixed(1)} GiB, node ${res.machine.node}, ${res.machine.platform}; load generator ${loadGen}; ${nginx ?? 'no nginx'}; ${haproxy ?? 'no haproxy'}.`,
     skipped.length ? `\nSkipped: ${skipped.join(', ')}.` : '',
     res.overhead ? `\n## Overhead\n\n${overheadTables(res.overhead)}` : '',
-    res.routing ? `\n## Routing\n\n${routingTables(res.routing)}` : '',
+    res.routing ? `\n## Routing${args.hints ? ' (balancer told each backend\'s parallel and maxLoadedModels)' : ' (balancer given backend names and URLs only)'}\n\n${routingTables(res.routing)}` : '',
+    res.random ? `\n## Random clusters\n\n${randomTables(res.random)}` : '',
     res.replicas ? `\n## Replicas (shared state on Redis)\n\n${replicasTables(res.replicas)}` : '',
     res.targets.length ? `\n## Targets\n\n${targetsTable(res)}\n` : '',
   ].join('\n');

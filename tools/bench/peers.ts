@@ -8,6 +8,8 @@ export interface Upstream {
   port: number;
   /** HAProxy per-server maxconn (its proxy-side queue holds the rest). */
   maxconn?: number;
+  /** nginx `weight=` (least_conn then compares connections / weight). */
+  weight?: number;
 }
 
 export interface NginxPool {
@@ -26,7 +28,7 @@ export function nginxConfig(dir: string, pools: NginxPool[]): string {
   const upstreams = pools
     .map(
       (p, i) => `  upstream pool${i} {
-${p.method === 'least_conn' ? '    least_conn;\n' : ''}${p.servers.map((s) => `    server 127.0.0.1:${s.port};`).join('\n')}
+${p.method === 'least_conn' ? '    least_conn;\n' : ''}${p.servers.map((s) => `    server 127.0.0.1:${s.port}${s.weight && s.weight !== 1 ? ` weight=${s.weight}` : ''};`).join('\n')}
     keepalive 64;
   }`,
     )

@@ -1,6 +1,7 @@
 /** Markdown tables and SVG charts from the raw results. */
 import type { ReplicasResult } from './replicas';
 import type { OverheadResult } from './overhead';
+import type { RandomClusterResult, RandomSuiteResult, RandomTargetResult } from './random-suite';
 import type { ScenarioResult } from './routing';
 import { fmt } from './stats';
 import { barChart } from './svg';
@@ -15,6 +16,9 @@ export interface BenchResults {
   overhead?: OverheadResult;
   routing?: ScenarioResult[];
   replicas?: ReplicasResult;
+  random?: RandomSuiteResult;
+  /** Whether the balancer targets of the scenario suite were told each backend's parallel and maxLoadedModels. */
+  hints?: boolean;
   targets: { name: string; measured: string; limit: string; pass: boolean }[];
   skipped: string[];
 }
@@ -134,6 +138,7 @@ export function charts(res: BenchResults): Record<string, string> {
       groups: res.routing.map((r) => ({ label: r.scenario, bars: r.targets.map((t) => ({ label: t.target, value: t.e2eMs.p95 / 1000, accent: t.kind === 'balancer' })) })),
     });
   }
+  if (res.random?.clusters.length) out['random-p95-ratios.svg'] = randomChart(res.random);
   return out;
 }
 
@@ -156,4 +161,89 @@ export function validateResults(res: any): void {
       for (const t of r.targets) need(t.requests === r.requests, `routing ${r.scenario} ${t.target}: ${t.requests} records for ${r.requests} requests`);
     }
   }
+  if (res.random) {
+    need(Array.isArray(res.random.clusters) && res.random.clusters.length > 0, 'random.clusters is empty');
+    for (const c of res.random.clusters) need(c.targets.length > 0 && c.targets.every((t: any) => Number.isFinite(t.p95Ms)), `random cluster ${c.index} has a target without a p95`);
+  }
+}
+
+export function randomTables(r: RandomSuiteResult): string {
+  const s = r.summary;
+  const head = `${s.clusters} seeded clusters (run seed ${r.runSeed}, ${r.durationS} s of traffic per target; a failed request counts as the ${fmt(r.timeoutMs / 1000, 0)} s timeout). The balancer runs with no per-backend configuration (OLLAMA_BACKENDS only, defaults everywhere); the pools are one weighted nginx least_conn upstream per model over the servers the ground-truth plan gives it.`;
+  const t = (name: string, c: RandomClusterResult): RandomTargetResult | undefined => c.targets.find((x) => x.target === name);
+  const cell = (x: RandomTargetResult | undefined, f: (x: RandomTargetResult) => string): string => (x ? f(x) : 'n/a');
+  const rows = r.clusters.map((c) => {
+    const b = t('balancer predictive', c);
+    const p = t('nginx-per-model-pools', c);
+    const l = t('nginx-least_conn', c);
+    return [
+      String(c.index),
+      String(c.seed),
+      cell(b, (x) => `${sec(x.p50Ms)} / ${sec(x.p95Ms)}`),
+      cell(p, (x) => `${sec(x.p50Ms)} / ${sec(x.p95Ms)}`),
+      cell(l, (x) => `${sec(x.p50Ms)} / ${sec(x.p95Ms)}`),
+      c.vsPools <= 1 ? fmt(c.vsPools, 2) : `**${fmt(c.vsPools, 2)}**`,
+      fmt(c.vsLeastConn, 3),
+      `${cell(b, (x) => String(x.loads))} / ${cell(p, (x) => String(x.loads))} / ${cell(l, (x) => String(x.loads))}`,
+      `${cell(b, (x) => String(x.errors))} / ${cell(p, (x) => String(x.errors))} / ${cell(l, (x) => String(x.errors))}`,
+      c.allWarm ? (c.avoidableLoads > 0 ? `**yes, ${c.avoidableLoads} loads**` : 'yes, 0 loads') : `no (plan loads ${c.expertLoads})`,
+    ];
+  });
+  const main = table(['#', 'seed', 'balancer p50 / p95 s', 'pools p50 / p95 s', 'least_conn p50 / p95 s', 'p95 ÷ pools', 'p95 ÷ least_conn', 'cold loads bal / pools / lc', 'errors bal / pools / lc', 'all warm'], rows);
+  const clusters = r.clusters.map((c) => `${c.index}. ${c.summary}`).join('\n');
+  const sorted = r.clusters.map((c) => c.vsPools).filter(Number.isFinite).sort((a, b) => a - b);
+  const buckets = [
+    ['≤ 0.5', (x: number) => x <= 0.5],
+    ['0.5–0.8', (x: number) => x > 0.5 && x <= 0.8],
+    ['0.8–1.0', (x: number) => x > 0.8 && x <= 1.0],
+    ['1.0–1.5', (x: number) => x > 1.0 && x <= 1.5],
+    ['1.5–3', (x: number) => x > 1.5 && x <= 3],
+    ['> 3', (x: number) => x > 3],
+  ] as const;
+  const dist = table(['balancer p95 ÷ pools p95', 'clusters'], buckets.map(([label, f]) => [label, String(sorted.filter(f).length)]));
+  const learnedFrom = r.clusters.find((c) => c.learned.length);
+  const learned = learnedFrom
+    ? `\nLearned vs true on cluster ${learnedFrom.index} (after its ${r.durationS} s of traffic; n/a = not learned or not reported):\n\n${table(
+        ['backend', 'slots true / learned', 'models loaded at once true / learned', 'load ms per GB true / learned', 'tokens/s true / learned'],
+        learnedFrom.learned.map((x) => [x.backend, `${x.trueSlots} / ${fmt(x.learnedSlots ?? NaN, 1)}`, `${x.trueMaxLoaded} / ${fmt(x.learnedMaxLoaded ?? NaN, 0)}`, `${x.trueLoadMsPerGB} / ${fmt(x.learnedLoadMsPerGB ?? NaN, 0)}`, `${x.trueTokensPerS} / ${fmt(x.learnedTokensPerS ?? NaN, 1)}`]),
+      )}\n`
+    : '';
+  const errs = r.clusters.flatMap((c) => c.targets.filter((x) => x.errorSamples.length).map((x) => `- cluster ${c.index} ${x.target}: ${x.errorSamples.join('; ')}`));
+  return `${head}
+
+${main}
+
+Distribution:
+
+${dist}
+
+Summary: balancer p95 ≤ pools p95 on ${fmt(s.fractionVsPoolsAtMost1 * 100, 0)} % of clusters; median p95 ÷ pools ${fmt(s.medianVsPools, 2)}; median p95 ÷ least_conn ${fmt(s.medianVsLeastConn, 3)}; worst cluster ${s.worst ? `${s.worst.index} (seed ${s.worst.seed}, ${fmt(s.worst.vsPools, 2)}x)` : 'n/a'}; all-warm clusters with a cold load by the balancer: ${s.avoidableLoadClusters} of ${s.allWarmClusters}.
+${learned}
+Clusters (speed = output tokens/s per request; x slots; room = models loaded at once; [disk], * = warm at start):
+
+${clusters}
+${errs.length ? `\nError samples:\n${errs.join('\n')}\n` : ''}`;
+}
+
+export function randomTargets(r: RandomSuiteResult): BenchResults['targets'] {
+  const s = r.summary;
+  return [
+    { name: 'random: clusters with balancer p95 <= pools p95', measured: `${fmt(s.fractionVsPoolsAtMost1 * 100, 0)} % of ${s.clusters}`, limit: '>= 90 %', pass: s.fractionVsPoolsAtMost1 >= 0.9 },
+    { name: 'random: median balancer p95 / pools p95', measured: `${fmt(s.medianVsPools, 2)}x`, limit: '<= 0.8x', pass: s.medianVsPools <= 0.8 },
+    { name: 'random: median balancer p95 / nginx least_conn p95', measured: `${fmt(s.medianVsLeastConn, 3)}x`, limit: '<= 0.2x', pass: s.medianVsLeastConn <= 0.2 },
+    { name: 'random: all-warm clusters with an avoidable cold load', measured: `${s.avoidableLoadClusters} of ${s.allWarmClusters}`, limit: '0', pass: s.avoidableLoadClusters === 0 },
+  ];
+}
+
+export function randomChart(r: RandomSuiteResult): string {
+  return barChart({
+    title: 'Random clusters: balancer p95 (no per-backend config) ÷ peer p95 (lower is better)',
+    unit: 'x',
+    log: true,
+    reference: { value: 1, label: '1.0 = as good as the expert' },
+    groups: [
+      { label: '÷ per-model pools (the expert)', bars: r.clusters.map((c) => ({ label: `cluster ${c.index}${c.allWarm ? ' (warm)' : ''}`, value: c.vsPools, accent: c.vsPools <= 1 })) },
+      { label: '÷ nginx least_conn', bars: r.clusters.map((c) => ({ label: `cluster ${c.index}`, value: c.vsLeastConn, accent: c.vsLeastConn <= 0.2 })) },
+    ],
+  });
 }

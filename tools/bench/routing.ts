@@ -6,6 +6,7 @@ import type { DriverJob, RequestRecord } from './driver';
 import { startHaproxy, startNginx, startRedis } from './peers';
 import { postJson } from './overhead';
 import { Child, freePort, httpGet, runToEnd, sleep } from './procs';
+import type { ExpertServer } from './random-cluster';
 import { generateWorkload, Scenario, simConfigFor } from './scenario';
 import { summarize, Summary } from './stats';
 
@@ -25,6 +26,24 @@ export interface TargetResult {
   evictions: number;
   perBackend: Record<string, number>;
   wallMs: number;
+  /** End-to-end latency over every request, a failed one counted as the driver's timeout. */
+  e2eAllMs?: Summary;
+  /** The balancer's /balancer/status `backends` at the end of the run (what it learned). */
+  finalStatus?: unknown[];
+}
+
+export interface TargetOptions {
+  /** Tell the balancer each backend's `parallel` and `maxLoadedModels` (the suite's old default). */
+  hints?: boolean;
+  /**
+   * Configure the balancer as a new user would: OLLAMA_BACKENDS only (the URL list), every other
+   * setting at its default. Otherwise a config file names the backends and the queue is unbounded.
+   */
+  zeroConfig?: boolean;
+  /** Weighted per-model pools for `nginx-per-model-pools` (else the scenario's pools, unweighted). */
+  expert?: Record<string, ExpertServer[]>;
+  /** Per-request timeout of the driver. */
+  timeoutMs?: number;
 }
 
 export interface ScenarioResult {
@@ -84,7 +103,7 @@ async function simStats(port: number): Promise<{ loads: number; evictions: numbe
  * suite's "balancer predictive" and "balancer predictive x3": three replicas sharing one Redis, the
  * requests taking turns between them).
  */
-export async function runScenario(ctx: BenchContext, sc: Scenario, only?: string[], targetList?: string[]): Promise<ScenarioResult> {
+export async function runScenario(ctx: BenchContext, sc: Scenario, only?: string[], targetList?: string[], opts: TargetOptions = {}): Promise<ScenarioResult> {
   const durationS = ctx.smoke ? sc.smokeDurationS : sc.workload.phases.reduce((s, p) => s + p.durationS, 0);
   const plan = generateWorkload(sc, ctx.smoke ? sc.smokeDurationS : undefined);
   const skipped: string[] = [];
@@ -98,7 +117,7 @@ export async function runScenario(ctx: BenchContext, sc: Scenario, only?: string
   for (const target of targets) {
     if (only && !only.some((o) => target.includes(o))) continue;
     ctx.log(`routing: ${sc.name}: ${target} (${plan.length} requests over ${durationS}s)`);
-    results.push(await runTarget(ctx, sc, target, plan, durationS));
+    results.push(await runTarget(ctx, sc, target, plan, durationS, opts));
   }
   const loadedAnywhere = new Set(sc.backends.flatMap((b) => b.loaded));
   const unavoidableLoads = new Set(plan.map((p) => p.model).filter((m) => !loadedAnywhere.has(m))).size;
@@ -126,7 +145,7 @@ export function checksFor(sc: Scenario, results: TargetResult[], unavoidableLoad
   return checks;
 }
 
-async function runTarget(ctx: BenchContext, sc: Scenario, target: string, plan: ReturnType<typeof generateWorkload>, durationS: number): Promise<TargetResult> {
+export async function runTarget(ctx: BenchContext, sc: Scenario, target: string, plan: ReturnType<typeof generateWorkload>, durationS: number, opts: TargetOptions = {}): Promise<TargetResult> {
   const tag = target.replace(/[^A-Za-z0-9_-]+/g, '-');
   const cluster = await startCluster(ctx, sc, tag, ctx.agents && target.startsWith('balancer '));
   const children: Child[] = [...cluster.sims];
@@ -138,6 +157,7 @@ async function runTarget(ctx: BenchContext, sc: Scenario, target: string, plan: 
     }
     const servers = sc.backends.map((b) => ({ name: b.name, port: cluster.ports[b.name], maxconn: b.numParallel }));
     let targets: Record<string, string | string[]>;
+    let statusUrl: string | undefined;
     if (target.startsWith('balancer ')) {
       // "balancer <policy>" or "balancer <policy> x<replicas>" (replicas sharing one Redis).
       const [policy, times] = target.slice('balancer '.length).split(' ');
@@ -149,22 +169,25 @@ async function runTarget(ctx: BenchContext, sc: Scenario, target: string, plan: 
         shared.REDIS_URL = `redis://127.0.0.1:${redisPort}`;
       }
       const cfg = join(ctx.tmp, `${sc.name}-${tag}-balancer.json`);
-      writeFileSync(
-        cfg,
-        JSON.stringify({
-          backends: sc.backends.map((b) => ({
-            name: b.name,
-            url: `http://127.0.0.1:${cluster.ports[b.name]}`,
-            parallel: b.numParallel,
-            maxLoadedModels: b.maxLoadedModels,
-            ...(cluster.agentPorts[b.name] ? { agentUrl: `http://127.0.0.1:${cluster.agentPorts[b.name]}` } : {}),
-          })),
-        }),
-      );
+      if (!opts.zeroConfig)
+        writeFileSync(
+          cfg,
+          JSON.stringify({
+            backends: sc.backends.map((b) => ({
+              name: b.name,
+              url: `http://127.0.0.1:${cluster.ports[b.name]}`,
+              ...(opts.hints ? { parallel: b.numParallel, maxLoadedModels: b.maxLoadedModels } : {}),
+              ...(cluster.agentPorts[b.name] ? { agentUrl: `http://127.0.0.1:${cluster.agentPorts[b.name]}` } : {}),
+            })),
+          }),
+        );
       const urls: string[] = [];
       for (let r = 0; r < replicas; r++) {
         const port = await freePort();
-        const bal = await startBalancer(ctx, port, cfg, { ROUTING_POLICY: policy, QUEUE_MAX: '100000', QUEUE_TIMEOUT_MS: '300000', ...shared });
+        // Zero configuration: the URL list and nothing else, every other setting at its default.
+        const bal = opts.zeroConfig
+          ? await startBalancer(ctx, port, undefined, { OLLAMA_BACKENDS: sc.backends.map((b) => `http://127.0.0.1:${cluster.ports[b.name]}`).join(','), ROUTING_POLICY: policy, ...shared })
+          : await startBalancer(ctx, port, cfg, { ROUTING_POLICY: policy, QUEUE_MAX: '100000', QUEUE_TIMEOUT_MS: '300000', ...shared });
         children.push(bal);
         urls.push(`http://127.0.0.1:${port}`);
       }
@@ -186,9 +209,15 @@ async function runTarget(ctx: BenchContext, sc: Scenario, target: string, plan: 
         ctx.log(`routing: balancer ready: ${seen}`);
       }
       targets = { '*': urls.length === 1 ? urls[0] : urls };
+      statusUrl = `${urls[0]}/balancer/status`;
     } else if (target === 'nginx-per-model-pools') {
       const pools = await Promise.all(
-        Object.entries(sc.pools).map(async ([model, names]) => ({ model, listen: await freePort(), method: 'least_conn' as const, servers: servers.filter((s) => names.includes(s.name)) })),
+        Object.entries(sc.pools).map(async ([model, names]) => ({
+          model,
+          listen: await freePort(),
+          method: 'least_conn' as const,
+          servers: servers.filter((s) => names.includes(s.name)).map((s) => ({ ...s, weight: opts.expert?.[model]?.find((e) => e.name === s.name)?.weight })),
+        })),
       );
       children.push(await startNginx(join(ctx.tmp, `nginx-${sc.name}-${tag}`), pools));
       targets = Object.fromEntries(pools.map((p) => [p.model, `http://127.0.0.1:${p.listen}`]));
@@ -203,7 +232,7 @@ async function runTarget(ctx: BenchContext, sc: Scenario, target: string, plan: 
     }
     // Count only what the workload causes.
     await Promise.all(sc.backends.map((b) => postJson(`http://127.0.0.1:${cluster.ports[b.name]}/_sim/stats/reset`, {})));
-    const timeoutMs = ctx.smoke ? 30_000 : 180_000;
+    const timeoutMs = opts.timeoutMs ?? (ctx.smoke ? 30_000 : 180_000);
     const job: DriverJob = { requests: plan, targets, stream: sc.workload.stream, timeoutMs, upstreamNames };
     const jobPath = join(ctx.tmp, `${sc.name}-${tag}-job.json`);
     const outPath = join(ctx.tmp, `${sc.name}-${tag}-out.json`);
@@ -211,6 +240,16 @@ async function runTarget(ctx: BenchContext, sc: Scenario, target: string, plan: 
     const r = await runToEnd(process.execPath, [join(__dirname, 'driver.js'), jobPath, outPath], { timeoutMs: durationS * 1000 + timeoutMs + 30_000 });
     if (r.code !== 0) throw new Error(`workload driver failed for ${target} (exit ${r.code}): ${r.stderr.slice(-800)}`);
     const { records, wallMs } = JSON.parse(readFileSync(outPath, 'utf8')) as { records: RequestRecord[]; wallMs: number };
+    let finalStatus: unknown[] | undefined;
+    if (statusUrl) {
+      try {
+        const st = JSON.parse((await httpGet(statusUrl, 5000)).body);
+        // Name each backend as the scenario does (zero-config names them host:port).
+        finalStatus = Array.isArray(st.backends) ? st.backends.map((b: any) => ({ ...b, benchName: upstreamNames[b.name] ?? b.name })) : undefined;
+      } catch {
+        /* the table of learned values is then empty for this run */
+      }
+    }
     let loads = 0;
     let evictions = 0;
     for (const b of sc.backends) {
@@ -231,6 +270,8 @@ async function runTarget(ctx: BenchContext, sc: Scenario, target: string, plan: 
       errorSamples: [...new Set(bad.map((x) => `${x.status} ${x.error ?? ''}`.slice(0, 160)))].slice(0, 5),
       e2eMs: summarize(ok.map((x) => x.e2eMs)),
       ttftMs: summarize(ok.map((x) => x.ttftMs)),
+      e2eAllMs: summarize(records.map((x) => (x.status === 200 && !x.error ? x.e2eMs : Math.max(x.e2eMs, timeoutMs)))),
+      finalStatus,
       loads,
       evictions,
       perBackend,
