@@ -1,4 +1,4 @@
-import { existsSync } from 'fs';
+import { createWriteStream, existsSync, mkdirSync } from 'fs';
 import { join, resolve } from 'path';
 import type { LoadGenName } from './loadgen';
 import { Child, startChild, waitFor } from './procs';
@@ -59,17 +59,26 @@ export async function startSim(ctx: BenchContext, name: string, port: number, co
 export async function startBalancer(ctx: BenchContext, port: number, configPath: string | undefined, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<Child> {
   const inherited = { ...process.env };
   for (const k of Object.keys(inherited)) if (/^(BALANCER_CONFIG|OLLAMA_BACKENDS|OLLAMA_AGENTS|BACKEND_PARALLEL|QUEUE_|ROUTING_POLICY)/.test(k)) delete inherited[k];
+  const logDir = process.env.BENCH_BALANCER_LOG_DIR;
   const c = startChild('balancer', process.execPath, [...nodeArgs, balancerMain(ctx.root)], {
     env: {
       ...inherited,
       ...(configPath ? { BALANCER_CONFIG: configPath } : {}),
       PORT: String(port),
       HOST: '127.0.0.1',
-      LOG_REQUESTS: 'false',
-      LOG_LEVEL: 'warn',
+      LOG_REQUESTS: logDir ? 'true' : 'false',
+      LOG_LEVEL: logDir ? 'log' : 'warn',
       ...env,
     },
   });
+  // BENCH_BALANCER_LOG_DIR: keep each balancer's JSON log (one line per request: backend, reason,
+  // predicted and queued ms) to see why it placed what where.
+  if (logDir) {
+    mkdirSync(logDir, { recursive: true });
+    const out = createWriteStream(join(logDir, `balancer-${port}.log`));
+    c.proc.stdout?.pipe(out);
+    c.proc.stderr?.pipe(out);
+  }
   await waitFor(`http://127.0.0.1:${port}/health/ready`, c, 30_000);
   return c;
 }

@@ -29,7 +29,8 @@ const USAGE = `usage: npm run bench -- [--suite overhead|routing|random|replicas
   --hints     routing: tell the balancer each backend's parallel and maxLoadedModels (default: names and URLs only)
   --clusters  random: how many seeded clusters (default 20; the smoke runs 2)
   --seed      random: the run seed the clusters derive from (default 1)
-  --duration  random: seconds of traffic per target per cluster (default 18; the smoke uses 4)`;
+  --cluster   random: run exactly these cluster seeds (comma-separated, as the tables print them)
+  --duration  random: seconds of traffic per target per cluster (default 18; the smoke uses 3)`;
 
 export interface Args {
   suite: 'overhead' | 'routing' | 'random' | 'replicas' | 'all' | 'smoke';
@@ -40,6 +41,7 @@ export interface Args {
   hints?: boolean;
   clusters?: number;
   seed?: number;
+  clusterSeeds?: number[];
   durationS?: number;
 }
 
@@ -70,6 +72,7 @@ export function parseArgs(argv: string[]): Args {
     else if (flag === '--hints') a.hints = true;
     else if (flag === '--clusters') a.clusters = intArg(flag, val(), 1, 1000);
     else if (flag === '--seed') a.seed = intArg(flag, val(), 0, 2 ** 31);
+    else if (flag === '--cluster') a.clusterSeeds = val().split(',').filter(Boolean).map((v) => intArg(flag, v.trim(), 0, 2 ** 32));
     else if (flag === '--duration') a.durationS = intArg(flag, val(), 2, 600);
     else if (flag === '--help' || flag === '-h') {
       process.stdout.write(USAGE + '\n');
@@ -199,9 +202,10 @@ async function main(): Promise<number> {
     if (args.suite === 'random' || smoke) {
       const r = await runRandomSuite(ctx, {
         runSeed: args.seed ?? 1,
-        clusters: args.clusters ?? (smoke ? 2 : 20),
-        durationS: args.durationS ?? (smoke ? 4 : 18),
-        timeoutMs: smoke ? 15_000 : 30_000,
+        clusters: args.clusterSeeds?.length ?? args.clusters ?? (smoke ? 2 : 20),
+        clusterSeeds: args.clusterSeeds,
+        durationS: args.durationS ?? (smoke ? 3 : 18),
+        timeoutMs: smoke ? 8_000 : 30_000,
         only: args.only,
       });
       res.random = r;

@@ -76,6 +76,8 @@ export interface RandomSuiteResult {
 export interface RandomSuiteOptions {
   runSeed: number;
   clusters: number;
+  /** Exactly these cluster seeds (else `clusters` derived from `runSeed`). */
+  clusterSeeds?: number[];
   durationS: number;
   timeoutMs: number;
   /** Run only targets whose name contains one of these. */
@@ -109,7 +111,7 @@ function learnedTable(c: RandomCluster, status: unknown[] | undefined): LearnedR
 }
 
 export async function runRandomSuite(ctx: BenchContext, o: RandomSuiteOptions): Promise<RandomSuiteResult> {
-  const seeds = clusterSeeds(o.runSeed, o.clusters);
+  const seeds = o.clusterSeeds?.length ? o.clusterSeeds : clusterSeeds(o.runSeed, o.clusters);
   const out: RandomClusterResult[] = [];
   for (let k = 0; k < seeds.length; k++) {
     const c = generateCluster(seeds[k], { durationS: o.durationS });
