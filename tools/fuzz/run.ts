@@ -43,9 +43,14 @@ export function strictJsonLine(line: string): boolean {
 
 const METHODS = new Set(http.METHODS);
 
-/** Whether Node's parser refuses the request outright (an unknown method, a raw byte in the target, two Host headers). */
+/**
+ * Whether Node's parser refuses the request or what follows it (an unknown method, a raw byte in
+ * the target, two Host headers, body bytes outside the declared framing).
+ */
 function nodeRejects(r: WireRequest): boolean {
   if (!METHODS.has(r.method)) return true;
+  // A body sent with no length (or a shorter one declared) leaves bytes the server reads as the next request.
+  if (r.body.length > 0 && !r.chunked && (r.lengthDelta === undefined || r.lengthDelta < 0)) return true;
   if (/[^\x21-\x7e]/.test(r.target)) return true;
   if (r.headers.filter(([k]) => k.toLowerCase() === 'host').length > 1) return true;
   return (
