@@ -14,7 +14,8 @@ const MAY_IMPORT = {
   http: [],
   fleet: ['config', 'shared-state'],
   'shared-state': ['config'],
-  usage: ['config'],
+  // usage: with REDIS_URL its quotas read the shared windows (SHARED_STATE, FleetModule provides it).
+  usage: ['config', 'fleet', 'shared-state'],
   routing: ['config', 'lifecycle', 'fleet', 'shared-state'],
   'ollama-api': ['config', 'http', 'fleet'],
   proxy: ['config', 'lifecycle', 'http', 'fleet', 'shared-state', 'usage', 'routing', 'ollama-api'],

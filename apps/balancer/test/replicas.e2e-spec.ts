@@ -13,6 +13,9 @@ import { BalancerProcess, httpGet, PeakRecorder } from './replicas';
 const LLAMA = { name: 'llama3.2:latest', sizeBytes: 2_000_000_000 };
 const ADMIN = 'admin-token-for-replicas';
 const KEY = 'team-key-0123456789';
+/** A key with a token quota per minute (and no request rate). */
+const METERED = 'metered-key-0123456789';
+const QUOTA = 100;
 const REGISTRATION = 'registration-token-0123456789';
 const CAP = 2;
 const LEASE_MS = 3000;
@@ -42,7 +45,8 @@ async function startFleet(opts: { redis: boolean; env?: Record<string, string> }
   const env: Record<string, string> = {
     BALANCER_CONFIG: file,
     ADMIN_TOKEN: ADMIN,
-    API_KEYS: `team:${KEY}:6`,
+    API_KEYS: `team:${KEY}:6,metered:${METERED}`,
+    API_KEY_LIMITS: `metered:tokensPerMinute=${QUOTA}`,
     REGISTRATION_TOKEN: REGISTRATION,
     REGISTRATION_TTL_MS: '60000',
     HEALTH_INTERVAL_MS: '200',
@@ -144,6 +148,65 @@ describe('three replicas, one fleet, shared state on Redis', () => {
     expect(passed).toBeGreaterThanOrEqual(6);
     expect(passed).toBeLessThanOrEqual(6 + refilled);
     expect(answers.filter((s) => s === 429)).toHaveLength(12 - passed);
+  });
+
+  it("holds a key's token quota across replicas: refused once the global total passes it", async () => {
+    const metered = { authorization: `Bearer ${METERED}` };
+    const [r1, r2, r3] = f.replicas;
+    const perReplica = [0, 0];
+    let total = 0;
+    let refused: RawResponse | null = null;
+    let refusedAt = -1;
+    for (let i = 0; i < 30 && refused === null; i++) {
+      const a = await gen([r1, r2][i % 2].url, {}, metered);
+      if (a.status === 429) {
+        refused = a;
+        refusedAt = i;
+        break;
+      }
+      // Admitted: the key was under its quota counting every replica's answers so far.
+      expect(a.status).toBe(200);
+      expect(total).toBeLessThan(QUOTA);
+      const used = Number(a.body.prompt_eval_count) + Number(a.body.eval_count);
+      expect(used).toBeGreaterThan(0);
+      total += used;
+      perReplica[i % 2] += used;
+      // The answer's tokens are in the shared window (counted when its connection closes): the
+      // third replica, which served none of them, reports the global total.
+      await waitFor(
+        async () => {
+          const u = await httpGet(`${r3.url}/balancer/usage`, auth);
+          const m = u.body.keys?.find((k: any) => k.key === 'metered');
+          return u.body.scope === 'global' && m?.lastMinute.tokens === total;
+        },
+        10_000,
+        'the global usage to count the answer',
+      );
+    }
+    // Refused by the first request after the global total reached the quota, while neither
+    // replica's own answers came near it (a per-replica quota would have let it through).
+    expect(refused).not.toBeNull();
+    expect(total).toBeGreaterThanOrEqual(QUOTA);
+    expect(Math.max(...perReplica)).toBeLessThan(QUOTA);
+    expect(refusedAt).toBeGreaterThanOrEqual(2);
+    expect(refused!.body.error).toMatch(/token quota exceeded for key 'metered'.*tokensPerMinute/);
+    expect(Number(refused!.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect(Number(refused!.headers['retry-after'])).toBeLessThanOrEqual(60);
+    // Every replica refuses the key now, the one that served none of its answers included.
+    for (const r of f.replicas) {
+      const again = await gen(r.url, {}, metered);
+      expect(again.status).toBe(429);
+      expect(again.headers['retry-after']).toBeDefined();
+    }
+    // The key sees its own global usage on any replica.
+    const own = await httpGet(`${r1.url}/balancer/usage`, metered);
+    expect(own.body.scope).toBe('global');
+    expect(own.body.keys).toHaveLength(1);
+    expect(own.body.keys[0]).toMatchObject({
+      key: 'metered',
+      requests: refusedAt,
+      lastMinute: { tokens: total, limit: QUOTA },
+    });
   });
 
   it('a server registered through one replica is a backend of all of them, and its name is not handed out twice', async () => {

@@ -15,7 +15,7 @@ export class UsageController {
   ) {}
 
   @Get('usage')
-  getUsage(@Req() req: Request) {
+  async getUsage(@Req() req: Request) {
     let only: string | undefined;
     if (!this.access.isAdminToken(req)) {
       const name = this.access.presentedKeyName(req);
@@ -25,6 +25,10 @@ export class UsageController {
         );
       only = name;
     }
-    return { time: new Date().toISOString(), keys: this.usage.view(only) };
+    // One process: this replica's ledger, as always. With REDIS_URL: every replica's usage (scope
+    // 'global'), or this replica's (scope 'replica') while Redis is away.
+    if (!this.usage.sharedState) return { time: new Date().toISOString(), keys: this.usage.view(only) };
+    const { scope, keys } = await this.usage.globalView(only);
+    return { time: new Date().toISOString(), scope, keys };
   }
 }

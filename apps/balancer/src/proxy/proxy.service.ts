@@ -15,7 +15,7 @@ import { resolvePriority } from '../routing/priority-class';
 import { ResumeBudget } from '../routing/resume-budget';
 import { RetryBudget } from '../routing/retry-budget';
 import { RoutingService } from '../routing/routing.service';
-import { quotaMessage } from '../usage/usage-ledger';
+import { QuotaRefusal, quotaMessage } from '../usage/usage-ledger';
 import { UsageService } from '../usage/usage.service';
 import { AccessControl } from './access-control';
 import { ModelRequest, ModelRequestServices } from './model-request';
@@ -265,12 +265,38 @@ export class ProxyService {
     const priority = resolvePriority(this.config.priority, this.access.keyConfig(req), req.headers['x-priority']);
     if (!priority.ok) return sendError(req, res, 400, priority.message);
     record.priorityClass = this.config.priority.classes[priority.identity.cls];
-    const overQuota = this.usage.check(record.apiKey);
-    if (overQuota !== null) return sendError(req, res, 429, quotaMessage(overQuota), { 'Retry-After': overQuota.retryAfterS });
+    const identity = priority.identity;
+    const go = (overQuota: QuotaRefusal | null): void => {
+      if (overQuota !== null) return sendError(req, res, 429, quotaMessage(overQuota), { 'Retry-After': overQuota.retryAfterS });
+      this.placeModelRequest(req, res, kind, path, body, parsed, identity, model, raw, keepAlive, requestId, startedAt, record);
+    };
+    // With REDIS_URL the quota is judged on every replica's usage: at most REDIS_COMMAND_TIMEOUT_MS
+    // (this replica's share of the quota decides past that).
+    const quota = this.usage.check(record.apiKey);
+    // A client that left while Redis answered has nothing to place (its 'close' has been handled).
+    if (quota instanceof Promise) void quota.then((r) => (res.destroyed ? undefined : go(r)));
+    else go(quota);
+  }
+
+  private placeModelRequest(
+    req: IncomingMessage,
+    res: ServerResponse,
+    kind: 'model' | 'push',
+    path: string,
+    body: Buffer,
+    parsed: Record<string, any>,
+    identity: Extract<ReturnType<typeof resolvePriority>, { ok: true }>['identity'],
+    model: string,
+    raw: string,
+    keepAlive: ReturnType<typeof keepAliveMs>,
+    requestId: string,
+    startedAt: number,
+    record: RequestRecord,
+  ): void {
     const streamed = isStreamed(path, parsed);
     const request = new ModelRequest(this.services, req, res, {
       kind,
-      queue: priority.identity,
+      queue: identity,
       model,
       displayModel: raw,
       body,

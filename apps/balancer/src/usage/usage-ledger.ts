@@ -153,12 +153,20 @@ export class UsageLedger {
   /**
    * Whether the key may start another request now: null, or the quota it is over. A request that
    * already started is never cut; the next one is refused until the window frees enough.
+   * `share` > 1 judges against 1/share of each quota (at least 1 token): a replica's part of a
+   * quota shared by `share` replicas while their shared store is away.
    */
-  check(key: string | null, now: number): QuotaRefusal | null {
+  check(key: string | null, now: number, share = 1): QuotaRefusal | null {
     if (key === null) return null;
     const e = this.entries.get(key);
     if (e === undefined) return null;
-    const q = e.quota;
+    const q =
+      share > 1
+        ? {
+            tokensPerMinute: shareOf(e.quota.tokensPerMinute, share),
+            tokensPerDay: shareOf(e.quota.tokensPerDay, share),
+          }
+        : e.quota;
     if (q.tokensPerMinute > 0) {
       const used = e.minute.sum(now);
       if (used >= q.tokensPerMinute)
@@ -196,6 +204,10 @@ export class UsageLedger {
     }
     return out;
   }
+}
+
+function shareOf(limit: number, share: number): number {
+  return limit <= 0 ? 0 : Math.max(1, Math.floor(limit / share));
 }
 
 function clean(v: number | undefined): number {
