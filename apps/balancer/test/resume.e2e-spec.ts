@@ -241,11 +241,13 @@ describe('stream resume (STREAM_RESUME on)', () => {
 });
 
 describe('stream resume after SIGKILL of the serving simulator', () => {
+  // Each test SIGKILLs one simulator process; four of them leave a live holder of the model for the
+  // resumed request after every one of the three kills.
   let sims: Child[];
   let app: { close(): Promise<void> };
   let url: string;
   beforeAll(async () => {
-    sims = await Promise.all([spawnSim({ ...FAST, models: MODELS }), spawnSim({ ...FAST, models: MODELS })]);
+    sims = await Promise.all([1, 2, 3, 4].map(() => spawnSim({ ...FAST, models: MODELS })));
     const file = writeConfigFile({ backends: sims.map((s, i) => ({ name: `b${i + 1}`, url: s.url })) });
     const started = await startBalancer({ BALANCER_CONFIG: file });
     app = started.app;
@@ -264,43 +266,99 @@ describe('stream resume after SIGKILL of the serving simulator', () => {
     for (const s of sims) if (s.proc.exitCode === null) s.proc.kill('SIGKILL');
   });
 
+  const killed = () => sims.filter((s) => s.proc.signalCode === 'SIGKILL').length;
+
+  /** Streams a POST; with `kill`, SIGKILLs the serving simulator (X-Balancer-Backend) after the first chunk. */
+  const run = (path: string, body: unknown, kill: boolean) =>
+    new Promise<string>((resolve, reject) => {
+      const u = new URL(url + path);
+      const req = http.request(
+        {
+          hostname: u.hostname,
+          port: u.port,
+          path: u.pathname,
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          agent: false,
+        },
+        (res) => {
+          let text = '';
+          let first = true;
+          res.on('data', (chunk: Buffer) => {
+            text += chunk.toString('utf8');
+            if (first && kill)
+              sims[Number(String(res.headers['x-balancer-backend']).slice(1)) - 1].proc.kill('SIGKILL');
+            first = false;
+          });
+          res.on('end', () => resolve(text));
+          res.on('error', reject);
+        },
+      );
+      req.on('error', reject);
+      req.end(JSON.stringify(body));
+    });
+
   it('/api/chat: the client still gets one complete stream with the uninterrupted text', async () => {
     const body = { model: 'llama3.2', messages: ASK, options: { seed: 21 } };
-    const run = (kill: boolean) =>
-      new Promise<string>((resolve, reject) => {
-        const u = new URL(url + '/api/chat');
-        const req = http.request(
-          {
-            hostname: u.hostname,
-            port: u.port,
-            path: u.pathname,
-            method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            agent: false,
-          },
-          (res) => {
-            let text = '';
-            let first = true;
-            res.on('data', (chunk: Buffer) => {
-              text += chunk.toString('utf8');
-              if (first && kill)
-                sims[Number(String(res.headers['x-balancer-backend']).slice(1)) - 1].proc.kill('SIGKILL');
-              first = false;
-            });
-            res.on('end', () => resolve(text));
-            res.on('error', reject);
-          },
-        );
-        req.on('error', reject);
-        req.end(JSON.stringify(body));
-      });
-    const whole = lines(await run(false));
-    const got = lines(await run(true));
+    const whole = lines(await run('/api/chat', body, false));
+    const before = killed();
+    const got = lines(await run('/api/chat', body, true));
     const text = (ls: any[]) => ls.map((l) => l.message?.content ?? '').join('');
     expect(got.some((l) => l.error !== undefined)).toBe(false);
     expect(text(got)).toBe(text(whole));
+    expect(text(got).length).toBeGreaterThan(0);
     expect(got.filter((l) => l.done === true)).toHaveLength(1);
     expect(got[got.length - 1].eval_count).toBe(whole[whole.length - 1].eval_count);
-    expect(sims.filter((s) => s.proc.signalCode === 'SIGKILL')).toHaveLength(1);
+    expect(killed()).toBe(before + 1);
+  });
+
+  it('/v1/chat/completions: same id and created, one role, the whole text, usage, one [DONE]', async () => {
+    const body = { model: 'llama3.2', messages: ASK, seed: 23, stream: true, stream_options: { include_usage: true } };
+    const whole = events(await run('/v1/chat/completions', body, false));
+    const before = killed();
+    const got = events(await run('/v1/chat/completions', body, true));
+    expect(killed()).toBe(before + 1);
+    expect(got.filter((e) => e.name === 'error')).toHaveLength(0);
+    const chunks = got.filter((e) => e.data !== '[DONE]').map((e) => e.data);
+    expect(chunks.some((d) => d.error !== undefined)).toBe(false);
+    expect(new Set(chunks.map((d) => d.id)).size).toBe(1);
+    expect(new Set(chunks.map((d) => d.created)).size).toBe(1);
+    expect(chunks.filter((d) => d.choices[0]?.delta?.role !== undefined)).toHaveLength(1);
+    const text = (es: any[]) =>
+      es.map((e) => (e.data === '[DONE]' ? '' : (e.data.choices[0]?.delta?.content ?? ''))).join('');
+    expect(text(got)).toBe(text(whole));
+    expect(text(got).length).toBeGreaterThan(0);
+    expect(chunks.filter((d) => d.choices[0]?.finish_reason)).toHaveLength(1);
+    expect(chunks[chunks.length - 1].usage.completion_tokens).toBe(
+      whole[whole.length - 2].data.usage.completion_tokens,
+    );
+    expect(got.filter((e) => e.data === '[DONE]')).toHaveLength(1);
+    expect(got[got.length - 1].data).toBe('[DONE]');
+  });
+
+  it('/v1/messages: one message_start, one text block at index 0, the whole text, output_tokens', async () => {
+    // Anthropic has no seed: the instances' own seed makes both runs alike.
+    const body = { model: 'llama3.2', max_tokens: 100, messages: ASK, stream: true };
+    const whole = events(await run('/v1/messages', body, false));
+    const before = killed();
+    const got = events(await run('/v1/messages', body, true));
+    expect(killed()).toBe(before + 1);
+    const names = got.map((e) => e.name);
+    expect(names.filter((n) => n === 'message_start')).toHaveLength(1);
+    expect(names.filter((n) => n === 'content_block_start')).toHaveLength(1);
+    expect(names.filter((n) => n === 'content_block_stop')).toHaveLength(1);
+    expect(names.filter((n) => n === 'error')).toHaveLength(0);
+    expect(names[names.length - 1]).toBe('message_stop');
+    expect(got.filter((e) => e.name === 'content_block_delta').every((e) => e.data.index === 0)).toBe(true);
+    const text = (es: any[]) =>
+      es
+        .filter((e) => e.name === 'content_block_delta')
+        .map((e) => e.data.delta.text)
+        .join('');
+    expect(text(got)).toBe(text(whole));
+    expect(text(got).length).toBeGreaterThan(0);
+    const usage = (es: any[]) => es.find((e) => e.name === 'message_delta').data;
+    expect(usage(got).usage.output_tokens).toBe(usage(whole).usage.output_tokens);
+    expect(usage(got).delta.stop_reason).toBe(usage(whole).delta.stop_reason);
   });
 });
