@@ -20,12 +20,28 @@ const MAY_IMPORT = {
   'ollama-api': ['config', 'http', 'fleet'],
   proxy: ['config', 'lifecycle', 'http', 'fleet', 'shared-state', 'usage', 'routing', 'ollama-api'],
   observability: ['config', 'lifecycle', 'fleet', 'shared-state', 'usage', 'routing', 'ollama-api', 'proxy'],
-  admin: ['config', 'lifecycle', 'http', 'fleet', 'shared-state', 'usage', 'routing', 'ollama-api', 'proxy', 'observability'],
+  admin: [
+    'config',
+    'lifecycle',
+    'http',
+    'fleet',
+    'shared-state',
+    'usage',
+    'routing',
+    'ollama-api',
+    'proxy',
+    'observability',
+  ],
   health: ['config', 'lifecycle', 'fleet', 'shared-state', 'routing'],
 };
 const FOLDERS = Object.keys(MAY_IMPORT);
-const unplaced = readdirSync(new URL(`./${BALANCER}`, import.meta.url), { withFileTypes: true }).filter((d) => d.isDirectory() && !(d.name in MAY_IMPORT));
-if (unplaced.length > 0) throw new Error(`eslint.config.mjs: place ${unplaced.map((d) => `${BALANCER}/${d.name}/`).join(', ')} in MAY_IMPORT (which folders it may import)`);
+const unplaced = readdirSync(new URL(`./${BALANCER}`, import.meta.url), { withFileTypes: true }).filter(
+  (d) => d.isDirectory() && !(d.name in MAY_IMPORT),
+);
+if (unplaced.length > 0)
+  throw new Error(
+    `eslint.config.mjs: place ${unplaced.map((d) => `${BALANCER}/${d.name}/`).join(', ')} in MAY_IMPORT (which folders it may import)`,
+  );
 const HPM_ONLY_IN = `${BALANCER}/proxy/upstream-attempt.ts`;
 
 /** @param {string | null} folder null for the root files (main, bootstrap, app.module): they may import any folder. */
@@ -33,8 +49,23 @@ function importRule(folder, mayUseHpm) {
   const may = folder === null ? FOLDERS : MAY_IMPORT[folder];
   const banned = FOLDERS.filter((f) => f !== folder && !may.includes(f));
   const allowed = may.length > 0 ? may.join(', ') : 'no other folder';
-  const patterns = banned.length === 0 ? [] : [{ group: banned.flatMap((f) => [`../${f}`, `../${f}/**`, `../../${f}`, `../../${f}/**`]), message: `${BALANCER}/${folder}/ may import ${allowed} (data flows one way: AGENTS.md, Layout).` }];
-  const paths = mayUseHpm ? [] : [{ name: 'http-proxy-middleware', message: `only ${HPM_ONLY_IN} (UpstreamTransport) uses http-proxy-middleware.` }];
+  const patterns =
+    banned.length === 0
+      ? []
+      : [
+          {
+            group: banned.flatMap((f) => [`../${f}`, `../${f}/**`, `../../${f}`, `../../${f}/**`]),
+            message: `${BALANCER}/${folder}/ may import ${allowed} (data flows one way: AGENTS.md, Layout).`,
+          },
+        ];
+  const paths = mayUseHpm
+    ? []
+    : [
+        {
+          name: 'http-proxy-middleware',
+          message: `only ${HPM_ONLY_IN} (UpstreamTransport) uses http-proxy-middleware.`,
+        },
+      ];
   return { 'no-restricted-imports': ['error', { paths, patterns }] };
 }
 

@@ -13,14 +13,23 @@ import { barChart } from './svg';
 const minimal = () => ({
   name: 'tiny',
   seed: 7,
-  models: [{ name: 'llama3.2', sizeGB: 2 }, { name: 'qwen2.5:7b', sizeGB: 4 }],
+  models: [
+    { name: 'llama3.2', sizeGB: 2 },
+    { name: 'qwen2.5:7b', sizeGB: 4 },
+  ],
   backends: [
     { name: 'a', tokensPerSecond: 50, numParallel: 2, vramGB: 8, maxLoadedModels: 1, loaded: ['llama3.2'] },
     { name: 'b', tokensPerSecond: 150, numParallel: 2, vramGB: 8, maxLoadedModels: 1, loaded: ['qwen2.5:7b'] },
   ],
   workload: {
-    phases: [{ durationS: 5, ratePerS: 4 }, { durationS: 5, ratePerS: 8 }],
-    mix: [{ model: 'llama3.2', weight: 3 }, { model: 'qwen2.5:7b', weight: 1 }],
+    phases: [
+      { durationS: 5, ratePerS: 4 },
+      { durationS: 5, ratePerS: 8 },
+    ],
+    mix: [
+      { model: 'llama3.2', weight: 3 },
+      { model: 'qwen2.5:7b', weight: 1 },
+    ],
     outputTokens: { min: 10, max: 20 },
     sessions: { count: 5, share: 0.5 },
   },
@@ -54,12 +63,21 @@ describe('scenario parsing', () => {
   });
 
   it.each([
-    [(s: any) => (s.backends[1].tokensPerSecond = 'fast'), /tiny\.json: backends\[1\]\.tokensPerSecond must be a number > 0 and <= 10000000 \(got "fast"\)/],
+    [
+      (s: any) => (s.backends[1].tokensPerSecond = 'fast'),
+      /tiny\.json: backends\[1\]\.tokensPerSecond must be a number > 0 and <= 10000000 \(got "fast"\)/,
+    ],
     [(s: any) => (s.backends[0].numParallel = 1.5), /backends\[0\]\.numParallel must be an integer >= 1/],
     [(s: any) => (s.workload.mix[1].model = 'gemma'), /workload\.mix\[1\]\.model must name a model listed in models/],
-    [(s: any) => (s.backends[0].loaded = ['llama3.2', 'qwen2.5:7b']), /backends\[0\]\.loaded holds more than maxLoadedModels/],
+    [
+      (s: any) => (s.backends[0].loaded = ['llama3.2', 'qwen2.5:7b']),
+      /backends\[0\]\.loaded holds more than maxLoadedModels/,
+    ],
     [(s: any) => (s.workload.phases = []), /workload\.phases must be an array with at least 1/],
-    [(s: any) => (s.workload.outputTokens = { min: 10, max: 5 }), /workload\.outputTokens\.max must be an integer >= 10/],
+    [
+      (s: any) => (s.workload.outputTokens = { min: 10, max: 5 }),
+      /workload\.outputTokens\.max must be an integer >= 10/,
+    ],
     [(s: any) => (s.backends[0].speed = 3), /backends\[0\]\.speed is not a known field/],
     [(s: any) => (s.pools = { llama3: ['a'] }), /pools\.llama3 \(key\) must name a model/],
     [(s: any) => (s.pools = { 'llama3.2': ['zz'] }), /pools\.llama3\.2\[0\] must name a backend/],
@@ -88,7 +106,16 @@ describe('seeded workload', () => {
   });
 
   it('follows the phases, mix, lengths and sessions', () => {
-    const sc = parseScenario({ ...minimal(), workload: { ...minimal().workload, phases: [{ durationS: 200, ratePerS: 5 }, { durationS: 200, ratePerS: 10 }] } });
+    const sc = parseScenario({
+      ...minimal(),
+      workload: {
+        ...minimal().workload,
+        phases: [
+          { durationS: 200, ratePerS: 5 },
+          { durationS: 200, ratePerS: 10 },
+        ],
+      },
+    });
     const w = generateWorkload(sc);
     const first = w.filter((r) => r.atMs < 200_000).length;
     const second = w.length - first;
@@ -96,7 +123,9 @@ describe('seeded workload', () => {
     expect(second / 200).toBeCloseTo(10, 0);
     expect(w.every((r, i) => i === 0 || r.atMs >= w[i - 1].atMs)).toBe(true);
     expect(w.filter((r) => r.model === 'llama3.2:latest').length / w.length).toBeCloseTo(0.75, 1);
-    expect(w.every((r) => r.outputTokens >= 10 && r.outputTokens <= 20 && r.prompt.length <= r.promptTokens * 4)).toBe(true);
+    expect(w.every((r) => r.outputTokens >= 10 && r.outputTokens <= 20 && r.prompt.length <= r.promptTokens * 4)).toBe(
+      true,
+    );
     expect(w.filter((r) => r.session !== null).length / w.length).toBeCloseTo(0.5, 1);
     expect(new Set(w.map((r) => r.session).filter(Boolean)).size).toBeLessThanOrEqual(5);
   });
@@ -135,7 +164,11 @@ describe('targets', () => {
 
   it('compares p95 with the pools and nginx least_conn, and counts avoidable loads', () => {
     const sc = parseScenario({ ...minimal(), targets: { p95VsNginxLeastConn: 0.7 } });
-    const checks = checksFor(sc, [t('balancer predictive', 900, 1), t('nginx-per-model-pools', 1000), t('nginx-least_conn', 1200)], 0);
+    const checks = checksFor(
+      sc,
+      [t('balancer predictive', 900, 1), t('nginx-per-model-pools', 1000), t('nginx-least_conn', 1200)],
+      0,
+    );
     const by = (n: string) => checks.find((c) => c.name.startsWith(n))!;
     expect(by('p95 <= 1x per-model').pass).toBe(true);
     expect(by('p95 <= 0.7x nginx').pass).toBe(false);
@@ -146,7 +179,16 @@ describe('targets', () => {
 
 describe('outputs', () => {
   it('writes nginx and HAProxy configs with keep-alive, no buffering and a per-server queue', () => {
-    const n = nginxConfig('/tmp/x', [{ listen: 8080, method: 'least_conn', servers: [{ name: 'a', port: 1 }, { name: 'b', port: 2 }] }]);
+    const n = nginxConfig('/tmp/x', [
+      {
+        listen: 8080,
+        method: 'least_conn',
+        servers: [
+          { name: 'a', port: 1 },
+          { name: 'b', port: 2 },
+        ],
+      },
+    ]);
     expect(n).toContain('least_conn;');
     expect(n).toContain('keepalive 64;');
     expect(n).toContain('proxy_set_header Connection "";');
@@ -158,7 +200,20 @@ describe('outputs', () => {
   });
 
   it('draws a well-formed SVG that escapes labels', () => {
-    const svg = barChart({ title: 'p95 <s>', unit: 's', log: true, groups: [{ label: 'g', bars: [{ label: 'a&b', value: 0.4 }, { label: 'c', value: 35, accent: true }] }] });
+    const svg = barChart({
+      title: 'p95 <s>',
+      unit: 's',
+      log: true,
+      groups: [
+        {
+          label: 'g',
+          bars: [
+            { label: 'a&b', value: 0.4 },
+            { label: 'c', value: 35, accent: true },
+          ],
+        },
+      ],
+    });
     expect(svg.startsWith('<svg')).toBe(true);
     expect(svg.trimEnd().endsWith('</svg>')).toBe(true);
     expect(svg).toContain('a&amp;b');
@@ -168,19 +223,47 @@ describe('outputs', () => {
   it('rejects malformed results', () => {
     expect(() => validateResults({ version: 1, machine: { nproc: 2 }, targets: [] })).not.toThrow();
     expect(() => validateResults({ version: 1, machine: {}, targets: [] })).toThrow(/machine.nproc/);
-    expect(() => validateResults({ version: 1, machine: { nproc: 2 }, targets: [], routing: [{ scenario: 's', requests: 3, targets: [{ target: 'x', requests: 2 }] }] })).toThrow(/2 records for 3 requests/);
+    expect(() =>
+      validateResults({
+        version: 1,
+        machine: { nproc: 2 },
+        targets: [],
+        routing: [{ scenario: 's', requests: 3, targets: [{ target: 'x', requests: 2 }] }],
+      }),
+    ).toThrow(/2 records for 3 requests/);
   });
 
   it('parses the command line', () => {
-    expect(parseArgs(['--suite', 'routing', '--scenario', 'a.json', '--out=o'])).toEqual({ suite: 'routing', scenarios: ['a.json'], out: 'o' });
+    expect(parseArgs(['--suite', 'routing', '--scenario', 'a.json', '--out=o'])).toEqual({
+      suite: 'routing',
+      scenarios: ['a.json'],
+      out: 'o',
+    });
     expect(() => parseArgs(['--suite', 'fast'])).toThrow(/--suite must be/);
-    expect(parseArgs(['--suite', 'random', '--clusters', '5', '--seed=9', '--duration', '15', '--hints'])).toEqual({ suite: 'random', scenarios: [], out: 'bench-results/latest', clusters: 5, seed: 9, durationS: 15, hints: true });
+    expect(parseArgs(['--suite', 'random', '--clusters', '5', '--seed=9', '--duration', '15', '--hints'])).toEqual({
+      suite: 'random',
+      scenarios: [],
+      out: 'bench-results/latest',
+      clusters: 5,
+      seed: 9,
+      durationS: 15,
+      hints: true,
+    });
     expect(() => parseArgs(['--clusters', '0'])).toThrow(/--clusters must be an integer from 1/);
     expect(() => parseArgs(['--duration', 'long'])).toThrow(/--duration must be an integer/);
   });
 
   it('writes nginx weights only where they differ from 1', () => {
-    const n = nginxConfig('/tmp/x', [{ listen: 8080, method: 'least_conn', servers: [{ name: 'a', port: 1, weight: 7 }, { name: 'b', port: 2, weight: 1 }] }]);
+    const n = nginxConfig('/tmp/x', [
+      {
+        listen: 8080,
+        method: 'least_conn',
+        servers: [
+          { name: 'a', port: 1, weight: 7 },
+          { name: 'b', port: 2, weight: 1 },
+        ],
+      },
+    ]);
     expect(n).toContain('server 127.0.0.1:1 weight=7;');
     expect(n).toContain('server 127.0.0.1:2;');
   });
@@ -229,7 +312,12 @@ describe('random clusters', () => {
       for (const [m, x] of Object.entries(c.perModel)) {
         expect(x.ratePerS).toBeLessThanOrEqual(x.capacityPerS * 0.921);
         // The expert's pool for a model is exactly the servers the plan gives it.
-        expect(c.expert[m].map((e) => e.name).sort()).toEqual(bs.filter((b) => c.plan[b.name].includes(m)).map((b) => b.name).sort());
+        expect(c.expert[m].map((e) => e.name).sort()).toEqual(
+          bs
+            .filter((b) => c.plan[b.name].includes(m))
+            .map((b) => b.name)
+            .sort(),
+        );
         expect(c.expert[m].every((e) => e.weight >= 1 && e.weight <= 100)).toBe(true);
       }
       expect(c.expertLoads).toBe(bs.reduce((s, b) => s + c.plan[b.name].length - b.loaded.length, 0));
@@ -242,7 +330,8 @@ describe('random clusters', () => {
   it('cover warm and partly cold placements, every load shape and 1-4 models', () => {
     expect(clusters.filter((c) => c.allWarm).length).toBeGreaterThan(50);
     expect(clusters.filter((c) => !c.allWarm && c.expertLoads > 0).length).toBeGreaterThan(50);
-    for (const shape of ['steady', 'ramp', 'burst']) expect(clusters.some((c) => c.summary.includes(`, ${shape},`))).toBe(true);
+    for (const shape of ['steady', 'ramp', 'burst'])
+      expect(clusters.some((c) => c.summary.includes(`, ${shape},`))).toBe(true);
     expect(new Set(clusters.map((c) => c.scenario.models.length))).toEqual(new Set([1, 2, 3, 4]));
     expect(clusters.some((c) => c.scenario.workload.sessions.share > 0.3)).toBe(true);
   });

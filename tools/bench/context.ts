@@ -31,7 +31,13 @@ export const agentMain = (root: string): string => join(root, 'dist/apps/gpu-age
 export const fakeNvmlLibrary = (root: string): string => join(root, 'libs/nvml/fake/build/libnvidia-ml.so.1');
 
 /** The gpu-agent beside one simulator, reading the simulator's fake-NVML state file. */
-export async function startAgent(ctx: BenchContext, name: string, port: number, simUrl: string, statePath: string): Promise<Child> {
+export async function startAgent(
+  ctx: BenchContext,
+  name: string,
+  port: number,
+  simUrl: string,
+  statePath: string,
+): Promise<Child> {
   const c = startChild(`gpu-agent ${name}`, process.execPath, [agentMain(ctx.root)], {
     env: {
       ...process.env,
@@ -50,15 +56,31 @@ export async function startAgent(ctx: BenchContext, name: string, port: number, 
 }
 
 export async function startSim(ctx: BenchContext, name: string, port: number, configPath: string): Promise<Child> {
-  const c = startChild(`sim ${name}`, process.execPath, [simCli(ctx.root), '--port', String(port), '--config', configPath, '--host', '127.0.0.1']);
+  const c = startChild(`sim ${name}`, process.execPath, [
+    simCli(ctx.root),
+    '--port',
+    String(port),
+    '--config',
+    configPath,
+    '--host',
+    '127.0.0.1',
+  ]);
   await waitFor(`http://127.0.0.1:${port}/api/version`, c, 15_000);
   return c;
 }
 
 /** Starts the built balancer; without `configPath` it is configured by `env` alone (and no BALANCER_CONFIG of ours leaks in). */
-export async function startBalancer(ctx: BenchContext, port: number, configPath: string | undefined, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<Child> {
+export async function startBalancer(
+  ctx: BenchContext,
+  port: number,
+  configPath: string | undefined,
+  env: Record<string, string> = {},
+  nodeArgs: string[] = [],
+): Promise<Child> {
   const inherited = { ...process.env };
-  for (const k of Object.keys(inherited)) if (/^(BALANCER_CONFIG|OLLAMA_BACKENDS|OLLAMA_AGENTS|BACKEND_PARALLEL|QUEUE_|ROUTING_POLICY)/.test(k)) delete inherited[k];
+  for (const k of Object.keys(inherited))
+    if (/^(BALANCER_CONFIG|OLLAMA_BACKENDS|OLLAMA_AGENTS|BACKEND_PARALLEL|QUEUE_|ROUTING_POLICY)/.test(k))
+      delete inherited[k];
   const logDir = process.env.BENCH_BALANCER_LOG_DIR;
   const c = startChild('balancer', process.execPath, [...nodeArgs, balancerMain(ctx.root)], {
     env: {

@@ -31,7 +31,11 @@ export interface RequestRecord {
 function backendOf(h: http.IncomingHttpHeaders, names: Record<string, string>): string {
   const raw = (h['x-balancer-backend'] ?? h['x-upstream'] ?? '') as string;
   // nginx lists every upstream it tried ("a, b" or "a : b"): the last one answered.
-  const last = raw.split(/[,:]\s+|\s+:\s+/).pop()?.trim() ?? '';
+  const last =
+    raw
+      .split(/[,:]\s+|\s+:\s+/)
+      .pop()
+      ?.trim() ?? '';
   return names[last] ?? (last || 'unknown');
 }
 
@@ -58,8 +62,16 @@ function main(): void {
     const t = job.targets[p.model] ?? job.targets['*'];
     const base = Array.isArray(t) ? t[turn++ % t.length] : t;
     const u = new URL('/api/chat', base);
-    const body = JSON.stringify({ model: p.model, messages: [{ role: 'user', content: p.prompt }], stream: job.stream, options: { num_predict: p.outputTokens } });
-    const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+    const body = JSON.stringify({
+      model: p.model,
+      messages: [{ role: 'user', content: p.prompt }],
+      stream: job.stream,
+      options: { num_predict: p.outputTokens },
+    });
+    const headers: Record<string, string | number> = {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(body),
+    };
     if (p.session) headers['x-session-id'] = p.session;
     const start = performance.now();
     let ttft = NaN;
@@ -68,19 +80,36 @@ function main(): void {
       if (settled) return;
       settled = true;
       const e2e = performance.now() - start;
-      finishOne({ i: p.i, model: p.model, status, error, ttftMs: Number.isNaN(ttft) ? e2e : ttft, e2eMs: e2e, backend });
-    };
-    const req = http.request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', agent, headers }, (res) => {
-      const backend = backendOf(res.headers, job.upstreamNames);
-      let errText = '';
-      res.on('data', (d: Buffer) => {
-        if (Number.isNaN(ttft)) ttft = performance.now() - start;
-        if (res.statusCode !== 200 && errText.length < 300) errText += d.toString();
+      finishOne({
+        i: p.i,
+        model: p.model,
+        status,
+        error,
+        ttftMs: Number.isNaN(ttft) ? e2e : ttft,
+        e2eMs: e2e,
+        backend,
       });
-      res.on('end', () => rec(res.statusCode ?? 0, backend, res.statusCode === 200 ? undefined : errText.slice(0, 200) || `HTTP ${res.statusCode}`));
-      res.on('error', (e) => rec(0, backend, e.message));
-      res.on('aborted', () => rec(0, backend, 'aborted'));
-    });
+    };
+    const req = http.request(
+      { host: u.hostname, port: u.port, path: u.pathname, method: 'POST', agent, headers },
+      (res) => {
+        const backend = backendOf(res.headers, job.upstreamNames);
+        let errText = '';
+        res.on('data', (d: Buffer) => {
+          if (Number.isNaN(ttft)) ttft = performance.now() - start;
+          if (res.statusCode !== 200 && errText.length < 300) errText += d.toString();
+        });
+        res.on('end', () =>
+          rec(
+            res.statusCode ?? 0,
+            backend,
+            res.statusCode === 200 ? undefined : errText.slice(0, 200) || `HTTP ${res.statusCode}`,
+          ),
+        );
+        res.on('error', (e) => rec(0, backend, e.message));
+        res.on('aborted', () => rec(0, backend, 'aborted'));
+      },
+    );
     req.setTimeout(job.timeoutMs, () => req.destroy(new Error(`timeout after ${job.timeoutMs} ms`)));
     req.on('error', (e) => rec(0, 'none', e.message));
     req.end(body);

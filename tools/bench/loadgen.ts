@@ -29,13 +29,25 @@ done = function(summary, latency, requests)
 end
 `;
 
-export async function runLoad(gen: LoadGenName, url: string, body: string, connections: number, durationS: number, tmpDir: string): Promise<LoadResult> {
+export async function runLoad(
+  gen: LoadGenName,
+  url: string,
+  body: string,
+  connections: number,
+  durationS: number,
+  tmpDir: string,
+): Promise<LoadResult> {
   if (gen === 'wrk') {
     const script = join(tmpDir, 'post.lua');
     writeFileSync(script, WRK_SCRIPT(body));
-    const r = await runToEnd(which('wrk')!, ['-t1', `-c${connections}`, `-d${durationS}s`, '--timeout', '10s', '-s', script, url], { timeoutMs: (durationS + 30) * 1000 });
+    const r = await runToEnd(
+      which('wrk')!,
+      ['-t1', `-c${connections}`, `-d${durationS}s`, '--timeout', '10s', '-s', script, url],
+      { timeoutMs: (durationS + 30) * 1000 },
+    );
     const line = r.stdout.split('\n').find((l) => l.startsWith('BENCH_JSON '));
-    if (!line) throw new Error(`wrk produced no result (exit ${r.code}): ${r.stdout.slice(-500)} ${r.stderr.slice(-500)}`);
+    if (!line)
+      throw new Error(`wrk produced no result (exit ${r.code}): ${r.stdout.slice(-500)} ${r.stderr.slice(-500)}`);
     const j = JSON.parse(line.slice('BENCH_JSON '.length));
     const durationSec = j.durationUs / 1e6;
     return {
@@ -51,7 +63,21 @@ export async function runLoad(gen: LoadGenName, url: string, body: string, conne
   const bin = require.resolve('autocannon/autocannon.js');
   const r = await runToEnd(
     process.execPath,
-    [bin, '--json', '-c', String(connections), '-d', String(durationS), '-m', 'POST', '-H', 'content-type=application/json', '-b', body, url],
+    [
+      bin,
+      '--json',
+      '-c',
+      String(connections),
+      '-d',
+      String(durationS),
+      '-m',
+      'POST',
+      '-H',
+      'content-type=application/json',
+      '-b',
+      body,
+      url,
+    ],
     { timeoutMs: (durationS + 30) * 1000 },
   );
   let j: any;

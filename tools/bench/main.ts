@@ -12,7 +12,16 @@ import { runOverhead } from './overhead';
 import { HAPROXY_INSTALL_HINT, NGINX_INSTALL_HINT } from './peers';
 import { which } from './procs';
 import { runRandomSuite } from './random-suite';
-import { BenchResults, charts, overheadTables, randomTables, randomTargets, routingTables, targetsTable, validateResults } from './report';
+import {
+  BenchResults,
+  charts,
+  overheadTables,
+  randomTables,
+  randomTargets,
+  routingTables,
+  targetsTable,
+  validateResults,
+} from './report';
 import { replicasTables, runReplicas, REPLICAS_P95_LIMIT } from './replicas';
 import { runScenario } from './routing';
 import { parseScenario, Scenario, ScenarioError } from './scenario';
@@ -47,14 +56,17 @@ export interface Args {
 
 function intArg(flag: string, v: string, min: number, max: number): number {
   const n = Number(v);
-  if (!/^\d+$/.test(v) || n < min || n > max) throw new Error(`${flag} must be an integer from ${min} to ${max} (got ${v})\n${USAGE}`);
+  if (!/^\d+$/.test(v) || n < min || n > max)
+    throw new Error(`${flag} must be an integer from ${min} to ${max} (got ${v})\n${USAGE}`);
   return n;
 }
 
 export function parseArgs(argv: string[]): Args {
   const a: Args = { suite: 'all', scenarios: [], out: 'bench-results/latest' };
   for (let i = 0; i < argv.length; i++) {
-    const [flag, inline] = argv[i].includes('=') ? [argv[i].slice(0, argv[i].indexOf('=')), argv[i].slice(argv[i].indexOf('=') + 1)] : [argv[i], undefined];
+    const [flag, inline] = argv[i].includes('=')
+      ? [argv[i].slice(0, argv[i].indexOf('=')), argv[i].slice(argv[i].indexOf('=') + 1)]
+      : [argv[i], undefined];
     const val = (): string => {
       const v = inline ?? argv[++i];
       if (v === undefined) throw new Error(`${flag} needs a value\n${USAGE}`);
@@ -62,7 +74,8 @@ export function parseArgs(argv: string[]): Args {
     };
     if (flag === '--suite') {
       const s = val();
-      if (!['overhead', 'routing', 'random', 'replicas', 'all', 'smoke'].includes(s)) throw new Error(`--suite must be overhead, routing, random, replicas, all or smoke (got ${s})\n${USAGE}`);
+      if (!['overhead', 'routing', 'random', 'replicas', 'all', 'smoke'].includes(s))
+        throw new Error(`--suite must be overhead, routing, random, replicas, all or smoke (got ${s})\n${USAGE}`);
       a.suite = s as Args['suite'];
     } else if (flag === '--scenario') a.scenarios.push(val());
     else if (flag === '--out') a.out = val();
@@ -72,7 +85,11 @@ export function parseArgs(argv: string[]): Args {
     else if (flag === '--hints') a.hints = true;
     else if (flag === '--clusters') a.clusters = intArg(flag, val(), 1, 1000);
     else if (flag === '--seed') a.seed = intArg(flag, val(), 0, 2 ** 31);
-    else if (flag === '--cluster') a.clusterSeeds = val().split(',').filter(Boolean).map((v) => intArg(flag, v.trim(), 0, 2 ** 32));
+    else if (flag === '--cluster')
+      a.clusterSeeds = val()
+        .split(',')
+        .filter(Boolean)
+        .map((v) => intArg(flag, v.trim(), 0, 2 ** 32));
     else if (flag === '--duration') a.durationS = intArg(flag, val(), 2, 600);
     else if (flag === '--help' || flag === '-h') {
       process.stdout.write(USAGE + '\n');
@@ -96,9 +113,17 @@ function version(cmd: string, args: string[]): string | null {
   const bin = which(cmd);
   if (!bin) return null;
   try {
-    return execFileSync(bin, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).split('\n')[0].trim() || bin;
+    return (
+      execFileSync(bin, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+        .split('\n')[0]
+        .trim() || bin
+    );
   } catch (e: any) {
-    return String(e.stderr ?? '').split('\n')[0].trim() || bin;
+    return (
+      String(e.stderr ?? '')
+        .split('\n')[0]
+        .trim() || bin
+    );
   }
 }
 
@@ -106,7 +131,11 @@ async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2));
   const root = repoRoot();
   const smoke = args.suite === 'smoke';
-  for (const f of [simCli(root), balancerMain(root), ...(args.agents ? [agentMain(root), fakeNvmlLibrary(root)] : [])]) {
+  for (const f of [
+    simCli(root),
+    balancerMain(root),
+    ...(args.agents ? [agentMain(root), fakeNvmlLibrary(root)] : []),
+  ]) {
     if (!existsSync(f)) throw new Error(`${f} is missing: run \`npm run build\` first (npm run bench does)`);
   }
   const scenarioFiles = args.scenarios.length
@@ -135,7 +164,16 @@ async function main(): Promise<number> {
     skipped.push('wrk (autocannon used)');
   }
   const tmp = mkdtempSync(join(tmpdir(), 'ollama-bench-'));
-  const ctx: BenchContext = { root, tmp, smoke, loadGen, hasNginx: !!nginx, hasHaproxy: !!haproxy, agents: !!args.agents, log: (m) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${m}`) };
+  const ctx: BenchContext = {
+    root,
+    tmp,
+    smoke,
+    loadGen,
+    hasNginx: !!nginx,
+    hasHaproxy: !!haproxy,
+    agents: !!args.agents,
+    log: (m) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${m}`),
+  };
   const cpu = cpus();
   const res: BenchResults = {
     version: 1,
@@ -143,12 +181,23 @@ async function main(): Promise<number> {
     finishedAt: '',
     suite: args.suite,
     smoke,
-    machine: { nproc: cpu.length, cpuModel: cpu[0]?.model ?? 'unknown', memTotalBytes: totalmem(), node: process.version, platform: `${process.platform} ${process.arch}`, loadGen, nginx, haproxy },
+    machine: {
+      nproc: cpu.length,
+      cpuModel: cpu[0]?.model ?? 'unknown',
+      memTotalBytes: totalmem(),
+      node: process.version,
+      platform: `${process.platform} ${process.arch}`,
+      loadGen,
+      nginx,
+      haproxy,
+    },
     targets: [],
     skipped,
     hints: !!args.hints,
   };
-  ctx.log(`bench: suite ${args.suite}, ${cpu.length} CPUs, ${(totalmem() / 2 ** 30).toFixed(1)} GiB (${(freemem() / 2 ** 30).toFixed(1)} free), node ${process.version}, load generator ${loadGen}, temp ${tmp}`);
+  ctx.log(
+    `bench: suite ${args.suite}, ${cpu.length} CPUs, ${(totalmem() / 2 ** 30).toFixed(1)} GiB (${(freemem() / 2 ** 30).toFixed(1)} free), node ${process.version}, load generator ${loadGen}, temp ${tmp}`,
+  );
 
   try {
     if (args.suite === 'overhead' || args.suite === 'all' || smoke) {
@@ -156,8 +205,19 @@ async function main(): Promise<number> {
       res.overhead = o;
       const c1 = o.ratios.find((r) => r.concurrency === 1 && r.target === 'balancer')!;
       const c64 = o.ratios.find((r) => r.concurrency === 64 && r.target === 'balancer')!;
-      res.targets.push({ name: 'c=1: p50 added over direct', measured: `${fmt(c1.p50AddedMs, 2)} ms`, limit: '<= 1 ms', pass: c1.p50AddedMs <= 1 });
-      if (Number.isFinite(c64.rpsVsNginx)) res.targets.push({ name: 'c=64: throughput vs nginx', measured: `${fmt(c64.rpsVsNginx, 2)}x`, limit: '>= 0.3x', pass: c64.rpsVsNginx >= 0.3 });
+      res.targets.push({
+        name: 'c=1: p50 added over direct',
+        measured: `${fmt(c1.p50AddedMs, 2)} ms`,
+        limit: '<= 1 ms',
+        pass: c1.p50AddedMs <= 1,
+      });
+      if (Number.isFinite(c64.rpsVsNginx))
+        res.targets.push({
+          name: 'c=64: throughput vs nginx',
+          measured: `${fmt(c64.rpsVsNginx, 2)}x`,
+          limit: '>= 0.3x',
+          pass: c64.rpsVsNginx >= 0.3,
+        });
       for (const level of o.streaming) {
         const st = level.added.find((a) => a.target === 'balancer')!;
         const direct = level.results.find((r) => r.target === 'direct')!.result;
@@ -167,9 +227,19 @@ async function main(): Promise<number> {
           limit: '< 5 ms',
           pass: st.transitP99Ms < 5,
         });
-        res.targets.push({ name: `${level.streams} streams: balancer peak RSS`, measured: `${fmt(level.balancerRssBytes.peak / 2 ** 20, 0)} MB`, limit: '< 300 MB', pass: level.balancerRssBytes.peak < 300 * 2 ** 20 });
+        res.targets.push({
+          name: `${level.streams} streams: balancer peak RSS`,
+          measured: `${fmt(level.balancerRssBytes.peak / 2 ** 20, 0)} MB`,
+          limit: '< 300 MB',
+          pass: level.balancerRssBytes.peak < 300 * 2 ** 20,
+        });
         const errs = level.results.find((r) => r.target === 'balancer')!.result.errors;
-        res.targets.push({ name: `${level.streams} streams: errors via balancer`, measured: String(errs), limit: '0', pass: errs === 0 });
+        res.targets.push({
+          name: `${level.streams} streams: errors via balancer`,
+          measured: String(errs),
+          limit: '0',
+          pass: errs === 0,
+        });
       }
       for (const s of o.skipped) if (!skipped.includes(s)) skipped.push(s);
     }
@@ -177,7 +247,17 @@ async function main(): Promise<number> {
       res.routing = [];
       // The smoke replays one scenario through a few targets only.
       const list = smoke && !args.scenarios.length ? scenarios.slice(0, 1) : scenarios;
-      const only = args.only ?? (smoke ? ['balancer predictive', 'balancer round-robin', 'nginx-least_conn', 'nginx-per-model-pools', 'haproxy-leastconn'] : undefined);
+      const only =
+        args.only ??
+        (smoke
+          ? [
+              'balancer predictive',
+              'balancer round-robin',
+              'nginx-least_conn',
+              'nginx-per-model-pools',
+              'haproxy-leastconn',
+            ]
+          : undefined);
       for (const sc of list) {
         const r = await runScenario(ctx, sc, only, undefined, { hints: args.hints });
         res.routing.push(r);
@@ -195,9 +275,19 @@ async function main(): Promise<number> {
     if (args.suite === 'replicas') {
       const r = await runReplicas(ctx, scenarios);
       res.replicas = r;
-      res.targets.push({ name: 'Redis mode: p50 added at c=1', measured: `${fmt(r.redisAddedP50MsC1, 2)} ms`, limit: '<= 1 ms', pass: r.redisAddedP50MsC1 <= 1 });
+      res.targets.push({
+        name: 'Redis mode: p50 added at c=1',
+        measured: `${fmt(r.redisAddedP50MsC1, 2)} ms`,
+        limit: '<= 1 ms',
+        pass: r.redisAddedP50MsC1 <= 1,
+      });
       for (const x of r.routing)
-        res.targets.push({ name: `${x.scenario}: 3 replicas p95 vs 1`, measured: `${fmt(x.p95Ratio, 2)}x (${x.threeErrors} errors)`, limit: `<= ${REPLICAS_P95_LIMIT}x, 0 errors`, pass: x.pass });
+        res.targets.push({
+          name: `${x.scenario}: 3 replicas p95 vs 1`,
+          measured: `${fmt(x.p95Ratio, 2)}x (${x.threeErrors} errors)`,
+          limit: `<= ${REPLICAS_P95_LIMIT}x, 0 errors`,
+          pass: x.pass,
+        });
     }
     if (args.suite === 'random' || smoke) {
       const r = await runRandomSuite(ctx, {
@@ -224,7 +314,9 @@ async function main(): Promise<number> {
     `Machine: ${res.machine.nproc} CPUs (${res.machine.cpuModel}), ${(res.machine.memTotalBytes / 2 ** 30).toFixed(1)} GiB, node ${res.machine.node}, ${res.machine.platform}; load generator ${loadGen}; ${nginx ?? 'no nginx'}; ${haproxy ?? 'no haproxy'}.`,
     skipped.length ? `\nSkipped: ${skipped.join(', ')}.` : '',
     res.overhead ? `\n## Overhead\n\n${overheadTables(res.overhead)}` : '',
-    res.routing ? `\n## Routing${args.hints ? ' (balancer told each backend\'s parallel and maxLoadedModels)' : ' (balancer given backend names and URLs only)'}\n\n${routingTables(res.routing)}` : '',
+    res.routing
+      ? `\n## Routing${args.hints ? " (balancer told each backend's parallel and maxLoadedModels)" : ' (balancer given backend names and URLs only)'}\n\n${routingTables(res.routing)}`
+      : '',
     res.random ? `\n## Random clusters\n\n${randomTables(res.random)}` : '',
     res.replicas ? `\n## Replicas (shared state on Redis)\n\n${replicasTables(res.replicas)}` : '',
     res.targets.length ? `\n## Targets\n\n${targetsTable(res)}\n` : '',
@@ -243,7 +335,8 @@ async function main(): Promise<number> {
   }
   if (Object.keys(svgs).length === 0 && (res.overhead || res.routing)) throw new Error('no chart was written');
   console.error(`bench: wrote ${join(out, 'results.json')}, tables.md and ${Object.keys(svgs).join(', ')}`);
-  if (skipped.length) console.error(`bench: skipped peers: ${skipped.join(', ')} (install with tools/bench/ensure-peers.sh)`);
+  if (skipped.length)
+    console.error(`bench: skipped peers: ${skipped.join(', ')} (install with tools/bench/ensure-peers.sh)`);
   return 0;
 }
 

@@ -23,14 +23,29 @@ export interface OverheadResult {
   /** Median-throughput round per cell, and every round. */
   small: { concurrency: number; target: string; result: LoadResult; rounds: LoadResult[] }[];
   rounds: number;
-  ratios: { concurrency: number; target: string; rpsVsDirect: number; rpsVsNginx: number; p50AddedMs: number; p99AddedMs: number }[];
+  ratios: {
+    concurrency: number;
+    target: string;
+    rpsVsDirect: number;
+    rpsVsNginx: number;
+    p50AddedMs: number;
+    p99AddedMs: number;
+  }[];
   /** One entry per number of concurrent streams. */
   streaming: {
     streams: number;
     chunkIntervalMs: number;
     outputTokens: number;
     results: { target: string; result: StreamResult }[];
-    added: { target: string; ttfbP50Ms: number; ttfbP99Ms: number; gapP50Ms: number; gapP99Ms: number; transitP50Ms: number; transitP99Ms: number }[];
+    added: {
+      target: string;
+      ttfbP50Ms: number;
+      ttfbP99Ms: number;
+      gapP50Ms: number;
+      gapP99Ms: number;
+      transitP50Ms: number;
+      transitP99Ms: number;
+    }[];
     balancerRssBytes: { idle: number; peak: number };
   }[];
   balancerRssPeakUnderLoadBytes: number;
@@ -67,7 +82,12 @@ export async function runOverhead(ctx: BenchContext): Promise<OverheadResult> {
     children.push(await startSim(ctx, 'overhead', simPort, simCfg));
     const balPort = await freePort();
     const balCfg = join(ctx.tmp, 'overhead-balancer.json');
-    writeFileSync(balCfg, JSON.stringify({ backends: [{ name: 'sim', url: `http://127.0.0.1:${simPort}`, parallel: 4096, maxLoadedModels: 3 }] }));
+    writeFileSync(
+      balCfg,
+      JSON.stringify({
+        backends: [{ name: 'sim', url: `http://127.0.0.1:${simPort}`, parallel: 4096, maxLoadedModels: 3 }],
+      }),
+    );
     const balancer = await startBalancer(ctx, balPort, balCfg, { QUEUE_MAX: '100000' });
     children.push(balancer);
     const targets: { name: string; url: string }[] = [
@@ -76,7 +96,11 @@ export async function runOverhead(ctx: BenchContext): Promise<OverheadResult> {
     ];
     if (ctx.hasNginx) {
       const ngPort = await freePort();
-      children.push(await startNginx(join(ctx.tmp, 'nginx-overhead'), [{ listen: ngPort, method: 'round-robin', servers: [{ name: 'sim', port: simPort }] }]));
+      children.push(
+        await startNginx(join(ctx.tmp, 'nginx-overhead'), [
+          { listen: ngPort, method: 'round-robin', servers: [{ name: 'sim', port: simPort }] },
+        ]),
+      );
       targets.push({ name: 'nginx', url: `http://127.0.0.1:${ngPort}` });
     } else skipped.push('nginx');
 
@@ -107,7 +131,12 @@ export async function runOverhead(ctx: BenchContext): Promise<OverheadResult> {
       }
       for (const t of targets) {
         const sorted = [...rounds[t.name]].sort((a, b) => a.rps - b.rps);
-        small.push({ concurrency: c, target: t.name, result: sorted[Math.floor(sorted.length / 2)], rounds: rounds[t.name] });
+        small.push({
+          concurrency: c,
+          target: t.name,
+          result: sorted[Math.floor(sorted.length / 2)],
+          rounds: rounds[t.name],
+        });
       }
     }
     const ratios: OverheadResult['ratios'] = [];
@@ -136,9 +165,22 @@ export async function runOverhead(ctx: BenchContext): Promise<OverheadResult> {
         const job = join(ctx.tmp, `stream-${t.name}.json`);
         const out = join(ctx.tmp, `stream-${t.name}.out.json`);
         const timeoutMs = outputTokens * chunkIntervalMs * 4 + 30_000;
-        writeFileSync(job, JSON.stringify({ url: `${t.url}/api/chat`, streams, outputTokens, model: 'llama3.2', rampMs: ctx.smoke ? 200 : 1000, timeoutMs }));
-        const r = await runToEnd(process.execPath, [join(__dirname, 'stream-client.js'), job, out], { timeoutMs: timeoutMs + 20_000 });
-        if (r.code !== 0) throw new Error(`stream client for ${t.name} failed (exit ${r.code}): ${r.stderr.slice(-500)}`);
+        writeFileSync(
+          job,
+          JSON.stringify({
+            url: `${t.url}/api/chat`,
+            streams,
+            outputTokens,
+            model: 'llama3.2',
+            rampMs: ctx.smoke ? 200 : 1000,
+            timeoutMs,
+          }),
+        );
+        const r = await runToEnd(process.execPath, [join(__dirname, 'stream-client.js'), job, out], {
+          timeoutMs: timeoutMs + 20_000,
+        });
+        if (r.code !== 0)
+          throw new Error(`stream client for ${t.name} failed (exit ${r.code}): ${r.stderr.slice(-500)}`);
         streamResults.push({ target: t.name, result: JSON.parse(readFileSync(out, 'utf8')) });
         if (t.name === 'balancer') streamPeak = phasePeak;
         await sleep(500);
@@ -155,7 +197,14 @@ export async function runOverhead(ctx: BenchContext): Promise<OverheadResult> {
           transitP50Ms: s.result.transitMs.p50 - direct.transitMs.p50,
           transitP99Ms: s.result.transitMs.p99 - direct.transitMs.p99,
         }));
-      levels.push({ streams, chunkIntervalMs, outputTokens, results: streamResults, added, balancerRssBytes: { idle: idleRss, peak: streamPeak } });
+      levels.push({
+        streams,
+        chunkIntervalMs,
+        outputTokens,
+        results: streamResults,
+        added,
+        balancerRssBytes: { idle: idleRss, peak: streamPeak },
+      });
     }
     clearInterval(sampler);
     return {
@@ -177,10 +226,20 @@ export async function postJson(url: string, body: unknown): Promise<void> {
   const { request } = await import('http');
   await new Promise<void>((resolve, reject) => {
     const data = JSON.stringify(body);
-    const req = request(url, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } }, (res) => {
-      res.resume();
-      res.on('end', () => (res.statusCode && res.statusCode < 300 ? resolve() : reject(new Error(`${url}: HTTP ${res.statusCode}`))));
-    });
+    const req = request(
+      url,
+      {
+        method: 'POST',
+        agent: false,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) },
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () =>
+          res.statusCode && res.statusCode < 300 ? resolve() : reject(new Error(`${url}: HTTP ${res.statusCode}`)),
+        );
+      },
+    );
     req.on('error', reject);
     req.end(data);
   });

@@ -19,8 +19,10 @@ export interface NginxPool {
   servers: Upstream[];
 }
 
-export const NGINX_INSTALL_HINT = 'nginx not found: install it with `apt-get install -y nginx` (or run tools/bench/ensure-peers.sh)';
-export const HAPROXY_INSTALL_HINT = 'haproxy not found: install it with `apt-get install -y haproxy` (or run tools/bench/ensure-peers.sh)';
+export const NGINX_INSTALL_HINT =
+  'nginx not found: install it with `apt-get install -y nginx` (or run tools/bench/ensure-peers.sh)';
+export const HAPROXY_INSTALL_HINT =
+  'haproxy not found: install it with `apt-get install -y haproxy` (or run tools/bench/ensure-peers.sh)';
 
 /** nginx as users deploy it in front of HTTP backends: upstream keep-alive, no buffering (streams pass through). */
 export function nginxConfig(dir: string, pools: NginxPool[]): string {
@@ -115,13 +117,27 @@ export async function startHaproxy(dir: string, listen: number, servers: Upstrea
   return child;
 }
 
-export const REDIS_INSTALL_HINT = 'redis-server not found: install it with `bash scripts/ensure-redis.sh` (Debian: apt-get install -y redis-server)';
+export const REDIS_INSTALL_HINT =
+  'redis-server not found: install it with `bash scripts/ensure-redis.sh` (Debian: apt-get install -y redis-server)';
 
 /** A throw-away redis-server (nothing saved) for the balancer replicas' shared state. */
 export async function startRedis(port: number): Promise<Child> {
   const bin = which('redis-server');
   if (!bin) throw new Error(REDIS_INSTALL_HINT);
-  const c = startChild('redis-server', bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--loglevel', 'warning']);
+  const c = startChild('redis-server', bin, [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--protected-mode',
+    'no',
+    '--loglevel',
+    'warning',
+  ]);
   const net = await import('net');
   const deadline = Date.now() + 15_000;
   for (;;) {

@@ -113,12 +113,19 @@ export function httpGet(url: string, timeoutMs = 2000): Promise<{ status: number
 }
 
 /** Polls `url` until it answers 2xx (and `accept(body)` if given). */
-export async function waitFor(url: string, child: Child | undefined, timeoutMs = 20_000, accept?: (body: string) => boolean): Promise<void> {
+export async function waitFor(
+  url: string,
+  child: Child | undefined,
+  timeoutMs = 20_000,
+  accept?: (body: string) => boolean,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = '';
   while (Date.now() < deadline) {
     if (child && (child.proc.exitCode !== null || child.proc.signalCode !== null)) {
-      throw new Error(`${child.name} exited (${child.proc.exitCode ?? child.proc.signalCode}) before ${url} answered:\n${child.tail()}`);
+      throw new Error(
+        `${child.name} exited (${child.proc.exitCode ?? child.proc.signalCode}) before ${url} answered:\n${child.tail()}`,
+      );
     }
     try {
       const r = await httpGet(url, 1000);
@@ -154,7 +161,11 @@ export function which(cmd: string): string | undefined {
 }
 
 /** Runs a command to completion in its own process; resolves with stdout. */
-export function runToEnd(cmd: string, args: string[], opts: SpawnOptions & { timeoutMs?: number; input?: string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+export function runToEnd(
+  cmd: string,
+  args: string[],
+  opts: SpawnOptions & { timeoutMs?: number; input?: string } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   installHooks();
   return new Promise((resolve, reject) => {
     const proc = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true, ...opts });

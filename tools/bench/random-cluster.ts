@@ -49,7 +49,11 @@ const MODEL_NAMES = ['alpha', 'beta', 'gamma', 'delta'];
 const PROMPT = { min: 50, max: 300 };
 
 /** Expected service time (ms) of a mean request on a backend, once it holds a slot. */
-export function serviceMs(b: Pick<ScenarioBackend, 'tokensPerSecond' | 'promptTokensPerSecond'>, promptTokens: number, outputTokens: number): number {
+export function serviceMs(
+  b: Pick<ScenarioBackend, 'tokensPerSecond' | 'promptTokensPerSecond'>,
+  promptTokens: number,
+  outputTokens: number,
+): number {
   return (promptTokens / b.promptTokensPerSecond) * 1000 + (outputTokens / b.tokensPerSecond) * 1000 + 5;
 }
 
@@ -68,7 +72,10 @@ export function generateCluster(seed: number, opts: RandomClusterOptions): Rando
 
   const nB = int(3, 5);
   const nM = Math.min(nB, int(1, 4));
-  const models: ScenarioModel[] = MODEL_NAMES.slice(0, nM).map((n) => ({ name: normaliseModel(n), sizeGB: round1(1 + rand() * 4) }));
+  const models: ScenarioModel[] = MODEL_NAMES.slice(0, nM).map((n) => ({
+    name: normaliseModel(n),
+    sizeGB: round1(1 + rand() * 4),
+  }));
   const names = models.map((m) => m.name);
 
   // Speeds: the slowest and the fastest span `spread` (3-10x); the rest log-uniform between.
@@ -136,7 +143,9 @@ export function generateCluster(seed: number, opts: RandomClusterOptions): Rando
   const skew: Record<string, number> = Object.fromEntries(names.map((m) => [m, 0.85 + rand() * 0.25]));
   const promptMean = (PROMPT.min + PROMPT.max) / 2;
   const capacityOf = (m: string, outMean: number): number =>
-    backends.filter((b) => plan[b.name].includes(m)).reduce((s, b) => s + (b.numParallel * 1000) / serviceMs(b, promptMean, outMean), 0);
+    backends
+      .filter((b) => plan[b.name].includes(m))
+      .reduce((s, b) => s + (b.numParallel * 1000) / serviceMs(b, promptMean, outMean), 0);
   const rateOf = (m: string, outMean: number): number => {
     const total = names.reduce((s, x) => s + capacityOf(x, outMean), 0);
     const skewed = names.reduce((s, x) => s + skew[x] * capacityOf(x, outMean), 0);
@@ -185,7 +194,10 @@ export function generateCluster(seed: number, opts: RandomClusterOptions): Rando
     const holders = backends.filter((b) => plan[b.name].includes(m));
     const caps = holders.map((b) => (b.numParallel * 1000) / serviceMs(b, promptMean, outMean));
     const least = Math.min(...caps);
-    expert[m] = holders.map((b, i) => ({ name: b.name, weight: Math.max(1, Math.min(100, Math.round((caps[i] / least) * 10))) }));
+    expert[m] = holders.map((b, i) => ({
+      name: b.name,
+      weight: Math.max(1, Math.min(100, Math.round((caps[i] / least) * 10))),
+    }));
   }
 
   const sessions = { count: int(5, 30), share: Math.round(rand() * 50) / 100 };
@@ -198,7 +210,9 @@ export function generateCluster(seed: number, opts: RandomClusterOptions): Rando
     backends,
     workload: {
       phases,
-      mix: names.map((m) => ({ model: m, weight: Math.round(perModel[m].ratePerS * 1000) / 1000 })).filter((x) => x.weight > 0),
+      mix: names
+        .map((m) => ({ model: m, weight: Math.round(perModel[m].ratePerS * 1000) / 1000 }))
+        .filter((x) => x.weight > 0),
       promptTokens: PROMPT,
       outputTokens: { min: Math.max(1, Math.round(outMean * 0.5)), max: Math.round(outMean * 1.5) },
       stream: true,
@@ -209,11 +223,24 @@ export function generateCluster(seed: number, opts: RandomClusterOptions): Rando
     targets: { p95VsPools: 1 },
   };
   const hosts = backends
-    .map((b) => `${b.name} ${b.tokensPerSecond} tok/s x${b.numParallel} room ${b.maxLoadedModels} [${b.models.map((m) => (b.loaded.includes(m) ? `${short(m)}*` : short(m))).join(' ')}]`)
+    .map(
+      (b) =>
+        `${b.name} ${b.tokensPerSecond} tok/s x${b.numParallel} room ${b.maxLoadedModels} [${b.models.map((m) => (b.loaded.includes(m) ? `${short(m)}*` : short(m))).join(' ')}]`,
+    )
     .join('; ');
   const summary = `${nB} hosts, ${nM} model(s), speeds ${spread.toFixed(1)}x, ${shape}, ${totalRate.toFixed(1)} req/s at ${(utilizationActual * 100).toFixed(0)} %, ~${outMean} tokens; ${hosts} (* = warm)`;
   scenario.description = summary;
-  return { scenario, expert, plan, allWarm, expertLoads, utilization: utilizationActual, perModel, meanOutputTokens: outMean, summary };
+  return {
+    scenario,
+    expert,
+    plan,
+    allWarm,
+    expertLoads,
+    utilization: utilizationActual,
+    perModel,
+    meanOutputTokens: outMean,
+    summary,
+  };
 }
 
 const short = (m: string): string => m.replace(/:latest$/, '');

@@ -93,7 +93,9 @@ function learnedTable(c: RandomCluster, status: unknown[] | undefined): LearnedR
     // Slots may be learned per model: report the one of the model this host serves most.
     let slots = num(l.slots);
     if (slots === null && l.slots && typeof l.slots === 'object') {
-      const vals = Object.values(l.slots as Record<string, unknown>).map(num).filter((v): v is number => v !== null);
+      const vals = Object.values(l.slots as Record<string, unknown>)
+        .map(num)
+        .filter((v): v is number => v !== null);
       slots = vals.length ? Math.max(...vals) : null;
     }
     return {
@@ -117,18 +119,36 @@ export async function runRandomSuite(ctx: BenchContext, o: RandomSuiteOptions): 
     const c = generateCluster(seeds[k], { durationS: o.durationS });
     const plan = generateWorkload(c.scenario);
     ctx.log(`random ${k + 1}/${seeds.length} (seed ${seeds[k]}): ${c.summary}; ${plan.length} requests`);
-    const order = RANDOM_TARGETS.map((_, i) => RANDOM_TARGETS[(i + k) % RANDOM_TARGETS.length]).filter((t) => !o.only || o.only.some((x) => t.includes(x)));
+    const order = RANDOM_TARGETS.map((_, i) => RANDOM_TARGETS[(i + k) % RANDOM_TARGETS.length]).filter(
+      (t) => !o.only || o.only.some((x) => t.includes(x)),
+    );
     const results = new Map<string, TargetResult>();
     for (const target of order) {
       if (target.startsWith('nginx') && !ctx.hasNginx) continue;
-      const r = await runTarget(ctx, c.scenario, target, plan, o.durationS, { zeroConfig: true, expert: c.expert, timeoutMs: o.timeoutMs });
+      const r = await runTarget(ctx, c.scenario, target, plan, o.durationS, {
+        zeroConfig: true,
+        expert: c.expert,
+        timeoutMs: o.timeoutMs,
+      });
       results.set(target, r);
-      ctx.log(`random ${k + 1}: ${target}: p95 ${fmt((r.e2eAllMs?.p95 ?? NaN) / 1000, 2)} s, p50 ${fmt((r.e2eAllMs?.p50 ?? NaN) / 1000, 2)} s, loads ${r.loads}, errors ${r.errors}`);
+      ctx.log(
+        `random ${k + 1}: ${target}: p95 ${fmt((r.e2eAllMs?.p95 ?? NaN) / 1000, 2)} s, p50 ${fmt((r.e2eAllMs?.p50 ?? NaN) / 1000, 2)} s, loads ${r.loads}, errors ${r.errors}`,
+      );
     }
     const view = (t: string): RandomTargetResult | null => {
       const r = results.get(t);
       if (!r) return null;
-      return { target: t, p50Ms: r.e2eAllMs!.p50, p95Ms: r.e2eAllMs!.p95, okP95Ms: r.e2eMs.p95, errors: r.errors, loads: r.loads, evictions: r.evictions, perBackend: r.perBackend, errorSamples: r.errorSamples };
+      return {
+        target: t,
+        p50Ms: r.e2eAllMs!.p50,
+        p95Ms: r.e2eAllMs!.p95,
+        okP95Ms: r.e2eMs.p95,
+        errors: r.errors,
+        loads: r.loads,
+        evictions: r.evictions,
+        perBackend: r.perBackend,
+        errorSamples: r.errorSamples,
+      };
     };
     const targets = RANDOM_TARGETS.map(view).filter((x): x is RandomTargetResult => x !== null);
     const bal = targets.find((t) => t.target === 'balancer predictive');
@@ -149,7 +169,13 @@ export async function runRandomSuite(ctx: BenchContext, o: RandomSuiteOptions): 
       learned: learnedTable(c, results.get('balancer predictive')?.finalStatus),
     });
   }
-  return { runSeed: o.runSeed, durationS: o.durationS, timeoutMs: o.timeoutMs, clusters: out, summary: summarizeRandom(out) };
+  return {
+    runSeed: o.runSeed,
+    durationS: o.durationS,
+    timeoutMs: o.timeoutMs,
+    clusters: out,
+    summary: summarizeRandom(out),
+  };
 }
 
 /** The middle value (mean of the two middle ones for an even count); NaN when empty. */
@@ -160,11 +186,15 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-export function summarizeRandom(cs: Pick<RandomClusterResult, 'index' | 'seed' | 'vsPools' | 'vsLeastConn' | 'allWarm' | 'avoidableLoads'>[]): RandomSuiteResult['summary'] {
+export function summarizeRandom(
+  cs: Pick<RandomClusterResult, 'index' | 'seed' | 'vsPools' | 'vsLeastConn' | 'allWarm' | 'avoidableLoads'>[],
+): RandomSuiteResult['summary'] {
   const vp = cs.map((c) => c.vsPools).filter(Number.isFinite);
   const vl = cs.map((c) => c.vsLeastConn).filter(Number.isFinite);
   let worst: RandomSuiteResult['summary']['worst'] = null;
-  for (const c of cs) if (Number.isFinite(c.vsPools) && (!worst || c.vsPools > worst.vsPools)) worst = { index: c.index, seed: c.seed, vsPools: c.vsPools };
+  for (const c of cs)
+    if (Number.isFinite(c.vsPools) && (!worst || c.vsPools > worst.vsPools))
+      worst = { index: c.index, seed: c.seed, vsPools: c.vsPools };
   return {
     clusters: cs.length,
     fractionVsPoolsAtMost1: vp.length ? vp.filter((r) => r <= 1).length / vp.length : NaN,

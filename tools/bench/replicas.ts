@@ -21,7 +21,16 @@ export interface ReplicasResult {
   /** Requests per second at c=64 with Redis, and as a share of without. */
   redisRpsC64: number;
   redisRpsC64VsLocal: number;
-  routing: { scenario: string; oneP95Ms: number; threeP95Ms: number; p95Ratio: number; oneErrors: number; threeErrors: number; pass: boolean; detail: ScenarioResult }[];
+  routing: {
+    scenario: string;
+    oneP95Ms: number;
+    threeP95Ms: number;
+    p95Ratio: number;
+    oneErrors: number;
+    threeErrors: number;
+    pass: boolean;
+    detail: ScenarioResult;
+  }[];
 }
 
 const SMALL_BODY = JSON.stringify({ model: 'llama3.2', prompt: 'hi', stream: false, options: { num_predict: 1 } });
@@ -54,11 +63,21 @@ export async function runReplicas(ctx: BenchContext, scenarios: Scenario[]): Pro
     const redisPort = await freePort();
     children.push(await startRedis(redisPort));
     const balCfg = join(ctx.tmp, 'replicas-balancer.json');
-    writeFileSync(balCfg, JSON.stringify({ backends: [{ name: 'sim', url: `http://127.0.0.1:${simPort}`, parallel: 4096, maxLoadedModels: 3 }] }));
+    writeFileSync(
+      balCfg,
+      JSON.stringify({
+        backends: [{ name: 'sim', url: `http://127.0.0.1:${simPort}`, parallel: 4096, maxLoadedModels: 3 }],
+      }),
+    );
     const localPort = await freePort();
     children.push(await startBalancer(ctx, localPort, balCfg, { QUEUE_MAX: '100000' }));
     const redisBalPort = await freePort();
-    children.push(await startBalancer(ctx, redisBalPort, balCfg, { QUEUE_MAX: '100000', REDIS_URL: `redis://127.0.0.1:${redisPort}` }));
+    children.push(
+      await startBalancer(ctx, redisBalPort, balCfg, {
+        QUEUE_MAX: '100000',
+        REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+      }),
+    );
     const targets = [
       { name: 'balancer', url: `http://127.0.0.1:${localPort}` },
       { name: 'balancer+redis', url: `http://127.0.0.1:${redisBalPort}` },
@@ -71,13 +90,20 @@ export async function runReplicas(ctx: BenchContext, scenarios: Scenario[]): Pro
       }
       for (let round = 0; round < roundsPerCell; round++) {
         for (const t of targets) {
-          ctx.log(`replicas: overhead ${t.name} c=${c} round ${round + 1}/${roundsPerCell}, ${durationS}s (${ctx.loadGen})`);
+          ctx.log(
+            `replicas: overhead ${t.name} c=${c} round ${round + 1}/${roundsPerCell}, ${durationS}s (${ctx.loadGen})`,
+          );
           rounds[t.name].push(await runLoad(ctx.loadGen, `${t.url}/api/generate`, SMALL_BODY, c, durationS, ctx.tmp));
         }
       }
       for (const t of targets) {
         const sorted = [...rounds[t.name]].sort((a, b) => a.rps - b.rps);
-        overhead.push({ concurrency: c, target: t.name, result: sorted[Math.floor(sorted.length / 2)], rounds: rounds[t.name] });
+        overhead.push({
+          concurrency: c,
+          target: t.name,
+          result: sorted[Math.floor(sorted.length / 2)],
+          rounds: rounds[t.name],
+        });
       }
     }
   } finally {
@@ -90,7 +116,16 @@ export async function runReplicas(ctx: BenchContext, scenarios: Scenario[]): Pro
     const one = r.targets.find((t) => t.target === 'balancer predictive')!;
     const three = r.targets.find((t) => t.target === 'balancer predictive x3')!;
     const p95Ratio = three.e2eMs.p95 / one.e2eMs.p95;
-    routing.push({ scenario: sc.name, oneP95Ms: one.e2eMs.p95, threeP95Ms: three.e2eMs.p95, p95Ratio, oneErrors: one.errors, threeErrors: three.errors, pass: p95Ratio <= REPLICAS_P95_LIMIT && three.errors === 0, detail: r });
+    routing.push({
+      scenario: sc.name,
+      oneP95Ms: one.e2eMs.p95,
+      threeP95Ms: three.e2eMs.p95,
+      p95Ratio,
+      oneErrors: one.errors,
+      threeErrors: three.errors,
+      pass: p95Ratio <= REPLICAS_P95_LIMIT && three.errors === 0,
+      detail: r,
+    });
   }
   return {
     durationS,
@@ -111,7 +146,10 @@ export function replicasTables(r: ReplicasResult): string {
     '',
     '| c | target | req/s | p50 ms | p99 ms | errors |',
     '|---|---|---|---|---|---|',
-    ...r.overhead.map((o) => `| ${o.concurrency} | ${o.target} | ${f(o.result.rps, 0)} | ${f(o.result.p50Ms)} | ${f(o.result.p99Ms)} | ${o.result.errors + o.result.non2xx} |`),
+    ...r.overhead.map(
+      (o) =>
+        `| ${o.concurrency} | ${o.target} | ${f(o.result.rps, 0)} | ${f(o.result.p50Ms)} | ${f(o.result.p99Ms)} | ${o.result.errors + o.result.non2xx} |`,
+    ),
     '',
     `Redis mode adds ${f(r.redisAddedP50MsC1)} ms at p50 (c=1); at c=64 it serves ${f(r.redisRpsC64, 0)} req/s, ${f(r.redisRpsC64VsLocal)}x of one replica without Redis.`,
     '',
@@ -119,7 +157,10 @@ export function replicasTables(r: ReplicasResult): string {
     '',
     '| scenario | p95 one (s) | p95 three (s) | ratio | errors one / three | within 1.1x |',
     '|---|---|---|---|---|---|',
-    ...r.routing.map((x) => `| ${x.scenario} | ${f(x.oneP95Ms / 1000)} | ${f(x.threeP95Ms / 1000)} | ${f(x.p95Ratio)} | ${x.oneErrors} / ${x.threeErrors} | ${x.pass ? 'yes' : 'NO'} |`),
+    ...r.routing.map(
+      (x) =>
+        `| ${x.scenario} | ${f(x.oneP95Ms / 1000)} | ${f(x.threeP95Ms / 1000)} | ${f(x.p95Ratio)} | ${x.oneErrors} / ${x.threeErrors} | ${x.pass ? 'yes' : 'NO'} |`,
+    ),
   ];
   return lines.join('\n');
 }

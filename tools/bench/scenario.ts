@@ -106,11 +106,22 @@ class Reader {
     return v as string;
   }
 
-  num(v: unknown, field: string, min: number, max = Number.MAX_SAFE_INTEGER, opts: { int?: boolean; exclusiveMin?: boolean; def?: number } = {}): number {
+  num(
+    v: unknown,
+    field: string,
+    min: number,
+    max = Number.MAX_SAFE_INTEGER,
+    opts: { int?: boolean; exclusiveMin?: boolean; def?: number } = {},
+  ): number {
     if (v === undefined && opts.def !== undefined) return opts.def;
     const okType = typeof v === 'number' && Number.isFinite(v) && (!opts.int || Number.isInteger(v));
     const okRange = okType && (opts.exclusiveMin ? (v as number) > min : (v as number) >= min) && (v as number) <= max;
-    if (!okRange) this.fail(field, v, `must be ${opts.int ? 'an integer' : 'a number'} ${opts.exclusiveMin ? '>' : '>='} ${min}${max < Number.MAX_SAFE_INTEGER ? ` and <= ${max}` : ''}`);
+    if (!okRange)
+      this.fail(
+        field,
+        v,
+        `must be ${opts.int ? 'an integer' : 'a number'} ${opts.exclusiveMin ? '>' : '>='} ${min}${max < Number.MAX_SAFE_INTEGER ? ` and <= ${max}` : ''}`,
+      );
     return v as number;
   }
 
@@ -122,7 +133,9 @@ class Reader {
   }
 
   known(o: Obj, field: string, keys: string[]): void {
-    for (const k of Object.keys(o)) if (!keys.includes(k) && !k.startsWith('_')) this.fail(`${field}.${k}`, o[k], `is not a known field (known: ${keys.join(', ')})`);
+    for (const k of Object.keys(o))
+      if (!keys.includes(k) && !k.startsWith('_'))
+        this.fail(`${field}.${k}`, o[k], `is not a known field (known: ${keys.join(', ')})`);
   }
 }
 
@@ -130,7 +143,17 @@ class Reader {
 export function parseScenario(raw: unknown, source = '<inline>'): Scenario {
   const r = new Reader(source);
   const root = r.obj(raw, '(root)');
-  r.known(root, '(root)', ['name', 'description', 'seed', 'models', 'backends', 'workload', 'pools', 'smokeDurationS', 'targets']);
+  r.known(root, '(root)', [
+    'name',
+    'description',
+    'seed',
+    'models',
+    'backends',
+    'workload',
+    'pools',
+    'smokeDurationS',
+    'targets',
+  ]);
   const name = r.str(root.name, 'name', /^[A-Za-z0-9._-]{1,64}$/);
   const description = root.description === undefined ? '' : String(root.description);
   const seed = r.num(root.seed, 'seed', 0, 2 ** 32 - 1, { int: true, def: 1 });
@@ -145,7 +168,12 @@ export function parseScenario(raw: unknown, source = '<inline>'): Scenario {
     } as ScenarioModel;
   });
   const modelNames = new Set(models.map((m) => m.name));
-  if (modelNames.size !== models.length) r.fail('models', models.map((m) => m.name), 'must not name a model twice');
+  if (modelNames.size !== models.length)
+    r.fail(
+      'models',
+      models.map((m) => m.name),
+      'must not name a model twice',
+    );
   const modelRef = (v: unknown, field: string): string => {
     const n = normaliseModel(r.str(v, field));
     if (!modelNames.has(n)) r.fail(field, v, `must name a model listed in models (${[...modelNames].join(', ')})`);
@@ -155,13 +183,30 @@ export function parseScenario(raw: unknown, source = '<inline>'): Scenario {
   const backends = r.arr(root.backends, 'backends').map((b, i) => {
     const f = `backends[${i}]`;
     const o = r.obj(b, f);
-    r.known(o, f, ['name', 'tokensPerSecond', 'promptTokensPerSecond', 'numParallel', 'vramGB', 'maxLoadedModels', 'loadMsPerGB', 'models', 'loaded']);
-    const disk = o.models === undefined ? [...modelNames] : r.arr(o.models, `${f}.models`).map((m, j) => modelRef(m, `${f}.models[${j}]`));
-    const loaded = o.loaded === undefined ? [] : r.arr(o.loaded, `${f}.loaded`, 0).map((m, j) => modelRef(m, `${f}.loaded[${j}]`));
+    r.known(o, f, [
+      'name',
+      'tokensPerSecond',
+      'promptTokensPerSecond',
+      'numParallel',
+      'vramGB',
+      'maxLoadedModels',
+      'loadMsPerGB',
+      'models',
+      'loaded',
+    ]);
+    const disk =
+      o.models === undefined
+        ? [...modelNames]
+        : r.arr(o.models, `${f}.models`).map((m, j) => modelRef(m, `${f}.models[${j}]`));
+    const loaded =
+      o.loaded === undefined ? [] : r.arr(o.loaded, `${f}.loaded`, 0).map((m, j) => modelRef(m, `${f}.loaded[${j}]`));
     const be: ScenarioBackend = {
       name: r.str(o.name, `${f}.name`, /^[A-Za-z0-9._-]{1,64}$/),
       tokensPerSecond: r.num(o.tokensPerSecond, `${f}.tokensPerSecond`, 0, 1e7, { exclusiveMin: true }),
-      promptTokensPerSecond: r.num(o.promptTokensPerSecond, `${f}.promptTokensPerSecond`, 0, 1e9, { exclusiveMin: true, def: 2000 }),
+      promptTokensPerSecond: r.num(o.promptTokensPerSecond, `${f}.promptTokensPerSecond`, 0, 1e9, {
+        exclusiveMin: true,
+        def: 2000,
+      }),
       numParallel: r.num(o.numParallel, `${f}.numParallel`, 1, 4096, { int: true }),
       vramGB: r.num(o.vramGB, `${f}.vramGB`, 0, 1e5, { exclusiveMin: true }),
       maxLoadedModels: r.num(o.maxLoadedModels, `${f}.maxLoadedModels`, 1, 64, { int: true }),
@@ -170,15 +215,21 @@ export function parseScenario(raw: unknown, source = '<inline>'): Scenario {
       loaded,
     };
     loaded.forEach((m, j) => {
-      if (!disk.includes(m)) r.fail(`${f}.loaded[${j}]`, m, 'must also be on the backend\'s disk (models)');
+      if (!disk.includes(m)) r.fail(`${f}.loaded[${j}]`, m, "must also be on the backend's disk (models)");
     });
-    if (loaded.length > be.maxLoadedModels) r.fail(`${f}.loaded`, o.loaded, `holds more than maxLoadedModels (${be.maxLoadedModels})`);
+    if (loaded.length > be.maxLoadedModels)
+      r.fail(`${f}.loaded`, o.loaded, `holds more than maxLoadedModels (${be.maxLoadedModels})`);
     const size = loaded.reduce((s, m) => s + models.find((x) => x.name === m)!.sizeGB, 0);
     if (size > be.vramGB) r.fail(`${f}.loaded`, o.loaded, `needs ${size} GB, more than vramGB (${be.vramGB})`);
     return be;
   });
   const backendNames = new Set(backends.map((b) => b.name));
-  if (backendNames.size !== backends.length) r.fail('backends', backends.map((b) => b.name), 'must not name a backend twice');
+  if (backendNames.size !== backends.length)
+    r.fail(
+      'backends',
+      backends.map((b) => b.name),
+      'must not name a backend twice',
+    );
 
   const w = r.obj(root.workload, 'workload');
   r.known(w, 'workload', ['phases', 'mix', 'promptTokens', 'outputTokens', 'stream', 'sessions']);
@@ -194,15 +245,20 @@ export function parseScenario(raw: unknown, source = '<inline>'): Scenario {
     const o = r.obj(m, `workload.mix[${i}]`);
     r.known(o, `workload.mix[${i}]`, ['model', 'weight']);
     const model = modelRef(o.model, `workload.mix[${i}].model`);
-    if (!backends.some((b) => b.models.includes(model))) r.fail(`workload.mix[${i}].model`, o.model, 'is on no backend\'s disk');
+    if (!backends.some((b) => b.models.includes(model)))
+      r.fail(`workload.mix[${i}].model`, o.model, "is on no backend's disk");
     return { model, weight: r.num(o.weight, `workload.mix[${i}].weight`, 0, 1e6, { exclusiveMin: true }) };
   });
-  if (w.stream !== undefined && typeof w.stream !== 'boolean') r.fail('workload.stream', w.stream, 'must be true or false');
+  if (w.stream !== undefined && typeof w.stream !== 'boolean')
+    r.fail('workload.stream', w.stream, 'must be true or false');
   let sessions = { count: 0, share: 0 };
   if (w.sessions !== undefined) {
     const o = r.obj(w.sessions, 'workload.sessions');
     r.known(o, 'workload.sessions', ['count', 'share']);
-    sessions = { count: r.num(o.count, 'workload.sessions.count', 0, 1e6, { int: true }), share: r.num(o.share, 'workload.sessions.share', 0, 1) };
+    sessions = {
+      count: r.num(o.count, 'workload.sessions.count', 0, 1e6, { int: true }),
+      share: r.num(o.share, 'workload.sessions.share', 0, 1),
+    };
   }
   const workload: Workload = {
     phases,
@@ -222,7 +278,8 @@ export function parseScenario(raw: unknown, source = '<inline>'): Scenario {
     if (key !== undefined) {
       names = r.arr(rawPools![key], `pools.${key}`).map((n, j) => {
         const s = r.str(n, `pools.${key}[${j}]`);
-        if (!backendNames.has(s)) r.fail(`pools.${key}[${j}]`, n, `must name a backend (${[...backendNames].join(', ')})`);
+        if (!backendNames.has(s))
+          r.fail(`pools.${key}[${j}]`, n, `must name a backend (${[...backendNames].join(', ')})`);
         return s;
       });
     } else {
@@ -237,7 +294,10 @@ export function parseScenario(raw: unknown, source = '<inline>'): Scenario {
     const o = r.obj(root.targets, 'targets');
     r.known(o, 'targets', ['p95VsPools', 'p95VsNginxLeastConn']);
     targets.p95VsPools = r.num(o.p95VsPools, 'targets.p95VsPools', 0, 100, { exclusiveMin: true, def: 1 });
-    if (o.p95VsNginxLeastConn !== undefined) targets.p95VsNginxLeastConn = r.num(o.p95VsNginxLeastConn, 'targets.p95VsNginxLeastConn', 0, 100, { exclusiveMin: true });
+    if (o.p95VsNginxLeastConn !== undefined)
+      targets.p95VsNginxLeastConn = r.num(o.p95VsNginxLeastConn, 'targets.p95VsNginxLeastConn', 0, 100, {
+        exclusiveMin: true,
+      });
   }
   return { name, description, seed, models, backends, workload, pools, smokeDurationS, targets };
 }
@@ -255,7 +315,24 @@ export interface PlannedRequest {
   prompt: string;
 }
 
-const WORDS = ['the', 'cluster', 'model', 'token', 'answer', 'server', 'queue', 'route', 'graph', 'vector', 'memory', 'stream', 'prompt', 'reason', 'light', 'river'];
+const WORDS = [
+  'the',
+  'cluster',
+  'model',
+  'token',
+  'answer',
+  'server',
+  'queue',
+  'route',
+  'graph',
+  'vector',
+  'memory',
+  'stream',
+  'prompt',
+  'reason',
+  'light',
+  'river',
+];
 
 /**
  * The seeded request schedule: Poisson arrivals per phase, model mix, prompt/output lengths,
@@ -295,7 +372,15 @@ export function generateWorkload(sc: Scenario, totalDurationS?: number): Planned
         // ~4 characters per token, as the simulator counts them; unique per request.
         let prompt = `r${i} `;
         while (prompt.length < promptTokens * 4) prompt += WORDS[Math.floor(rand() * WORDS.length)] + ' ';
-        out.push({ i, atMs: Math.round(t * 1000) / 1000, model, promptTokens, outputTokens, session, prompt: prompt.slice(0, promptTokens * 4) });
+        out.push({
+          i,
+          atMs: Math.round(t * 1000) / 1000,
+          model,
+          promptTokens,
+          outputTokens,
+          session,
+          prompt: prompt.slice(0, promptTokens * 4),
+        });
       }
     }
     phaseStart = phaseEnd;
@@ -309,7 +394,11 @@ export function simConfigFor(sc: Scenario, b: ScenarioBackend): Record<string, u
     name: b.name,
     models: b.models.map((n) => {
       const m = sc.models.find((x) => x.name === n)!;
-      return { name: m.name, sizeBytes: Math.round(m.sizeGB * 1e9), ...(m.loadMs !== undefined ? { loadTimeMs: m.loadMs } : {}) };
+      return {
+        name: m.name,
+        sizeBytes: Math.round(m.sizeGB * 1e9),
+        ...(m.loadMs !== undefined ? { loadTimeMs: m.loadMs } : {}),
+      };
     }),
     loaded: b.loaded,
     tokensPerSecond: b.tokensPerSecond,

@@ -29,7 +29,12 @@ function main(): void {
   let errors = 0;
   let done = 0;
   let chunks = 0;
-  const body = JSON.stringify({ model: job.model, messages: [{ role: 'user', content: 'stream please' }], stream: true, options: { num_predict: job.outputTokens } });
+  const body = JSON.stringify({
+    model: job.model,
+    messages: [{ role: 'user', content: 'stream please' }],
+    stream: true,
+    options: { num_predict: job.outputTokens },
+  });
   const t0 = performance.now();
   const finish = (): void => {
     if (++done < job.streams) return;
@@ -57,7 +62,18 @@ function main(): void {
       finish();
     };
     const req = http.request(
-      { host: u.hostname, port: u.port, path: u.pathname, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-session-id': `stream-${k}` } },
+      {
+        host: u.hostname,
+        port: u.port,
+        path: u.pathname,
+        method: 'POST',
+        agent,
+        headers: {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+          'x-session-id': `stream-${k}`,
+        },
+      },
       (res) => {
         if (res.statusCode !== 200) {
           res.resume();
@@ -96,12 +112,15 @@ function main(): void {
     const delay = job.streams > 1 ? (job.rampMs * k) / job.streams : 0;
     setTimeout(() => open(k), delay);
   }
-  setTimeout(() => {
-    process.stderr.write(`stream-client: gave up with ${job.streams - done} streams open\n`);
-    errors += job.streams - done;
-    done = job.streams - 1;
-    finish();
-  }, job.timeoutMs + job.rampMs + 5000).unref();
+  setTimeout(
+    () => {
+      process.stderr.write(`stream-client: gave up with ${job.streams - done} streams open\n`);
+      errors += job.streams - done;
+      done = job.streams - 1;
+      finish();
+    },
+    job.timeoutMs + job.rampMs + 5000,
+  ).unref();
 }
 
 main();

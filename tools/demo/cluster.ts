@@ -22,7 +22,14 @@ export const DEMO_HOSTS: (SimConfig & { gpuName: string; gpuMemBytes: number; gp
     models: [
       { name: 'llama3.2:latest', sizeBytes: 2.0 * GB, family: 'llama', parameterSize: '3.2B', quantization: 'Q4_K_M' },
       { name: 'qwen2.5:7b', sizeBytes: 4.7 * GB, family: 'qwen2', parameterSize: '7.6B', quantization: 'Q4_K_M' },
-      { name: 'nomic-embed-text:latest', sizeBytes: 0.27 * GB, family: 'nomic-bert', parameterSize: '137M', quantization: 'F16', embedding: true },
+      {
+        name: 'nomic-embed-text:latest',
+        sizeBytes: 0.27 * GB,
+        family: 'nomic-bert',
+        parameterSize: '137M',
+        quantization: 'F16',
+        embedding: true,
+      },
     ],
     loaded: ['llama3.2:latest'],
   },
@@ -51,7 +58,14 @@ export const DEMO_HOSTS: (SimConfig & { gpuName: string; gpuMemBytes: number; gp
     maxLoadedModels: 1,
     models: [
       { name: 'llama3.2:latest', sizeBytes: 2.0 * GB, family: 'llama', parameterSize: '3.2B', quantization: 'Q4_K_M' },
-      { name: 'nomic-embed-text:latest', sizeBytes: 0.27 * GB, family: 'nomic-bert', parameterSize: '137M', quantization: 'F16', embedding: true },
+      {
+        name: 'nomic-embed-text:latest',
+        sizeBytes: 0.27 * GB,
+        family: 'nomic-bert',
+        parameterSize: '137M',
+        quantization: 'F16',
+        embedding: true,
+      },
     ],
     loaded: ['llama3.2:latest'],
   },
@@ -82,7 +96,10 @@ function waitHttp(url: string, timeoutMs: number): Promise<void> {
       req.on('error', retry);
       req.setTimeout(1000, () => req.destroy());
     };
-    const retry = () => (Date.now() > deadline ? reject(new Error(`${url} did not answer 200 within ${timeoutMs} ms`)) : setTimeout(tryOnce, 150));
+    const retry = () =>
+      Date.now() > deadline
+        ? reject(new Error(`${url} did not answer 200 within ${timeoutMs} ms`))
+        : setTimeout(tryOnce, 150);
     tryOnce();
   });
 }
@@ -92,14 +109,19 @@ function waitHttp(url: string, timeoutMs: number): Promise<void> {
  * state from its own load), a gpu-agent per server over the fake libnvidia-ml.so.1 (real addon), and
  * the balancer (the production entry) in front, polling the agents.
  */
-export async function startDemoCluster(ports: DemoPorts, opts: { quiet?: boolean; env?: Record<string, string> } = {}): Promise<DemoCluster> {
+export async function startDemoCluster(
+  ports: DemoPorts,
+  opts: { quiet?: boolean; env?: Record<string, string> } = {},
+): Promise<DemoCluster> {
   const dir = mkdtempSync(join(tmpdir(), 'ollama-balancer-demo-'));
   const root = resolve(__dirname, '..', '..', '..');
   const children: ChildProcess[] = [];
   const sims: SimServer[] = [];
   const stop = async () => {
     for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
-    await Promise.all(children.map((c) => (c.exitCode !== null ? Promise.resolve() : new Promise((r) => c.once('exit', r)))));
+    await Promise.all(
+      children.map((c) => (c.exitCode !== null ? Promise.resolve() : new Promise((r) => c.once('exit', r)))),
+    );
     await Promise.all(sims.map((s) => s.close()));
   };
   try {
@@ -112,7 +134,11 @@ export async function startDemoCluster(ports: DemoPorts, opts: { quiet?: boolean
           port: ports.simBase + i,
           nvml: {
             statePath,
-            gpus: Array.from({ length: gpus }, (_, g) => ({ name: gpuName, uuid: `GPU-demo${i}${g}-0000-4000-8000-${String(i * 10 + g).padStart(12, '0')}`, memTotalBytes: gpuMemBytes })),
+            gpus: Array.from({ length: gpus }, (_, g) => ({
+              name: gpuName,
+              uuid: `GPU-demo${i}${g}-0000-4000-8000-${String(i * 10 + g).padStart(12, '0')}`,
+              memTotalBytes: gpuMemBytes,
+            })),
           },
         }),
       );
@@ -167,7 +193,9 @@ export async function startDemoCluster(ports: DemoPorts, opts: { quiet?: boolean
     children.push(balancer);
     const url = `http://127.0.0.1:${ports.balancer}`;
     await waitHttp(`${url}/health/ready`, 20_000);
-    await Promise.all(DEMO_HOSTS.map((_, i) => waitHttp(`http://127.0.0.1:${ports.agentBase + i}/health/ready`, 20_000)));
+    await Promise.all(
+      DEMO_HOSTS.map((_, i) => waitHttp(`http://127.0.0.1:${ports.agentBase + i}/health/ready`, 20_000)),
+    );
     return { url, sims, children, stop };
   } catch (e) {
     await stop();

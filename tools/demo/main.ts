@@ -29,7 +29,12 @@ async function main(): Promise<void> {
 
   // Self-check: a streamed chat through the balancer with the real ollama-js client.
   const ollama = new Ollama({ host: cluster.url });
-  const stream = await ollama.chat({ model: 'llama3.2', messages: [{ role: 'user', content: 'Say hello to the fleet.' }], stream: true, options: { num_predict: 12 } });
+  const stream = await ollama.chat({
+    model: 'llama3.2',
+    messages: [{ role: 'user', content: 'Say hello to the fleet.' }],
+    stream: true,
+    options: { num_predict: 12 },
+  });
   let text = '';
   let chunks = 0;
   for await (const part of stream) {

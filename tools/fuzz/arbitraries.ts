@@ -467,14 +467,12 @@ const request: fc.Arbitrary<WireRequest> = fc
       },
       {
         weight: 1,
-        arbitrary: fc
-          .uint8Array({ minLength: 0, maxLength: 3000 })
-          .map((a) => ({
-            method: 'POST',
-            path: `/api/blobs/sha256:${createHash('sha256').update(a).digest('hex')}`,
-            json: false,
-            blob: Buffer.from(a),
-          })),
+        arbitrary: fc.uint8Array({ minLength: 0, maxLength: 3000 }).map((a) => ({
+          method: 'POST',
+          path: `/api/blobs/sha256:${createHash('sha256').update(a).digest('hex')}`,
+          json: false,
+          blob: Buffer.from(a),
+        })),
       },
       {
         weight: 2,

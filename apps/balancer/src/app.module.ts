@@ -10,7 +10,15 @@ import { ObservabilityModule } from './observability/observability.module';
 import { ProxyModule } from './proxy/proxy.module';
 
 @Module({
-  imports: [BalancerConfigModule, LifecycleModule, ScheduleModule.forRoot(), ProxyModule, ObservabilityModule, AdminModule, HealthModule],
+  imports: [
+    BalancerConfigModule,
+    LifecycleModule,
+    ScheduleModule.forRoot(),
+    ProxyModule,
+    ObservabilityModule,
+    AdminModule,
+    HealthModule,
+  ],
   providers: [{ provide: APP_FILTER, useClass: OllamaErrorFilter }],
 })
 export class AppModule {}

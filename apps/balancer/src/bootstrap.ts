@@ -29,9 +29,12 @@ export async function drainAndClose(app: INestApplication): Promise<void> {
   server.closeIdleConnections?.();
   const observer = app.get(RequestRecords);
   const deadline = Date.now() + config.drainTimeoutMs;
-  while ((proxy.inFlightResponses > 0 || observer.open > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  while ((proxy.inFlightResponses > 0 || observer.open > 0) && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 50));
   if (proxy.inFlightResponses > 0 || observer.open > 0) {
-    new Logger('Balancer').warn(`drain timeout: ending ${Math.max(proxy.inFlightResponses, observer.open)} request(s) still open`);
+    new Logger('Balancer').warn(
+      `drain timeout: ending ${Math.max(proxy.inFlightResponses, observer.open)} request(s) still open`,
+    );
     // Moves the lifecycle to closing once its queued requests are out of the queue (they get this message).
     proxy.cutOpenResponses(`balancer is shutting down: drain timeout of ${config.drainTimeoutMs} ms reached`);
   }
@@ -57,7 +60,8 @@ export function installProcessGuard(logger: Pick<Logger, 'error'> = new Logger('
 }
 
 function describeError(e: unknown): string {
-  if (e instanceof Error) return `${e.name}: ${e.message}${e.stack ? ` ${e.stack.split('\n').slice(1, 4).join(' |').trim()}` : ''}`;
+  if (e instanceof Error)
+    return `${e.name}: ${e.message}${e.stack ? ` ${e.stack.split('\n').slice(1, 4).join(' |').trim()}` : ''}`;
   try {
     return JSON.stringify(e) ?? typeof e;
   } catch {
@@ -71,7 +75,12 @@ export async function startBalancer(): Promise<INestApplication> {
   try {
     // The settings are read once, by BalancerConfigModule as the app is created; until LOG_LEVEL is
     // known Nest's own lines wait in a buffer.
-    app = await NestFactory.create(AppModule, { bufferLogs: true, autoFlushLogs: false, abortOnError: false, bodyParser: true });
+    app = await NestFactory.create(AppModule, {
+      bufferLogs: true,
+      autoFlushLogs: false,
+      abortOnError: false,
+      bodyParser: true,
+    });
   } catch (e) {
     if (e instanceof ConfigError) {
       console.error(e.message);
@@ -87,9 +96,14 @@ export async function startBalancer(): Promise<INestApplication> {
   const logger = new Logger('Balancer');
   installProcessGuard();
   const discovers = config.discovery.dns.length > 0 || config.discovery.registration !== null;
-  if (config.backends.length === 0 && !discovers) logger.warn('No backends configured (OLLAMA_BACKENDS, BALANCER_CONFIG, OLLAMA_BACKENDS_DNS or REGISTRATION_TOKEN): every request will answer 503.');
+  if (config.backends.length === 0 && !discovers)
+    logger.warn(
+      'No backends configured (OLLAMA_BACKENDS, BALANCER_CONFIG, OLLAMA_BACKENDS_DNS or REGISTRATION_TOKEN): every request will answer 503.',
+    );
   await app.listen(config.port, config.host);
-  logger.log(`Listening on http://${config.host}:${config.port} with ${config.backends.length} backend(s): ${config.backends.map((b) => `${b.name}=${b.url}`).join(', ')}; policy ${config.policy}${discovers ? '; more found at run time (DNS discovery / agent registration)' : ''}`);
+  logger.log(
+    `Listening on http://${config.host}:${config.port} with ${config.backends.length} backend(s): ${config.backends.map((b) => `${b.name}=${b.url}`).join(', ')}; policy ${config.policy}${discovers ? '; more found at run time (DNS discovery / agent registration)' : ''}`,
+  );
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

@@ -1,9 +1,22 @@
 import { Ollama } from 'ollama';
 import OpenAI from 'openai';
-import { Cluster, getJson, request, startBalancer, startCluster, streamTimed, waitFor, writeConfigFile } from './harness';
+import {
+  Cluster,
+  getJson,
+  request,
+  startBalancer,
+  startCluster,
+  streamTimed,
+  waitFor,
+  writeConfigFile,
+} from './harness';
 
 const model = 'llama3.2';
-const chat = (content: string, extra: Record<string, unknown> = {}) => ({ model, messages: [{ role: 'user', content }], ...extra });
+const chat = (content: string, extra: Record<string, unknown> = {}) => ({
+  model,
+  messages: [{ role: 'user', content }],
+  ...extra,
+});
 
 describe('balancer end to end (three simulated Ollama servers)', () => {
   let c: Cluster;
@@ -12,7 +25,9 @@ describe('balancer end to end (three simulated Ollama servers)', () => {
   });
 
   it('round-robin spreads requests evenly and names the backend that served', async () => {
-    c = await startCluster([{ tokensPerSecond: 2000 }, { tokensPerSecond: 2000 }, { tokensPerSecond: 2000 }], { ROUTING_POLICY: 'round-robin' });
+    c = await startCluster([{ tokensPerSecond: 2000 }, { tokensPerSecond: 2000 }, { tokensPerSecond: 2000 }], {
+      ROUTING_POLICY: 'round-robin',
+    });
     const served: string[] = [];
     for (let i = 0; i < 9; i++) {
       const r = await request(`${c.url}/api/generate`, { body: { model, prompt: `p${i}`, stream: false } });
@@ -27,8 +42,12 @@ describe('balancer end to end (three simulated Ollama servers)', () => {
   });
 
   it('least-connections sends concurrent streams to different backends', async () => {
-    c = await startCluster([{ tokensPerSecond: 20 }, { tokensPerSecond: 20 }, { tokensPerSecond: 20 }], { ROUTING_POLICY: 'least-connections' });
-    const results = await Promise.all([0, 1, 2].map((i) => streamTimed(`${c.url}/api/chat`, chat(`q${i}`, { options: { num_predict: 10 } }))));
+    c = await startCluster([{ tokensPerSecond: 20 }, { tokensPerSecond: 20 }, { tokensPerSecond: 20 }], {
+      ROUTING_POLICY: 'least-connections',
+    });
+    const results = await Promise.all(
+      [0, 1, 2].map((i) => streamTimed(`${c.url}/api/chat`, chat(`q${i}`, { options: { num_predict: 10 } }))),
+    );
     const backends = results.map((r) => r.headers['x-balancer-backend']).sort();
     expect(backends).toEqual(['b1', 'b2', 'b3']);
   });
@@ -39,7 +58,12 @@ describe('balancer end to end (three simulated Ollama servers)', () => {
     const r = await streamTimed(`${c.url}/api/chat`, chat('hello there', { options: { num_predict: 8 } }));
     expect(r.status).toBe(200);
     expect(r.headers['content-type']).toContain('application/x-ndjson');
-    const lines = r.chunks.map((ch) => ch.text).join('').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = r.chunks
+      .map((ch) => ch.text)
+      .join('')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines).toHaveLength(9);
     expect(lines[8].done).toBe(true);
     expect(lines[8].done_reason).toBe('length');
@@ -53,7 +77,12 @@ describe('balancer end to end (three simulated Ollama servers)', () => {
 
   it('ends an OpenAI-compatible stream with data: [DONE]', async () => {
     c = await startCluster([{ tokensPerSecond: 500 }]);
-    const r = await streamTimed(`${c.url}/v1/chat/completions`, { model, stream: true, messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 });
+    const r = await streamTimed(`${c.url}/v1/chat/completions`, {
+      model,
+      stream: true,
+      messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 5,
+    });
     expect(r.status).toBe(200);
     expect(r.headers['content-type']).toContain('text/event-stream');
     const text = r.chunks.map((ch) => ch.text).join('');
@@ -78,7 +107,11 @@ describe('balancer end to end (three simulated Ollama servers)', () => {
   it('excludes an unhealthy backend and brings it back when it answers again', async () => {
     c = await startCluster([{ tokensPerSecond: 2000 }, { tokensPerSecond: 2000 }], { ROUTING_POLICY: 'round-robin' });
     await c.sims[1].update({ faults: { refuseConnections: true } });
-    await waitFor(async () => (await getJson(`${c.url}/balancer/status`)).body.backends[1].health === 'unhealthy', 10_000, 'b2 unhealthy');
+    await waitFor(
+      async () => (await getJson(`${c.url}/balancer/status`)).body.backends[1].health === 'unhealthy',
+      10_000,
+      'b2 unhealthy',
+    );
     const st = (await getJson(`${c.url}/balancer/status`)).body.backends[1];
     expect(st.lastError).toBeTruthy();
     for (let i = 0; i < 4; i++) {
@@ -87,19 +120,36 @@ describe('balancer end to end (three simulated Ollama servers)', () => {
       expect(r.headers['x-balancer-backend']).toBe('b1');
     }
     await c.sims[1].update({ faults: { refuseConnections: false } });
-    await waitFor(async () => (await getJson(`${c.url}/balancer/status`)).body.backends[1].health === 'healthy', 10_000, 'b2 healthy again');
+    await waitFor(
+      async () => (await getJson(`${c.url}/balancer/status`)).body.backends[1].health === 'healthy',
+      10_000,
+      'b2 healthy again',
+    );
     const seen = new Set<string>();
-    for (let i = 0; i < 4; i++) seen.add(String((await request(`${c.url}/api/generate`, { body: { model, prompt: 'y', stream: false } })).headers['x-balancer-backend']));
+    for (let i = 0; i < 4; i++)
+      seen.add(
+        String(
+          (await request(`${c.url}/api/generate`, { body: { model, prompt: 'y', stream: false } })).headers[
+            'x-balancer-backend'
+          ],
+        ),
+      );
     expect(seen.has('b2')).toBe(true);
   });
 
   it('frees the in-flight slot and aborts upstream when the client goes away', async () => {
     c = await startCluster([{ tokensPerSecond: 20 }]);
-    await streamTimed(`${c.url}/api/chat`, chat('long answer', { options: { num_predict: 200 } }), (_chunk, req) => req.destroy());
-    await waitFor(async () => {
-      const st = (await getJson(`${c.url}/balancer/status`)).body;
-      return st.backends[0].inFlight === 0 && c.sims[0].stats().active === 0;
-    }, 5000, 'in-flight back to zero on the balancer and the backend');
+    await streamTimed(`${c.url}/api/chat`, chat('long answer', { options: { num_predict: 200 } }), (_chunk, req) =>
+      req.destroy(),
+    );
+    await waitFor(
+      async () => {
+        const st = (await getJson(`${c.url}/balancer/status`)).body;
+        return st.backends[0].inFlight === 0 && c.sims[0].stats().active === 0;
+      },
+      5000,
+      'in-flight back to zero on the balancer and the backend',
+    );
     expect(c.sims[0].stats().aborted).toBeGreaterThanOrEqual(1);
   });
 
@@ -131,7 +181,10 @@ describe('balancer end to end (three simulated Ollama servers)', () => {
 
 describe('balancer with no backends configured', () => {
   it('answers 503 with Retry-After and is not ready', async () => {
-    const { app, url } = await startBalancer({ OLLAMA_BACKENDS: '', BALANCER_CONFIG: writeConfigFile({ backends: [] }) });
+    const { app, url } = await startBalancer({
+      OLLAMA_BACKENDS: '',
+      BALANCER_CONFIG: writeConfigFile({ backends: [] }),
+    });
     try {
       const r = await request(`${url}/api/chat`, { body: chat('hi') });
       expect(r.status).toBe(503);
@@ -156,7 +209,12 @@ describe('real clients through the balancer', () => {
 
   it('ollama-js: chat streaming and not, generate, list', async () => {
     const ollama = new Ollama({ host: c.url });
-    const stream = await ollama.chat({ model, messages: [{ role: 'user', content: 'why is the sky blue?' }], stream: true, options: { num_predict: 6 } });
+    const stream = await ollama.chat({
+      model,
+      messages: [{ role: 'user', content: 'why is the sky blue?' }],
+      stream: true,
+      options: { num_predict: 6 },
+    });
     let text = '';
     let last: any;
     for await (const part of stream) {
@@ -165,19 +223,33 @@ describe('real clients through the balancer', () => {
     }
     expect(text.length).toBeGreaterThan(0);
     expect(last.done).toBe(true);
-    const whole = await ollama.chat({ model, messages: [{ role: 'user', content: 'why is the sky blue?' }], options: { num_predict: 6 } });
+    const whole = await ollama.chat({
+      model,
+      messages: [{ role: 'user', content: 'why is the sky blue?' }],
+      options: { num_predict: 6 },
+    });
     expect(whole.message.content).toBe(text);
     const gen = await ollama.generate({ model, prompt: 'hello', options: { num_predict: 4 } });
     expect(gen.done).toBe(true);
     expect(gen.response?.length).toBeGreaterThan(0);
     const list = await ollama.list();
-    expect(list.models.map((m) => m.name)).toEqual(expect.arrayContaining(['llama3.2:latest', 'nomic-embed-text:latest']));
-    await expect(ollama.chat({ model: 'nope:1b', messages: [{ role: 'user', content: 'x' }] })).rejects.toMatchObject({ status_code: 404, error: "model 'nope:1b' not found" });
+    expect(list.models.map((m) => m.name)).toEqual(
+      expect.arrayContaining(['llama3.2:latest', 'nomic-embed-text:latest']),
+    );
+    await expect(ollama.chat({ model: 'nope:1b', messages: [{ role: 'user', content: 'x' }] })).rejects.toMatchObject({
+      status_code: 404,
+      error: "model 'nope:1b' not found",
+    });
   });
 
   it('openai: chat.completions.create streaming', async () => {
     const client = new OpenAI({ baseURL: `${c.url}/v1`, apiKey: 'unused', maxRetries: 0 });
-    const stream = await client.chat.completions.create({ model, messages: [{ role: 'user', content: 'hello' }], stream: true, max_tokens: 6 });
+    const stream = await client.chat.completions.create({
+      model,
+      messages: [{ role: 'user', content: 'hello' }],
+      stream: true,
+      max_tokens: 6,
+    });
     let text = '';
     let finish: string | null = null;
     for await (const chunk of stream) {

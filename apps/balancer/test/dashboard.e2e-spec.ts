@@ -14,7 +14,17 @@ import { tmpdir } from 'os';
 import { join, resolve } from 'path';
 import type { Browser, Page } from 'playwright-core';
 import { startSimServer, SimServer } from '@app/ollama-sim';
-import { AgentProcess, getJson, request, sleep, startAgent, startBalancer, streamTimed, waitFor, writeConfigFile } from './harness';
+import {
+  AgentProcess,
+  getJson,
+  request,
+  sleep,
+  startAgent,
+  startBalancer,
+  streamTimed,
+  waitFor,
+  writeConfigFile,
+} from './harness';
 
 /** The page's DOM, inside page.waitForFunction callbacks (they run in the browser). */
 declare const document: any;
@@ -38,14 +48,33 @@ describe('dashboard in Chromium (playwright-core) over a live demo cluster', () 
 
   beforeAll(async () => {
     if (!existsSync(CHROMIUM)) {
-      throw new Error(`Chromium not found at ${CHROMIUM}: npm test installs it (scripts/ensure-chromium.sh, Debian's chromium with apt-get); with npx jest, run that script once.`);
+      throw new Error(
+        `Chromium not found at ${CHROMIUM}: npm test installs it (scripts/ensure-chromium.sh, Debian's chromium with apt-get); with npx jest, run that script once.`,
+      );
     }
     dir = mkdtempSync(join(tmpdir(), 'dashboard-e2e-'));
     const gpuSets = [
-      [{ name: 'NVIDIA H100 80GB HBM3', uuid: 'GPU-aaaaaaaa-0000-0000-0000-000000000001', memTotalBytes: 80 * GiB, powerLimitW: 700 }],
       [
-        { name: 'NVIDIA L40S', uuid: 'GPU-bbbbbbbb-0000-0000-0000-000000000001', memTotalBytes: 48 * GiB, powerLimitW: 350 },
-        { name: 'NVIDIA L40S', uuid: 'GPU-bbbbbbbb-0000-0000-0000-000000000002', memTotalBytes: 48 * GiB, powerLimitW: 350 },
+        {
+          name: 'NVIDIA H100 80GB HBM3',
+          uuid: 'GPU-aaaaaaaa-0000-0000-0000-000000000001',
+          memTotalBytes: 80 * GiB,
+          powerLimitW: 700,
+        },
+      ],
+      [
+        {
+          name: 'NVIDIA L40S',
+          uuid: 'GPU-bbbbbbbb-0000-0000-0000-000000000001',
+          memTotalBytes: 48 * GiB,
+          powerLimitW: 350,
+        },
+        {
+          name: 'NVIDIA L40S',
+          uuid: 'GPU-bbbbbbbb-0000-0000-0000-000000000002',
+          memTotalBytes: 48 * GiB,
+          powerLimitW: 350,
+        },
       ],
     ];
     sims = await Promise.all(
@@ -60,11 +89,18 @@ describe('dashboard in Chromium (playwright-core) over a live demo cluster', () 
         }),
       ),
     );
-    for (let i = 0; i < sims.length; i++) agents.push(await startAgent(`gpu-node-${i + 1}`, join(dir, `nvml-${i + 1}.state`), sims[i].url));
+    for (let i = 0; i < sims.length; i++)
+      agents.push(await startAgent(`gpu-node-${i + 1}`, join(dir, `nvml-${i + 1}.state`), sims[i].url));
     const file = writeConfigFile({
       backends: sims.map((s, i) => ({ name: `gpu-node-${i + 1}`, url: s.url, parallel: 4, agentUrl: agents[i].url })),
     });
-    ({ app, url } = await startBalancer({ BALANCER_CONFIG: file, ADMIN_TOKEN: TOKEN, AGENT_INTERVAL_MS: '150', AGENT_STALE_MS: '5000', ROUTING_POLICY: 'least-loaded' }));
+    ({ app, url } = await startBalancer({
+      BALANCER_CONFIG: file,
+      ADMIN_TOKEN: TOKEN,
+      AGENT_INTERVAL_MS: '150',
+      AGENT_STALE_MS: '5000',
+      ROUTING_POLICY: 'least-loaded',
+    }));
     const auth = { authorization: `Bearer ${TOKEN}` };
     await waitFor(
       async () => {
@@ -78,7 +114,13 @@ describe('dashboard in Chromium (playwright-core) over a live demo cluster', () 
     const { chromium } = await import('playwright-core');
     browser = await chromium.launch({
       executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-dev-shm-usage'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-dev-shm-usage',
+      ],
     });
     page = await browser.newPage({ viewport: { width: 1480, height: 1100 }, deviceScaleFactor: 1 });
     page.on('pageerror', (e) => pageErrors.push(String(e)));
@@ -133,7 +175,11 @@ describe('dashboard in Chromium (playwright-core) over a live demo cluster', () 
     // Load: a warm-up trickle, then a wave of concurrent streamed chats on both backends.
     const streams: Promise<unknown>[] = [];
     const chat = (i: number, n: number) =>
-      streamTimed(`${url}/api/chat`, { model, messages: [{ role: 'user', content: `question ${i}` }], options: { num_predict: n } }).then((r) => expect(r.status).toBe(200));
+      streamTimed(`${url}/api/chat`, {
+        model,
+        messages: [{ role: 'user', content: `question ${i}` }],
+        options: { num_predict: n },
+      }).then((r) => expect(r.status).toBe(200));
     for (let i = 0; i < 12; i++) {
       streams.push(chat(i, 4 + (i % 4) * 4));
       await sleep(300);
@@ -154,7 +200,9 @@ describe('dashboard in Chromium (playwright-core) over a live demo cluster', () 
       undefined,
       { timeout: 15_000 },
     );
-    expect(parseInt(await text('[data-backend="gpu-node-1"] [data-gpu="0"] [data-k="power"]'), 10)).toBeGreaterThan(idlePower);
+    expect(parseInt(await text('[data-backend="gpu-node-1"] [data-gpu="0"] [data-k="power"]'), 10)).toBeGreaterThan(
+      idlePower,
+    );
     expect(await page.locator('#decisions tr[data-decision]').count()).toBeGreaterThanOrEqual(8);
     expect(Number(await text('#kInflight'))).toBeGreaterThanOrEqual(4);
 
@@ -176,7 +224,10 @@ describe('dashboard in Chromium (playwright-core) over a live demo cluster', () 
       undefined,
       { timeout: 15_000 },
     );
-    expect(Number(await text('[data-backend="gpu-node-1"] [data-k="served"]')) + Number(await text('[data-backend="gpu-node-2"] [data-k="served"]'))).toBe(20);
+    expect(
+      Number(await text('[data-backend="gpu-node-1"] [data-k="served"]')) +
+        Number(await text('[data-backend="gpu-node-2"] [data-k="served"]')),
+    ).toBe(20);
     expect(pageErrors).toEqual([]);
   });
 });

@@ -1,5 +1,16 @@
 import { SimServer } from '@app/ollama-sim';
-import { Child, getJson, parseStream, request, spawnBalancer, startSims, streamTimed, TimedChunk, waitFor, writeConfigFile } from './harness';
+import {
+  Child,
+  getJson,
+  parseStream,
+  request,
+  spawnBalancer,
+  startSims,
+  streamTimed,
+  TimedChunk,
+  waitFor,
+  writeConfigFile,
+} from './harness';
 
 /**
  * SIGTERM on the real process (apps/balancer/src/main.ts): readiness 503 at once, new requests 503
@@ -7,7 +18,11 @@ import { Child, getJson, parseStream, request, spawnBalancer, startSims, streamT
  * DRAIN_TIMEOUT_MS a stream still running ends with an error line instead of hanging the exit.
  */
 const model = 'llama3.2';
-const chat = (content: string, n: number) => ({ model, messages: [{ role: 'user', content }], options: { num_predict: n } });
+const chat = (content: string, n: number) => ({
+  model,
+  messages: [{ role: 'user', content }],
+  options: { num_predict: n },
+});
 
 describe('drain on SIGTERM', () => {
   let sims: SimServer[] = [];
@@ -35,7 +50,13 @@ describe('drain on SIGTERM', () => {
     const url = child.url;
     const firsts: boolean[] = [false, false, false, false];
     const streams = [0, 1, 2, 3].map((i) =>
-      streamTimed(`${url}/${i % 2 ? 'api/chat' : 'v1/chat/completions'}`, i % 2 ? chat(`s${i}`, 30) : { model, stream: true, max_tokens: 30, messages: [{ role: 'user', content: `s${i}` }] }, () => (firsts[i] = true)),
+      streamTimed(
+        `${url}/${i % 2 ? 'api/chat' : 'v1/chat/completions'}`,
+        i % 2
+          ? chat(`s${i}`, 30)
+          : { model, stream: true, max_tokens: 30, messages: [{ role: 'user', content: `s${i}` }] },
+        () => (firsts[i] = true),
+      ),
     );
     await waitFor(() => firsts.every(Boolean), 15_000, 'every stream under way');
     child.proc.kill('SIGTERM');
@@ -43,7 +64,9 @@ describe('drain on SIGTERM', () => {
     await waitFor(async () => (await getJson(`${url}/health/ready`)).status === 503, 1000, 'readiness 503');
     const ready = await getJson(`${url}/health/ready`);
     expect(JSON.stringify(ready.body)).toMatch(/draining/);
-    const fresh = await request(`${url}/api/chat`, { body: { ...chat('late', 3), stream: false } }).catch((e: NodeJS.ErrnoException) => e);
+    const fresh = await request(`${url}/api/chat`, { body: { ...chat('late', 3), stream: false } }).catch(
+      (e: NodeJS.ErrnoException) => e,
+    );
     if (fresh instanceof Error) expect(fresh.code).toBe('ECONNREFUSED');
     else {
       expect(fresh.status).toBe(503);

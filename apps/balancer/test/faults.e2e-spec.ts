@@ -1,14 +1,32 @@
 import * as http from 'http';
 import { AddressInfo } from 'net';
 import { startSimServer, SimServer } from '@app/ollama-sim';
-import { Child, Cluster, getJson, parseStream, request, sleep, spawnSim, startBalancer, startCluster, streamTimed, waitFor, waitIdle, writeConfigFile } from './harness';
+import {
+  Child,
+  Cluster,
+  getJson,
+  parseStream,
+  request,
+  sleep,
+  spawnSim,
+  startBalancer,
+  startCluster,
+  streamTimed,
+  waitFor,
+  waitIdle,
+  writeConfigFile,
+} from './harness';
 
 /**
  * Fault injection over simulated backends: what a client sees when a backend dies, hangs, answers
  * busy, stalls mid-stream or flaps, and proof that every count returns to zero afterwards.
  */
 const model = 'llama3.2';
-const chat = (content: string, extra: Record<string, unknown> = {}) => ({ model, messages: [{ role: 'user', content }], ...extra });
+const chat = (content: string, extra: Record<string, unknown> = {}) => ({
+  model,
+  messages: [{ role: 'user', content }],
+  ...extra,
+});
 
 interface Outcome {
   kind: 'ndjson' | 'sse' | 'json';
@@ -22,44 +40,87 @@ interface Outcome {
 }
 
 /** One request that remembers whether its body had begun before `mark()` was called. */
-function tracked(url: string, path: string, body: unknown, kind: Outcome['kind'], marks: { killed: boolean }, onFirstByte: (backend: string) => void): Promise<Outcome> {
+function tracked(
+  url: string,
+  path: string,
+  body: unknown,
+  kind: Outcome['kind'],
+  marks: { killed: boolean },
+  onFirstByte: (backend: string) => void,
+): Promise<Outcome> {
   return new Promise((resolve, reject) => {
     const u = new URL(url + path);
     let text = '';
     let startedBeforeKill = false;
-    const req = http.request({ hostname: u.hostname, port: u.port, path: u.pathname, method: 'POST', headers: { 'content-type': 'application/json' }, agent: false }, (res) => {
-      const backend = String(res.headers['x-balancer-backend'] ?? '');
-      res.on('data', (c: Buffer) => {
-        if (text === '') {
-          if (!marks.killed) startedBeforeKill = true;
-          onFirstByte(backend);
-        }
-        text += c.toString('utf8');
-      });
-      const done = () =>
-        resolve({ kind, status: res.statusCode ?? 0, backend, attempts: Number(res.headers['x-balancer-attempts'] ?? 1), startedBeforeKill, objects: parseStream(text), text });
-      res.on('end', done);
-      res.on('error', done);
-    });
+    const req = http.request(
+      {
+        hostname: u.hostname,
+        port: u.port,
+        path: u.pathname,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        agent: false,
+      },
+      (res) => {
+        const backend = String(res.headers['x-balancer-backend'] ?? '');
+        res.on('data', (c: Buffer) => {
+          if (text === '') {
+            if (!marks.killed) startedBeforeKill = true;
+            onFirstByte(backend);
+          }
+          text += c.toString('utf8');
+        });
+        const done = () =>
+          resolve({
+            kind,
+            status: res.statusCode ?? 0,
+            backend,
+            attempts: Number(res.headers['x-balancer-attempts'] ?? 1),
+            startedBeforeKill,
+            objects: parseStream(text),
+            text,
+          });
+        res.on('end', done);
+        res.on('error', done);
+      },
+    );
     req.on('error', reject);
     req.end(JSON.stringify(body));
   });
 }
 
 /** A request whose client can hang up at any moment (before any byte came back). */
-function openRequest(url: string, body: unknown): { req: http.ClientRequest; result: Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string } | 'aborted'> } {
+function openRequest(
+  url: string,
+  body: unknown,
+): {
+  req: http.ClientRequest;
+  result: Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string } | 'aborted'>;
+} {
   const u = new URL(url);
   let req!: http.ClientRequest;
-  const result = new Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string } | 'aborted'>((resolve) => {
-    req = http.request({ hostname: u.hostname, port: u.port, path: u.pathname, method: 'POST', headers: { 'content-type': 'application/json' }, agent: false }, (res) => {
-      let text = '';
-      res.on('data', (c: Buffer) => (text += c.toString('utf8')));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }));
-      res.on('error', () => resolve('aborted'));
-    });
-    req.on('error', () => resolve('aborted'));
-    req.end(JSON.stringify(body));
-  });
+  const result = new Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string } | 'aborted'>(
+    (resolve) => {
+      req = http.request(
+        {
+          hostname: u.hostname,
+          port: u.port,
+          path: u.pathname,
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          agent: false,
+        },
+        (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => (text += c.toString('utf8')));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }));
+          res.on('error', () => resolve('aborted'));
+        },
+      );
+      req.on('error', () => resolve('aborted'));
+      req.end(JSON.stringify(body));
+    },
+  );
   return { req, result };
 }
 
@@ -85,7 +146,11 @@ describe('faults: a backend killed (SIGKILL) during a run of concurrent requests
   });
 
   it('retries every request that had not started streaming, ends the started ones with an error line, counts return to zero', async () => {
-    sims = await Promise.all([1, 2].map((i) => startSimServer({ name: `sim${i}`, port: 0, tokensPerSecond: 40, numParallel: 16, loaded: [model] })));
+    sims = await Promise.all(
+      [1, 2].map((i) =>
+        startSimServer({ name: `sim${i}`, port: 0, tokensPerSecond: 40, numParallel: 16, loaded: [model] }),
+      ),
+    );
     // b3 runs two answers at a time; the rest of what it was given waits inside it, headers unsent.
     child = await spawnSim({ name: 'victim', tokensPerSecond: 40, numParallel: 2, loaded: [model] });
     const file = writeConfigFile({
@@ -96,10 +161,20 @@ describe('faults: a backend killed (SIGKILL) during a run of concurrent requests
       ],
     });
     // Resuming broken streams off: this is the error-line contract (resume.e2e-spec.ts covers it on).
-    const b = await startBalancer({ BALANCER_CONFIG: file, ROUTING_POLICY: 'round-robin', HEALTH_INTERVAL_MS: '200', RETRY_BUDGET_RATIO: '1', STREAM_RESUME: 'off' });
+    const b = await startBalancer({
+      BALANCER_CONFIG: file,
+      ROUTING_POLICY: 'round-robin',
+      HEALTH_INTERVAL_MS: '200',
+      RETRY_BUDGET_RATIO: '1',
+      STREAM_RESUME: 'off',
+    });
     app = b.app;
     const url = b.url;
-    await waitFor(async () => (await status(url)).backends.every((x: any) => x.health === 'healthy' && x.inventoryAt !== null), 10_000, 'healthy');
+    await waitFor(
+      async () => (await status(url)).backends.every((x: any) => x.health === 'healthy' && x.inventoryAt !== null),
+      10_000,
+      'healthy',
+    );
 
     const marks = { killed: false };
     let b3Started = 0;
@@ -109,9 +184,32 @@ describe('faults: a backend killed (SIGKILL) during a run of concurrent requests
     const runs: Promise<Outcome>[] = [];
     for (let i = 0; i < 30; i++) {
       const n = 40 + (i % 5) * 10; // 1 to 2 s of tokens
-      if (i % 3 === 0) runs.push(tracked(url, '/api/chat', chat(`stream ${i}`, { options: { num_predict: n } }), 'ndjson', marks, onFirst));
-      else if (i % 3 === 1) runs.push(tracked(url, '/api/generate', { model, prompt: `whole ${i}`, stream: false, options: { num_predict: 20 } }, 'json', marks, onFirst));
-      else runs.push(tracked(url, '/v1/chat/completions', { model, stream: true, messages: [{ role: 'user', content: `sse ${i}` }], max_tokens: n }, 'sse', marks, onFirst));
+      if (i % 3 === 0)
+        runs.push(
+          tracked(url, '/api/chat', chat(`stream ${i}`, { options: { num_predict: n } }), 'ndjson', marks, onFirst),
+        );
+      else if (i % 3 === 1)
+        runs.push(
+          tracked(
+            url,
+            '/api/generate',
+            { model, prompt: `whole ${i}`, stream: false, options: { num_predict: 20 } },
+            'json',
+            marks,
+            onFirst,
+          ),
+        );
+      else
+        runs.push(
+          tracked(
+            url,
+            '/v1/chat/completions',
+            { model, stream: true, messages: [{ role: 'user', content: `sse ${i}` }], max_tokens: n },
+            'sse',
+            marks,
+            onFirst,
+          ),
+        );
     }
     await waitFor(() => b3Started >= 1, 20_000, 'a stream from b3 under way');
     const before = await status(url);
@@ -147,7 +245,9 @@ describe('faults: a backend killed (SIGKILL) during a run of concurrent requests
     expect(after.backends.map((x: any) => x.inFlight)).toEqual([0, 0, 0]);
     // And the balancer keeps serving without b3.
     for (let i = 0; i < 4; i++) {
-      const r = await request(`${url}/api/generate`, { body: { model, prompt: `after ${i}`, stream: false, options: { num_predict: 3 } } });
+      const r = await request(`${url}/api/generate`, {
+        body: { model, prompt: `after ${i}`, stream: false, options: { num_predict: 3 } },
+      });
       expect(r.status).toBe(200);
       expect(r.headers['x-balancer-backend']).not.toBe('b3');
     }
@@ -164,15 +264,27 @@ describe('faults: hang, busy, stall, flap', () => {
 
   it('a backend that hangs: a request it took is not started again elsewhere (504), and the backend is ejected', async () => {
     // Models loaded up front: a cold load (1 s here) would itself outlast this short headers timeout.
-    c = await startCluster([{ tokensPerSecond: 1000, loaded: [model] }, { tokensPerSecond: 1000, loaded: [model] }], {
-      ROUTING_POLICY: 'round-robin',
-      HEALTH_INTERVAL_MS: '60000', // passive health alone decides here
-      HEADERS_TIMEOUT_MS: '400',
-      EJECT_CONSECUTIVE_FAILURES: '2',
-      EJECT_BASE_MS: '60000',
-    });
+    c = await startCluster(
+      [
+        { tokensPerSecond: 1000, loaded: [model] },
+        { tokensPerSecond: 1000, loaded: [model] },
+      ],
+      {
+        ROUTING_POLICY: 'round-robin',
+        HEALTH_INTERVAL_MS: '60000', // passive health alone decides here
+        HEADERS_TIMEOUT_MS: '400',
+        EJECT_CONSECUTIVE_FAILURES: '2',
+        EJECT_BASE_MS: '60000',
+      },
+    );
     await c.sims[1].update({ faults: { hang: true } });
-    const results = await Promise.all([0, 1, 2, 3].map((i) => request(`${c!.url}/api/generate`, { body: { model, prompt: `h${i}`, stream: false, options: { num_predict: 4 } } })));
+    const results = await Promise.all(
+      [0, 1, 2, 3].map((i) =>
+        request(`${c!.url}/api/generate`, {
+          body: { model, prompt: `h${i}`, stream: false, options: { num_predict: 4 } },
+        }),
+      ),
+    );
     // b2 got its requests in full and may still be generating them: never started a second time
     // (issue 11 item 8); b1's were answered.
     const timedOut = results.filter((r) => r.status === 504);
@@ -188,7 +300,9 @@ describe('faults: hang, busy, stall, flap', () => {
     expect(c.sims[0].stats().byRoute['POST /api/generate']).toBe(2);
     const st = await waitIdle(c.url);
     expect(st.backends[1].ejected).toBe(true);
-    expect(st.events.some((e: any) => e.backend === 'b2' && e.event === 'ejected' && /headers timeout/.test(e.detail))).toBe(true);
+    expect(
+      st.events.some((e: any) => e.backend === 'b2' && e.event === 'ejected' && /headers timeout/.test(e.detail)),
+    ).toBe(true);
     // Streams too, once b2 is out: straight to b1, no waiting.
     const s = await streamTimed(`${c.url}/api/chat`, chat('after', { options: { num_predict: 3 } }));
     expect(s.status).toBe(200);
@@ -196,10 +310,16 @@ describe('faults: hang, busy, stall, flap', () => {
   });
 
   it("a backend answering Ollama's 503 busy: retried elsewhere; when all are busy the client gets 503 with Retry-After", async () => {
-    c = await startCluster([{ tokensPerSecond: 1000 }, { tokensPerSecond: 1000 }], { ROUTING_POLICY: 'round-robin', HEALTH_INTERVAL_MS: '60000', EJECT_CONSECUTIVE_FAILURES: '100' });
+    c = await startCluster([{ tokensPerSecond: 1000 }, { tokensPerSecond: 1000 }], {
+      ROUTING_POLICY: 'round-robin',
+      HEALTH_INTERVAL_MS: '60000',
+      EJECT_CONSECUTIVE_FAILURES: '100',
+    });
     await c.sims[0].update({ faults: { busy503: true } });
     for (let i = 0; i < 4; i++) {
-      const r = await request(`${c.url}/api/chat`, { body: chat(`b${i}`, { stream: false, options: { num_predict: 3 } }) });
+      const r = await request(`${c.url}/api/chat`, {
+        body: chat(`b${i}`, { stream: false, options: { num_predict: 3 } }),
+      });
       expect(r.status).toBe(200);
       expect(r.headers['x-balancer-backend']).toBe('b2');
     }
@@ -219,10 +339,25 @@ describe('faults: hang, busy, stall, flap', () => {
     // A fake backend whose chat stream sends one line and then nothing: only the idle timeout can end it.
     const stalled = await stallingBackend();
     const sim = await startSimServer({ name: 'ok', port: 0, tokensPerSecond: 1000 });
-    const file = writeConfigFile({ backends: [{ name: 'stall', url: stalled.url }, { name: 'ok', url: sim.url }] });
-    const b = await startBalancer({ BALANCER_CONFIG: file, ROUTING_POLICY: 'round-robin', HEALTH_INTERVAL_MS: '60000', IDLE_STREAM_TIMEOUT_MS: '500', EJECT_CONSECUTIVE_FAILURES: '100' });
+    const file = writeConfigFile({
+      backends: [
+        { name: 'stall', url: stalled.url },
+        { name: 'ok', url: sim.url },
+      ],
+    });
+    const b = await startBalancer({
+      BALANCER_CONFIG: file,
+      ROUTING_POLICY: 'round-robin',
+      HEALTH_INTERVAL_MS: '60000',
+      IDLE_STREAM_TIMEOUT_MS: '500',
+      EJECT_CONSECUTIVE_FAILURES: '100',
+    });
     try {
-      await waitFor(async () => (await status(b.url)).backends.every((x: any) => x.inventoryAt !== null), 10_000, 'inventory');
+      await waitFor(
+        async () => (await status(b.url)).backends.every((x: any) => x.inventoryAt !== null),
+        10_000,
+        'inventory',
+      );
       let stalledOnce = false;
       for (let i = 0; i < 4; i++) {
         const started = Date.now();
@@ -262,10 +397,16 @@ describe('faults: hang, busy, stall, flap', () => {
       SLOW_START_MS: '30000',
       RETRY_BUDGET_RATIO: '1',
     });
-    const gen = (p: string) => request(`${c!.url}/api/generate`, { body: { model, prompt: p, stream: false, options: { num_predict: 2 } } });
+    const gen = (p: string) =>
+      request(`${c!.url}/api/generate`, { body: { model, prompt: p, stream: false, options: { num_predict: 2 } } });
     await c.sims[2].update({ faults: { error500: true } });
     // Phase 1: b3 fails every request; the clients never notice, b3 is ejected twice, the second time for longer.
-    const ejections = () => status(c!.url).then((s) => s.events.filter((e: any) => e.backend === 'b3' && e.event === 'ejected').map((e: any) => Number(/for (\d+) ms/.exec(e.detail)![1])));
+    const ejections = () =>
+      status(c!.url).then((s) =>
+        s.events
+          .filter((e: any) => e.backend === 'b3' && e.event === 'ejected')
+          .map((e: any) => Number(/for (\d+) ms/.exec(e.detail)![1])),
+      );
     let i = 0;
     while ((await ejections()).length < 2) {
       const r = await gen(`f${i++}`);
@@ -294,8 +435,14 @@ describe('faults: hang, busy, stall, flap', () => {
 
     // Phase 3: b3 recovers. Once its ejection ends it takes traffic again, but in slow start only one
     // request at a time (its cap of 4 scaled down), even when round-robin would hand it more.
-    await waitFor(async () => (await status(c!.url)).backends.every((x: any) => !x.ejected), 15_000, 'no backend ejected');
-    const streams = Array.from({ length: 9 }, (_, k) => streamTimed(`${c!.url}/api/chat`, chat(`slow start ${k}`, { options: { num_predict: 20 } })));
+    await waitFor(
+      async () => (await status(c!.url)).backends.every((x: any) => !x.ejected),
+      15_000,
+      'no backend ejected',
+    );
+    const streams = Array.from({ length: 9 }, (_, k) =>
+      streamTimed(`${c!.url}/api/chat`, chat(`slow start ${k}`, { options: { num_predict: 20 } })),
+    );
     await sleep(100);
     const during = await status(c.url);
     expect(during.backends[2].inFlight).toBeLessThanOrEqual(1);
@@ -310,7 +457,11 @@ describe('faults: hang, busy, stall, flap', () => {
 
   it('a quiet gpu-agent alone never takes a healthy Ollama out of rotation', async () => {
     const deadAgent = 'http://127.0.0.1:9'; // discard port: nothing listens
-    c = await startCluster([{ tokensPerSecond: 1000 }, { tokensPerSecond: 1000 }], { ROUTING_POLICY: 'round-robin', AGENT_INTERVAL_MS: '100', HEALTH_TIMEOUT_MS: '200' }, [{ agentUrl: deadAgent }, {}]);
+    c = await startCluster(
+      [{ tokensPerSecond: 1000 }, { tokensPerSecond: 1000 }],
+      { ROUTING_POLICY: 'round-robin', AGENT_INTERVAL_MS: '100', HEALTH_TIMEOUT_MS: '200' },
+      [{ agentUrl: deadAgent }, {}],
+    );
     await waitFor(async () => (await status(c!.url)).backends[0].agent?.error != null, 5000, 'agent error seen');
     const seen = new Set<string>();
     for (let i = 0; i < 6; i++) {
@@ -332,7 +483,9 @@ describe('backpressure: bounded queue', () => {
   });
 
   it('queue full: 503 with Retry-After; a queued client that disconnects frees its place at once', async () => {
-    c = await startCluster([{ tokensPerSecond: 20, numParallel: 1 }], { QUEUE_MAX: '2', QUEUE_TIMEOUT_MS: '60000' }, [{ modelConcurrency: 1 }]);
+    c = await startCluster([{ tokensPerSecond: 20, numParallel: 1 }], { QUEUE_MAX: '2', QUEUE_TIMEOUT_MS: '60000' }, [
+      { modelConcurrency: 1 },
+    ]);
     const body = chat('long', { options: { num_predict: 60 } });
     const running = openRequest(`${c.url}/api/chat`, body);
     await waitFor(async () => (await status(c!.url)).backends[0].inFlight === 1, 5000, 'one running');
@@ -367,7 +520,9 @@ describe('backpressure: bounded queue', () => {
   });
 
   it('queue wait timeout: 503 with Retry-After after QUEUE_TIMEOUT_MS', async () => {
-    c = await startCluster([{ tokensPerSecond: 20, numParallel: 1 }], { QUEUE_MAX: '5', QUEUE_TIMEOUT_MS: '300' }, [{ modelConcurrency: 1 }]);
+    c = await startCluster([{ tokensPerSecond: 20, numParallel: 1 }], { QUEUE_MAX: '5', QUEUE_TIMEOUT_MS: '300' }, [
+      { modelConcurrency: 1 },
+    ]);
     const running = openRequest(`${c.url}/api/chat`, chat('long', { options: { num_predict: 60 } }));
     await waitFor(async () => (await status(c!.url)).backends[0].inFlight === 1, 5000, 'one running');
     const r = await request(`${c.url}/api/chat`, { body: chat('waits') });
@@ -380,7 +535,11 @@ describe('backpressure: bounded queue', () => {
 });
 
 /** A minimal Ollama look-alike: inventory, a chat stream that stalls after one line, a generate that fails. */
-async function stallingBackend(): Promise<{ url: string; hits: { chat: number; generate: number }; close(): Promise<void> }> {
+async function stallingBackend(): Promise<{
+  url: string;
+  hits: { chat: number; generate: number };
+  close(): Promise<void>;
+}> {
   const hits = { chat: 0, generate: 0 };
   const sockets = new Set<import('net').Socket>();
   const srv = http.createServer((req, res) => {
@@ -389,16 +548,29 @@ async function stallingBackend(): Promise<{ url: string; hits: { chat: number; g
     req.on('end', () => {
       const json = (status: number, obj: unknown) => {
         const s = JSON.stringify(obj);
-        res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(s) });
+        res.writeHead(status, {
+          'Content-Type': 'application/json; charset=utf-8',
+          'Content-Length': Buffer.byteLength(s),
+        });
         res.end(s);
       };
       if (req.url === '/api/version') return json(200, { version: '0.12.3' });
-      if (req.url === '/api/tags') return json(200, { models: [{ name: 'llama3.2:latest', model: 'llama3.2:latest', size: 2e9, digest: 'x', details: {} }] });
+      if (req.url === '/api/tags')
+        return json(200, {
+          models: [{ name: 'llama3.2:latest', model: 'llama3.2:latest', size: 2e9, digest: 'x', details: {} }],
+        });
       if (req.url === '/api/ps') return json(200, { models: [] });
       if (req.url === '/api/chat') {
         hits.chat++;
         res.writeHead(200, { 'Content-Type': 'application/x-ndjson' });
-        res.write(JSON.stringify({ model, created_at: new Date().toISOString(), message: { role: 'assistant', content: 'one' }, done: false }) + '\n');
+        res.write(
+          JSON.stringify({
+            model,
+            created_at: new Date().toISOString(),
+            message: { role: 'assistant', content: 'one' },
+            done: false,
+          }) + '\n',
+        );
         return; // and then nothing
       }
       if (req.url === '/api/generate') {

@@ -4,7 +4,16 @@ import { tmpdir } from 'os';
 import { join } from 'path';
 import { writeFakeNvmlStateSync } from '@app/nvml/testing';
 import { SimServer } from '@app/ollama-sim';
-import { AgentProcess, getJson, request, startAgent, startBalancer, startSims, waitFor, writeConfigFile } from './harness';
+import {
+  AgentProcess,
+  getJson,
+  request,
+  startAgent,
+  startBalancer,
+  startSims,
+  waitFor,
+  writeConfigFile,
+} from './harness';
 
 const GiB = 1024 ** 3;
 const gpu = (util: number) => ({
@@ -33,14 +42,30 @@ describe('GPU-aware routing through real gpu-agents', () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'gpu-routing-'));
-    sims = await startSims([{ tokensPerSecond: 2000, loaded: ['llama3.2:latest'] }, { tokensPerSecond: 2000, loaded: ['llama3.2:latest'] }]);
+    sims = await startSims([
+      { tokensPerSecond: 2000, loaded: ['llama3.2:latest'] },
+      { tokensPerSecond: 2000, loaded: ['llama3.2:latest'] },
+    ]);
     const states = [join(dir, 'idle.state'), join(dir, 'busy.state')];
     writeFakeNvmlStateSync(states[0], { gpus: [gpu(10)] });
     writeFakeNvmlStateSync(states[1], { gpus: [gpu(95)] });
     for (let i = 0; i < 2; i++) agents.push(await startAgent(`node-${i}`, states[i], sims[i].url));
-    const file = writeConfigFile({ backends: sims.map((s, i) => ({ name: i === 0 ? 'idle' : 'busy', url: s.url, agentUrl: agents[i].url })) });
-    ({ app, url } = await startBalancer({ BALANCER_CONFIG: file, ROUTING_POLICY: 'least-loaded', AGENT_STALE_MS: '1500' }));
-    await waitFor(async () => (await getJson(`${url}/balancer/status`)).body.backends.every((b: any) => b.agent?.fresh && b.health === 'healthy'), 30_000, 'fresh agent readings');
+    const file = writeConfigFile({
+      backends: sims.map((s, i) => ({ name: i === 0 ? 'idle' : 'busy', url: s.url, agentUrl: agents[i].url })),
+    });
+    ({ app, url } = await startBalancer({
+      BALANCER_CONFIG: file,
+      ROUTING_POLICY: 'least-loaded',
+      AGENT_STALE_MS: '1500',
+    }));
+    await waitFor(
+      async () =>
+        (await getJson(`${url}/balancer/status`)).body.backends.every(
+          (b: any) => b.agent?.fresh && b.health === 'healthy',
+        ),
+      30_000,
+      'fresh agent readings',
+    );
   }, 90_000);
 
   afterAll(async () => {
@@ -65,10 +90,14 @@ describe('GPU-aware routing through real gpu-agents', () => {
     // The busy GPU calms to 30 %; the idle one's agent dies with its last reading at 10 %.
     writeFakeNvmlStateSync(join(dir, 'busy.state'), { gpus: [gpu(30)] });
     agents[0].proc.kill('SIGKILL');
-    await waitFor(async () => {
-      const b = (await getJson(`${url}/balancer/status`)).body.backends;
-      return b[0].agent.fresh === false && b[1].agent.fresh === true && b[1].agent.host.meanUtilizationGpu === 30;
-    }, 20_000, 'idle agent stale, busy agent at 30 %');
+    await waitFor(
+      async () => {
+        const b = (await getJson(`${url}/balancer/status`)).body.backends;
+        return b[0].agent.fresh === false && b[1].agent.fresh === true && b[1].agent.host.meanUtilizationGpu === 30;
+      },
+      20_000,
+      'idle agent stale, busy agent at 30 %',
+    );
     // A stale 10 % would still win; as unknown (counted half busy) it loses to a known 30 %.
     for (let i = 0; i < 4; i++) {
       const r = await request(`${url}/api/generate`, { body: { model: 'llama3.2', prompt: `q${i}`, stream: false } });
@@ -87,7 +116,16 @@ describe('an agent payload that fails DTO validation', () => {
     const bogus = http.createServer((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json' });
       // utilization as a string and no host aggregates: not an AgentStatusDto.
-      res.end(JSON.stringify({ hostname: 'x', agentVersion: '1', collectedAt: new Date().toISOString(), readingAgeMs: 0, nvml: { available: true, error: null }, gpus: [{ index: 0, name: 'g', uuid: 'u', utilizationGpu: 'idle', processes: [] }] }));
+      res.end(
+        JSON.stringify({
+          hostname: 'x',
+          agentVersion: '1',
+          collectedAt: new Date().toISOString(),
+          readingAgeMs: 0,
+          nvml: { available: true, error: null },
+          gpus: [{ index: 0, name: 'g', uuid: 'u', utilizationGpu: 'idle', processes: [] }],
+        }),
+      );
     });
     await new Promise<void>((r) => bogus.listen(0, '127.0.0.1', r));
     const [sim] = await startSims([{ tokensPerSecond: 2000 }]);
@@ -95,12 +133,18 @@ describe('an agent payload that fails DTO validation', () => {
     const file = writeConfigFile({ backends: [{ name: 'b1', url: sim.url, agentUrl: `http://127.0.0.1:${port}` }] });
     const { app, url } = await startBalancer({ BALANCER_CONFIG: file });
     try {
-      await waitFor(async () => (await getJson(`${url}/balancer/status`)).body.backends[0].agent?.error !== null, 10_000, 'agent error reported');
+      await waitFor(
+        async () => (await getJson(`${url}/balancer/status`)).body.backends[0].agent?.error !== null,
+        10_000,
+        'agent error reported',
+      );
       const b = (await getJson(`${url}/balancer/status`)).body.backends[0];
       expect(b.agent.error).toMatch(/invalid agent payload/);
       expect(b.agent.fresh).toBe(false);
       expect(b.agent.host).toBeNull();
-      expect((await request(`${url}/api/generate`, { body: { model: 'llama3.2', prompt: 'x', stream: false } })).status).toBe(200);
+      expect(
+        (await request(`${url}/api/generate`, { body: { model: 'llama3.2', prompt: 'x', stream: false } })).status,
+      ).toBe(200);
     } finally {
       await app.close();
       await sim.close();

@@ -29,7 +29,10 @@ export async function startSims(configs: SimConfig[]): Promise<SimServer[]> {
 }
 
 /** Boots the real balancer app (the same module graph as production) on a real port. */
-export async function startBalancer(env: Record<string, string>, overrides: ProviderOverride[] = []): Promise<{ app: INestApplication; url: string }> {
+export async function startBalancer(
+  env: Record<string, string>,
+  overrides: ProviderOverride[] = [],
+): Promise<{ app: INestApplication; url: string }> {
   const config = loadBalancerConfig({ ...FAST_ENV, ...env });
   let builder = Test.createTestingModule({ imports: [AppModule] })
     .overrideProvider(BALANCER_CONFIG)
@@ -49,19 +52,28 @@ export interface ProviderOverride {
 }
 
 /** Simulated servers named b1..bn behind a balancer, ready (backends healthy, inventory known). */
-export async function startCluster(configs: SimConfig[], env: Record<string, string> = {}, extraBackend: Record<string, unknown>[] = [], overrides: ProviderOverride[] = []): Promise<Cluster> {
+export async function startCluster(
+  configs: SimConfig[],
+  env: Record<string, string> = {},
+  extraBackend: Record<string, unknown>[] = [],
+  overrides: ProviderOverride[] = [],
+): Promise<Cluster> {
   const sims = await startSims(configs);
   const file = writeConfigFile({
     backends: sims.map((s, i) => ({ name: `b${i + 1}`, url: s.url, ...(extraBackend[i] ?? {}) })),
   });
   const { app, url } = await startBalancer({ BALANCER_CONFIG: file, ...env }, overrides);
   try {
-    await waitFor(async () => {
-      // The status view needs the admin token, or a client key when keys are configured.
-      const key = env.ADMIN_TOKEN ?? env.API_KEYS?.split(',')[0]?.split(':')[1];
-      const st = await getJson(`${url}/balancer/status`, key ? { authorization: `Bearer ${key}` } : undefined);
-      return st.body.backends.every((b: any) => b.health === 'healthy' && b.inventoryAt !== null);
-    }, 10_000, 'backends healthy with inventory');
+    await waitFor(
+      async () => {
+        // The status view needs the admin token, or a client key when keys are configured.
+        const key = env.ADMIN_TOKEN ?? env.API_KEYS?.split(',')[0]?.split(':')[1];
+        const st = await getJson(`${url}/balancer/status`, key ? { authorization: `Bearer ${key}` } : undefined);
+        return st.body.backends.every((b: any) => b.health === 'healthy' && b.inventoryAt !== null);
+      },
+      10_000,
+      'backends healthy with inventory',
+    );
   } catch (e) {
     // Never leave a half-started cluster behind: its sockets would keep Jest from exiting.
     await app.close();
@@ -114,12 +126,32 @@ export interface RawResponse {
 }
 
 /** A plain HTTP request (fresh connection) that resolves with the whole answer. */
-export function request(url: string, opts: { method?: string; body?: unknown; headers?: Record<string, string> } = {}): Promise<RawResponse> {
+export function request(
+  url: string,
+  opts: { method?: string; body?: unknown; headers?: Record<string, string> } = {},
+): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const u = new URL(url);
-    const payload = opts.body === undefined ? undefined : typeof opts.body === 'string' || Buffer.isBuffer(opts.body) ? opts.body : JSON.stringify(opts.body);
+    const payload =
+      opts.body === undefined
+        ? undefined
+        : typeof opts.body === 'string' || Buffer.isBuffer(opts.body)
+          ? opts.body
+          : JSON.stringify(opts.body);
     const req = http.request(
-      { hostname: u.hostname, port: u.port, path: u.pathname + u.search, method: opts.method ?? (payload ? 'POST' : 'GET'), headers: { ...(payload ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) } : {}), ...opts.headers }, agent: false },
+      {
+        hostname: u.hostname,
+        port: u.port,
+        path: u.pathname + u.search,
+        method: opts.method ?? (payload ? 'POST' : 'GET'),
+        headers: {
+          ...(payload
+            ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) }
+            : {}),
+          ...opts.headers,
+        },
+        agent: false,
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c) => chunks.push(c));
@@ -149,22 +181,36 @@ export interface TimedChunk {
 }
 
 /** Streams a POST and records when each chunk arrived. */
-export function streamTimed(url: string, body: unknown, onChunk?: (c: TimedChunk, req: http.ClientRequest) => void): Promise<{ status: number; headers: http.IncomingHttpHeaders; chunks: TimedChunk[] }> {
+export function streamTimed(
+  url: string,
+  body: unknown,
+  onChunk?: (c: TimedChunk, req: http.ClientRequest) => void,
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; chunks: TimedChunk[] }> {
   return new Promise((resolve, reject) => {
     const u = new URL(url);
     const payload = JSON.stringify(body);
-    const req = http.request({ hostname: u.hostname, port: u.port, path: u.pathname, method: 'POST', headers: { 'content-type': 'application/json' }, agent: false }, (res) => {
-      const chunks: TimedChunk[] = [];
-      res.on('data', (c: Buffer) => {
-        const chunk = { at: Date.now(), text: c.toString('utf8') };
-        chunks.push(chunk);
-        onChunk?.(chunk, req);
-      });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, chunks }));
-      // A client that destroys its own request resolves with what it saw.
-      res.on('error', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, chunks }));
-      res.on('close', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, chunks }));
-    });
+    const req = http.request(
+      {
+        hostname: u.hostname,
+        port: u.port,
+        path: u.pathname,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        agent: false,
+      },
+      (res) => {
+        const chunks: TimedChunk[] = [];
+        res.on('data', (c: Buffer) => {
+          const chunk = { at: Date.now(), text: c.toString('utf8') };
+          chunks.push(chunk);
+          onChunk?.(chunk, req);
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, chunks }));
+        // A client that destroys its own request resolves with what it saw.
+        res.on('error', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, chunks }));
+        res.on('close', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, chunks }));
+      },
+    );
     req.on('error', (e) => (req.destroyed ? undefined : reject(e)));
     req.end(payload);
   });
@@ -187,7 +233,14 @@ export interface Child {
   exited: Promise<number | null>;
 }
 
-function spawnTs(script: string, args: string[], env: Record<string, string>, nodeArgs: string[], ready: RegExp, timeoutMs: number): Promise<{ proc: ChildProcess; match: RegExpExecArray; output: () => string; exited: Promise<number | null> }> {
+function spawnTs(
+  script: string,
+  args: string[],
+  env: Record<string, string>,
+  nodeArgs: string[],
+  ready: RegExp,
+  timeoutMs: number,
+): Promise<{ proc: ChildProcess; match: RegExpExecArray; output: () => string; exited: Promise<number | null> }> {
   const proc = spawn(process.execPath, [...nodeArgs, ...TS_NODE, script, ...args], {
     cwd: REPO_ROOT,
     env: { ...process.env, TS_NODE_PROJECT: join(REPO_ROOT, 'tsconfig.json'), ...env },
@@ -220,7 +273,14 @@ function spawnTs(script: string, args: string[], env: Record<string, string>, no
 /** A simulated Ollama server in its own process (so it can be SIGKILLed). */
 export async function spawnSim(config: SimConfig): Promise<Child> {
   const file = writeConfigFile(config);
-  const s = await spawnTs('libs/ollama-sim/src/cli.ts', ['--port', '0', '--host', '127.0.0.1', '--config', file], {}, [], /listening on (http:\/\/127\.0\.0\.1:\d+)/, 30_000);
+  const s = await spawnTs(
+    'libs/ollama-sim/src/cli.ts',
+    ['--port', '0', '--host', '127.0.0.1', '--config', file],
+    {},
+    [],
+    /listening on (http:\/\/127\.0\.0\.1:\d+)/,
+    30_000,
+  );
   return { proc: s.proc, url: s.match[1], output: s.output, exited: s.exited };
 }
 
@@ -241,7 +301,14 @@ export async function freePort(): Promise<number> {
  */
 export async function spawnBalancer(env: Record<string, string>, nodeArgs: string[] = []): Promise<Child> {
   const port = await freePort();
-  const s = await spawnTs('apps/balancer/src/main.ts', [], { ...FAST_ENV, LOG_LEVEL: 'log', HOST: '127.0.0.1', PORT: String(port), ...env }, nodeArgs, /Listening on http:\/\/127\.0\.0\.1:\d+/, 60_000);
+  const s = await spawnTs(
+    'apps/balancer/src/main.ts',
+    [],
+    { ...FAST_ENV, LOG_LEVEL: 'log', HOST: '127.0.0.1', PORT: String(port), ...env },
+    nodeArgs,
+    /Listening on http:\/\/127\.0\.0\.1:\d+/,
+    60_000,
+  );
   return { proc: s.proc, url: `http://127.0.0.1:${port}`, output: s.output, exited: s.exited };
 }
 
@@ -273,10 +340,17 @@ export function parseStream(text: string): any[] {
 /** Every backend idle and the queue empty, as the status endpoint reports. */
 export async function waitIdle(url: string, timeoutMs = 10_000, headers?: Record<string, string>): Promise<any> {
   let last: any;
-  await waitFor(async () => {
-    last = (await getJson(`${url}/balancer/status`, headers)).body;
-    return last.queue.length === 0 && last.backends.every((b: any) => b.inFlight === 0 && Object.keys(b.inFlightByModel).length === 0);
-  }, timeoutMs, 'every in-flight and queue count back to zero');
+  await waitFor(
+    async () => {
+      last = (await getJson(`${url}/balancer/status`, headers)).body;
+      return (
+        last.queue.length === 0 &&
+        last.backends.every((b: any) => b.inFlight === 0 && Object.keys(b.inFlightByModel).length === 0)
+      );
+    },
+    timeoutMs,
+    'every in-flight and queue count back to zero',
+  );
   return last;
 }
 
@@ -287,38 +361,47 @@ export interface AgentProcess {
   log: () => string;
 }
 
-
 /** Starts apps/gpu-agent from source in its own process, over the fake NVML library and one state file. */
-export async function startAgent(name: string, statePath: string, ollamaUrl: string, extraEnv: Record<string, string> = {}): Promise<AgentProcess> {
+export async function startAgent(
+  name: string,
+  statePath: string,
+  ollamaUrl: string,
+  extraEnv: Record<string, string> = {},
+): Promise<AgentProcess> {
   const port = await freePort();
   let log = '';
-  const proc = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', '-r', 'tsconfig-paths/register', 'apps/gpu-agent/src/main.ts'], {
-    cwd: REPO_ROOT,
-    env: {
-      ...process.env,
-      PORT: String(port),
-      TS_NODE_PROJECT: join(REPO_ROOT, 'tsconfig.json'),
-      TS_NODE_TRANSPILE_ONLY: '1',
-      NVML_LIBRARY_PATH: join(REPO_ROOT, 'libs/nvml/fake/build/libnvidia-ml.so.1'),
-      FAKE_NVML_STATE: statePath,
-      OLLAMA_HOST: ollamaUrl,
-      NVML_POLL_INTERVAL_MS: '200',
-      OLLAMA_POLL_INTERVAL_MS: '500',
-      HOSTNAME_LABEL: name,
-      AGENT_TOKEN: '',
-      NO_COLOR: '1',
-      // Where a balancer reaches it, if it registers itself (BALANCER_URL in extraEnv).
-      AGENT_ADVERTISE_URL: `http://127.0.0.1:${port}`,
-      ...extraEnv,
+  const proc = spawn(
+    process.execPath,
+    ['-r', 'ts-node/register/transpile-only', '-r', 'tsconfig-paths/register', 'apps/gpu-agent/src/main.ts'],
+    {
+      cwd: REPO_ROOT,
+      env: {
+        ...process.env,
+        PORT: String(port),
+        TS_NODE_PROJECT: join(REPO_ROOT, 'tsconfig.json'),
+        TS_NODE_TRANSPILE_ONLY: '1',
+        NVML_LIBRARY_PATH: join(REPO_ROOT, 'libs/nvml/fake/build/libnvidia-ml.so.1'),
+        FAKE_NVML_STATE: statePath,
+        OLLAMA_HOST: ollamaUrl,
+        NVML_POLL_INTERVAL_MS: '200',
+        OLLAMA_POLL_INTERVAL_MS: '500',
+        HOSTNAME_LABEL: name,
+        AGENT_TOKEN: '',
+        NO_COLOR: '1',
+        // Where a balancer reaches it, if it registers itself (BALANCER_URL in extraEnv).
+        AGENT_ADVERTISE_URL: `http://127.0.0.1:${port}`,
+        ...extraEnv,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  );
   proc.stdout!.on('data', (c) => (log += c));
   proc.stderr!.on('data', (c) => (log += c));
   const url = `http://127.0.0.1:${port}`;
   await waitFor(
     async () => {
-      if (proc.exitCode !== null) throw new Error(`gpu-agent ${name} exited with ${proc.exitCode}: ${log.slice(-2000)}`);
+      if (proc.exitCode !== null)
+        throw new Error(`gpu-agent ${name} exited with ${proc.exitCode}: ${log.slice(-2000)}`);
       const r = await getJson(`${url}/status`);
       return r.status === 200 && r.body.nvml?.available === true && r.body.gpus.length > 0;
     },
@@ -327,4 +410,3 @@ export async function startAgent(name: string, statePath: string, ollamaUrl: str
   );
   return { url, proc, log: () => log };
 }
-

@@ -31,7 +31,10 @@ function parsePrometheus(text: string): { samples: Sample[]; types: Record<strin
       continue;
     }
     if (line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*)\})? (-?[0-9.e+-]+|[Nn]a[Nn]|[+-]Inf)$/.exec(line);
+    const m =
+      /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*)\})? (-?[0-9.e+-]+|[Nn]a[Nn]|[+-]Inf)$/.exec(
+        line,
+      );
     // Prometheus reads values with Go's ParseFloat, which takes NaN in any case (prom-client writes "Nan").
     if (!m) throw new Error(`not Prometheus text: ${line}`);
     const labels: Record<string, string> = {};
@@ -43,7 +46,8 @@ function parsePrometheus(text: string): { samples: Sample[]; types: Record<strin
 
 const matching = (samples: Sample[], name: string, labels: Record<string, string> = {}) =>
   samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
-const total = (samples: Sample[], name: string, labels: Record<string, string> = {}) => matching(samples, name, labels).reduce((a, s) => a + s.value, 0);
+const total = (samples: Sample[], name: string, labels: Record<string, string> = {}) =>
+  matching(samples, name, labels).reduce((a, s) => a + s.value, 0);
 
 const model = 'llama3.2';
 const SECRET_PROMPT = 'the-launch-code-is-0000';
@@ -84,12 +88,20 @@ describe('balancer /metrics and JSON logs', () => {
     // Streamed chats and non-streamed generates, all served.
     const streamed = await Promise.all(
       [0, 1, 2, 3].map((i) =>
-        streamTimed(`${c.url}/api/chat`, { model, messages: [{ role: 'user', content: `${SECRET_PROMPT} ${i}` }], options: { num_predict: 6 } }),
+        streamTimed(`${c.url}/api/chat`, {
+          model,
+          messages: [{ role: 'user', content: `${SECRET_PROMPT} ${i}` }],
+          options: { num_predict: 6 },
+        }),
       ),
     );
     const streamedFinal = streamed.map((r) => {
       expect(r.status).toBe(200);
-      const lines = r.chunks.map((ch) => ch.text).join('').trim().split('\n');
+      const lines = r.chunks
+        .map((ch) => ch.text)
+        .join('')
+        .trim()
+        .split('\n');
       return JSON.parse(lines[lines.length - 1]);
     });
     const plain = [];
@@ -107,7 +119,9 @@ describe('balancer /metrics and JSON logs', () => {
     expect(evalTokens).toBe(4 * 6 + 2 * 5);
 
     // A model nobody has, an unknown path, a read fanned out by the balancer.
-    expect((await request(`${c.url}/api/generate`, { body: { model: 'no-such-model', prompt: 'x', stream: false } })).status).toBe(404);
+    expect(
+      (await request(`${c.url}/api/generate`, { body: { model: 'no-such-model', prompt: 'x', stream: false } })).status,
+    ).toBe(404);
     expect((await request(`${c.url}/api/nonsense`)).status).toBe(404);
     expect((await request(`${c.url}/api/tags`)).status).toBe(200);
 
@@ -115,7 +129,9 @@ describe('balancer /metrics and JSON logs', () => {
     // first byte, and two failures in a row eject b1.
     await c.sims[0].update({ faults: { error500: true } });
     for (let i = 0; i < 4; i++) {
-      const r = await request(`${c.url}/api/generate`, { body: { model, prompt: 'retry me', stream: false, options: { num_predict: 2 } } });
+      const r = await request(`${c.url}/api/generate`, {
+        body: { model, prompt: 'retry me', stream: false, options: { num_predict: 2 } },
+      });
       expect(r.status).toBe(200);
       expect(r.headers['x-balancer-backend']).toBe('b2');
     }
@@ -154,8 +170,17 @@ describe('balancer /metrics and JSON logs', () => {
 
     const chat = { route: '/api/chat', model: 'llama3.2:latest' };
     expect(total(samples, 'balancer_requests_total', { ...chat, status: '200' })).toBe(4);
-    expect(total(samples, 'balancer_requests_total', { route: '/api/generate', model: 'llama3.2:latest', status: '200' })).toBe(6);
-    expect(total(samples, 'balancer_requests_total', { route: '/api/generate', model: 'unknown', backend: 'none', status: '404' })).toBe(1);
+    expect(
+      total(samples, 'balancer_requests_total', { route: '/api/generate', model: 'llama3.2:latest', status: '200' }),
+    ).toBe(6);
+    expect(
+      total(samples, 'balancer_requests_total', {
+        route: '/api/generate',
+        model: 'unknown',
+        backend: 'none',
+        status: '404',
+      }),
+    ).toBe(1);
     expect(total(samples, 'balancer_requests_total', { route: 'other', status: '404' })).toBe(1);
     expect(total(samples, 'balancer_requests_total', { route: '/api/tags', status: '200' })).toBe(1);
     expect(total(samples, 'balancer_request_duration_seconds_count', chat)).toBe(4);
@@ -164,12 +189,16 @@ describe('balancer /metrics and JSON logs', () => {
     // Every histogram's +Inf bucket equals its count.
     for (const s of matching(samples, 'balancer_request_duration_seconds_count')) {
       const { backend, route, model: m } = s.labels;
-      expect(total(samples, 'balancer_request_duration_seconds_bucket', { backend, route, model: m, le: '+Inf' })).toBe(s.value);
+      expect(total(samples, 'balancer_request_duration_seconds_bucket', { backend, route, model: m, le: '+Inf' })).toBe(
+        s.value,
+      );
     }
 
     // Token counters come from the final chunks that streamed past.
     expect(total(samples, 'balancer_eval_tokens_total', { model: 'llama3.2:latest' })).toBe(evalTokens + 4 * 2);
-    expect(total(samples, 'balancer_prompt_eval_tokens_total', { model: 'llama3.2:latest' })).toBeGreaterThanOrEqual(promptTokens);
+    expect(total(samples, 'balancer_prompt_eval_tokens_total', { model: 'llama3.2:latest' })).toBeGreaterThanOrEqual(
+      promptTokens,
+    );
     expect(total(samples, 'balancer_eval_duration_seconds_total', { model: 'llama3.2:latest' })).toBeGreaterThan(0);
     expect(total(samples, 'balancer_tokens_per_second_count', { model: 'llama3.2:latest' })).toBe(10);
     const tpsSum = total(samples, 'balancer_tokens_per_second_sum', { model: 'llama3.2:latest' });
@@ -178,11 +207,19 @@ describe('balancer /metrics and JSON logs', () => {
 
     // Routing, queue, retries, ejections, health.
     expect(total(samples, 'balancer_routing_decisions_total')).toBeGreaterThanOrEqual(12);
-    expect(matching(samples, 'balancer_routing_decisions_total').every((s) => s.labels.reason && ['b1', 'b2'].includes(s.labels.backend))).toBe(true);
+    expect(
+      matching(samples, 'balancer_routing_decisions_total').every(
+        (s) => s.labels.reason && ['b1', 'b2'].includes(s.labels.backend),
+      ),
+    ).toBe(true);
     expect(total(samples, 'balancer_queue_wait_seconds_count', { model: 'llama3.2:latest' })).toBe(10);
     expect(total(samples, 'balancer_queue_length')).toBe(0);
-    expect(total(samples, 'balancer_retries_total', { route: '/api/generate', model: 'llama3.2:latest' })).toBeGreaterThanOrEqual(2);
-    expect(total(samples, 'balancer_requests_total', { route: '/api/generate', backend: 'b2', status: '200' })).toBeGreaterThanOrEqual(4);
+    expect(
+      total(samples, 'balancer_retries_total', { route: '/api/generate', model: 'llama3.2:latest' }),
+    ).toBeGreaterThanOrEqual(2);
+    expect(
+      total(samples, 'balancer_requests_total', { route: '/api/generate', backend: 'b2', status: '200' }),
+    ).toBeGreaterThanOrEqual(4);
     expect(total(samples, 'balancer_ejections_total', { backend: 'b1' })).toBe(1);
     expect(total(samples, 'balancer_ejections_total', { backend: 'b2' })).toBe(0);
     expect(total(samples, 'balancer_backend_ejected', { backend: 'b1' })).toBe(1);
@@ -203,12 +240,28 @@ describe('balancer /metrics and JSON logs', () => {
     for (const r of routes) expect(['/api/chat', '/api/generate', '/api/tags', 'other']).toContain(r);
 
     // Logs: plain JSON lines, one per request, no prompt, no credential.
-    await waitFor(() => out.some((l) => l.includes('"event":"backend"') && l.includes('ejected')), 5000, 'the ejection log line');
-    const lines = out.join('').trim().split('\n').map((l) => JSON.parse(l));
+    await waitFor(
+      () => out.some((l) => l.includes('"event":"backend"') && l.includes('ejected')),
+      5000,
+      'the ejection log line',
+    );
+    const lines = out
+      .join('')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const reqLines = lines.filter((l) => l.event === 'request');
     expect(reqLines.length).toBe(4 + 2 + 3 + 4);
     const g0 = reqLines.find((l) => l.id === 'req-metrics-0');
-    expect(g0).toMatchObject({ level: 'info', method: 'POST', path: '/api/generate', model: 'llama3.2:latest', status: 200, retries: 0, evalCount: 5 });
+    expect(g0).toMatchObject({
+      level: 'info',
+      method: 'POST',
+      path: '/api/generate',
+      model: 'llama3.2:latest',
+      status: 200,
+      retries: 0,
+      evalCount: 5,
+    });
     expect(['b1', 'b2']).toContain(g0.backend);
     expect(typeof g0.time).toBe('string');
     expect(g0.bytes).toBeGreaterThan(0);
@@ -241,9 +294,12 @@ describe('balancer /metrics and JSON logs', () => {
     expect(exprs.length).toBeGreaterThan(20);
     const { types } = parsePrometheus(await (await fetch(`${c.url}/metrics`)).text());
     const agentSource = readFileSync(join(root, 'apps/gpu-agent/src/metrics/metrics.service.ts'), 'utf8');
-    const names = new Set(exprs.flatMap((e) => e.match(/\b(balancer_[a-z_]+|DCGM_FI_[A-Z_]+|ollama_[a-z_]+|gpu_agent_[a-z_]+)\b/g) ?? []));
+    const names = new Set(
+      exprs.flatMap((e) => e.match(/\b(balancer_[a-z_]+|DCGM_FI_[A-Z_]+|ollama_[a-z_]+|gpu_agent_[a-z_]+)\b/g) ?? []),
+    );
     for (const n of names) {
-      if (n.startsWith('balancer_')) expect({ n, exposed: n.replace(/_(bucket|sum|count)$/, '') in types }).toEqual({ n, exposed: true });
+      if (n.startsWith('balancer_'))
+        expect({ n, exposed: n.replace(/_(bucket|sum|count)$/, '') in types }).toEqual({ n, exposed: true });
       else expect({ n, exposed: agentSource.includes(`'${n}'`) }).toEqual({ n, exposed: true });
     }
     expect([...names].some((n) => n.startsWith('DCGM_FI_'))).toBe(true);

@@ -12,7 +12,10 @@ const QWEN = { name: 'qwen2.5:7b', sizeBytes: 4_700_000_000 };
 describe('model names as Ollama matches them', () => {
   let c: Cluster;
   beforeAll(async () => {
-    c = await startCluster([{ models: [LLAMA], tokensPerSecond: 2000 }, { models: [QWEN], tokensPerSecond: 2000 }]);
+    c = await startCluster([
+      { models: [LLAMA], tokensPerSecond: 2000 },
+      { models: [QWEN], tokensPerSecond: 2000 },
+    ]);
   });
   afterAll(async () => {
     await c?.close();

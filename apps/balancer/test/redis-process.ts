@@ -28,17 +28,36 @@ export class RedisProcess {
 
   async start(): Promise<void> {
     const bin = redisServerBinary();
-    const proc = spawn(bin, ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--loglevel', 'warning'], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    const proc = spawn(
+      bin,
+      [
+        '--port',
+        String(this.port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--protected-mode',
+        'no',
+        '--loglevel',
+        'warning',
+      ],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
     this.proc = proc;
     let stderr = '';
     proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
     const deadline = Date.now() + 20_000;
     for (;;) {
-      if (proc.exitCode !== null) throw new Error(`redis-server on port ${this.port} exited with ${proc.exitCode}: ${stderr}`);
+      if (proc.exitCode !== null)
+        throw new Error(`redis-server on port ${this.port} exited with ${proc.exitCode}: ${stderr}`);
       if (await answersPing(this.port)) return;
-      if (Date.now() > deadline) throw new Error(`redis-server on port ${this.port} did not answer within 20 s: ${stderr}`);
+      if (Date.now() > deadline)
+        throw new Error(`redis-server on port ${this.port} did not answer within 20 s: ${stderr}`);
       await new Promise((r) => setTimeout(r, 50));
     }
   }
@@ -78,7 +97,9 @@ export function redisServerBinary(): string {
     // fall through to the error below
   }
   const script = join(__dirname, '..', '..', '..', 'scripts', 'ensure-redis.sh');
-  throw new Error(`redis-server is not installed: run ${existsSync(script) ? 'bash scripts/ensure-redis.sh' : 'apt-get install -y redis-server'} (the shared-state tests start a real one)`);
+  throw new Error(
+    `redis-server is not installed: run ${existsSync(script) ? 'bash scripts/ensure-redis.sh' : 'apt-get install -y redis-server'} (the shared-state tests start a real one)`,
+  );
 }
 
 function answersPing(port: number): Promise<boolean> {

@@ -21,8 +21,15 @@ const CAP = 2;
 const LEASE_MS = 3000;
 
 /** A generate request; with the admin token unless told otherwise (API keys are on, the admin token has no rate). */
-const gen = (url: string, extra: Record<string, unknown> = {}, headers: Record<string, string> = { authorization: `Bearer ${ADMIN}` }): Promise<RawResponse> =>
-  request(`${url}/api/generate`, { body: { model: 'llama3.2', prompt: 'hello there', stream: false, options: { num_predict: 12 }, ...extra }, headers });
+const gen = (
+  url: string,
+  extra: Record<string, unknown> = {},
+  headers: Record<string, string> = { authorization: `Bearer ${ADMIN}` },
+): Promise<RawResponse> =>
+  request(`${url}/api/generate`, {
+    body: { model: 'llama3.2', prompt: 'hello there', stream: false, options: { num_predict: 12 }, ...extra },
+    headers,
+  });
 
 interface Fleet {
   redis: RedisProcess;
@@ -41,7 +48,9 @@ async function startFleet(opts: { redis: boolean; env?: Record<string, string> }
     { models: [LLAMA], loaded: ['llama3.2:latest'], tokensPerSecond: 40, numParallel: 8 },
   ]);
   const recorders = await Promise.all(sims.map((s) => PeakRecorder.start(s.url)));
-  const file = writeConfigFile({ backends: recorders.map((r, i) => ({ name: `b${i + 1}`, url: r.url, parallel: CAP, maxConcurrency: CAP })) });
+  const file = writeConfigFile({
+    backends: recorders.map((r, i) => ({ name: `b${i + 1}`, url: r.url, parallel: CAP, maxConcurrency: CAP })),
+  });
   const env: Record<string, string> = {
     BALANCER_CONFIG: file,
     ADMIN_TOKEN: ADMIN,
@@ -54,16 +63,31 @@ async function startFleet(opts: { redis: boolean; env?: Record<string, string> }
     QUEUE_TIMEOUT_MS: '60000',
     LOG_REQUESTS: 'false',
     LOG_LEVEL: 'warn',
-    ...(opts.redis ? { REDIS_URL: redis.url, REDIS_LEASE_MS: String(LEASE_MS), REDIS_HEARTBEAT_MS: '500', REDIS_QUEUE_RETRY_MS: '200', REDIS_COMMAND_TIMEOUT_MS: '200' } : {}),
+    ...(opts.redis
+      ? {
+          REDIS_URL: redis.url,
+          REDIS_LEASE_MS: String(LEASE_MS),
+          REDIS_HEARTBEAT_MS: '500',
+          REDIS_QUEUE_RETRY_MS: '200',
+          REDIS_COMMAND_TIMEOUT_MS: '200',
+        }
+      : {}),
     ...opts.env,
   };
   const replicas = await Promise.all(['r1', 'r2', 'r3'].map((n) => BalancerProcess.start(n, env)));
   const auth = { authorization: `Bearer ${ADMIN}` };
   for (const r of replicas)
-    await waitFor(async () => {
-      const st = await httpGet(`${r.url}/balancer/status`, auth);
-      return st.body.backends?.every((b: any) => b.health === 'healthy' && b.inventoryAt !== null) && (!opts.redis || st.body.sharedState?.up === true);
-    }, 20_000, `${r.name} ready`);
+    await waitFor(
+      async () => {
+        const st = await httpGet(`${r.url}/balancer/status`, auth);
+        return (
+          st.body.backends?.every((b: any) => b.health === 'healthy' && b.inventoryAt !== null) &&
+          (!opts.redis || st.body.sharedState?.up === true)
+        );
+      },
+      20_000,
+      `${r.name} ready`,
+    );
   return {
     redis,
     sims,
@@ -131,7 +155,11 @@ describe('three replicas, one fleet, shared state on Redis', () => {
     for (let turn = 0; turn < 6; turn++) {
       // A long conversation (about 2,000 prompt tokens): staying where its prompt is cached is worth
       // up to AFFINITY_MAX_EXTRA_MS, so only a much sooner backend elsewhere would move it.
-      const a = await gen(f.replicas[turn % 3].url, { prompt: 'tell me more about the fleet. '.repeat(280) }, { ...auth, 'x-session-id': 'conversation-42' });
+      const a = await gen(
+        f.replicas[turn % 3].url,
+        { prompt: 'tell me more about the fleet. '.repeat(280) },
+        { ...auth, 'x-session-id': 'conversation-42' },
+      );
       expect(a.status).toBe(200);
       seen.push(String(a.headers['x-balancer-backend']));
     }
@@ -213,17 +241,38 @@ describe('three replicas, one fleet, shared state on Redis', () => {
     const [extra] = await startSims([{ models: [LLAMA], loaded: ['llama3.2:latest'], tokensPerSecond: 40 }]);
     const reg = { authorization: `Bearer ${REGISTRATION}` };
     try {
-      const r = await request(`${f.replicas[0].url}${AGENT_REGISTRATION_PATH}`, { body: { name: 'edge-1', ollamaUrl: extra.url }, headers: reg });
+      const r = await request(`${f.replicas[0].url}${AGENT_REGISTRATION_PATH}`, {
+        body: { name: 'edge-1', ollamaUrl: extra.url },
+        headers: reg,
+      });
       expect(r.status).toBe(200);
       for (const x of f.replicas)
-        await waitFor(async () => (await httpGet(`${x.url}/balancer/status`, auth)).body.backends.some((b: any) => b.name === 'edge-1'), 20_000, `${x.name} to list edge-1`);
+        await waitFor(
+          async () =>
+            (await httpGet(`${x.url}/balancer/status`, auth)).body.backends.some((b: any) => b.name === 'edge-1'),
+          20_000,
+          `${x.name} to list edge-1`,
+        );
       // The same name with another server, through another replica: refused there too.
-      const clash = await request(`${f.replicas[2].url}${AGENT_REGISTRATION_PATH}`, { body: { name: 'edge-1', ollamaUrl: f.sims[0].url }, headers: reg });
+      const clash = await request(`${f.replicas[2].url}${AGENT_REGISTRATION_PATH}`, {
+        body: { name: 'edge-1', ollamaUrl: f.sims[0].url },
+        headers: reg,
+      });
       expect(clash.status).toBe(409);
       expect(clash.body.error).toMatch(/edge-1/);
-      expect((await request(`${f.replicas[1].url}${AGENT_REGISTRATION_PATH}/edge-1`, { method: 'DELETE', headers: reg })).status).toBeLessThan(300);
+      expect(
+        (await request(`${f.replicas[1].url}${AGENT_REGISTRATION_PATH}/edge-1`, { method: 'DELETE', headers: reg }))
+          .status,
+      ).toBeLessThan(300);
       for (const x of f.replicas)
-        await waitFor(async () => !(await httpGet(`${x.url}/balancer/status`, auth)).body.backends.some((b: any) => b.name === 'edge-1' && b.source === 'registered' && !b.retiring), 20_000, `${x.name} to retire edge-1`);
+        await waitFor(
+          async () =>
+            !(await httpGet(`${x.url}/balancer/status`, auth)).body.backends.some(
+              (b: any) => b.name === 'edge-1' && b.source === 'registered' && !b.retiring,
+            ),
+          20_000,
+          `${x.name} to retire edge-1`,
+        );
     } finally {
       await extra.close();
     }
@@ -231,17 +280,33 @@ describe('three replicas, one fleet, shared state on Redis', () => {
 
   it('a cordon issued on one replica stops new traffic through all of them', async () => {
     const at = Date.now();
-    const c = await request(`${f.replicas[0].url}/balancer/admin/backends/b1/cordon`, { method: 'POST', headers: auth });
+    const c = await request(`${f.replicas[0].url}/balancer/admin/backends/b1/cordon`, {
+      method: 'POST',
+      headers: auth,
+    });
     expect(c.status).toBe(200);
     for (const r of f.replicas.slice(1))
-      await waitFor(async () => (await httpGet(`${r.url}/balancer/status`, auth)).body.backends.find((b: any) => b.name === 'b1').cordoned === true, 10_000, `${r.name} to see the cordon`);
+      await waitFor(
+        async () =>
+          (await httpGet(`${r.url}/balancer/status`, auth)).body.backends.find((b: any) => b.name === 'b1').cordoned ===
+          true,
+        10_000,
+        `${r.name} to see the cordon`,
+      );
     console.log(`cordon seen by every replica after ${Date.now() - at} ms`);
     try {
       const answers = await Promise.all(Array.from({ length: 9 }, (_, i) => gen(f.replicas[i % 3].url)));
       expect(answers.map((a) => a.headers['x-balancer-backend'])).toEqual(answers.map(() => 'b2'));
     } finally {
       await request(`${f.replicas[2].url}/balancer/admin/backends/b1/uncordon`, { method: 'POST', headers: auth });
-      for (const r of f.replicas) await waitFor(async () => (await httpGet(`${r.url}/balancer/status`, auth)).body.backends.find((b: any) => b.name === 'b1').cordoned === false, 10_000, 'uncordon');
+      for (const r of f.replicas)
+        await waitFor(
+          async () =>
+            (await httpGet(`${r.url}/balancer/status`, auth)).body.backends.find((b: any) => b.name === 'b1')
+              .cordoned === false,
+          10_000,
+          'uncordon',
+        );
     }
   });
 });
@@ -261,12 +326,22 @@ describe('three replicas when one of them, and then Redis, is killed under load'
     const doomedLoad = Array.from({ length: 6 }, () => gen(doomed.url).catch((e: Error) => e));
     const survivors = Array.from({ length: 24 }, (_, i) => gen((i % 2 ? a : b).url));
     const doomedId: string = (await httpGet(`${doomed.url}/balancer/status`, auth)).body.sharedState.replica;
-    await waitFor(async () => (await slotsInRedis(f.redis.url, doomedId)) > 0, 10_000, 'the doomed replica to hold slots');
+    await waitFor(
+      async () => (await slotsInRedis(f.redis.url, doomedId)) > 0,
+      10_000,
+      'the doomed replica to hold slots',
+    );
     await doomed.kill('SIGKILL');
     const killedAt = Date.now();
     // Its slots expire within the lease (the time is measured, not asserted: a loaded machine may be slower).
-    await waitFor(async () => (await slotsInRedis(f.redis.url, doomedId)) === 0, LEASE_MS * 10, "the dead replica's slots to expire");
-    console.log(`the killed replica's slots were back ${Date.now() - killedAt} ms after the SIGKILL (lease ${LEASE_MS} ms, heartbeat 500 ms)`);
+    await waitFor(
+      async () => (await slotsInRedis(f.redis.url, doomedId)) === 0,
+      LEASE_MS * 10,
+      "the dead replica's slots to expire",
+    );
+    console.log(
+      `the killed replica's slots were back ${Date.now() - killedAt} ms after the SIGKILL (lease ${LEASE_MS} ms, heartbeat 500 ms)`,
+    );
     const answers = await Promise.all(survivors);
     expect(answers.map((x) => x.status)).toEqual(answers.map(() => 200));
     await Promise.all(doomedLoad);
@@ -302,7 +377,12 @@ describe('three replicas when one of them, and then Redis, is killed under load'
     expect(degraded.map((x) => x.status)).toEqual(degraded.map(() => 200));
     for (const r of f.recorders) expect(r.peak).toBeLessThanOrEqual(CAP);
     await f.redis.start();
-    for (const r of [a, b]) await waitFor(async () => (await httpGet(`${r.url}/balancer/status`, auth)).body.sharedState?.up === true, 30_000, `${r.name} to re-join`);
+    for (const r of [a, b])
+      await waitFor(
+        async () => (await httpGet(`${r.url}/balancer/status`, auth)).body.sharedState?.up === true,
+        30_000,
+        `${r.name} to re-join`,
+      );
     const after = await Promise.all(Array.from({ length: 8 }, (_, i) => gen((i % 2 ? a : b).url)));
     expect(after.map((x) => x.status)).toEqual(after.map(() => 200));
     await waitFor(async () => (await slotsInRedis(f.redis.url)) === 0, 10_000, 'zero slots in Redis');

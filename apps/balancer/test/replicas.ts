@@ -53,7 +53,14 @@ export class PeakRecorder {
       }
     };
     const up = http.request(
-      { hostname: this.target.hostname, port: this.target.port, path: req.url, method: req.method, headers: req.headers, agent: this.agent },
+      {
+        hostname: this.target.hostname,
+        port: this.target.port,
+        path: req.url,
+        method: req.method,
+        headers: req.headers,
+        agent: this.agent,
+      },
       (ur) => {
         res.writeHead(ur.statusCode ?? 502, ur.headers);
         ur.pipe(res);

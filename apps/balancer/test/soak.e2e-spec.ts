@@ -3,7 +3,17 @@ import * as http from 'http';
 import { tmpdir } from 'os';
 import { join } from 'path';
 import { SimServer } from '@app/ollama-sim';
-import { Child, getJson, parseStream, rssOf, spawnBalancer, startSims, waitFor, waitIdle, writeConfigFile } from './harness';
+import {
+  Child,
+  getJson,
+  parseStream,
+  rssOf,
+  spawnBalancer,
+  startSims,
+  waitFor,
+  waitIdle,
+  writeConfigFile,
+} from './harness';
 
 /**
  * Soak: 10,000+ mixed requests (streamed and whole chat/generate, OpenAI SSE, embeddings, reads,
@@ -23,9 +33,20 @@ const WARMUP = 2_000;
 const CONCURRENCY = 24;
 const model = 'llama3.2';
 const embedModel = 'nomic-embed-text';
-const MEMORY_PROBE = "process.on('SIGUSR2',()=>{globalThis.gc();globalThis.gc();process.stdout.write('MEM '+JSON.stringify(process.memoryUsage())+'\\n')});";
+const MEMORY_PROBE =
+  "process.on('SIGUSR2',()=>{globalThis.gc();globalThis.gc();process.stdout.write('MEM '+JSON.stringify(process.memoryUsage())+'\\n')});";
 
-type Kind = 'generate' | 'chat-stream' | 'sse' | 'embed' | 'read' | 'bad-json' | 'no-model' | 'unknown-model' | 'abort-early' | 'abort-mid';
+type Kind =
+  | 'generate'
+  | 'chat-stream'
+  | 'sse'
+  | 'embed'
+  | 'read'
+  | 'bad-json'
+  | 'no-model'
+  | 'unknown-model'
+  | 'abort-early'
+  | 'abort-mid';
 
 function kindOf(i: number): Kind {
   const r = (i * 7919) % 100;
@@ -59,7 +80,11 @@ function one(url: string, agent: http.Agent, i: number): Promise<Result> {
     case 'chat-stream':
     case 'abort-mid':
       path = '/api/chat';
-      body = JSON.stringify({ model, messages: [{ role: 'user', content: `c${i}` }], options: { num_predict: kind === 'abort-mid' ? 200 : 4 } });
+      body = JSON.stringify({
+        model,
+        messages: [{ role: 'user', content: `c${i}` }],
+        options: { num_predict: kind === 'abort-mid' ? 200 : 4 },
+      });
       break;
     case 'sse':
       path = '/v1/chat/completions';
@@ -165,26 +190,33 @@ async function memory(child: Child): Promise<NodeJS.MemoryUsage> {
   const seen = (child.output().match(/^MEM .*$/gm) ?? []).length;
   child.proc.kill('SIGUSR2');
   let line = '';
-  await waitFor(() => {
-    const all = child.output().match(/^MEM .*$/gm) ?? [];
-    if (all.length > seen) line = all[all.length - 1];
-    return line !== '';
-  }, 10_000, 'memory report');
+  await waitFor(
+    () => {
+      const all = child.output().match(/^MEM .*$/gm) ?? [];
+      if (all.length > seen) line = all[all.length - 1];
+      return line !== '';
+    },
+    10_000,
+    'memory report',
+  );
   return JSON.parse(line.slice(4));
 }
 
 /** The sum of balancer_retries_total over its series, from the Prometheus endpoint. */
 async function retriesTotal(url: string): Promise<number> {
   const text = await new Promise<string>((resolve, reject) => {
-    http.get(`${url}/metrics`, (res) => {
-      let b = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (b += c));
-      res.on('end', () => resolve(b));
-    }).on('error', reject);
+    http
+      .get(`${url}/metrics`, (res) => {
+        let b = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (b += c));
+        res.on('end', () => resolve(b));
+      })
+      .on('error', reject);
   });
   let sum = 0;
-  for (const line of text.split('\n')) if (line.startsWith('balancer_retries_total')) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  for (const line of text.split('\n'))
+    if (line.startsWith('balancer_retries_total')) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
   return sum;
 }
 
@@ -200,9 +232,26 @@ describe('soak', () => {
     const fast = { tokensPerSecond: 5000, promptTokensPerSecond: 1e7, numParallel: 8, loaded: [model, embedModel] };
     sims = await startSims([fast, fast, { ...fast, faults: { error500: 0.3 } }]);
     const file = writeConfigFile({ backends: sims.map((s, i) => ({ name: `b${i + 1}`, url: s.url })) });
-    child = await spawnBalancer({ BALANCER_CONFIG: file, LOG_REQUESTS: 'false', HEALTH_INTERVAL_MS: '1000', HEALTH_TIMEOUT_MS: '5000', BACKEND_PARALLEL: '8', EJECT_BASE_MS: '500' }, ['--expose-gc', '-r', writeProbe()]);
+    child = await spawnBalancer(
+      {
+        BALANCER_CONFIG: file,
+        LOG_REQUESTS: 'false',
+        HEALTH_INTERVAL_MS: '1000',
+        HEALTH_TIMEOUT_MS: '5000',
+        BACKEND_PARALLEL: '8',
+        EJECT_BASE_MS: '500',
+      },
+      ['--expose-gc', '-r', writeProbe()],
+    );
     const url = child.url;
-    await waitFor(async () => (await getJson(`${url}/balancer/status`)).body.backends.every((b: any) => b.health === 'healthy' && b.inventoryAt !== null), 10_000, 'healthy');
+    await waitFor(
+      async () =>
+        (await getJson(`${url}/balancer/status`)).body.backends.every(
+          (b: any) => b.health === 'healthy' && b.inventoryAt !== null,
+        ),
+      10_000,
+      'healthy',
+    );
 
     const started = Date.now();
     const warm = await run(url, 0, WARMUP);

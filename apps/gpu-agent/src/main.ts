@@ -14,10 +14,12 @@ async function bootstrap(): Promise<void> {
     process.exit(1);
   }
   // abortOnError false: a start-up failure exits with its message instead of a core dump.
-  const app = await NestFactory.create(AppModule, { abortOnError: false, logger: ['log', 'warn', 'error'] }).catch((e: Error) => {
-    logger.error(e.message);
-    process.exit(1);
-  });
+  const app = await NestFactory.create(AppModule, { abortOnError: false, logger: ['log', 'warn', 'error'] }).catch(
+    (e: Error) => {
+      logger.error(e.message);
+      process.exit(1);
+    },
+  );
   app.enableShutdownHooks();
   const cfg = app.get<ReturnType<typeof parseAgentConfig>>(agentConfig.KEY);
   await app.listen(cfg.port);

@@ -10,7 +10,13 @@ import { mkdtempSync, rmSync } from 'fs';
 import { tmpdir } from 'os';
 import * as path from 'path';
 import { parseAgentStatus } from '@app/common';
-import { FakeNvmlState, fakeNvmlLibraryPath, resetNvmlAddon, setNativeEnv, writeFakeNvmlStateSync } from '@app/nvml/testing';
+import {
+  FakeNvmlState,
+  fakeNvmlLibraryPath,
+  resetNvmlAddon,
+  setNativeEnv,
+  writeFakeNvmlStateSync,
+} from '@app/nvml/testing';
 import { AppModule } from '../src/app.module';
 
 const GiB = 1024 ** 3;
@@ -134,7 +140,11 @@ describe('gpu-agent over the fake NVML library and a fake Ollama', () => {
         req.url === '/api/ps'
           ? { models: ollamaPs }
           : req.url === '/api/tags'
-            ? { models: [{ name: 'llama3.2:latest', model: 'llama3.2:latest', size: 2_019_393_189, digest: 'a80c4f17acd5' }] }
+            ? {
+                models: [
+                  { name: 'llama3.2:latest', model: 'llama3.2:latest', size: 2_019_393_189, digest: 'a80c4f17acd5' },
+                ],
+              }
             : null;
       res.writeHead(body ? 200 : 404, { 'content-type': 'application/json; charset=utf-8' });
       res.end(JSON.stringify(body ?? { error: 'not found' }));
@@ -208,7 +218,9 @@ describe('gpu-agent over the fake NVML library and a fake Ollama', () => {
       expect(sample(samples, 'DCGM_FI_DEV_MEM_COPY_UTIL', labels)).toBe(g.utilMemory);
       expect(sample(samples, 'DCGM_FI_DEV_FB_USED', labels)).toBe(Math.floor(g.memUsed / MiB));
       expect(sample(samples, 'DCGM_FI_DEV_FB_RESERVED', labels)).toBe(Math.floor((g.memReserved ?? 0) / MiB));
-      expect(sample(samples, 'DCGM_FI_DEV_FB_FREE', labels)).toBe(Math.floor((g.memTotal - g.memUsed - (g.memReserved ?? 0)) / MiB));
+      expect(sample(samples, 'DCGM_FI_DEV_FB_FREE', labels)).toBe(
+        Math.floor((g.memTotal - g.memUsed - (g.memReserved ?? 0)) / MiB),
+      );
       expect(sample(samples, 'DCGM_FI_DEV_GPU_TEMP', labels)).toBe(g.temperature);
       expect(sample(samples, 'DCGM_FI_DEV_POWER_USAGE', labels)).toBe(g.powerUsage / 1000);
       expect(sample(samples, 'DCGM_FI_DEV_SM_CLOCK', labels)).toBe(g.clockSm);
@@ -235,7 +247,12 @@ describe('gpu-agent over the fake NVML library and a fake Ollama', () => {
     const st = parsed.value;
     const s = twoGpus();
     expect(st.hostname).toBe('gpu-node-7');
-    expect(st.nvml).toMatchObject({ available: true, error: null, driverVersion: '550.54.15', nvmlVersion: '12.550.54.15' });
+    expect(st.nvml).toMatchObject({
+      available: true,
+      error: null,
+      driverVersion: '550.54.15',
+      nvmlVersion: '12.550.54.15',
+    });
     expect(new Date(st.collectedAt).getTime()).toBeLessThanOrEqual(Date.now());
     expect(st.readingAgeMs).toBeGreaterThanOrEqual(0);
     expect(st.gpus).toHaveLength(2);
@@ -321,7 +338,10 @@ describe('gpu-agent over the fake NVML library and a fake Ollama', () => {
     expect(parseAgentStatus(failing).ok).toBe(true);
     const ready = await json(`${base}/health/ready`);
     expect(ready.status).toBe(503);
-    expect(ready.body).toMatchObject({ status: 'error', error: { nvml: { status: 'down', code: 'NVML_ERROR_DRIVER_NOT_LOADED' } } });
+    expect(ready.body).toMatchObject({
+      status: 'error',
+      error: { nvml: { status: 'down', code: 'NVML_ERROR_DRIVER_NOT_LOADED' } },
+    });
     expect((await json(`${base}/health/live`)).status).toBe(200);
     const { samples } = parsePrometheus(await (await fetch(`${base}/metrics`)).text());
     expect(sample(samples, 'gpu_agent_nvml_up')).toBe(0);

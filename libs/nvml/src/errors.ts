@@ -75,9 +75,15 @@ export function toNvmlError(e: unknown): NvmlError {
     if (typeof o.nvmlReturn === 'number') {
       // The addon sends the number only; the name comes from the table above.
       const code = typeof o.code === 'string' ? o.code : nvmlErrorName(o.nvmlReturn);
-      return new NvmlError(typeof o.message === 'string' && o.message ? o.message : code, code, o.nvmlReturn, typeof o.function === 'string' ? o.function : undefined);
+      return new NvmlError(
+        typeof o.message === 'string' && o.message ? o.message : code,
+        code,
+        o.nvmlReturn,
+        typeof o.function === 'string' ? o.function : undefined,
+      );
     }
-    if (typeof o.message === 'string') return new NvmlError(o.message, nvmlErrorName(NvmlReturn.UNKNOWN), NvmlReturn.UNKNOWN);
+    if (typeof o.message === 'string')
+      return new NvmlError(o.message, nvmlErrorName(NvmlReturn.UNKNOWN), NvmlReturn.UNKNOWN);
   }
   return new NvmlError(String(e), nvmlErrorName(NvmlReturn.UNKNOWN), NvmlReturn.UNKNOWN);
 }

@@ -79,6 +79,8 @@ export class NvmlGpuReader implements GpuReader {
     if (this.initializing) await this.initializing.catch(() => undefined);
     if (!this.initialized) return;
     this.initialized = false;
-    await this.addon().shutdown().catch(() => undefined);
+    await this.addon()
+      .shutdown()
+      .catch(() => undefined);
   }
 }

@@ -316,7 +316,9 @@ describe('NVML binding over the fake libnvidia-ml.so.1', () => {
       s.gpus[1].processes = Array.from({ length: 40 }, (_, i) => ({ pid: 1000 + i, usedMemory: (i + 1) * 1024 ** 2 }));
       writeFakeNvmlStateSync(statePath, s);
       const snap = await reader.read();
-      expect(snap.gpus[1].processes).toEqual(s.gpus[1].processes!.map((p) => ({ pid: p.pid, usedMemoryBytes: p.usedMemory })));
+      expect(snap.gpus[1].processes).toEqual(
+        s.gpus[1].processes!.map((p) => ({ pid: p.pid, usedMemoryBytes: p.usedMemory })),
+      );
     });
 
     it('falls back to the unversioned symbols (v1 structs) when _v2/_v3 are missing', async () => {
@@ -325,7 +327,12 @@ describe('NVML binding over the fake libnvidia-ml.so.1', () => {
       await old.close();
       const s = twoGpus();
       expect(snap.symbols).toEqual(
-        expect.arrayContaining(['nvmlInit', 'nvmlDeviceGetCount', 'nvmlDeviceGetHandleByIndex', 'nvmlDeviceGetComputeRunningProcesses']),
+        expect.arrayContaining([
+          'nvmlInit',
+          'nvmlDeviceGetCount',
+          'nvmlDeviceGetHandleByIndex',
+          'nvmlDeviceGetComputeRunningProcesses',
+        ]),
       );
       const g = snap.gpus[0];
       expect(g.uuid).toBe(s.gpus[0].uuid);

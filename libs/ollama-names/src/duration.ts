@@ -13,8 +13,8 @@
 const NS_PER_UNIT: Record<string, number> = {
   ns: 1,
   us: 1e3,
-  'µs': 1e3, // U+00B5 micro sign
-  'μs': 1e3, // U+03BC Greek mu
+  µs: 1e3, // U+00B5 micro sign
+  μs: 1e3, // U+03BC Greek mu
   ms: 1e6,
   s: 1e9,
   m: 60e9,
@@ -53,7 +53,8 @@ export function parseGoDuration(input: string): number | undefined {
     const unit = NS_PER_UNIT[s.slice(u, i)];
     if (unit === undefined) return undefined; // missing or unknown unit
     // As Go: the fraction scaled by the unit, truncated to whole nanoseconds.
-    ns += Number(intPart || '0') * unit + (fracPart ? Math.trunc(Number(fracPart) * (unit / 10 ** fracPart.length)) : 0);
+    ns +=
+      Number(intPart || '0') * unit + (fracPart ? Math.trunc(Number(fracPart) * (unit / 10 ** fracPart.length)) : 0);
     if (ns > MAX_NS) return undefined; // Go: "invalid duration" (overflows int64)
   }
   if (!neg && ns === MAX_NS) return undefined;

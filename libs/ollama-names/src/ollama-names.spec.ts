@@ -27,7 +27,10 @@ import { displayModelName, keepAliveMs, normaliseModelName, parseGoDuration, par
 
 describe('model names as Ollama reads them (types/model/name.go)', () => {
   it.each([
-    ['registry.ollama.ai/library/dolphin-mistral:7b-v2.6-dpo-laser-q6_K', ['registry.ollama.ai', 'library', 'dolphin-mistral', '7b-v2.6-dpo-laser-q6_K']],
+    [
+      'registry.ollama.ai/library/dolphin-mistral:7b-v2.6-dpo-laser-q6_K',
+      ['registry.ollama.ai', 'library', 'dolphin-mistral', '7b-v2.6-dpo-laser-q6_K'],
+    ],
     ['scheme://host:port/namespace/model:tag', ['host:port', 'namespace', 'model', 'tag']],
     ['host/namespace/model:tag', ['host', 'namespace', 'model', 'tag']],
     ['host:port/namespace/model:tag', ['host:port', 'namespace', 'model', 'tag']],
@@ -113,10 +116,24 @@ describe("Go's time.ParseDuration (src/time/format.go), in ms", () => {
     expect(parseGoDuration(input)).toBeCloseTo(want, 6);
   });
 
-  it.each(['', '3', '-', 's', '.', '-.', '.s', '+.s', '1d', '\uFFFD', '9223372036854775810ns', '9223372036854775808ns', '3000000h', ' 5m', '5 m', '5mm'])(
-    'parseDurationErrorTests %p: an error',
-    (input) => expect(parseGoDuration(input)).toBeUndefined(),
-  );
+  it.each([
+    '',
+    '3',
+    '-',
+    's',
+    '.',
+    '-.',
+    '.s',
+    '+.s',
+    '1d',
+    '\uFFFD',
+    '9223372036854775810ns',
+    '9223372036854775808ns',
+    '3000000h',
+    ' 5m',
+    '5 m',
+    '5mm',
+  ])('parseDurationErrorTests %p: an error', (input) => expect(parseGoDuration(input)).toBeUndefined());
 });
 
 describe("keep_alive as Ollama's api.Duration.UnmarshalJSON reads it (api/types.go), in ms", () => {

@@ -30,7 +30,15 @@ describe('sim config', () => {
   });
 
   it('derives memory from the NVML GPUs and rejects nonsense speeds', () => {
-    const c = resolveConfig({ nvml: { statePath: '/tmp/x', gpus: [{ name: 'g', uuid: 'u', memTotalBytes: 8e9 }, { name: 'g', uuid: 'v', memTotalBytes: 8e9 }] } });
+    const c = resolveConfig({
+      nvml: {
+        statePath: '/tmp/x',
+        gpus: [
+          { name: 'g', uuid: 'u', memTotalBytes: 8e9 },
+          { name: 'g', uuid: 'v', memTotalBytes: 8e9 },
+        ],
+      },
+    });
     expect(c.vramBytes).toBe(16e9);
     expect(() => resolveConfig({ tokensPerSecond: 0 })).toThrow(/tokensPerSecond/);
   });

@@ -44,7 +44,11 @@ export interface SimRoutes {
 }
 
 /** Ollama version that introduced each route: when `routes` leaves one unset, `version` decides. */
-export const ROUTE_SINCE: Readonly<Record<keyof SimRoutes, string>> = Object.freeze({ messages: '0.14.0', responses: '0.13.3', status: '0.16.2' });
+export const ROUTE_SINCE: Readonly<Record<keyof SimRoutes, string>> = Object.freeze({
+  messages: '0.14.0',
+  responses: '0.13.3',
+  status: '0.16.2',
+});
 
 export interface SimFaults {
   /**
@@ -140,8 +144,21 @@ export const DEFAULT_SIM_CONFIG: Readonly<ResolvedSimConfig> = Object.freeze({
   name: 'ollama-sim',
   version: '0.20.0',
   models: [
-    { name: 'llama3.2:latest', sizeBytes: 2_019_393_189, family: 'llama', parameterSize: '3.2B', quantization: 'Q4_K_M' },
-    { name: 'nomic-embed-text:latest', sizeBytes: 274_302_450, family: 'nomic-bert', parameterSize: '137M', quantization: 'F16', embedding: true },
+    {
+      name: 'llama3.2:latest',
+      sizeBytes: 2_019_393_189,
+      family: 'llama',
+      parameterSize: '3.2B',
+      quantization: 'Q4_K_M',
+    },
+    {
+      name: 'nomic-embed-text:latest',
+      sizeBytes: 274_302_450,
+      family: 'nomic-bert',
+      parameterSize: '137M',
+      quantization: 'F16',
+      embedding: true,
+    },
   ],
   loaded: [],
   registry: [],
@@ -172,7 +189,10 @@ export function normalizeModelName(name: string): string {
 }
 
 /** Fills defaults; `base` is the current config when merging an update. */
-export function resolveConfig(partial: SimConfig, base: ResolvedSimConfig = DEFAULT_SIM_CONFIG as ResolvedSimConfig): ResolvedSimConfig {
+export function resolveConfig(
+  partial: SimConfig,
+  base: ResolvedSimConfig = DEFAULT_SIM_CONFIG as ResolvedSimConfig,
+): ResolvedSimConfig {
   const out: ResolvedSimConfig = { ...base, faults: { ...base.faults }, routes: { ...base.routes } };
   for (const [k, v] of Object.entries(partial)) {
     if (v === undefined || k === 'faults' || k === 'routes') continue;
@@ -185,17 +205,24 @@ export function resolveConfig(partial: SimConfig, base: ResolvedSimConfig = DEFA
     }
   }
   if (partial.routes !== undefined) {
-    if (partial.routes === null || typeof partial.routes !== 'object' || Array.isArray(partial.routes)) throw new Error(`ollama-sim: routes must be an object, got ${JSON.stringify(partial.routes)}`);
+    if (partial.routes === null || typeof partial.routes !== 'object' || Array.isArray(partial.routes))
+      throw new Error(`ollama-sim: routes must be an object, got ${JSON.stringify(partial.routes)}`);
     for (const [k, v] of Object.entries(partial.routes)) {
-      if (!(k in ROUTE_SINCE)) throw new Error(`ollama-sim: routes.${k} is not a route switch (known: ${Object.keys(ROUTE_SINCE).join(', ')})`);
+      if (!(k in ROUTE_SINCE))
+        throw new Error(
+          `ollama-sim: routes.${k} is not a route switch (known: ${Object.keys(ROUTE_SINCE).join(', ')})`,
+        );
       if (v === undefined || v === null) delete (out.routes as any)[k];
-      else if (typeof v !== 'boolean') throw new Error(`ollama-sim: routes.${k} must be true or false, got ${JSON.stringify(v)}`);
+      else if (typeof v !== 'boolean')
+        throw new Error(`ollama-sim: routes.${k} must be true or false, got ${JSON.stringify(v)}`);
       else (out.routes as any)[k] = v;
     }
   }
   if (partial.models) for (const m of partial.models) checkModel(m);
-  if (typeof out.version !== 'string' || !/^\d+\.\d+\.\d+/.test(out.version)) throw new Error(`ollama-sim: version must look like 0.14.0, got ${JSON.stringify(out.version)}`);
-  if (!(Number.isInteger(out.thinkingTokens) && out.thinkingTokens >= 0)) throw new Error(`ollama-sim: thinkingTokens must be a whole number >= 0, got ${String(out.thinkingTokens)}`);
+  if (typeof out.version !== 'string' || !/^\d+\.\d+\.\d+/.test(out.version))
+    throw new Error(`ollama-sim: version must look like 0.14.0, got ${JSON.stringify(out.version)}`);
+  if (!(Number.isInteger(out.thinkingTokens) && out.thinkingTokens >= 0))
+    throw new Error(`ollama-sim: thinkingTokens must be a whole number >= 0, got ${String(out.thinkingTokens)}`);
   if (partial.vramBytes === undefined && partial.nvml && base === DEFAULT_SIM_CONFIG) {
     out.vramBytes = partial.nvml.gpus.reduce((s, g) => s + g.memTotalBytes, 0) || out.vramBytes;
   }
@@ -211,14 +238,25 @@ const KNOWN_CAPABILITIES = new Set(['completion', 'tools', 'thinking', 'embeddin
 
 function checkModel(m: SimModel): void {
   if (m.capabilities !== undefined) {
-    if (!Array.isArray(m.capabilities)) throw new Error(`ollama-sim: models[${m.name}].capabilities must be an array, got ${JSON.stringify(m.capabilities)}`);
-    for (const c of m.capabilities) if (!KNOWN_CAPABILITIES.has(c)) throw new Error(`ollama-sim: models[${m.name}].capabilities has unknown "${String(c)}" (known: ${[...KNOWN_CAPABILITIES].join(', ')})`);
+    if (!Array.isArray(m.capabilities))
+      throw new Error(
+        `ollama-sim: models[${m.name}].capabilities must be an array, got ${JSON.stringify(m.capabilities)}`,
+      );
+    for (const c of m.capabilities)
+      if (!KNOWN_CAPABILITIES.has(c))
+        throw new Error(
+          `ollama-sim: models[${m.name}].capabilities has unknown "${String(c)}" (known: ${[...KNOWN_CAPABILITIES].join(', ')})`,
+        );
   }
-  if (m.contextLength !== undefined && !(Number.isInteger(m.contextLength) && m.contextLength > 0)) throw new Error(`ollama-sim: models[${m.name}].contextLength must be a positive whole number, got ${String(m.contextLength)}`);
+  if (m.contextLength !== undefined && !(Number.isInteger(m.contextLength) && m.contextLength > 0))
+    throw new Error(
+      `ollama-sim: models[${m.name}].contextLength must be a positive whole number, got ${String(m.contextLength)}`,
+    );
 }
 
 /** Families whose Ollama builds report `thinking` (qwen3, deepseek-r1, gpt-oss, magistral, ...). */
-const THINKING_FAMILY = /^(qwen3(?!-coder)|deepseek-r1|deepseek-v3\.1|gpt-oss|magistral|phi4-reasoning|cogito|granite3\.2|olmo-3|smollm3|kimi-k2-thinking)/;
+const THINKING_FAMILY =
+  /^(qwen3(?!-coder)|deepseek-r1|deepseek-v3\.1|gpt-oss|magistral|phi4-reasoning|cogito|granite3\.2|olmo-3|smollm3|kimi-k2-thinking)/;
 
 /** A model's capabilities: its own list, else `embedding` for embedding models, else completion + tools (+ thinking for thinking families). */
 export function defaultCapabilities(m: SimModel): string[] {
@@ -248,7 +286,8 @@ export function compareVersions(a: string, b: string): number {
 }
 
 function positive(v: number, key: string): number {
-  if (typeof v !== 'number' || !(v > 0)) throw new Error(`ollama-sim: ${key} must be a positive number, got ${String(v)}`);
+  if (typeof v !== 'number' || !(v > 0))
+    throw new Error(`ollama-sim: ${key} must be a positive number, got ${String(v)}`);
   return v;
 }
 

@@ -58,11 +58,21 @@ export function anthropicErrorType(status: number): string {
  * `{"error":"..."}` on /api/*, OpenAI's `{"error":{message,type,param,code}}` on /v1/*, and
  * Anthropic's `{"type":"error","error":{type,message},"request_id"}` on /v1/messages.
  */
-export function sendError(res: ServerResponse, status: number, message: string, shape: boolean | ErrorShape = false): void {
+export function sendError(
+  res: ServerResponse,
+  status: number,
+  message: string,
+  shape: boolean | ErrorShape = false,
+): void {
   const s: ErrorShape = shape === true ? 'openai' : shape === false ? 'ollama' : shape;
   let body: unknown;
   if (s === 'openai') body = { error: { message, type: openAiErrorType(status), param: null, code: null } };
-  else if (s === 'anthropic') body = { type: 'error', error: { type: anthropicErrorType(status), message }, request_id: `req_${randomBytes(12).toString('hex')}` };
+  else if (s === 'anthropic')
+    body = {
+      type: 'error',
+      error: { type: anthropicErrorType(status), message },
+      request_id: `req_${randomBytes(12).toString('hex')}`,
+    };
   else body = { error: message };
   sendJson(res, status, body);
 }
@@ -165,7 +175,10 @@ export class CompletionJob extends SlotJob {
   protected start(): void {
     const cfg = this.state.config;
     const promptMs = (this.req.plan.promptTokens / cfg.promptTokensPerSecond) * 1000;
-    this.timer = setTimeout(this.req.stream ? this.firstToken : this.finishWhole, this.req.stream ? promptMs : promptMs + this.steps * this.tokenMs());
+    this.timer = setTimeout(
+      this.req.stream ? this.firstToken : this.finishWhole,
+      this.req.stream ? promptMs : promptMs + this.steps * this.tokenMs(),
+    );
   }
 
   protected stop(): void {
@@ -333,18 +346,29 @@ export class EmbedJob extends SlotJob {
     if (this.finished) return;
     const dims = this.model.embeddingDims ?? this.state.config.embeddingDims;
     let vectors = this.inputs.map((t) => embeddingFor(t, dims));
-    if (this.dimensions > 0 && this.dimensions < dims) vectors = vectors.map((v) => renormalise(v.slice(0, this.dimensions)));
+    if (this.dimensions > 0 && this.dimensions < dims)
+      vectors = vectors.map((v) => renormalise(v.slice(0, this.dimensions)));
     let body: unknown;
     if (this.kind === 'embeddings') body = { embedding: vectors[0] ?? [] };
     else if (this.kind === 'embed') {
       const totalNs = Math.max(1, Math.round((performance.now() - this.arrivedPerf) * 1e6));
-      const b: Record<string, unknown> = { model: this.label, embeddings: vectors, total_duration: totalNs, load_duration: this.lease?.loadNs || 1_000_000, prompt_eval_count: this.promptTokens };
+      const b: Record<string, unknown> = {
+        model: this.label,
+        embeddings: vectors,
+        total_duration: totalNs,
+        load_duration: this.lease?.loadNs || 1_000_000,
+        prompt_eval_count: this.promptTokens,
+      };
       if (!b.prompt_eval_count) delete b.prompt_eval_count;
       body = b;
     } else {
       body = {
         object: 'list',
-        data: vectors.map((v, index) => ({ object: 'embedding', embedding: this.base64 ? embeddingBase64(v) : v, index })),
+        data: vectors.map((v, index) => ({
+          object: 'embedding',
+          embedding: this.base64 ? embeddingBase64(v) : v,
+          index,
+        })),
         model: this.label,
         usage: { prompt_tokens: this.promptTokens, total_tokens: this.promptTokens },
       };

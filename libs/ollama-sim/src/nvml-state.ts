@@ -1,5 +1,10 @@
 // Relative, not '@app/nvml/testing': the CLI also runs under plain ts-node, without path mapping.
-import { writeFakeNvmlState, writeFakeNvmlStateSync, type FakeGpuState, type FakeNvmlState } from '../../nvml/src/testing';
+import {
+  writeFakeNvmlState,
+  writeFakeNvmlStateSync,
+  type FakeGpuState,
+  type FakeNvmlState,
+} from '../../nvml/src/testing';
 import type { SimNvmlConfig } from './config';
 import type { Scheduler } from './scheduler';
 

@@ -80,7 +80,12 @@ describe('Scheduler', () => {
     ask('a', 'm');
     await tick();
     ask('b', 'm');
-    const w: Waiter = { model: toDiskModel({ name: 'm', sizeBytes: 1 }), keepAliveMs: undefined, arrivedAt: Date.now(), onGrant: () => undefined };
+    const w: Waiter = {
+      model: toDiskModel({ name: 'm', sizeBytes: 1 }),
+      keepAliveMs: undefined,
+      arrivedAt: Date.now(),
+      onGrant: () => undefined,
+    };
     expect(sched.request(w)).toBe(false);
     sched.shutdown();
   });

@@ -47,7 +47,8 @@ export function trainContext(m: SimModel): number {
 /** A request's runner options from its `options` object and top-level `shift`. */
 export function runnerOptions(m: SimModel, vramBytes: number, options: unknown, shift: unknown): RunnerOptions {
   const o = (options && typeof options === 'object' ? options : {}) as Record<string, unknown>;
-  const int = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? Math.trunc(v) : undefined);
+  const int = (v: unknown): number | undefined =>
+    typeof v === 'number' && Number.isFinite(v) ? Math.trunc(v) : undefined;
   const train = trainContext(m);
   const numCtx = int(o.num_ctx);
   const numBatch = int(o.num_batch);
@@ -279,7 +280,7 @@ export class Scheduler {
   private pumpOnce(): void {
     let blocked = false;
     for (const r of this.runners.values()) r.draining = false;
-    for (let i = 0; i < this.pending.length; ) {
+    for (let i = 0; i < this.pending.length;) {
       const w = this.pending[i];
       let r = this.runners.get(w.model.name);
       if (r && r.draining && !this.mismatch(r, w)) {
@@ -331,7 +332,13 @@ export class Scheduler {
 
   private createRunner(m: DiskModel, opts?: RunnerOptions): Runner {
     const slots = m.embedding ? 1 : this.config.numParallel;
-    const r = new Runner(m, slots, this.config.keepAliveMs, this.nextPid++, opts ?? runnerOptions(m, this.config.vramBytes, undefined, undefined));
+    const r = new Runner(
+      m,
+      slots,
+      this.config.keepAliveMs,
+      this.nextPid++,
+      opts ?? runnerOptions(m, this.config.vramBytes, undefined, undefined),
+    );
     this.runners.set(m.name, r);
     const loadMs = m.loadTimeMs ?? (m.sizeBytes / 1e9) * this.config.loadMsPerGB;
     r.loadTimer = setTimeout(() => this.becomeReady(r), Math.max(0, loadMs));
@@ -389,13 +396,16 @@ export class Scheduler {
     }
     r.expiresAt = Date.now() + r.keepAliveMs;
     clearTimeout(r.expiryTimer);
-    r.expiryTimer = setTimeout(() => {
-      r.expiryTimer = undefined;
-      if (r.idle && this.runners.get(r.model.name) === r) {
-        this.counters.expirations++;
-        this.drop(r, 'unload');
-      }
-    }, Math.min(r.keepAliveMs, 2 ** 31 - 1));
+    r.expiryTimer = setTimeout(
+      () => {
+        r.expiryTimer = undefined;
+        if (r.idle && this.runners.get(r.model.name) === r) {
+          this.counters.expirations++;
+          this.drop(r, 'unload');
+        }
+      },
+      Math.min(r.keepAliveMs, 2 ** 31 - 1),
+    );
     r.expiryTimer.unref();
   }
 

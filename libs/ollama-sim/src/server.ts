@@ -2,11 +2,41 @@ import { createHash } from 'crypto';
 import * as http from 'http';
 import type { IncomingMessage, ServerResponse } from 'http';
 import * as net from 'net';
-import { defaultCapabilities, normalizeModelName, parseKeepAlive, resolveConfig, routeEnabled, type ResolvedSimConfig, type SimConfig, type SimModel, type SimRoutes } from './config';
-import { BUSY_MESSAGE, CompletionJob, EmbedJob, LoadJob, loadReply, sendEmpty, sendError, sendJson, type CompletionKind, type EmbedKind, type ErrorShape } from './jobs';
+import {
+  defaultCapabilities,
+  normalizeModelName,
+  parseKeepAlive,
+  resolveConfig,
+  routeEnabled,
+  type ResolvedSimConfig,
+  type SimConfig,
+  type SimModel,
+  type SimRoutes,
+} from './config';
+import {
+  BUSY_MESSAGE,
+  CompletionJob,
+  EmbedJob,
+  LoadJob,
+  loadReply,
+  sendEmpty,
+  sendError,
+  sendJson,
+  type CompletionKind,
+  type EmbedKind,
+  type ErrorShape,
+} from './jobs';
 import { planAnswer } from './plan';
 import { parseCompletion } from './requests';
-import { AnthropicSurface, OllamaChatSurface, OllamaGenerateSurface, OpenAiChatSurface, OpenAiCompletionSurface, ResponsesSurface, type Surface } from './surfaces';
+import {
+  AnthropicSurface,
+  OllamaChatSurface,
+  OllamaGenerateSurface,
+  OpenAiChatSurface,
+  OpenAiCompletionSurface,
+  ResponsesSurface,
+  type Surface,
+} from './surfaces';
 import { NvmlStateWriter } from './nvml-state';
 import { runnerOptions, Scheduler, toDiskModel, trainContext, type DiskModel, type Runner } from './scheduler';
 import { newCounters, type SimCounters, type SimServerState } from './state';
@@ -76,9 +106,23 @@ export interface SimServer {
   kill(): Promise<void>;
 }
 
-const MODEL_ROUTES = new Set(['/api/generate', '/api/chat', '/api/embed', '/api/embeddings', '/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/messages', '/v1/responses']);
+const MODEL_ROUTES = new Set([
+  '/api/generate',
+  '/api/chat',
+  '/api/embed',
+  '/api/embeddings',
+  '/v1/chat/completions',
+  '/v1/completions',
+  '/v1/embeddings',
+  '/v1/messages',
+  '/v1/responses',
+]);
 /** Newer routes an instance can switch off (then Gin's 404, like an Ollama that predates them). */
-const GATED_ROUTES: Record<string, keyof SimRoutes> = { '/v1/messages': 'messages', '/v1/responses': 'responses', '/api/status': 'status' };
+const GATED_ROUTES: Record<string, keyof SimRoutes> = {
+  '/v1/messages': 'messages',
+  '/v1/responses': 'responses',
+  '/api/status': 'status',
+};
 
 function errorShape(path: string): ErrorShape {
   return path === '/v1/messages' ? 'anthropic' : path.startsWith('/v1/') ? 'openai' : 'ollama';
@@ -93,7 +137,8 @@ function fullModelName(name: string): string {
 }
 const MAX_BODY = 64 * 1024 * 1024;
 /** Ollama's default allowed origins (localhost, 127.0.0.1, 0.0.0.0 on any port, and app schemes). */
-const LOCAL_ORIGIN = /^(https?:\/\/(localhost|127\.0\.0\.1|0\.0\.0\.0)(:\d+)?|app:\/\/.*|file:\/\/.*|tauri:\/\/.*|vscode-webview:\/\/.*)$/;
+const LOCAL_ORIGIN =
+  /^(https?:\/\/(localhost|127\.0\.0\.1|0\.0\.0\.0)(:\d+)?|app:\/\/.*|file:\/\/.*|tauri:\/\/.*|vscode-webview:\/\/.*)$/;
 const FOREVER = '2318-07-31T00:00:00Z';
 
 type Body = Record<string, any>;
@@ -105,7 +150,9 @@ function parseJsonBody(buf: Buffer): { value?: Body; error?: string } {
   try {
     const v = JSON.parse(text);
     if (v === null || typeof v !== 'object' || Array.isArray(v)) {
-      return { error: `json: cannot unmarshal ${Array.isArray(v) ? 'array' : v === null ? 'null' : typeof v === 'string' ? 'string' : typeof v} into Go value of type api.Request` };
+      return {
+        error: `json: cannot unmarshal ${Array.isArray(v) ? 'array' : v === null ? 'null' : typeof v === 'string' ? 'string' : typeof v} into Go value of type api.Request`,
+      };
     }
     return { value: v };
   } catch (e) {
@@ -317,7 +364,14 @@ class SimServerImpl implements SimServer {
     });
   };
 
-  private afterBody(method: string, path: string, body: Buffer, req: IncomingMessage, res: ServerResponse, isSim: boolean): void {
+  private afterBody(
+    method: string,
+    path: string,
+    body: Buffer,
+    req: IncomingMessage,
+    res: ServerResponse,
+    isSim: boolean,
+  ): void {
     if (isSim) {
       this.simRoute(method, path, body, res);
       return;
@@ -407,7 +461,8 @@ class SimServerImpl implements SimServer {
     const post = method === 'POST';
     if (!(post || (method === 'DELETE' && path === '/api/delete'))) return this.notFoundRoute(res);
     if (!MODEL_ROUTES.has(path)) {
-      if (!['/api/show', '/api/pull', '/api/push', '/api/create', '/api/copy', '/api/delete'].includes(path)) return this.notFoundRoute(res);
+      if (!['/api/show', '/api/pull', '/api/push', '/api/create', '/api/copy', '/api/delete'].includes(path))
+        return this.notFoundRoute(res);
       this.count(method, path);
     }
     const parsed = parseJsonBody(raw);
@@ -464,7 +519,12 @@ class SimServerImpl implements SimServer {
   // ---------------------------------------------------------------- completions
 
   private completion(kind: CompletionKind, body: Body, res: ServerResponse): void {
-    const shape: ErrorShape = kind === 'messages' ? 'anthropic' : kind === 'oai-chat' || kind === 'oai-completion' || kind === 'responses' ? 'openai' : 'ollama';
+    const shape: ErrorShape =
+      kind === 'messages'
+        ? 'anthropic'
+        : kind === 'oai-chat' || kind === 'oai-completion' || kind === 'responses'
+          ? 'openai'
+          : 'ollama';
     const parsed = parseCompletion(kind, body);
     if ('error' in parsed) return this.fail(res, parsed.status, parsed.error, shape);
     const label = parsed.label;
@@ -474,14 +534,17 @@ class SimServerImpl implements SimServer {
     this.countModel(model.name);
     const chatLike = kind !== 'generate' && kind !== 'oai-completion';
     const caps = defaultCapabilities(model);
-    if (!caps.includes('completion')) return this.fail(res, 400, `"${label}" does not support ${chatLike ? 'chat' : 'generate'}`, shape);
+    if (!caps.includes('completion'))
+      return this.fail(res, 400, `"${label}" does not support ${chatLike ? 'chat' : 'generate'}`, shape);
     const input = parsed.input;
     const thinks = caps.includes('thinking');
     if (!thinks && input.think !== undefined && input.think !== false) {
-      if (!parsed.relaxThinking) return this.fail(res, 400, `${JSON.stringify(label)} does not support thinking`, shape);
+      if (!parsed.relaxThinking)
+        return this.fail(res, 400, `${JSON.stringify(label)} does not support thinking`, shape);
       input.think = undefined;
     }
-    if (input.tools.length > 0 && !caps.includes('tools')) return this.fail(res, 400, `${fullModelName(model.name)} does not support tools`, shape);
+    if (input.tools.length > 0 && !caps.includes('tools'))
+      return this.fail(res, 400, `${fullModelName(model.name)} does not support tools`, shape);
     const keepAlive = parseKeepAlive(parsed.keepAlive);
     const opts = runnerOptions(model, this.cfg.vramBytes, parsed.options, parsed.shift);
 
@@ -497,7 +560,16 @@ class SimServerImpl implements SimServer {
     if (parsed.formatError) return this.fail(res, 500, parsed.formatError, shape);
 
     const cfg = this.cfg;
-    const plan = planAnswer(input, { thinking: thinks, prefill: model.prefill !== false }, { defaultOutputTokens: cfg.defaultOutputTokens, maxOutputTokens: cfg.maxOutputTokens, thinkingTokens: cfg.thinkingTokens, seed: cfg.seed });
+    const plan = planAnswer(
+      input,
+      { thinking: thinks, prefill: model.prefill !== false },
+      {
+        defaultOutputTokens: cfg.defaultOutputTokens,
+        maxOutputTokens: cfg.maxOutputTokens,
+        thinkingTokens: cfg.thinkingTokens,
+        seed: cfg.seed,
+      },
+    );
     let surface: Surface;
     switch (kind) {
       case 'chat':
@@ -539,9 +611,22 @@ class SimServerImpl implements SimServer {
     const tokens = inputs.reduce((s, t) => s + countTokens(t), 0);
     const opts = runnerOptions(model, this.cfg.vramBytes, body.options, undefined);
     // truncate:false refuses an input longer than the runner's context instead of cutting it.
-    if (body.truncate === false && inputs.some((t) => countTokens(t) > opts.numCtx)) return this.fail(res, 400, 'the input length exceeds the context length', openai);
+    if (body.truncate === false && inputs.some((t) => countTokens(t) > opts.numCtx))
+      return this.fail(res, 400, 'the input length exceeds the context length', openai);
     const dimensions = typeof body.dimensions === 'number' && body.dimensions > 0 ? Math.floor(body.dimensions) : 0;
-    const job = new EmbedJob(this.state, res, model, parseKeepAlive(body.keep_alive), kind, label, inputs, tokens, body.encoding_format === 'base64', dimensions, opts);
+    const job = new EmbedJob(
+      this.state,
+      res,
+      model,
+      parseKeepAlive(body.keep_alive),
+      kind,
+      label,
+      inputs,
+      tokens,
+      body.encoding_format === 'base64',
+      dimensions,
+      opts,
+    );
     if (!this.sched.request(job)) this.fail(res, 503, BUSY_MESSAGE, openai);
   }
 
@@ -623,7 +708,12 @@ class SimServerImpl implements SimServer {
   }
 
   /** Streams NDJSON progress lines spread over `pullMs`, or answers one object at the end. */
-  private progress(res: ServerResponse, stream: boolean, lines: Record<string, unknown>[], onDone: () => Record<string, unknown> | undefined): void {
+  private progress(
+    res: ServerResponse,
+    stream: boolean,
+    lines: Record<string, unknown>[],
+    onDone: () => Record<string, unknown> | undefined,
+  ): void {
     const step = this.cfg.pullMs / Math.max(1, lines.length);
     let i = 0;
     if (!stream) {
@@ -672,7 +762,8 @@ class SimServerImpl implements SimServer {
     const digest = `sha256:${createHash('sha256').update(`blob:${name}`).digest('hex')}`;
     const total = model.sizeBytes;
     const lines: Record<string, unknown>[] = [{ status: 'pulling manifest' }];
-    for (const frac of [0, 0.25, 0.5, 0.75, 1]) lines.push({ status: `pulling ${digest.slice(7, 19)}`, digest, total, completed: Math.round(total * frac) });
+    for (const frac of [0, 0.25, 0.5, 0.75, 1])
+      lines.push({ status: `pulling ${digest.slice(7, 19)}`, digest, total, completed: Math.round(total * frac) });
     lines.push({ status: 'verifying sha256 digest' }, { status: 'writing manifest' });
     this.progress(res, stream, lines, () => {
       const d = toDiskModel(model);
@@ -689,11 +780,19 @@ class SimServerImpl implements SimServer {
     const stream = body.stream !== false;
     if (!m) {
       if (!stream) return this.fail(res, 404, `model '${label}' not found`);
-      return this.progress(res, true, [{ status: 'retrieving manifest' }], () => ({ error: `model '${label}' not found` }));
+      return this.progress(res, true, [{ status: 'retrieving manifest' }], () => ({
+        error: `model '${label}' not found`,
+      }));
     }
     const digest = `sha256:${m.digest}`;
     const lines: Record<string, unknown>[] = [{ status: 'retrieving manifest' }];
-    for (const frac of [0, 0.5, 1]) lines.push({ status: `pushing ${m.digest.slice(0, 12)}`, digest, total: m.sizeBytes, completed: Math.round(m.sizeBytes * frac) });
+    for (const frac of [0, 0.5, 1])
+      lines.push({
+        status: `pushing ${m.digest.slice(0, 12)}`,
+        digest,
+        total: m.sizeBytes,
+        completed: Math.round(m.sizeBytes * frac),
+      });
     lines.push({ status: 'pushing manifest' });
     this.progress(res, stream, lines, () => undefined);
   }

@@ -21,5 +21,15 @@ export interface SimServerState {
 }
 
 export function newCounters(): SimCounters {
-  return { requests: 0, byRoute: {}, byStatus: {}, byModel: {}, aborted: 0, tokens: 0, connections: 0, refusedSockets: 0, pulls: 0 };
+  return {
+    requests: 0,
+    byRoute: {},
+    byStatus: {},
+    byModel: {},
+    aborted: 0,
+    tokens: 0,
+    connections: 0,
+    refusedSockets: 0,
+    pulls: 0,
+  };
 }

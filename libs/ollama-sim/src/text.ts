@@ -152,7 +152,10 @@ export function logprobFor(seed: number, position: number, token: string, top: n
     let prev = lp;
     for (let i = 1; i < top; i++) {
       state = nextRandom(state);
-      const alt = (i === 1 && position > 0 ? ' ' : '') + WORDS[Math.floor(randomOf(state) * WORDS.length)] + (i > 1 ? String(i) : '');
+      const alt =
+        (i === 1 && position > 0 ? ' ' : '') +
+        WORDS[Math.floor(randomOf(state) * WORDS.length)] +
+        (i > 1 ? String(i) : '');
       prev = Math.round((prev - 0.5 - randomOf(state)) * 1000) / 1000;
       list.push({ token: alt, logprob: prev, bytes: utf8Bytes(alt) });
     }

@@ -12,10 +12,22 @@ describe('ollama-sim CLI', () => {
     const cfg = JSON.parse(readFileSync(join(ROOT, 'libs/ollama-sim/examples/medium.json'), 'utf8'));
     cfg.nvml.statePath = join(dir, 'nvml');
     writeFileSync(join(dir, 'medium.json'), JSON.stringify(cfg));
-    const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', 'libs/ollama-sim/src/cli.ts', '--port', '0', '--config', join(dir, 'medium.json')], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        '-r',
+        'ts-node/register/transpile-only',
+        'libs/ollama-sim/src/cli.ts',
+        '--port',
+        '0',
+        '--config',
+        join(dir, 'medium.json'),
+      ],
+      {
+        cwd: ROOT,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     try {
       const line = await new Promise<string>((res, rej) => {
         let out = '';

@@ -64,15 +64,24 @@ describe('ollama-sim with real clients', () => {
       expect(statuses[0]).toBe('pulling manifest');
       expect(statuses[statuses.length - 1]).toBe('success');
       expect((await client().list()).models.map((m) => m.name)).toContain('gemma3:1b');
-      await expect(client().pull({ model: 'nonexistent-thing', stream: true }).then(async (it) => {
-        for await (const _ of it) void _;
-      })).rejects.toThrow('pull model manifest: file does not exist');
-      await expect(client().chat({ model: 'ghost', messages: [{ role: 'user', content: 'x' }] })).rejects.toMatchObject({
-        name: 'ResponseError',
+      await expect(
+        client()
+          .pull({ model: 'nonexistent-thing', stream: true })
+          .then(async (it) => {
+            for await (const _ of it) void _;
+          }),
+      ).rejects.toThrow('pull model manifest: file does not exist');
+      await expect(client().chat({ model: 'ghost', messages: [{ role: 'user', content: 'x' }] })).rejects.toMatchObject(
+        {
+          name: 'ResponseError',
+          status_code: 404,
+          error: 'model "ghost" not found, try pulling it first',
+        },
+      );
+      await expect(client().delete({ model: 'ghost' })).rejects.toMatchObject({
         status_code: 404,
-        error: 'model "ghost" not found, try pulling it first',
+        error: "model 'ghost' not found",
       });
-      await expect(client().delete({ model: 'ghost' })).rejects.toMatchObject({ status_code: 404, error: "model 'ghost' not found" });
     });
   });
 
@@ -99,7 +108,11 @@ describe('ollama-sim with real clients', () => {
       }
       expect(finish).toBe('length');
       expect(usage).toMatchObject({ completion_tokens: 6 });
-      const plain = await client().chat.completions.create({ model: 'llama3.2', messages: [{ role: 'user', content: 'Hello there' }], max_tokens: 6 });
+      const plain = await client().chat.completions.create({
+        model: 'llama3.2',
+        messages: [{ role: 'user', content: 'Hello there' }],
+        max_tokens: 6,
+      });
       expect(plain.choices[0].message.content).toBe(text);
     });
 
@@ -111,32 +124,48 @@ describe('ollama-sim with real clients', () => {
       const b64 = await client().embeddings.create({ model: 'nomic-embed-text', input: ['alpha', 'beta'] });
       expect(b64.data).toHaveLength(2);
       expect(b64.data[0].embedding).toHaveLength(32);
-      const floats = await client().embeddings.create({ model: 'nomic-embed-text', input: 'alpha', encoding_format: 'float' });
+      const floats = await client().embeddings.create({
+        model: 'nomic-embed-text',
+        input: 'alpha',
+        encoding_format: 'float',
+      });
       floats.data[0].embedding.forEach((x, i) => expect(x).toBeCloseTo(b64.data[0].embedding[i], 5));
-      await expect(client().chat.completions.create({ model: 'ghost', messages: [{ role: 'user', content: 'x' }] })).rejects.toMatchObject({
+      await expect(
+        client().chat.completions.create({ model: 'ghost', messages: [{ role: 'user', content: 'x' }] }),
+      ).rejects.toMatchObject({
         status: 404,
       });
     });
   });
 
   it('holds 2,000 concurrent streams to completion', async () => {
-    const big = await startSimServer({ loadMsPerGB: 0, tokensPerSecond: 100, numParallel: 2000, maxQueue: 4000, loaded: ['llama3.2'] });
+    const big = await startSimServer({
+      loadMsPerGB: 0,
+      tokensPerSecond: 100,
+      numParallel: 2000,
+      maxQueue: 4000,
+      loaded: ['llama3.2'],
+    });
     const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
     try {
       const body = JSON.stringify({ model: 'llama3.2', prompt: 'go', options: { num_predict: 10 } });
       const one = (): Promise<number> =>
         new Promise((resolve, reject) => {
-          const req = http.request(big.url + '/api/generate', { method: 'POST', agent, headers: { 'Content-Length': Buffer.byteLength(body) } }, (res) => {
-            let lines = 0;
-            let last = '';
-            res.setEncoding('utf8');
-            res.on('data', (c: string) => {
-              for (let i = c.indexOf('\n'); i !== -1; i = c.indexOf('\n', i + 1)) lines++;
-              last = c;
-            });
-            res.on('end', () => (last.includes('"done":true') ? resolve(lines) : reject(new Error('no done line'))));
-            res.on('error', reject);
-          });
+          const req = http.request(
+            big.url + '/api/generate',
+            { method: 'POST', agent, headers: { 'Content-Length': Buffer.byteLength(body) } },
+            (res) => {
+              let lines = 0;
+              let last = '';
+              res.setEncoding('utf8');
+              res.on('data', (c: string) => {
+                for (let i = c.indexOf('\n'); i !== -1; i = c.indexOf('\n', i + 1)) lines++;
+                last = c;
+              });
+              res.on('end', () => (last.includes('"done":true') ? resolve(lines) : reject(new Error('no done line'))));
+              res.on('error', reject);
+            },
+          );
           req.on('error', reject);
           req.end(body);
         });

@@ -17,7 +17,14 @@ export interface RawResponse {
 /** Plain node:http request that records when each line arrives (fetch may coalesce reads). */
 export function request(
   url: string,
-  opts: { method?: string; body?: unknown; rawBody?: string | Buffer; separator?: string; agent?: http.Agent; signal?: AbortSignal } = {},
+  opts: {
+    method?: string;
+    body?: unknown;
+    rawBody?: string | Buffer;
+    separator?: string;
+    agent?: http.Agent;
+    signal?: AbortSignal;
+  } = {},
 ): Promise<RawResponse> {
   const sep = opts.separator ?? '\n';
   const payload = opts.rawBody ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body));
@@ -27,7 +34,10 @@ export function request(
       url,
       {
         method: opts.method ?? (payload === undefined ? 'GET' : 'POST'),
-        headers: payload === undefined ? {} : { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) },
+        headers:
+          payload === undefined
+            ? {}
+            : { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) },
         agent: opts.agent ?? false,
         signal: opts.signal,
       },

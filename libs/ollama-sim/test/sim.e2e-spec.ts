@@ -64,7 +64,11 @@ describe('ollama-sim (real sockets)', () => {
     it('streams chat one token per NDJSON line, spread over time, ending with metrics', async () => {
       const s = await sim({ tokensPerSecond: 20 }); // 50 ms a token
       const r = await request(s.url + '/api/chat', {
-        body: { model: 'llama3.2', messages: [{ role: 'user', content: 'Tell me a story' }], options: { num_predict: 10 } },
+        body: {
+          model: 'llama3.2',
+          messages: [{ role: 'user', content: 'Tell me a story' }],
+          options: { num_predict: 10 },
+        },
       });
       expect(r.status).toBe(200);
       expect(r.headers['content-type']).toBe('application/x-ndjson');
@@ -77,8 +81,19 @@ describe('ollama-sim (real sockets)', () => {
         expect(o.created_at).toMatch(/^\d{4}-\d\d-\d\dT/);
       }
       const last = objs[10];
-      expect(last).toMatchObject({ done: true, done_reason: 'length', eval_count: 10, message: { role: 'assistant', content: '' } });
-      for (const k of ['total_duration', 'load_duration', 'prompt_eval_count', 'prompt_eval_duration', 'eval_duration']) {
+      expect(last).toMatchObject({
+        done: true,
+        done_reason: 'length',
+        eval_count: 10,
+        message: { role: 'assistant', content: '' },
+      });
+      for (const k of [
+        'total_duration',
+        'load_duration',
+        'prompt_eval_count',
+        'prompt_eval_duration',
+        'eval_duration',
+      ]) {
         expect(last[k]).toBeGreaterThan(0);
       }
       expect(last.eval_duration).toBeGreaterThan(300e6); // 9 gaps of 50 ms
@@ -104,10 +119,14 @@ describe('ollama-sim (real sockets)', () => {
       expect(Array.isArray(o.context) && o.context.every((n: unknown) => Number.isInteger(n))).toBe(true);
       const again = JSON.parse((await request(s.url + '/api/generate', { body: { ...body, stream: false } })).body);
       expect(again.response).toBe(o.response);
-      const other = JSON.parse((await request(s.url + '/api/generate', { body: { ...body, prompt: 'Something else', stream: false } })).body);
+      const other = JSON.parse(
+        (await request(s.url + '/api/generate', { body: { ...body, prompt: 'Something else', stream: false } })).body,
+      );
       expect(other.response).not.toBe(o.response);
       // Without num_predict: the configured default length and done_reason stop.
-      const dflt = JSON.parse((await request(s.url + '/api/generate', { body: { model: 'llama3.2', prompt: 'x', stream: false } })).body);
+      const dflt = JSON.parse(
+        (await request(s.url + '/api/generate', { body: { model: 'llama3.2', prompt: 'x', stream: false } })).body,
+      );
       expect(dflt).toMatchObject({ done_reason: 'stop', eval_count: 32 });
     });
 
@@ -124,7 +143,9 @@ describe('ollama-sim (real sockets)', () => {
       expect(o.embeddings[0]).toHaveLength(16);
       expect(o.total_duration).toBeGreaterThan(0);
       expect(o.prompt_eval_count).toBe(2);
-      const legacy = JSON.parse((await request(s.url + '/api/embeddings', { body: { model: 'nomic-embed-text', prompt: 'a' } })).body);
+      const legacy = JSON.parse(
+        (await request(s.url + '/api/embeddings', { body: { model: 'nomic-embed-text', prompt: 'a' } })).body,
+      );
       expect(legacy.embedding).toEqual(o.embeddings[0]);
     });
   });
@@ -134,7 +155,12 @@ describe('ollama-sim (real sockets)', () => {
       const s = await sim();
       const cases: [string, unknown, number, string][] = [
         ['/api/generate', { prompt: 'x' }, 400, '{"error":"model is required"}'],
-        ['/api/chat', { model: 'ghost', messages: [{ role: 'user', content: 'x' }] }, 404, '{"error":"model \\"ghost\\" not found, try pulling it first"}'],
+        [
+          '/api/chat',
+          { model: 'ghost', messages: [{ role: 'user', content: 'x' }] },
+          404,
+          '{"error":"model \\"ghost\\" not found, try pulling it first"}',
+        ],
         ['/api/embed', { model: 'ghost', input: 'x' }, 404, `{"error":"model 'ghost' not found"}`],
         ['/api/delete', { model: 'ghost' }, 404, `{"error":"model 'ghost' not found"}`],
       ];
@@ -162,10 +188,17 @@ describe('ollama-sim (real sockets)', () => {
       const third = await request(s.url + '/api/generate', { body });
       expect(third.status).toBe(503);
       expect(third.body).toBe(BUSY);
-      const v1 = await request(s.url + '/v1/chat/completions', { body: { model: 'llama3.2', messages: [{ role: 'user', content: 'x' }] } });
+      const v1 = await request(s.url + '/v1/chat/completions', {
+        body: { model: 'llama3.2', messages: [{ role: 'user', content: 'x' }] },
+      });
       expect(v1.status).toBe(503);
       expect(JSON.parse(v1.body)).toEqual({
-        error: { message: 'server busy, please try again.  maximum pending requests exceeded', type: 'api_error', param: null, code: null },
+        error: {
+          message: 'server busy, please try again.  maximum pending requests exceeded',
+          type: 'api_error',
+          param: null,
+          code: null,
+        },
       });
       expect((await first).status).toBe(200);
       expect((await second).status).toBe(200);
@@ -192,7 +225,11 @@ describe('ollama-sim (real sockets)', () => {
     it('numParallel 3: three concurrent requests overlap', async () => {
       const s = await sim({ numParallel: 3, tokensPerSecond: 20 });
       const rs = await Promise.all(
-        [0, 1, 2].map((i) => request(s.url + '/api/generate', { body: { model: 'llama3.2', prompt: `p${i}`, options: { num_predict: 6 } } })),
+        [0, 1, 2].map((i) =>
+          request(s.url + '/api/generate', {
+            body: { model: 'llama3.2', prompt: `p${i}`, options: { num_predict: 6 } },
+          }),
+        ),
       );
       const firstEnd = Math.min(...rs.map((r) => r.lines[r.lines.length - 1].at));
       for (const r of rs) expect(r.lines[0].at).toBeLessThan(firstEnd);
@@ -200,21 +237,28 @@ describe('ollama-sim (real sockets)', () => {
 
     it('evicts the least recently used idle model when maxLoadedModels is reached', async () => {
       const s = await sim({ maxLoadedModels: 2 });
-      const gen = (model: string) => request(s.url + '/api/generate', { body: { model, prompt: 'x', stream: false, options: { num_predict: 1 } } });
+      const gen = (model: string) =>
+        request(s.url + '/api/generate', { body: { model, prompt: 'x', stream: false, options: { num_predict: 1 } } });
       await gen('llama3.2');
       await gen('qwen2.5:7b');
       await gen('llama3.2'); // llama is now the most recently used
       await gen('mistral:7b');
-      const ps = JSON.parse((await request(s.url + '/api/ps')).body).models.map((m: any) => m.name).sort();
+      const ps = JSON.parse((await request(s.url + '/api/ps')).body)
+        .models.map((m: any) => m.name)
+        .sort();
       expect(ps).toEqual(['llama3.2:latest', 'mistral:7b']);
       expect(s.stats()).toMatchObject({ loads: 3, evictions: 1 });
     });
 
     it('a model that does not fit waits for the busy one instead of evicting it', async () => {
       const s = await sim({ maxLoadedModels: 1, tokensPerSecond: 50 });
-      const long = request(s.url + '/api/generate', { body: { model: 'llama3.2', prompt: 'x', options: { num_predict: 15 } } });
+      const long = request(s.url + '/api/generate', {
+        body: { model: 'llama3.2', prompt: 'x', options: { num_predict: 15 } },
+      });
       await waitFor(() => s.stats().active === 1);
-      const other = request(s.url + '/api/generate', { body: { model: 'qwen2.5:7b', prompt: 'y', options: { num_predict: 1 } } });
+      const other = request(s.url + '/api/generate', {
+        body: { model: 'qwen2.5:7b', prompt: 'y', options: { num_predict: 1 } },
+      });
       await waitFor(() => s.stats().queued === 1);
       const [a, b] = await Promise.all([long, other]);
       expect(b.lines[0].at).toBeGreaterThanOrEqual(a.lines[a.lines.length - 1].at);
@@ -223,19 +267,29 @@ describe('ollama-sim (real sockets)', () => {
 
     it('reports load time in load_duration and as a loading model', async () => {
       const s = await sim({ loadMsPerGB: 200 }); // 2 GB -> 400 ms
-      const r = JSON.parse((await request(s.url + '/api/generate', { body: { model: 'llama3.2', prompt: 'x', stream: false, options: { num_predict: 1 } } })).body);
+      const r = JSON.parse(
+        (
+          await request(s.url + '/api/generate', {
+            body: { model: 'llama3.2', prompt: 'x', stream: false, options: { num_predict: 1 } },
+          })
+        ).body,
+      );
       expect(r.load_duration).toBeGreaterThanOrEqual(350e6);
     });
 
     it('keep_alive 0 unloads after the request; empty prompts load and unload', async () => {
       const s = await sim();
       const ps = async () => JSON.parse((await request(s.url + '/api/ps')).body).models.map((m: any) => m.name);
-      await request(s.url + '/api/generate', { body: { model: 'llama3.2', prompt: 'x', stream: false, keep_alive: 0, options: { num_predict: 2 } } });
+      await request(s.url + '/api/generate', {
+        body: { model: 'llama3.2', prompt: 'x', stream: false, keep_alive: 0, options: { num_predict: 2 } },
+      });
       expect(await ps()).toEqual([]);
       const load = await request(s.url + '/api/generate', { body: { model: 'llama3.2' } });
       expect(JSON.parse(load.body)).toMatchObject({ model: 'llama3.2', response: '', done: true, done_reason: 'load' });
       expect(await ps()).toEqual(['llama3.2:latest']);
-      const chatLoad = JSON.parse((await request(s.url + '/api/chat', { body: { model: 'qwen2.5:7b', messages: [] } })).body);
+      const chatLoad = JSON.parse(
+        (await request(s.url + '/api/chat', { body: { model: 'qwen2.5:7b', messages: [] } })).body,
+      );
       expect(chatLoad).toMatchObject({ done: true, done_reason: 'load', message: { role: 'assistant', content: '' } });
       const unload = await request(s.url + '/api/generate', { body: { model: 'llama3.2', keep_alive: 0 } });
       expect(JSON.parse(unload.body)).toMatchObject({ done: true, done_reason: 'unload' });
@@ -245,7 +299,9 @@ describe('ollama-sim (real sockets)', () => {
 
     it('expires idle models after keep-alive; negative keep_alive keeps them forever', async () => {
       const s = await sim({ keepAliveMs: 150 });
-      await request(s.url + '/api/generate', { body: { model: 'llama3.2', prompt: 'x', stream: false, options: { num_predict: 1 } } });
+      await request(s.url + '/api/generate', {
+        body: { model: 'llama3.2', prompt: 'x', stream: false, options: { num_predict: 1 } },
+      });
       await request(s.url + '/api/generate', { body: { model: 'qwen2.5:7b', keep_alive: -1 } });
       await request(s.url + '/api/generate', { body: { model: 'mistral:7b', keep_alive: '10m' } });
       await waitFor(() => !s.stats().loaded.includes('llama3.2:latest'), 5000);
@@ -258,10 +314,16 @@ describe('ollama-sim (real sockets)', () => {
     it('frees the slot at once when the client goes away mid-stream or while queued', async () => {
       const s = await sim({ numParallel: 1, tokensPerSecond: 20 });
       const ac = new AbortController();
-      const long = request(s.url + '/api/generate', { body: { model: 'llama3.2', prompt: 'x', options: { num_predict: 200 } }, signal: ac.signal }).catch((e: Error) => e);
+      const long = request(s.url + '/api/generate', {
+        body: { model: 'llama3.2', prompt: 'x', options: { num_predict: 200 } },
+        signal: ac.signal,
+      }).catch((e: Error) => e);
       await waitFor(() => s.stats().tokens >= 2);
       const ac2 = new AbortController();
-      const queued = request(s.url + '/api/generate', { body: { model: 'llama3.2', prompt: 'y' }, signal: ac2.signal }).catch((e: Error) => e);
+      const queued = request(s.url + '/api/generate', {
+        body: { model: 'llama3.2', prompt: 'y' },
+        signal: ac2.signal,
+      }).catch((e: Error) => e);
       await waitFor(() => s.stats().queued === 1);
       ac2.abort();
       await waitFor(() => s.stats().queued === 0);
@@ -270,7 +332,9 @@ describe('ollama-sim (real sockets)', () => {
       expect(s.stats().aborted).toBe(2);
       const tokensAtAbort = s.stats().tokens;
       const t0 = Date.now();
-      const next = await request(s.url + '/api/generate', { body: { model: 'llama3.2', prompt: 'z', stream: false, options: { num_predict: 2 } } });
+      const next = await request(s.url + '/api/generate', {
+        body: { model: 'llama3.2', prompt: 'z', stream: false, options: { num_predict: 2 } },
+      });
       expect(next.status).toBe(200);
       expect(Date.now() - t0).toBeLessThan(5000); // not the ~10 s the aborted stream had left
       expect(s.stats().tokens).toBe(tokensAtAbort + 2);
@@ -289,7 +353,11 @@ describe('ollama-sim (real sockets)', () => {
       expect(progress.length).toBeGreaterThan(1);
       expect(progress[0].status).toMatch(/^pulling [0-9a-f]{12}$/);
       expect(progress[progress.length - 1].completed).toBe(progress[0].total);
-      expect(objs.slice(-3)).toEqual([{ status: 'verifying sha256 digest' }, { status: 'writing manifest' }, { status: 'success' }]);
+      expect(objs.slice(-3)).toEqual([
+        { status: 'verifying sha256 digest' },
+        { status: 'writing manifest' },
+        { status: 'success' },
+      ]);
       const tags = JSON.parse((await request(s.url + '/api/tags')).body).models.map((m: any) => m.name);
       expect(tags).toContain('phi3:3.8b');
       const quiet = await request(s.url + '/api/pull', { body: { name: 'tinyllama', stream: false } });
@@ -300,7 +368,10 @@ describe('ollama-sim (real sockets)', () => {
       const s = await sim({ pullMs: 50, unpullable: ['private/model'] });
       const r = await request(s.url + '/api/pull', { body: { model: 'nonexistent-model' } });
       expect(r.status).toBe(200);
-      expect(r.lines.map((l) => l.line)).toEqual(['{"status":"pulling manifest"}', '{"error":"pull model manifest: file does not exist"}']);
+      expect(r.lines.map((l) => l.line)).toEqual([
+        '{"status":"pulling manifest"}',
+        '{"error":"pull model manifest: file does not exist"}',
+      ]);
       const q = await request(s.url + '/api/pull', { body: { model: 'private/model', stream: false } });
       expect([q.status, q.body]).toEqual([500, '{"error":"pull model manifest: file does not exist"}']);
     });
@@ -340,21 +411,36 @@ describe('ollama-sim (real sockets)', () => {
       const chunks = events.slice(0, -1).map((e) => JSON.parse(e.slice(6)));
       expect(chunks).toHaveLength(5);
       for (const c of chunks) {
-        expect(c).toMatchObject({ object: 'chat.completion.chunk', model: 'llama3.2', system_fingerprint: 'fp_ollama' });
+        expect(c).toMatchObject({
+          object: 'chat.completion.chunk',
+          model: 'llama3.2',
+          system_fingerprint: 'fp_ollama',
+        });
         expect(c.id).toBe(chunks[0].id);
         expect(typeof c.created).toBe('number');
       }
       expect(chunks[0].choices[0]).toMatchObject({ index: 0, delta: { role: 'assistant' }, finish_reason: null });
       expect(chunks[4].choices[0].finish_reason).toBe('length');
-      const withUsage = await request(s.url + '/v1/chat/completions', { body: { ...body, stream_options: { include_usage: true } }, separator: '\n\n' });
+      const withUsage = await request(s.url + '/v1/chat/completions', {
+        body: { ...body, stream_options: { include_usage: true } },
+        separator: '\n\n',
+      });
       const usage = JSON.parse(withUsage.lines[withUsage.lines.length - 2].line.slice(6));
       expect(usage.choices).toEqual([]);
       expect(usage.usage).toMatchObject({ completion_tokens: 4 });
-      const plain = JSON.parse((await request(s.url + '/v1/chat/completions', { body: { ...body, stream: false } })).body);
-      expect(plain).toMatchObject({ object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant' }, finish_reason: 'length' }], usage: { completion_tokens: 4 } });
+      const plain = JSON.parse(
+        (await request(s.url + '/v1/chat/completions', { body: { ...body, stream: false } })).body,
+      );
+      expect(plain).toMatchObject({
+        object: 'chat.completion',
+        choices: [{ index: 0, message: { role: 'assistant' }, finish_reason: 'length' }],
+        usage: { completion_tokens: 4 },
+      });
       const text = chunks.map((c) => c.choices[0].delta.content).join('');
       expect(plain.choices[0].message.content).toBe(text);
-      const comp = JSON.parse((await request(s.url + '/v1/completions', { body: { model: 'llama3.2', prompt: 'hi', max_tokens: 3 } })).body);
+      const comp = JSON.parse(
+        (await request(s.url + '/v1/completions', { body: { model: 'llama3.2', prompt: 'hi', max_tokens: 3 } })).body,
+      );
       expect(comp).toMatchObject({ object: 'text_completion', choices: [{ index: 0, finish_reason: 'length' }] });
     });
 
@@ -362,14 +448,23 @@ describe('ollama-sim (real sockets)', () => {
       const s = await sim();
       const list = JSON.parse((await request(s.url + '/v1/models')).body);
       expect(list.object).toBe('list');
-      expect(list.data).toContainEqual({ id: 'llama3.2:latest', object: 'model', created: expect.any(Number), owned_by: 'library' });
+      expect(list.data).toContainEqual({
+        id: 'llama3.2:latest',
+        object: 'model',
+        created: expect.any(Number),
+        owned_by: 'library',
+      });
       const one = JSON.parse((await request(s.url + '/v1/models/qwen2.5:7b')).body);
       expect(one).toMatchObject({ id: 'qwen2.5:7b', object: 'model' });
       const missing = await request(s.url + '/v1/models/ghost');
       expect(missing.status).toBe(404);
-      expect(JSON.parse(missing.body)).toEqual({ error: { message: 'model "ghost" not found', type: 'not_found_error', param: null, code: null } });
+      expect(JSON.parse(missing.body)).toEqual({
+        error: { message: 'model "ghost" not found', type: 'not_found_error', param: null, code: null },
+      });
       const noModel = await request(s.url + '/v1/chat/completions', { body: { messages: [] } });
-      expect(JSON.parse(noModel.body)).toEqual({ error: { message: 'model is required', type: 'invalid_request_error', param: null, code: null } });
+      expect(JSON.parse(noModel.body)).toEqual({
+        error: { message: 'model is required', type: 'invalid_request_error', param: null, code: null },
+      });
     });
   });
 
@@ -441,7 +536,9 @@ describe('ollama-sim (real sockets)', () => {
       expect(statuses).toContain(500);
       expect(statuses).toContain(200);
       await s.update({ faults: { error500: false, busy503: true } });
-      const b = await request(s.url + '/api/chat', { body: { model: 'llama3.2', messages: [{ role: 'user', content: 'x' }] } });
+      const b = await request(s.url + '/api/chat', {
+        body: { model: 'llama3.2', messages: [{ role: 'user', content: 'x' }] },
+      });
       expect([b.status, b.body]).toEqual([503, BUSY]);
       await s.update({ faults: { busy503: false, delayHeadersMs: 300 } });
       const t0 = Date.now();
@@ -461,7 +558,11 @@ describe('ollama-sim (real sockets)', () => {
       const load = await request(s.url + '/_sim/load', { body: { model: 'qwen2.5:7b' } });
       expect(JSON.parse(load.body)).toEqual({ ok: true, loaded: ['qwen2.5:7b'] });
       const stats = JSON.parse((await request(s.url + '/_sim/stats')).body);
-      expect(stats).toMatchObject({ loaded: ['qwen2.5:7b'], byRoute: { 'POST /api/generate': 1 }, errorsByStatus: { 503: 1 } });
+      expect(stats).toMatchObject({
+        loaded: ['qwen2.5:7b'],
+        byRoute: { 'POST /api/generate': 1 },
+        errorsByStatus: { 503: 1 },
+      });
       expect(stats.models['qwen2.5:7b']).toMatchObject({ loaded: true, state: 'ready', slots: 1 });
     });
   });
@@ -473,12 +574,30 @@ describe('ollama-sim (real sockets)', () => {
       const s = await sim({
         tokensPerSecond: 20,
         numParallel: 2,
-        nvml: { statePath, throttleMs: 50, gpus: [{ name: 'NVIDIA H100 80GB HBM3', uuid: 'GPU-test-0', memTotalBytes: 80e9, powerLimitW: 700 }] },
+        nvml: {
+          statePath,
+          throttleMs: 50,
+          gpus: [{ name: 'NVIDIA H100 80GB HBM3', uuid: 'GPU-test-0', memTotalBytes: 80e9, powerLimitW: 700 }],
+        },
       });
-      const read = () => Object.fromEntries(readFileSync(statePath, 'utf8').trim().split('\n').map((l) => l.split('=') as [string, string]));
+      const read = () =>
+        Object.fromEntries(
+          readFileSync(statePath, 'utf8')
+            .trim()
+            .split('\n')
+            .map((l) => l.split('=') as [string, string]),
+        );
       const idle = read();
-      expect(idle).toMatchObject({ gpu_count: '1', 'gpu.0.uuid': 'GPU-test-0', 'gpu.0.util_gpu': '0', 'gpu.0.mem_used': '0', 'gpu.0.process_count': '0' });
-      const busy = request(s.url + '/api/generate', { body: { model: 'llama3.2', prompt: 'x', options: { num_predict: 30 } } });
+      expect(idle).toMatchObject({
+        gpu_count: '1',
+        'gpu.0.uuid': 'GPU-test-0',
+        'gpu.0.util_gpu': '0',
+        'gpu.0.mem_used': '0',
+        'gpu.0.process_count': '0',
+      });
+      const busy = request(s.url + '/api/generate', {
+        body: { model: 'llama3.2', prompt: 'x', options: { num_predict: 30 } },
+      });
       const during = await waitFor(() => {
         const st = read();
         return st['gpu.0.util_gpu'] === '50' ? st : undefined;
@@ -495,7 +614,9 @@ describe('ollama-sim (real sockets)', () => {
 
   it('close() is idempotent and ends streams in flight', async () => {
     const s = await sim({ tokensPerSecond: 5 });
-    const r = request(s.url + '/api/generate', { body: { model: 'llama3.2', prompt: 'x' } }).catch((e: NodeJS.ErrnoException) => e.code);
+    const r = request(s.url + '/api/generate', { body: { model: 'llama3.2', prompt: 'x' } }).catch(
+      (e: NodeJS.ErrnoException) => e.code,
+    );
     await waitFor(() => s.stats().tokens >= 1);
     await Promise.all([s.close(), s.close(), s.kill()]);
     expect(await r).toMatch(/ECONNRESET|aborted/);

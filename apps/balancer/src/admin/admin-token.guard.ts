@@ -1,4 +1,11 @@
-import { CanActivate, ExecutionContext, ForbiddenException, Inject, Injectable, UnauthorizedException } from '@nestjs/common';
+import {
+  CanActivate,
+  ExecutionContext,
+  ForbiddenException,
+  Inject,
+  Injectable,
+  UnauthorizedException,
+} from '@nestjs/common';
 import type { Request } from 'express';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
 import { AccessControl, tokenMatches } from '../proxy/access-control';
@@ -12,7 +19,8 @@ export class AdminTokenGuard implements CanActivate {
   }
   canActivate(ctx: ExecutionContext): boolean {
     if (this.token === null) throw new ForbiddenException('the admin API is disabled: set ADMIN_TOKEN to enable it');
-    if (!this.matches(ctx.switchToHttp().getRequest<Request>())) throw new UnauthorizedException('admin token required: Authorization: Bearer <ADMIN_TOKEN>');
+    if (!this.matches(ctx.switchToHttp().getRequest<Request>()))
+      throw new UnauthorizedException('admin token required: Authorization: Bearer <ADMIN_TOKEN>');
     return true;
   }
   matches(req: Request): boolean {
@@ -36,11 +44,13 @@ export class ViewGuard implements CanActivate {
     const q = typeof req.query?.token === 'string' ? req.query.token : null;
     if (q !== null) req.headers.authorization = `Bearer ${q}`;
     if (this.config.adminToken) {
-      if (!this.admin.matches(req)) throw new UnauthorizedException('admin token required: Authorization: Bearer <ADMIN_TOKEN>');
+      if (!this.admin.matches(req))
+        throw new UnauthorizedException('admin token required: Authorization: Bearer <ADMIN_TOKEN>');
       return true;
     }
     // No admin token but client keys configured: the views show backend URLs, so a client key is needed.
-    if (this.access.enabled && !this.access.isValidKey(req)) throw new UnauthorizedException('API key required: Authorization: Bearer <key>');
+    if (this.access.enabled && !this.access.isValidKey(req))
+      throw new UnauthorizedException('API key required: Authorization: Bearer <key>');
     return true;
   }
 }

@@ -20,7 +20,10 @@ export class DashboardController {
     res.setHeader('ETag', DASHBOARD_ETAG);
     res.setHeader('Referrer-Policy', 'no-referrer');
     res.setHeader('X-Content-Type-Options', 'nosniff');
-    res.setHeader('Content-Security-Policy', "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:");
+    res.setHeader(
+      'Content-Security-Policy',
+      "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+    );
     if (res.req.headers['if-none-match'] === DASHBOARD_ETAG) {
       res.status(304).end();
       return;

@@ -30,7 +30,10 @@ export class DashboardService implements OnModuleDestroy {
     const all = this.metrics.traffic.series(now).filter((p) => p.t > now - CHART_WINDOW_MS);
     // The chart spans the traffic seen so far (at least a minute), so a young cluster fills it.
     const first = all.findIndex((p) => p.requests > 0);
-    const from = Math.min(first < 0 ? all.length : first, all.length - Math.ceil(MIN_CHART_MS / this.metrics.traffic.slotMs));
+    const from = Math.min(
+      first < 0 ? all.length : first,
+      all.length - Math.ceil(MIN_CHART_MS / this.metrics.traffic.slotMs),
+    );
     const series = all.slice(Math.max(0, from));
     // Headline figures over the last 30 s of complete-enough slots.
     const recent = series.filter((p) => p.t > now - 30_000);
@@ -44,7 +47,12 @@ export class DashboardService implements OnModuleDestroy {
         slotMs: this.metrics.traffic.slotMs,
         backends: this.metrics.traffic.backends,
         series,
-        last30s: { rps: Math.round((requests / spanS) * 100) / 100, p95Ms: p95, tokensPerS: Math.round((tokens / spanS) * 10) / 10, requests },
+        last30s: {
+          rps: Math.round((requests / spanS) * 100) / 100,
+          p95Ms: p95,
+          tokensPerS: Math.round((tokens / spanS) * 10) / 10,
+          requests,
+        },
       },
     };
   }

@@ -49,7 +49,12 @@ export class StatusService {
       parallel: b.config.parallel,
       weight: b.weight,
       models: [...b.modelsOnDisk.keys()].sort(),
-      loaded: [...b.modelsLoaded.values()].map((m) => ({ name: m.name, sizeVram: m.sizeVram, expiresAt: iso(m.expiresAt), inFlight: b.inFlightFor(m.name) })),
+      loaded: [...b.modelsLoaded.values()].map((m) => ({
+        name: m.name,
+        sizeVram: m.sizeVram,
+        expiresAt: iso(m.expiresAt),
+        inFlight: b.inFlightFor(m.name),
+      })),
       inventoryAt: iso(b.inventoryAt),
       learned: {
         serviceMs: b.learned.serviceMsAll.value === null ? null : Math.round(b.learned.serviceMsAll.value),
@@ -98,8 +103,20 @@ export class StatusService {
         timeoutMs: this.config.queueTimeoutMs,
         waiting: this.queue.waitingByClassAndKey().map((w) => ({ class: w.cls, key: w.key, waiting: w.waiting })),
       },
-      priority: { classes: this.config.priority.classes, defaultClass: this.config.priority.defaultClass, sheddable: this.config.priority.sheddable, shedAt: this.config.priority.shedAt, minShareEvery: this.config.priority.minShareEvery },
-      keys: this.config.apiKeys.map((k) => ({ name: k.name, class: k.priorityClass, weight: k.weight, tokensPerMinute: k.tokensPerMinute || null, tokensPerDay: k.tokensPerDay || null })),
+      priority: {
+        classes: this.config.priority.classes,
+        defaultClass: this.config.priority.defaultClass,
+        sheddable: this.config.priority.sheddable,
+        shedAt: this.config.priority.shedAt,
+        minShareEvery: this.config.priority.minShareEvery,
+      },
+      keys: this.config.apiKeys.map((k) => ({
+        name: k.name,
+        class: k.priorityClass,
+        weight: k.weight,
+        tokensPerMinute: k.tokensPerMinute || null,
+        tokensPerDay: k.tokensPerDay || null,
+      })),
       counters: {
         routed: this.routing.counters.routed,
         queued: this.queue.counters.queued,

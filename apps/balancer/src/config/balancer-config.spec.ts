@@ -39,41 +39,105 @@ describe('loadBalancerConfig', () => {
   });
 
   it('MODEL_MANAGEMENT is open by default; a bad mode, or admin without ADMIN_TOKEN, stops start-up', () => {
-    expect(() => loadBalancerConfig({ ...base, MODEL_MANAGEMENT: 'closed' })).toThrow('Invalid configuration: MODEL_MANAGEMENT="closed" must be one of open, admin, off');
-    expect(() => loadBalancerConfig({ ...base, MODEL_MANAGEMENT: 'admin' })).toThrow(/MODEL_MANAGEMENT="admin" needs ADMIN_TOKEN/);
-    expect(loadBalancerConfig({ ...base, MODEL_MANAGEMENT: 'admin', ADMIN_TOKEN: 'long-enough-token' }).modelManagement).toBe('admin');
+    expect(() => loadBalancerConfig({ ...base, MODEL_MANAGEMENT: 'closed' })).toThrow(
+      'Invalid configuration: MODEL_MANAGEMENT="closed" must be one of open, admin, off',
+    );
+    expect(() => loadBalancerConfig({ ...base, MODEL_MANAGEMENT: 'admin' })).toThrow(
+      /MODEL_MANAGEMENT="admin" needs ADMIN_TOKEN/,
+    );
+    expect(
+      loadBalancerConfig({ ...base, MODEL_MANAGEMENT: 'admin', ADMIN_TOKEN: 'long-enough-token' }).modelManagement,
+    ).toBe('admin');
     expect(loadBalancerConfig(base).modelManagement).toBe('open');
   });
 
   it('reads per-backend options from BALANCER_CONFIG and names a bad field', () => {
     const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
     const good = join(dir, 'good.json');
-    writeFileSync(good, JSON.stringify({ backends: [{ name: 'a', url: 'http://h:1', parallel: 2, weight: 3, agentUrl: 'http://h:9400' }], settings: { ROUTING_POLICY: 'round-robin' } }));
+    writeFileSync(
+      good,
+      JSON.stringify({
+        backends: [{ name: 'a', url: 'http://h:1', parallel: 2, weight: 3, agentUrl: 'http://h:9400' }],
+        settings: { ROUTING_POLICY: 'round-robin' },
+      }),
+    );
     const c = loadBalancerConfig({ BALANCER_CONFIG: good });
-    expect(c.backends[0]).toMatchObject({ name: 'a', parallel: 2, modelConcurrency: 2, weight: 3, agentUrl: 'http://h:9400' });
+    expect(c.backends[0]).toMatchObject({
+      name: 'a',
+      parallel: 2,
+      modelConcurrency: 2,
+      weight: 3,
+      agentUrl: 'http://h:9400',
+    });
     expect(c.policy).toBe('round-robin');
     const bad = join(dir, 'bad.json');
     writeFileSync(bad, JSON.stringify({ backends: [{ name: 'a', url: 'http://h:1', parallel: 0 }] }));
     expect(() => loadBalancerConfig({ BALANCER_CONFIG: bad })).toThrow(/backends\[0\]\.parallel=0/);
     writeFileSync(bad, '{ nope');
-    expect(() => loadBalancerConfig({ BALANCER_CONFIG: bad })).toThrow(/BALANCER_CONFIG=".*bad.json" is not valid JSON/);
+    expect(() => loadBalancerConfig({ BALANCER_CONFIG: bad })).toThrow(
+      /BALANCER_CONFIG=".*bad.json" is not valid JSON/,
+    );
     expect(() => loadBalancerConfig({ BALANCER_CONFIG: join(dir, 'missing.json') })).toThrow(/cannot be read/);
-    writeFileSync(bad, JSON.stringify({ backends: [{ name: 'a', url: 'http://h:1' }, { name: 'a', url: 'http://h:2' }] }));
+    writeFileSync(
+      bad,
+      JSON.stringify({
+        backends: [
+          { name: 'a', url: 'http://h:1' },
+          { name: 'a', url: 'http://h:2' },
+        ],
+      }),
+    );
     expect(() => loadBalancerConfig({ BALANCER_CONFIG: bad })).toThrow(/backend name="a" is used twice/);
   });
 
   it('parses API keys with rate and model allow-list', () => {
     const c = loadBalancerConfig({ ...base, API_KEYS: 'team-a:secretkey1:60:llama3.2|qwen2.5:7b,team-b:secretkey2' });
     expect(c.apiKeys).toEqual([
-      { name: 'team-a', key: 'secretkey1', ratePerMinute: 60, models: ['llama3.2:latest', 'qwen2.5:7b'], priorityClass: 'standard', weight: 1, tokensPerMinute: 0, tokensPerDay: 0 },
-      { name: 'team-b', key: 'secretkey2', ratePerMinute: 0, models: [], priorityClass: 'standard', weight: 1, tokensPerMinute: 0, tokensPerDay: 0 },
+      {
+        name: 'team-a',
+        key: 'secretkey1',
+        ratePerMinute: 60,
+        models: ['llama3.2:latest', 'qwen2.5:7b'],
+        priorityClass: 'standard',
+        weight: 1,
+        tokensPerMinute: 0,
+        tokensPerDay: 0,
+      },
+      {
+        name: 'team-b',
+        key: 'secretkey2',
+        ratePerMinute: 0,
+        models: [],
+        priorityClass: 'standard',
+        weight: 1,
+        tokensPerMinute: 0,
+        tokensPerDay: 0,
+      },
     ]);
   });
 
   it('has four priority classes by default, standard for everyone, sheddable never waiting', () => {
-    expect(loadBalancerConfig(base).priority).toEqual({ classes: ['interactive', 'standard', 'batch', 'sheddable'], defaultClass: 'standard', sheddable: ['sheddable'], shedAt: 0, minShareEvery: 10 });
-    const c = loadBalancerConfig({ ...base, PRIORITY_CLASSES: 'gold, bronze', SHEDDABLE_CLASSES: '', QUEUE_SHED_AT: '50', PRIORITY_MIN_SHARE_EVERY: '4' });
-    expect(c.priority).toEqual({ classes: ['gold', 'bronze'], defaultClass: 'gold', sheddable: [], shedAt: 50, minShareEvery: 4 });
+    expect(loadBalancerConfig(base).priority).toEqual({
+      classes: ['interactive', 'standard', 'batch', 'sheddable'],
+      defaultClass: 'standard',
+      sheddable: ['sheddable'],
+      shedAt: 0,
+      minShareEvery: 10,
+    });
+    const c = loadBalancerConfig({
+      ...base,
+      PRIORITY_CLASSES: 'gold, bronze',
+      SHEDDABLE_CLASSES: '',
+      QUEUE_SHED_AT: '50',
+      PRIORITY_MIN_SHARE_EVERY: '4',
+    });
+    expect(c.priority).toEqual({
+      classes: ['gold', 'bronze'],
+      defaultClass: 'gold',
+      sheddable: [],
+      shedAt: 50,
+      minShareEvery: 4,
+    });
   });
 
   it('gives keys a class, weight and token quotas from API_KEY_LIMITS or the file', () => {
@@ -82,19 +146,42 @@ describe('loadBalancerConfig', () => {
       API_KEYS: 'chat:secretkey1,jobs:secretkey2,other:secretkey3',
       API_KEY_LIMITS: 'chat:class=interactive,tokensPerMinute=20000; jobs:class=batch,weight=2.5,tokensPerDay=1000000',
     });
-    expect(c.apiKeys.map(({ name, priorityClass, weight, tokensPerMinute, tokensPerDay }) => ({ name, priorityClass, weight, tokensPerMinute, tokensPerDay }))).toEqual([
+    expect(
+      c.apiKeys.map(({ name, priorityClass, weight, tokensPerMinute, tokensPerDay }) => ({
+        name,
+        priorityClass,
+        weight,
+        tokensPerMinute,
+        tokensPerDay,
+      })),
+    ).toEqual([
       { name: 'chat', priorityClass: 'interactive', weight: 1, tokensPerMinute: 20000, tokensPerDay: 0 },
       { name: 'jobs', priorityClass: 'batch', weight: 2.5, tokensPerMinute: 0, tokensPerDay: 1000000 },
       { name: 'other', priorityClass: 'standard', weight: 1, tokensPerMinute: 0, tokensPerDay: 0 },
     ]);
     const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
     const file = join(dir, 'keys.json');
-    writeFileSync(file, JSON.stringify({ apiKeys: [{ name: 'nightly', key: 'secretkey4', class: 'batch', weight: 3, tokensPerMinute: 500 }] }));
-    expect(loadBalancerConfig({ ...base, BALANCER_CONFIG: file }).apiKeys[0]).toMatchObject({ name: 'nightly', priorityClass: 'batch', weight: 3, tokensPerMinute: 500, tokensPerDay: 0 });
+    writeFileSync(
+      file,
+      JSON.stringify({
+        apiKeys: [{ name: 'nightly', key: 'secretkey4', class: 'batch', weight: 3, tokensPerMinute: 500 }],
+      }),
+    );
+    expect(loadBalancerConfig({ ...base, BALANCER_CONFIG: file }).apiKeys[0]).toMatchObject({
+      name: 'nightly',
+      priorityClass: 'batch',
+      weight: 3,
+      tokensPerMinute: 500,
+      tokensPerDay: 0,
+    });
     writeFileSync(file, JSON.stringify({ apiKeys: [{ name: 'nightly', key: 'secretkey4', class: 'urgent' }] }));
-    expect(() => loadBalancerConfig({ ...base, BALANCER_CONFIG: file })).toThrow('BALANCER_CONFIG apiKeys[0].class="urgent" must be one of PRIORITY_CLASSES (interactive, standard, batch, sheddable)');
+    expect(() => loadBalancerConfig({ ...base, BALANCER_CONFIG: file })).toThrow(
+      'BALANCER_CONFIG apiKeys[0].class="urgent" must be one of PRIORITY_CLASSES (interactive, standard, batch, sheddable)',
+    );
     writeFileSync(file, JSON.stringify({ apiKeys: [{ name: 'nightly', key: 'secretkey4', tokensPerDay: -5 }] }));
-    expect(() => loadBalancerConfig({ ...base, BALANCER_CONFIG: file })).toThrow('BALANCER_CONFIG apiKeys[0].tokensPerDay=-5 must be an integer >= 0');
+    expect(() => loadBalancerConfig({ ...base, BALANCER_CONFIG: file })).toThrow(
+      'BALANCER_CONFIG apiKeys[0].tokensPerDay=-5 must be an integer >= 0',
+    );
   });
 
   it.each([
@@ -104,14 +191,32 @@ describe('loadBalancerConfig', () => {
     [{ SHEDDABLE_CLASSES: 'spare' }, /SHEDDABLE_CLASSES="spare" must name classes of PRIORITY_CLASSES/],
     [{ PRIORITY_MIN_SHARE_EVERY: '1' }, /PRIORITY_MIN_SHARE_EVERY="1" must be an integer between 2 and 1000/],
     [{ QUEUE_SHED_AT: '-1' }, /QUEUE_SHED_AT="-1"/],
-    [{ API_KEYS: 'a:secretkey1', API_KEY_LIMITS: 'a:class=gold' }, /API_KEY_LIMITS a.class="gold" must be one of PRIORITY_CLASSES/],
+    [
+      { API_KEYS: 'a:secretkey1', API_KEY_LIMITS: 'a:class=gold' },
+      /API_KEY_LIMITS a.class="gold" must be one of PRIORITY_CLASSES/,
+    ],
     [{ API_KEYS: 'a:secretkey1', API_KEY_LIMITS: 'a:weight=0' }, /API_KEY_LIMITS a.weight="0" must be a number > 0/],
-    [{ API_KEYS: 'a:secretkey1', API_KEY_LIMITS: 'a:weight=lots' }, /API_KEY_LIMITS a.weight="lots" must be a number > 0/],
-    [{ API_KEYS: 'a:secretkey1', API_KEY_LIMITS: 'a:tokensPerMinute=1.5' }, /API_KEY_LIMITS a.tokensPerMinute="1.5" must be an integer >= 0/],
-    [{ API_KEYS: 'a:secretkey1', API_KEY_LIMITS: 'a:speed=9' }, /API_KEY_LIMITS a="speed=9" must be field=value with a field among class, weight/],
+    [
+      { API_KEYS: 'a:secretkey1', API_KEY_LIMITS: 'a:weight=lots' },
+      /API_KEY_LIMITS a.weight="lots" must be a number > 0/,
+    ],
+    [
+      { API_KEYS: 'a:secretkey1', API_KEY_LIMITS: 'a:tokensPerMinute=1.5' },
+      /API_KEY_LIMITS a.tokensPerMinute="1.5" must be an integer >= 0/,
+    ],
+    [
+      { API_KEYS: 'a:secretkey1', API_KEY_LIMITS: 'a:speed=9' },
+      /API_KEY_LIMITS a="speed=9" must be field=value with a field among class, weight/,
+    ],
     [{ API_KEYS: 'a:secretkey1', API_KEY_LIMITS: 'b:weight=2' }, /API_KEY_LIMITS="b" names no key/],
-    [{ API_KEYS: 'a:secretkey1,a:secretkey2', API_KEY_LIMITS: 'a:weight=2' }, /API_KEY_LIMITS="a" names a key name used twice/],
-    [{ API_KEYS: 'a:secretkey1', API_KEY_LIMITS: 'weight=2' }, /API_KEY_LIMITS="weight=2" entries must be name:field=value/],
+    [
+      { API_KEYS: 'a:secretkey1,a:secretkey2', API_KEY_LIMITS: 'a:weight=2' },
+      /API_KEY_LIMITS="a" names a key name used twice/,
+    ],
+    [
+      { API_KEYS: 'a:secretkey1', API_KEY_LIMITS: 'weight=2' },
+      /API_KEY_LIMITS="weight=2" entries must be name:field=value/,
+    ],
   ])('a bad priority setting %o stops start-up naming it', (env, message) => {
     expect(() => loadBalancerConfig({ ...base, ...env })).toThrow(ConfigError);
     expect(() => loadBalancerConfig({ ...base, ...env })).toThrow(message);

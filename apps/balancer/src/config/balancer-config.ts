@@ -25,7 +25,13 @@ export interface BackendConfig {
 }
 
 export type PolicyName = 'predictive' | 'least-loaded' | 'round-robin' | 'least-connections' | 'seed-score';
-export const POLICY_NAMES: PolicyName[] = ['predictive', 'least-loaded', 'round-robin', 'least-connections', 'seed-score'];
+export const POLICY_NAMES: PolicyName[] = [
+  'predictive',
+  'least-loaded',
+  'round-robin',
+  'least-connections',
+  'seed-score',
+];
 export type LogLevel = 'error' | 'warn' | 'log' | 'debug' | 'verbose';
 const LOG_LEVELS: LogLevel[] = ['error', 'warn', 'log', 'debug', 'verbose'];
 
@@ -222,7 +228,8 @@ function modelPatterns(env: Env, key: string): readonly string[] {
     .map((p) => p.trim())
     .filter((p) => p !== '');
   if (out.length === 0) return fail(key, raw, 'must name at least one model pattern');
-  for (const p of out) if (!/^[\w.:/*-]+$/.test(p)) return fail(key, raw, `has an invalid model pattern ${JSON.stringify(p)}`);
+  for (const p of out)
+    if (!/^[\w.:/*-]+$/.test(p)) return fail(key, raw, `has an invalid model pattern ${JSON.stringify(p)}`);
   return out.map((p) => (p === '*' ? p : p.includes('*') ? p.toLowerCase() : normaliseModelName(p)));
 }
 
@@ -241,11 +248,14 @@ function bool(env: Env, key: string, def: boolean): boolean {
  * https). An explicit port is kept, 80 and 443 included.
  */
 function validUrl(setting: string, raw: unknown): string {
-  if (typeof raw !== 'string' || raw.trim() === '') fail(setting, raw, 'must be an http(s) URL such as http://gpu1:11434');
+  if (typeof raw !== 'string' || raw.trim() === '')
+    fail(setting, raw, 'must be an http(s) URL such as http://gpu1:11434');
   let s = raw.trim();
   const schemeGiven = /^[a-z]+:\/\//i.test(s);
   if (!schemeGiven) s = `http://${s}`;
-  const explicitPort = /^[a-z]+:\/\/(?:\[[^\]]*\]|[^/?#@:]*)?:\d+(?:[/?#]|$)/i.test(s.replace(/^([a-z]+:\/\/)[^/?#]*@/i, '$1'));
+  const explicitPort = /^[a-z]+:\/\/(?:\[[^\]]*\]|[^/?#@:]*)?:\d+(?:[/?#]|$)/i.test(
+    s.replace(/^([a-z]+:\/\/)[^/?#]*@/i, '$1'),
+  );
   let u: URL;
   try {
     u = new URL(s);
@@ -260,7 +270,8 @@ function validUrl(setting: string, raw: unknown): string {
 
 function positiveIntField(setting: string, raw: unknown, def: number, min = 0): number {
   if (raw === undefined || raw === null) return def;
-  if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < min) fail(setting, raw, `must be an integer >= ${min}`);
+  if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < min)
+    fail(setting, raw, `must be an integer >= ${min}`);
   return raw;
 }
 
@@ -279,7 +290,8 @@ function parseBackends(env: Env, file: Record<string, unknown> | undefined, para
       if (typeof b !== 'object' || b === null) fail(where, b, 'must be an object with a url');
       const url = validUrl(`${where}.url`, b.url);
       const parallel = positiveIntField(`${where}.parallel`, b.parallel, parallelDefault, 1);
-      if (b.weight !== undefined && (typeof b.weight !== 'number' || !(b.weight > 0))) fail(`${where}.weight`, b.weight, 'must be a number > 0');
+      if (b.weight !== undefined && (typeof b.weight !== 'number' || !(b.weight > 0)))
+        fail(`${where}.weight`, b.weight, 'must be a number > 0');
       if (b.name !== undefined && (typeof b.name !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(b.name)))
         fail(`${where}.name`, b.name, 'must be 1-64 characters of letters, digits, . _ -');
       out.push({
@@ -325,16 +337,22 @@ function parseDiscovery(env: Env): DiscoveryConfig {
   const dns: DnsDiscoveryTarget[] = [];
   const list = env.OLLAMA_BACKENDS_DNS;
   if (list !== undefined && list.trim() !== '') {
-    for (const raw of list.split(',').map((x) => x.trim()).filter(Boolean)) {
+    for (const raw of list
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean)) {
       let u: URL;
       try {
         u = new URL(/^[a-z]+:\/\//i.test(raw) ? raw : `http://${raw}`);
       } catch {
         return fail('OLLAMA_BACKENDS_DNS', list, `has an entry that is not name:port: ${JSON.stringify(raw)}`);
       }
-      if (u.protocol !== 'http:' && u.protocol !== 'https:') fail('OLLAMA_BACKENDS_DNS', list, 'entries must be name:port or http(s)://name:port');
-      if (u.username || u.password || (u.pathname !== '/' && u.pathname !== '') || u.search || u.hash) fail('OLLAMA_BACKENDS_DNS', list, 'entries must be name:port, nothing more');
-      if (/^\[|^\d+\.\d+\.\d+\.\d+$/.test(u.hostname)) fail('OLLAMA_BACKENDS_DNS', list, `${u.hostname} is an address, not a name: list addresses in OLLAMA_BACKENDS`);
+      if (u.protocol !== 'http:' && u.protocol !== 'https:')
+        fail('OLLAMA_BACKENDS_DNS', list, 'entries must be name:port or http(s)://name:port');
+      if (u.username || u.password || (u.pathname !== '/' && u.pathname !== '') || u.search || u.hash)
+        fail('OLLAMA_BACKENDS_DNS', list, 'entries must be name:port, nothing more');
+      if (/^\[|^\d+\.\d+\.\d+\.\d+$/.test(u.hostname))
+        fail('OLLAMA_BACKENDS_DNS', list, `${u.hostname} is an address, not a name: list addresses in OLLAMA_BACKENDS`);
       const port = Number(u.port || (u.protocol === 'https:' ? 443 : 11434));
       dns.push({ host: u.hostname, port, protocol: u.protocol });
     }
@@ -344,7 +362,8 @@ function parseDiscovery(env: Env): DiscoveryConfig {
   let registration: DiscoveryConfig['registration'] = null;
   const token = env.REGISTRATION_TOKEN?.trim();
   if (token) {
-    if (token.length < 16 || /\s/.test(token)) fail('REGISTRATION_TOKEN', '<redacted>', 'must be at least 16 characters with no whitespace');
+    if (token.length < 16 || /\s/.test(token))
+      fail('REGISTRATION_TOKEN', '<redacted>', 'must be at least 16 characters with no whitespace');
     const ttlMs = int(env, 'REGISTRATION_TTL_MS', DEFAULTS.REGISTRATION_TTL_MS, 150, 3_600_000);
     registration = {
       token,
@@ -353,23 +372,51 @@ function parseDiscovery(env: Env): DiscoveryConfig {
       maxBackends: int(env, 'REGISTRATION_MAX_BACKENDS', DEFAULTS.REGISTRATION_MAX_BACKENDS, 1, 10_000),
     };
   }
-  return { dns, intervalMs: int(env, 'DISCOVERY_INTERVAL_MS', DEFAULTS.DISCOVERY_INTERVAL_MS, 50, 3_600_000), agentPort, registration };
+  return {
+    dns,
+    intervalMs: int(env, 'DISCOVERY_INTERVAL_MS', DEFAULTS.DISCOVERY_INTERVAL_MS, 50, 3_600_000),
+    agentPort,
+    registration,
+  };
 }
 
 const CLASS_NAME = /^[A-Za-z0-9_-]{1,32}$/;
 
 function parsePriority(env: Env): PriorityConfig {
   const rawClasses = env.PRIORITY_CLASSES;
-  const classes = (rawClasses === undefined || rawClasses.trim() === '' ? 'interactive,standard,batch,sheddable' : rawClasses).split(',').map((c) => c.trim());
-  for (const c of classes) if (!CLASS_NAME.test(c)) fail('PRIORITY_CLASSES', rawClasses, 'must be a comma-separated list of class names (letters, digits, _ -), highest priority first');
+  const classes = (
+    rawClasses === undefined || rawClasses.trim() === '' ? 'interactive,standard,batch,sheddable' : rawClasses
+  )
+    .split(',')
+    .map((c) => c.trim());
+  for (const c of classes)
+    if (!CLASS_NAME.test(c))
+      fail(
+        'PRIORITY_CLASSES',
+        rawClasses,
+        'must be a comma-separated list of class names (letters, digits, _ -), highest priority first',
+      );
   if (new Set(classes).size !== classes.length) fail('PRIORITY_CLASSES', rawClasses, 'must not name a class twice');
   if (classes.length > 16) fail('PRIORITY_CLASSES', rawClasses, 'must name at most 16 classes');
-  const defaultClass = (env.DEFAULT_PRIORITY_CLASS ?? '').trim() || (classes.includes('standard') ? 'standard' : classes[0]);
-  if (!classes.includes(defaultClass)) fail('DEFAULT_PRIORITY_CLASS', env.DEFAULT_PRIORITY_CLASS, `must be one of PRIORITY_CLASSES (${classes.join(', ')})`);
+  const defaultClass =
+    (env.DEFAULT_PRIORITY_CLASS ?? '').trim() || (classes.includes('standard') ? 'standard' : classes[0]);
+  if (!classes.includes(defaultClass))
+    fail(
+      'DEFAULT_PRIORITY_CLASS',
+      env.DEFAULT_PRIORITY_CLASS,
+      `must be one of PRIORITY_CLASSES (${classes.join(', ')})`,
+    );
   const rawShed = env.SHEDDABLE_CLASSES;
   const sheddable =
-    rawShed === undefined ? classes.filter((c) => c === 'sheddable') : rawShed.split(',').map((c) => c.trim()).filter((c) => c !== '');
-  for (const c of sheddable) if (!classes.includes(c)) fail('SHEDDABLE_CLASSES', rawShed, `must name classes of PRIORITY_CLASSES (${classes.join(', ')})`);
+    rawShed === undefined
+      ? classes.filter((c) => c === 'sheddable')
+      : rawShed
+          .split(',')
+          .map((c) => c.trim())
+          .filter((c) => c !== '');
+  for (const c of sheddable)
+    if (!classes.includes(c))
+      fail('SHEDDABLE_CLASSES', rawShed, `must name classes of PRIORITY_CLASSES (${classes.join(', ')})`);
   return {
     classes,
     defaultClass,
@@ -392,18 +439,21 @@ const LIMIT_FIELDS = ['class', 'weight', 'tokensPerMinute', 'tokensPerDay'];
 function keyLimits(setting: string, raw: Record<string, unknown>, priority: PriorityConfig): KeyLimits {
   const out: KeyLimits = {};
   if (raw.class !== undefined) {
-    if (typeof raw.class !== 'string' || !priority.classes.includes(raw.class)) fail(`${setting}.class`, raw.class, `must be one of PRIORITY_CLASSES (${priority.classes.join(', ')})`);
+    if (typeof raw.class !== 'string' || !priority.classes.includes(raw.class))
+      fail(`${setting}.class`, raw.class, `must be one of PRIORITY_CLASSES (${priority.classes.join(', ')})`);
     out.priorityClass = raw.class;
   }
   if (raw.weight !== undefined) {
     const w = typeof raw.weight === 'string' && raw.weight.trim() !== '' ? Number(raw.weight) : raw.weight;
-    if (typeof w !== 'number' || !Number.isFinite(w) || w <= 0 || w > 1000) fail(`${setting}.weight`, raw.weight, 'must be a number > 0 and <= 1000');
+    if (typeof w !== 'number' || !Number.isFinite(w) || w <= 0 || w > 1000)
+      fail(`${setting}.weight`, raw.weight, 'must be a number > 0 and <= 1000');
     out.weight = w;
   }
   for (const f of ['tokensPerMinute', 'tokensPerDay'] as const) {
     if (raw[f] === undefined) continue;
     const v = typeof raw[f] === 'string' && /^\d+$/.test((raw[f] as string).trim()) ? Number(raw[f]) : raw[f];
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) fail(`${setting}.${f}`, raw[f], 'must be an integer >= 0 (0 = unlimited)');
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
+      fail(`${setting}.${f}`, raw[f], 'must be an integer >= 0 (0 = unlimited)');
     out[f] = v;
   }
   return out;
@@ -418,13 +468,23 @@ function parseKeyLimitsEnv(env: Env, priority: PriorityConfig): Map<string, KeyL
     if (entry.trim() === '') continue;
     const colon = entry.indexOf(':');
     const name = colon === -1 ? '' : entry.slice(0, colon).trim();
-    if (name === '') fail('API_KEY_LIMITS', entry.trim(), 'entries must be name:field=value,... separated by ; (fields: class, weight, tokensPerMinute, tokensPerDay)');
+    if (name === '')
+      fail(
+        'API_KEY_LIMITS',
+        entry.trim(),
+        'entries must be name:field=value,... separated by ; (fields: class, weight, tokensPerMinute, tokensPerDay)',
+      );
     const fields: Record<string, unknown> = {};
     for (const pair of entry.slice(colon + 1).split(',')) {
       if (pair.trim() === '') continue;
       const eq = pair.indexOf('=');
       const k = eq === -1 ? pair.trim() : pair.slice(0, eq).trim();
-      if (eq === -1 || !LIMIT_FIELDS.includes(k)) fail(`API_KEY_LIMITS ${name}`, pair.trim(), `must be field=value with a field among ${LIMIT_FIELDS.join(', ')}`);
+      if (eq === -1 || !LIMIT_FIELDS.includes(k))
+        fail(
+          `API_KEY_LIMITS ${name}`,
+          pair.trim(),
+          `must be field=value with a field among ${LIMIT_FIELDS.join(', ')}`,
+        );
       fields[k] = pair.slice(eq + 1).trim();
     }
     if (out.has(name)) fail('API_KEY_LIMITS', name, 'names a key twice');
@@ -440,9 +500,11 @@ function parseApiKeys(env: Env, file: Record<string, unknown> | undefined, prior
   if (raw !== undefined && raw.trim() !== '') {
     raw.split(',').forEach((entry, i) => {
       const parts = entry.trim().split(':');
-      if (parts.length < 2 || !parts[0] || !parts[1]) fail('API_KEYS', `<entry ${i + 1} redacted>`, 'entries must be name:key[:ratePerMinute[:model|model]]');
+      if (parts.length < 2 || !parts[0] || !parts[1])
+        fail('API_KEYS', `<entry ${i + 1} redacted>`, 'entries must be name:key[:ratePerMinute[:model|model]]');
       const rate = parts[2] ? Number(parts[2]) : 0;
-      if (!Number.isInteger(rate) || rate < 0) fail('API_KEYS', `<entry ${i + 1} rate ${parts[2]}>`, 'rate must be a non-negative integer');
+      if (!Number.isInteger(rate) || rate < 0)
+        fail('API_KEYS', `<entry ${i + 1} rate ${parts[2]}>`, 'rate must be a non-negative integer');
       keys.push({
         name: parts[0],
         key: parts[1],
@@ -459,7 +521,8 @@ function parseApiKeys(env: Env, file: Record<string, unknown> | undefined, prior
   if (fromFile !== undefined) {
     if (!Array.isArray(fromFile)) fail('BALANCER_CONFIG apiKeys', '<redacted>', 'must be an array');
     fromFile.forEach((k: any, i: number) => {
-      if (!k || typeof k.key !== 'string' || k.key.length < 8) fail(`BALANCER_CONFIG apiKeys[${i}].key`, '<redacted>', 'must be a string of at least 8 characters');
+      if (!k || typeof k.key !== 'string' || k.key.length < 8)
+        fail(`BALANCER_CONFIG apiKeys[${i}].key`, '<redacted>', 'must be a string of at least 8 characters');
       const limits = keyLimits(`BALANCER_CONFIG apiKeys[${i}]`, k, priority);
       keys.push({
         name: typeof k.name === 'string' ? k.name : `key${i + 1}`,
@@ -508,11 +571,13 @@ export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
     } catch (e) {
       return fail('BALANCER_CONFIG', env.BALANCER_CONFIG, `is not valid JSON: ${(e as Error).message}`);
     }
-    if (typeof file !== 'object' || file === null || Array.isArray(file)) fail('BALANCER_CONFIG', env.BALANCER_CONFIG, 'must hold a JSON object');
+    if (typeof file !== 'object' || file === null || Array.isArray(file))
+      fail('BALANCER_CONFIG', env.BALANCER_CONFIG, 'must hold a JSON object');
     // Settings may also be given in the file, as their environment names; the environment wins.
     const settings = (file as any).settings;
     if (settings !== undefined) {
-      if (typeof settings !== 'object' || settings === null) fail('BALANCER_CONFIG settings', settings, 'must be an object');
+      if (typeof settings !== 'object' || settings === null)
+        fail('BALANCER_CONFIG settings', settings, 'must be an object');
       const merged: Env = {};
       for (const [k, v] of Object.entries(settings)) merged[k] = String(v);
       env = { ...merged, ...env };
@@ -522,14 +587,18 @@ export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
   const priority = parsePriority(env);
   const backends = parseBackends(env, file, parallelDefault);
   const policy = (env.ROUTING_POLICY ?? DEFAULTS.ROUTING_POLICY).trim() as PolicyName;
-  if (!POLICY_NAMES.includes(policy)) fail('ROUTING_POLICY', env.ROUTING_POLICY, `must be one of ${POLICY_NAMES.join(', ')}`);
+  if (!POLICY_NAMES.includes(policy))
+    fail('ROUTING_POLICY', env.ROUTING_POLICY, `must be one of ${POLICY_NAMES.join(', ')}`);
   const logLevel = (env.LOG_LEVEL ?? DEFAULTS.LOG_LEVEL).trim() as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) fail('LOG_LEVEL', env.LOG_LEVEL, `must be one of ${LOG_LEVELS.join(', ')}`);
   const adminToken = env.ADMIN_TOKEN?.trim() || undefined;
-  if (adminToken !== undefined && adminToken.length < 12) fail('ADMIN_TOKEN', '<redacted>', 'must be at least 12 characters');
+  if (adminToken !== undefined && adminToken.length < 12)
+    fail('ADMIN_TOKEN', '<redacted>', 'must be at least 12 characters');
   const modelManagement = (env.MODEL_MANAGEMENT ?? 'open').trim() as ModelManagement;
-  if (!MODEL_MANAGEMENT_MODES.includes(modelManagement)) fail('MODEL_MANAGEMENT', env.MODEL_MANAGEMENT, `must be one of ${MODEL_MANAGEMENT_MODES.join(', ')}`);
-  if (modelManagement === 'admin' && adminToken === undefined) fail('MODEL_MANAGEMENT', modelManagement, 'needs ADMIN_TOKEN (the token model management then requires)');
+  if (!MODEL_MANAGEMENT_MODES.includes(modelManagement))
+    fail('MODEL_MANAGEMENT', env.MODEL_MANAGEMENT, `must be one of ${MODEL_MANAGEMENT_MODES.join(', ')}`);
+  if (modelManagement === 'admin' && adminToken === undefined)
+    fail('MODEL_MANAGEMENT', modelManagement, 'needs ADMIN_TOKEN (the token model management then requires)');
   let backendCa: string | undefined;
   if (env.BACKEND_CA_FILE !== undefined && env.BACKEND_CA_FILE.trim() !== '') {
     try {
@@ -537,13 +606,16 @@ export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
     } catch (e) {
       return fail('BACKEND_CA_FILE', env.BACKEND_CA_FILE, `cannot be read: ${(e as Error).message}`);
     }
-    if (!backendCa.includes('-----BEGIN CERTIFICATE-----')) fail('BACKEND_CA_FILE', env.BACKEND_CA_FILE, 'must hold PEM certificates (-----BEGIN CERTIFICATE-----)');
+    if (!backendCa.includes('-----BEGIN CERTIFICATE-----'))
+      fail('BACKEND_CA_FILE', env.BACKEND_CA_FILE, 'must hold PEM certificates (-----BEGIN CERTIFICATE-----)');
   }
   const allowedOrigins = (env.OLLAMA_ORIGINS ?? '')
     .split(',')
     .map((o) => o.trim())
     .filter(Boolean);
-  for (const o of allowedOrigins) if (/[\s"]/.test(o)) fail('OLLAMA_ORIGINS', env.OLLAMA_ORIGINS, 'must be a comma-separated list of origins (wildcards: *)');
+  for (const o of allowedOrigins)
+    if (/[\s"]/.test(o))
+      fail('OLLAMA_ORIGINS', env.OLLAMA_ORIGINS, 'must be a comma-separated list of origins (wildcards: *)');
   const cfg: BalancerConfig = {
     port: int(env, 'PORT', DEFAULTS.PORT, 0, 65535),
     host: (env.HOST ?? DEFAULTS.HOST).trim(),

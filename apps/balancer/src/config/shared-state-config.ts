@@ -67,22 +67,35 @@ export function loadSharedStateConfig(env: Env = process.env): SharedStateConfig
     try {
       u = new URL(raw);
     } catch {
-      return fail('REDIS_URL', redactRedisUrl(raw), 'must be a URL such as redis://redis:6379/0 or rediss://user:password@host:6380');
+      return fail(
+        'REDIS_URL',
+        redactRedisUrl(raw),
+        'must be a URL such as redis://redis:6379/0 or rediss://user:password@host:6380',
+      );
     }
-    if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') fail('REDIS_URL', redactRedisUrl(raw), 'must use redis:// or rediss://');
+    if (u.protocol !== 'redis:' && u.protocol !== 'rediss:')
+      fail('REDIS_URL', redactRedisUrl(raw), 'must use redis:// or rediss://');
     if (!u.hostname) fail('REDIS_URL', redactRedisUrl(raw), 'must name a host');
     const db = u.pathname.replace(/^\//, '');
-    if (db !== '' && !/^\d{1,2}$/.test(db)) fail('REDIS_URL', redactRedisUrl(raw), 'path must be a database number (e.g. /0)');
+    if (db !== '' && !/^\d{1,2}$/.test(db))
+      fail('REDIS_URL', redactRedisUrl(raw), 'path must be a database number (e.g. /0)');
     url = raw;
   }
   const prefix = env.REDIS_PREFIX ?? SHARED_STATE_DEFAULTS.REDIS_PREFIX;
-  if (!/^[A-Za-z0-9:._-]{1,64}$/.test(prefix)) fail('REDIS_PREFIX', prefix, 'must be 1-64 characters of letters, digits, : . _ -');
+  if (!/^[A-Za-z0-9:._-]{1,64}$/.test(prefix))
+    fail('REDIS_PREFIX', prefix, 'must be 1-64 characters of letters, digits, : . _ -');
   const leaseMs = int(env, 'REDIS_LEASE_MS', SHARED_STATE_DEFAULTS.REDIS_LEASE_MS, 200, 600_000);
   const heartbeatMs = int(env, 'REDIS_HEARTBEAT_MS', SHARED_STATE_DEFAULTS.REDIS_HEARTBEAT_MS, 50, 300_000);
   // Two heartbeats must fit in a lease, so one lost renewal never expires a live replica's slots.
-  if (heartbeatMs * 2 > leaseMs) fail('REDIS_HEARTBEAT_MS', env.REDIS_HEARTBEAT_MS ?? String(heartbeatMs), `must be at most half of REDIS_LEASE_MS (${leaseMs})`);
+  if (heartbeatMs * 2 > leaseMs)
+    fail(
+      'REDIS_HEARTBEAT_MS',
+      env.REDIS_HEARTBEAT_MS ?? String(heartbeatMs),
+      `must be at most half of REDIS_LEASE_MS (${leaseMs})`,
+    );
   const replicaId = env.REDIS_REPLICA_ID?.trim() || null;
-  if (replicaId !== null && !/^[A-Za-z0-9._-]{1,64}$/.test(replicaId)) fail('REDIS_REPLICA_ID', replicaId, 'must be 1-64 characters of letters, digits, . _ -');
+  if (replicaId !== null && !/^[A-Za-z0-9._-]{1,64}$/.test(replicaId))
+    fail('REDIS_REPLICA_ID', replicaId, 'must be 1-64 characters of letters, digits, . _ -');
   return {
     url,
     prefix,

@@ -35,12 +35,15 @@ export class BackendPoller implements OnModuleInit, OnApplicationShutdown {
     // Agents may also arrive later, with discovered backends (DISCOVERY_AGENT_PORT, registration).
     const d = this.config.discovery;
     const agentsLater = (d.dns.length > 0 && d.agentPort !== null) || d.registration !== null;
-    if (agentsLater || this.registry.backends.some((b) => b.config.agentUrl)) this.every('agents', this.config.agentIntervalMs, () => this.agentsAll());
+    if (agentsLater || this.registry.backends.some((b) => b.config.agentUrl))
+      this.every('agents', this.config.agentIntervalMs, () => this.agentsAll());
     // A backend found at run time is probed (and its inventory and agent read) at once, not at the
     // next round: routing knows what it holds within one timeout of its arrival.
     this.registry.onMembership((b, change) => {
       if (change !== 'added' || this.stopped) return;
-      void this.probe(b).then(() => (b.health === 'healthy' ? this.inventory.refresh(b).catch(() => undefined) : undefined));
+      void this.probe(b).then(() =>
+        b.health === 'healthy' ? this.inventory.refresh(b).catch(() => undefined) : undefined,
+      );
       if (b.config.agentUrl) void this.pollAgent(b);
     });
     // First round at once, so routing knows the fleet within one timeout of start.
@@ -153,7 +156,9 @@ export class BackendPoller implements OnModuleInit, OnApplicationShutdown {
       const parsed = parseAgentStatus(JSON.parse(r.body.toString('utf8')));
       if (!parsed.ok) {
         b.agentError = `invalid agent payload: ${parsed.error}`;
-        this.logger.warn(JSON.stringify({ event: 'agent-invalid', backend: b.name, error: parsed.error.slice(0, 500) }));
+        this.logger.warn(
+          JSON.stringify({ event: 'agent-invalid', backend: b.name, error: parsed.error.slice(0, 500) }),
+        );
         return;
       }
       b.agent = parsed.value;

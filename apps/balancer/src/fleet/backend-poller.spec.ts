@@ -10,12 +10,25 @@ import { OllamaClient } from './ollama-client';
 import { OutlierDetection } from './outlier-detection';
 
 function setup(threshold = 3, url = 'http://127.0.0.1:1') {
-  const config = loadBalancerConfig({ OLLAMA_BACKENDS: url, HEALTH_FAILURE_THRESHOLD: String(threshold), HEALTH_TIMEOUT_MS: '300', EJECT_CONSECUTIVE_FAILURES: '2', EJECT_BASE_MS: '1000' });
+  const config = loadBalancerConfig({
+    OLLAMA_BACKENDS: url,
+    HEALTH_FAILURE_THRESHOLD: String(threshold),
+    HEALTH_TIMEOUT_MS: '300',
+    EJECT_CONSECUTIVE_FAILURES: '2',
+    EJECT_BASE_MS: '1000',
+  });
   const registry = new BackendRegistry(config);
   const events = new FleetEvents();
   const passive = new OutlierDetection(config, registry, events);
   const client = new OllamaClient(config);
-  const poller = new BackendPoller(config, registry, new ModelInventory(config, registry, client), events, client, new SchedulerRegistry());
+  const poller = new BackendPoller(
+    config,
+    registry,
+    new ModelInventory(config, registry, client),
+    events,
+    client,
+    new SchedulerRegistry(),
+  );
   return { config, registry, passive, poller, b: registry.backends[0] };
 }
 
@@ -71,7 +84,12 @@ describe('backend health state machine', () => {
 
 describe('passive health (outlier ejection)', () => {
   it('ejects after consecutive failures with a growing back-off, never all backends', () => {
-    const config = loadBalancerConfig({ OLLAMA_BACKENDS: 'http://a:1,http://b:1', EJECT_CONSECUTIVE_FAILURES: '2', EJECT_BASE_MS: '1000', EJECT_MAX_PERCENT: '100' });
+    const config = loadBalancerConfig({
+      OLLAMA_BACKENDS: 'http://a:1,http://b:1',
+      EJECT_CONSECUTIVE_FAILURES: '2',
+      EJECT_BASE_MS: '1000',
+      EJECT_MAX_PERCENT: '100',
+    });
     const registry = new BackendRegistry(config);
     const passive = new OutlierDetection(config, registry, new FleetEvents());
     const [a, b] = registry.backends;

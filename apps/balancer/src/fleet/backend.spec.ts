@@ -1,6 +1,15 @@
 import { Backend, versionBelow } from './backend';
 
-const mk = () => new Backend({ name: 'a', url: 'http://a:1', weight: 1, parallel: 2, maxConcurrency: 3, modelConcurrency: 2, maxLoadedModels: 0 });
+const mk = () =>
+  new Backend({
+    name: 'a',
+    url: 'http://a:1',
+    weight: 1,
+    parallel: 2,
+    maxConcurrency: 3,
+    modelConcurrency: 2,
+    maxLoadedModels: 0,
+  });
 
 describe('Backend', () => {
   it('counts in-flight per backend and per model exactly', () => {
@@ -75,7 +84,13 @@ describe('Backend routes and capabilities', () => {
     expect(b.canServe('m:latest', ['tools', 'thinking'])).toBe(false);
     b.modelsOnDisk.set('m:latest', { name: 'm:latest', size: 1, digest: 'sha256:2', capabilities: null, raw: {} });
     expect(b.capabilitiesOf('m:latest')).toBeUndefined();
-    b.modelsOnDisk.set('m:latest', { name: 'm:latest', size: 1, digest: 'sha256:2', capabilities: ['completion', 'thinking'], raw: {} });
+    b.modelsOnDisk.set('m:latest', {
+      name: 'm:latest',
+      size: 1,
+      digest: 'sha256:2',
+      capabilities: ['completion', 'thinking'],
+      raw: {},
+    });
     expect(b.canServe('m:latest', ['thinking'])).toBe(true);
   });
 });

@@ -142,7 +142,8 @@ export class Backend {
   atCap(model: string | null): boolean {
     const c = this.config;
     if (c.maxConcurrency > 0 && this.inFlight >= this.effectiveCap(c.maxConcurrency)) return true;
-    if (model !== null && c.modelConcurrency > 0 && this.inFlightFor(model) >= this.effectiveCap(c.modelConcurrency)) return true;
+    if (model !== null && c.modelConcurrency > 0 && this.inFlightFor(model) >= this.effectiveCap(c.modelConcurrency))
+      return true;
     return false;
   }
 

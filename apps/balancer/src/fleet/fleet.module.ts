@@ -40,7 +40,8 @@ import { SharedRegisteredBackends } from './shared-registered-backends';
     {
       provide: REGISTERED_BACKEND_STORE,
       inject: [SHARED_STATE],
-      useFactory: (shared: SharedState | null) => (shared ? new SharedRegisteredBackends(shared) : new InMemoryRegisteredBackends()),
+      useFactory: (shared: SharedState | null) =>
+        shared ? new SharedRegisteredBackends(shared) : new InMemoryRegisteredBackends(),
     },
   ],
   exports: [BackendRegistry, OllamaClient, ModelInventory, FleetEvents, OutlierDetection, SHARED_STATE],

@@ -42,9 +42,21 @@ export class LearnedStats {
    * One complete answer: its service time, Ollama's counters, a real load's speed (`modelSize`
    * bytes, 0 when unknown) and, for a stream, the time to its first token (null otherwise).
    */
-  noteAnswer(model: string | null, serviceMs: number, counters: OllamaCounters, modelSize: number, ttftMs: number | null): void {
+  noteAnswer(
+    model: string | null,
+    serviceMs: number,
+    counters: OllamaCounters,
+    modelSize: number,
+    ttftMs: number | null,
+  ): void {
     this.noteServiceTime(model, serviceMs);
-    this.noteTokens(model, counters.evalCount, counters.evalDurationNs, counters.promptEvalCount, counters.promptEvalDurationNs);
+    this.noteTokens(
+      model,
+      counters.evalCount,
+      counters.evalDurationNs,
+      counters.promptEvalCount,
+      counters.promptEvalDurationNs,
+    );
     const loadMs = (counters.loadDurationNs ?? 0) / 1e6;
     if (loadMs > REAL_LOAD_MS && model !== null) this.noteLoad(loadMs, modelSize);
     if (ttftMs !== null) this.ttftMs.add(Math.max(0, ttftMs));
@@ -69,7 +81,13 @@ export class LearnedStats {
   }
 
   /** Learns from Ollama's counters in a final chunk. */
-  noteTokens(model: string | null, evalCount: number | undefined, evalNs: number | undefined, promptCount: number | undefined, promptNs: number | undefined): void {
+  noteTokens(
+    model: string | null,
+    evalCount: number | undefined,
+    evalNs: number | undefined,
+    promptCount: number | undefined,
+    promptNs: number | undefined,
+  ): void {
     if (evalCount !== undefined && evalNs !== undefined && evalCount >= 2 && evalNs > 0) {
       const tps = evalCount / (evalNs / 1e9);
       this.tokensPerSecAll.add(tps);
@@ -79,7 +97,8 @@ export class LearnedStats {
         e.add(tps);
       }
     }
-    if (promptCount !== undefined && promptNs !== undefined && promptCount >= 8 && promptNs > 0) this.promptMsPerToken.add(promptNs / 1e6 / promptCount);
+    if (promptCount !== undefined && promptNs !== undefined && promptCount >= 8 && promptNs > 0)
+      this.promptMsPerToken.add(promptNs / 1e6 / promptCount);
   }
 
   tokenRate(model: string | null): number | null {

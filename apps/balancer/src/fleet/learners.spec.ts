@@ -13,7 +13,10 @@ function simulateRunner(slots: number, arrivals: number[], runMs: number, learne
     return { at, start, end: start + runMs };
   });
   // Replay in time order: dispatches and completions interleaved.
-  const events = [...jobs.map((j, i) => ({ t: j.at, kind: 'begin' as const, i })), ...jobs.map((j, i) => ({ t: j.end, kind: 'end' as const, i }))].sort((a, b) => a.t - b.t || (a.kind === 'end' ? -1 : 1));
+  const events = [
+    ...jobs.map((j, i) => ({ t: j.at, kind: 'begin' as const, i })),
+    ...jobs.map((j, i) => ({ t: j.end, kind: 'end' as const, i })),
+  ].sort((a, b) => a.t - b.t || (a.kind === 'end' ? -1 : 1));
   const samples = new Map<number, ReturnType<SlotLearner['begin']>>();
   for (const e of events) {
     if (e.kind === 'begin') samples.set(e.i, learner.begin(e.t));

@@ -96,13 +96,17 @@ export class SlotLearner {
       // It started (at Ollama) when its run began: count the others sent before it and still busy then.
       const startedAt = now - r.runMs;
       let running = 1;
-      for (const o of this.recent) if (o !== s && o.dispatchedAt <= s.dispatchedAt && (o.endedAt === null || o.endedAt > startedAt + noise)) running++;
+      for (const o of this.recent)
+        if (o !== s && o.dispatchedAt <= s.dispatchedAt && (o.endedAt === null || o.endedAt > startedAt + noise))
+          running++;
       if (running > this.lower) this.lower = running;
       if (this.lower > this.upper) this.upper = Infinity; // the ceiling was wrong (a restart with more slots?)
     } else {
       // Every slot was busy when it arrived: no more slots than requests already in flight then.
       let inFlight = 0;
-      for (const o of this.recent) if (o !== s && o.dispatchedAt <= s.dispatchedAt && (o.endedAt === null || o.endedAt > s.dispatchedAt)) inFlight++;
+      for (const o of this.recent)
+        if (o !== s && o.dispatchedAt <= s.dispatchedAt && (o.endedAt === null || o.endedAt > s.dispatchedAt))
+          inFlight++;
       if (inFlight >= 1 && inFlight < this.upper) this.upper = inFlight;
       if (this.lower > this.upper) this.lower = this.upper; // fewer slots than once proven (a restart with fewer)
     }

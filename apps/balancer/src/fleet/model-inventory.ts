@@ -55,8 +55,15 @@ export class ModelInventory {
     for (const { m, name } of models) {
       const expires = typeof m.expires_at === 'string' ? Date.parse(m.expires_at) : NaN;
       // Go's zero time or a far-future date means "kept forever".
-      const expiresAt = Number.isFinite(expires) && expires > 0 && expires < Date.now() + 365 * 86400_000 ? expires : null;
-      const entry: LoadedModel = { name: normaliseModelName(name), size: Number(m.size) || 0, sizeVram: Number(m.size_vram) || 0, expiresAt, raw: m };
+      const expiresAt =
+        Number.isFinite(expires) && expires > 0 && expires < Date.now() + 365 * 86400_000 ? expires : null;
+      const entry: LoadedModel = {
+        name: normaliseModelName(name),
+        size: Number(m.size) || 0,
+        sizeVram: Number(m.size_vram) || 0,
+        expiresAt,
+        raw: m,
+      };
       b.modelsLoaded.set(entry.name, entry);
     }
   }
@@ -111,7 +118,8 @@ export class ModelInventory {
 
   /** Whether some available backend holding `model` has capabilities not known yet. */
   capabilitiesUnknown(model: string): boolean {
-    for (const b of this.registry.available()) if (b.modelsOnDisk.has(model) && b.capabilitiesOf(model) === undefined) return true;
+    for (const b of this.registry.available())
+      if (b.modelsOnDisk.has(model) && b.capabilitiesOf(model) === undefined) return true;
     return false;
   }
 

@@ -51,8 +51,14 @@ export class OllamaClient implements OnApplicationShutdown {
   constructor(@Inject(BALANCER_CONFIG) config: BalancerConfig) {
     const tls = backendTlsOptions(config.backendCa);
     this.pools = {
-      'http:': { probe: new http.Agent({ keepAlive: true, maxSockets: 8, maxFreeSockets: 8 }), control: new http.Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 16 }) },
-      'https:': { probe: new https.Agent({ keepAlive: true, maxSockets: 8, maxFreeSockets: 8, ...tls }), control: new https.Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 16, ...tls }) },
+      'http:': {
+        probe: new http.Agent({ keepAlive: true, maxSockets: 8, maxFreeSockets: 8 }),
+        control: new http.Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 16 }),
+      },
+      'https:': {
+        probe: new https.Agent({ keepAlive: true, maxSockets: 8, maxFreeSockets: 8, ...tls }),
+        control: new https.Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 16, ...tls }),
+      },
     };
   }
 
@@ -65,7 +71,8 @@ export class OllamaClient implements OnApplicationShutdown {
   request(origin: URL | string, path: string, opts: UpstreamOptions): Promise<UpstreamResponse> {
     const u = typeof origin === 'string' ? new URL(origin) : origin;
     return new Promise((resolve, reject) => {
-      const body = opts.body === undefined ? undefined : Buffer.isBuffer(opts.body) ? opts.body : Buffer.from(opts.body);
+      const body =
+        opts.body === undefined ? undefined : Buffer.isBuffer(opts.body) ? opts.body : Buffer.from(opts.body);
       const headers: Record<string, string> = { host: u.host, accept: 'application/json', ...opts.headers };
       if (body !== undefined) {
         headers['content-type'] ??= 'application/json';
@@ -123,11 +130,22 @@ export class OllamaClient implements OnApplicationShutdown {
    * answer must come within `timeoutMs` of the body's end; an upload that stops is the caller's to
    * cut (BODY_TIMEOUT_MS). The sink never throws: a failure rejects `answer` and the sink is destroyed.
    */
-  upload(origin: URL, path: string, opts: { headers: Record<string, string>; timeoutMs: number }): { sink: http.ClientRequest; answer: Promise<UpstreamResponse> } {
+  upload(
+    origin: URL,
+    path: string,
+    opts: { headers: Record<string, string>; timeoutMs: number },
+  ): { sink: http.ClientRequest; answer: Promise<UpstreamResponse> } {
     const hostname = origin.hostname.startsWith('[') ? origin.hostname.slice(1, -1) : origin.hostname;
     const secure = origin.protocol === 'https:';
     const agent = this.pools[secure ? 'https:' : 'http:'].control;
-    const sink = (secure ? https : http).request({ hostname, port: portOf(origin), path, method: 'POST', headers: { host: origin.host, ...opts.headers }, agent });
+    const sink = (secure ? https : http).request({
+      hostname,
+      port: portOf(origin),
+      path,
+      method: 'POST',
+      headers: { host: origin.host, ...opts.headers },
+      agent,
+    });
     sink.on('error', () => undefined);
     const answer = new Promise<UpstreamResponse>((resolve, reject) => {
       let timer: NodeJS.Timeout | null = null;

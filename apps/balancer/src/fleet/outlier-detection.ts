@@ -34,7 +34,10 @@ export class OutlierDetection {
     const now = Date.now();
     if (b.isEjected(now)) return;
     const ejected = this.registry.backends.filter((x) => x.isEjected(now)).length;
-    const maxEjected = Math.min(this.registry.backends.length - 1, Math.floor((this.registry.backends.length * this.config.ejectMaxPercent) / 100));
+    const maxEjected = Math.min(
+      this.registry.backends.length - 1,
+      Math.floor((this.registry.backends.length * this.config.ejectMaxPercent) / 100),
+    );
     if (ejected >= maxEjected) return;
     // Nor the last backend that can still serve (others may be down by probe or cordoned).
     if (!this.registry.backends.some((x) => x !== b && x.isAvailable(now))) return;

@@ -79,7 +79,8 @@ export class SharedFleetSync implements OnModuleInit, OnApplicationShutdown {
 
   private onRemote(e: ReceivedEvent): void {
     if (e.t === 'cordon') this.setCordon(e.backend, e.on, `replica ${e.from}`);
-    else if (e.t === 'eject') this.setEjected(e.backend, this.shared!.events.toLocal(e.until), e.ejections, `replica ${e.from}`);
+    else if (e.t === 'eject')
+      this.setEjected(e.backend, this.shared!.events.toLocal(e.until), e.ejections, `replica ${e.from}`);
   }
 
   private adopt(s: FleetSnapshot): void {
@@ -88,7 +89,8 @@ export class SharedFleetSync implements OnModuleInit, OnApplicationShutdown {
       const on = s.cordoned.has(b.name);
       if (b.cordoned !== on) this.setCordon(b.name, on, 'fleet state in Redis');
       const until = s.ejectedUntil.get(b.name);
-      if (until !== undefined && until > b.ejectedUntil) this.setEjected(b.name, until, b.ejections, 'fleet state in Redis');
+      if (until !== undefined && until > b.ejectedUntil)
+        this.setEjected(b.name, until, b.ejections, 'fleet state in Redis');
     }
   }
 

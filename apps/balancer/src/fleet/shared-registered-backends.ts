@@ -18,9 +18,15 @@ export class SharedRegisteredBackends implements RegisteredBackendStore {
       const v = await this.shared.registrations.upsert(reg, now, max);
       if (v.ok) return { ok: true, created: v.created };
       if (!mine.ok || mine.created) await this.local.remove(reg.name);
-      if (v.conflict === 'full') return { ok: false, status: 429, error: `${max} backends are registered already (REGISTRATION_MAX_BACKENDS)` };
-      if (v.conflict === 'url') return { ok: false, status: 409, error: `${reg.ollamaUrl} is already registered as '${v.heldBy}'` };
-      return { ok: false, status: 409, error: `backend name '${reg.name}' is registered with other URLs (${v.heldUrl}) until ${new Date(v.heldUntil).toISOString()}` };
+      if (v.conflict === 'full')
+        return { ok: false, status: 429, error: `${max} backends are registered already (REGISTRATION_MAX_BACKENDS)` };
+      if (v.conflict === 'url')
+        return { ok: false, status: 409, error: `${reg.ollamaUrl} is already registered as '${v.heldBy}'` };
+      return {
+        ok: false,
+        status: 409,
+        error: `backend name '${reg.name}' is registered with other URLs (${v.heldUrl}) until ${new Date(v.heldUntil).toISOString()}`,
+      };
     } catch {
       return mine;
     }

@@ -2,7 +2,13 @@ import type { IncomingMessage, ServerResponse } from 'http';
 import { addCorsHeaders } from './cors';
 import { canonicalKeys, MAX_JSON_DEPTH, nestsDeeperThan } from './request-fields';
 
-export type ErrorType = 'invalid_request_error' | 'not_found_error' | 'api_error' | 'authentication_error' | 'rate_limit_error' | 'permission_error';
+export type ErrorType =
+  | 'invalid_request_error'
+  | 'not_found_error'
+  | 'api_error'
+  | 'authentication_error'
+  | 'rate_limit_error'
+  | 'permission_error';
 /** Anthropic's error types (https://docs.anthropic.com/en/api/errors), as Ollama's /v1/messages maps statuses. */
 export type AnthropicErrorType = ErrorType | 'request_too_large' | 'overloaded_error';
 
@@ -17,7 +23,9 @@ export function isOpenAiPath(url: string | undefined): boolean {
 /** The error shape of a request's path (the query string ignored). */
 export function errorSurface(url: string | undefined): ErrorSurface {
   if (url === undefined || !url.startsWith('/v1/')) return 'ollama';
-  return url.startsWith('/v1/messages') && (url.length === 12 || url[12] === '?' || url[12] === '/') ? 'anthropic' : 'openai';
+  return url.startsWith('/v1/messages') && (url.length === 12 || url[12] === '?' || url[12] === '/')
+    ? 'anthropic'
+    : 'openai';
 }
 
 function typeFor(status: number): ErrorType {
@@ -91,7 +99,8 @@ export function midStreamError(contentType: string | undefined, message: string,
   if (!contentType) return null;
   if (contentType.includes('ndjson')) return JSON.stringify({ error: message }) + '\n';
   if (contentType.includes('event-stream')) {
-    if (errorSurface(url) === 'anthropic') return `event: error\ndata: ${JSON.stringify({ type: 'error', error: { type: 'api_error', message } })}\n\n`;
+    if (errorSurface(url) === 'anthropic')
+      return `event: error\ndata: ${JSON.stringify({ type: 'error', error: { type: 'api_error', message } })}\n\n`;
     return `data: ${JSON.stringify({ error: { message, type: 'api_error', param: null, code: null } })}\n\n`;
   }
   return null;

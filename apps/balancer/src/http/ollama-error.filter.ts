@@ -38,6 +38,9 @@ export class OllamaErrorFilter implements ExceptionFilter {
     } else {
       this.logger.error(exception instanceof Error ? exception.message : String(exception));
     }
-    res.status(status).type('application/json').send(errorBody(req.originalUrl ?? req.url, status, message));
+    res
+      .status(status)
+      .type('application/json')
+      .send(errorBody(req.originalUrl ?? req.url, status, message));
   }
 }

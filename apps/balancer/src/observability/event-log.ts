@@ -80,7 +80,11 @@ export class EventLog implements OnModuleInit, OnModuleDestroy, RequestListener 
 
   /** Each backend event (ejected, healthy/unhealthy, cordoned...) as it happens. */
   private readonly onBackendEvent = (e: BackendEvent): void => {
-    this.log.line(e.event === 'ejected' || e.event === 'unhealthy' ? 'warn' : 'log', 'backend', { backend: e.backend, change: e.event, detail: e.detail });
+    this.log.line(e.event === 'ejected' || e.event === 'unhealthy' ? 'warn' : 'log', 'backend', {
+      backend: e.backend,
+      change: e.event,
+      detail: e.detail,
+    });
   };
 }
 

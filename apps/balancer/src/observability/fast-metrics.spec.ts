@@ -6,7 +6,12 @@ describe('FastCounter / FastHistogram', () => {
   it('a histogram scrapes the same text as prom-client fed the same observations', async () => {
     const fastReg = new Registry();
     const plainReg = new Registry();
-    const config = { name: 'x_seconds', help: 'h', labelNames: ['route', 'backend'] as const, buckets: [0.01, 0.1, 0.5, 1] };
+    const config = {
+      name: 'x_seconds',
+      help: 'h',
+      labelNames: ['route', 'backend'] as const,
+      buckets: [0.01, 0.1, 0.5, 1],
+    };
     const fast = new FastHistogram({ ...config, labelNames: [...config.labelNames], registers: [fastReg] });
     const plain = new Histogram({ ...config, labelNames: [...config.labelNames], registers: [plainReg] });
     const values = [0, 0.005, 0.01, 0.02, 0.3, 0.5, 0.99, 1, 7, 1e9, 0.1];
@@ -29,7 +34,12 @@ describe('FastCounter / FastHistogram', () => {
     const plainReg = new Registry();
     const fast = new FastCounter({ name: 'y_total', help: 'h', labelNames: ['model'], registers: [fastReg] });
     const plain = new Counter({ name: 'y_total', help: 'h', labelNames: ['model'], registers: [plainReg] });
-    for (const [m, v] of [['a', 1], ['b', 2.5], ['a', 3], ['z', 0]] as const) {
+    for (const [m, v] of [
+      ['a', 1],
+      ['b', 2.5],
+      ['a', 3],
+      ['z', 0],
+    ] as const) {
       fast.labels(m).inc(v);
       plain.labels(m).inc(v);
     }

@@ -49,7 +49,8 @@ export class HistogramSeries {
 }
 
 function labelsOf(names: readonly string[], values: string[]): Record<string, string> {
-  if (values.length !== names.length) throw new Error(`expected ${names.length} label values (${names.join(', ')}), got ${values.length}`);
+  if (values.length !== names.length)
+    throw new Error(`expected ${names.length} label values (${names.join(', ')}), got ${values.length}`);
   const out: Record<string, string> = {};
   names.forEach((n, i) => (out[n] = values[i]));
   return out;
@@ -114,7 +115,8 @@ export class FastHistogram<L extends string> {
   labels(...values: string[]): HistogramSeries {
     const key = values.join('\u0000');
     let s = this.series.get(key);
-    if (s === undefined) this.series.set(key, (s = new HistogramSeries(labelsOf(this.config.labelNames, values), this.bounds)));
+    if (s === undefined)
+      this.series.set(key, (s = new HistogramSeries(labelsOf(this.config.labelNames, values), this.bounds)));
     return s;
   }
 }

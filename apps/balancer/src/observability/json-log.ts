@@ -2,7 +2,13 @@ import type { LogLevel } from '../config/balancer-config';
 
 /** Nest's levels (config LOG_LEVEL) in order of verbosity; 'log' is written as "info". */
 const RANK: Record<LogLevel, number> = { error: 0, warn: 1, log: 2, debug: 3, verbose: 4 };
-const NAME: Record<LogLevel, string> = { error: 'error', warn: 'warn', log: 'info', debug: 'debug', verbose: 'verbose' };
+const NAME: Record<LogLevel, string> = {
+  error: 'error',
+  warn: 'warn',
+  log: 'info',
+  debug: 'debug',
+  verbose: 'verbose',
+};
 
 /** Strings with a lone surrogate, made well-formed (U+FFFD for the lone half). */
 function wellFormed(_key: string, v: unknown): unknown {
@@ -42,6 +48,8 @@ export class JsonLog {
     // strict parsers (Go, serde) reject: such strings are logged with U+FFFD in its place.
     if (rest.includes('\\ud')) rest = JSON.stringify(fields, wellFormed);
     const tail = rest === '{}' ? '}' : `,${rest.slice(1)}`;
-    this.write(`{"level":"${NAME[level]}","time":"${new Date().toISOString()}","event":${JSON.stringify(event)}${tail}\n`);
+    this.write(
+      `{"level":"${NAME[level]}","time":"${new Date().toISOString()}","event":${JSON.stringify(event)}${tail}\n`,
+    );
   }
 }

@@ -14,7 +14,9 @@ describe('metric labels', () => {
 
   it('caps distinct models, then answers "other"', () => {
     const m = new ModelLabels(2);
-    expect([m.label('a:latest'), m.label('b:latest'), m.label('c:latest'), m.label('a:latest'), m.label(null)]).toEqual(['a:latest', 'b:latest', 'other', 'a:latest', 'none']);
+    expect([m.label('a:latest'), m.label('b:latest'), m.label('c:latest'), m.label('a:latest'), m.label(null)]).toEqual(
+      ['a:latest', 'b:latest', 'other', 'a:latest', 'none'],
+    );
   });
 });
 
@@ -27,7 +29,13 @@ describe('JsonLog', () => {
     log.line('warn', 'empty', {});
     expect(lines).toHaveLength(2);
     expect(lines.every((l) => l.endsWith('\n') && !l.slice(0, -1).includes('\n'))).toBe(true);
-    expect(JSON.parse(lines[0])).toEqual({ level: 'info', time: expect.any(String), event: 'request', id: 'x', status: 200 });
+    expect(JSON.parse(lines[0])).toEqual({
+      level: 'info',
+      time: expect.any(String),
+      event: 'request',
+      id: 'x',
+      status: 200,
+    });
     expect(JSON.parse(lines[1])).toEqual({ level: 'warn', time: expect.any(String), event: 'empty' });
     expect(new JsonLog('error', () => undefined).enabled('warn')).toBe(false);
   });
@@ -42,7 +50,18 @@ describe('RecentTraffic', () => {
     const s = t.series(t0 + 1999);
     expect(s).toHaveLength(10);
     const [a, b] = s.slice(-2);
-    expect(a).toMatchObject({ t: t0, requests: 10, errors: 1, rps: 10, meanMs: 85, p50Ms: 100, p95Ms: 250, meanTtfbMs: 5, tokensPerS: 200, perBackend: [5, 5] });
+    expect(a).toMatchObject({
+      t: t0,
+      requests: 10,
+      errors: 1,
+      rps: 10,
+      meanMs: 85,
+      p50Ms: 100,
+      p95Ms: 250,
+      meanTtfbMs: 5,
+      tokensPerS: 200,
+      perBackend: [5, 5],
+    });
     expect(b).toMatchObject({ requests: 1, p50Ms: 4000, meanTtfbMs: null, perBackend: [1, 0] });
     // Slots older than the window are forgotten, not mixed into new ones.
     t.record(t0 + 10_100, 10, null, false, 'b2', undefined);

@@ -77,7 +77,14 @@ export class RecentTraffic {
     return i;
   }
 
-  record(now: number, durationMs: number, ttfbMs: number | null, error: boolean, backend: string | null, evalTokens: number | undefined): void {
+  record(
+    now: number,
+    durationMs: number,
+    ttfbMs: number | null,
+    error: boolean,
+    backend: string | null,
+    evalTokens: number | undefined,
+  ): void {
     const i = this.slot(now);
     const f = i * F;
     this.fields[f]++;
@@ -108,7 +115,18 @@ export class RecentTraffic {
       // The current slot is partial: rates use the time elapsed in it.
       const spanS = (n === current ? Math.max(1, now - t) : this.slotMs) / 1000;
       if (this.slotIndex[i] !== n) {
-        out.push({ t, requests: 0, errors: 0, rps: 0, meanMs: null, p50Ms: null, p95Ms: null, meanTtfbMs: null, tokensPerS: 0, perBackend: this.backends.map(() => 0) });
+        out.push({
+          t,
+          requests: 0,
+          errors: 0,
+          rps: 0,
+          meanMs: null,
+          p50Ms: null,
+          p95Ms: null,
+          meanTtfbMs: null,
+          tokensPerS: 0,
+          perBackend: this.backends.map(() => 0),
+        });
         continue;
       }
       const f = i * F;

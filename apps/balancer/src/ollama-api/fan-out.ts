@@ -41,10 +41,17 @@ export class FanOut {
     const live = this.registry.available();
     if (!named || named.trim() === '' || named.trim() === 'all') return live;
     const out: Backend[] = [];
-    for (const n of named.split(',').map((s) => s.trim()).filter(Boolean)) {
+    for (const n of named
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)) {
       const b = this.registry.get(n);
-      if (!b) return new Error(`unknown backend '${n}' (configured: ${this.registry.backends.map((x) => x.name).join(', ')})`);
-      if (!b.isAvailable()) return new Error(`backend '${n}' is not available (health: ${b.health}${b.cordoned ? ', cordoned' : ''})`);
+      if (!b)
+        return new Error(
+          `unknown backend '${n}' (configured: ${this.registry.backends.map((x) => x.name).join(', ')})`,
+        );
+      if (!b.isAvailable())
+        return new Error(`backend '${n}' is not available (health: ${b.health}${b.cordoned ? ', cordoned' : ''})`);
       out.push(b);
     }
     return out;
@@ -57,7 +64,14 @@ export class FanOut {
         const t0 = Date.now();
         try {
           const r = await call(b);
-          return { b, status: r.status, text: r.body.toString('utf8'), body: r.body, failed: false, elapsedMs: Date.now() - t0 };
+          return {
+            b,
+            status: r.status,
+            text: r.body.toString('utf8'),
+            body: r.body,
+            failed: false,
+            elapsedMs: Date.now() - t0,
+          };
         } catch (e) {
           return { b, status: 502, text: (e as Error).message, body: null, failed: true, elapsedMs: Date.now() - t0 };
         }
@@ -76,14 +90,32 @@ export class FanOut {
   }
 
   noBackend(req: IncomingMessage, res: ServerResponse): void {
-    sendError(req, res, 503, this.registry.backends.length === 0 ? 'no Ollama backends are configured' : 'no healthy Ollama backend is available', { 'Retry-After': 5 });
+    sendError(
+      req,
+      res,
+      503,
+      this.registry.backends.length === 0
+        ? 'no Ollama backends are configured'
+        : 'no healthy Ollama backend is available',
+      { 'Retry-After': 5 },
+    );
   }
 }
 
 /** The balancer's own answer: JSON, with CORS for an allowed Origin (as the backends' Ollama answers). */
-export function sendJson(req: IncomingMessage, res: ServerResponse, status: number, obj: unknown, head = false, extra: Record<string, string> = {}): void {
+export function sendJson(
+  req: IncomingMessage,
+  res: ServerResponse,
+  status: number,
+  obj: unknown,
+  head = false,
+  extra: Record<string, string> = {},
+): void {
   const body = JSON.stringify(obj);
-  res.writeHead(status, ownHeaders(req, { 'Content-Type': JSON_CT, 'Content-Length': Buffer.byteLength(body), ...extra }));
+  res.writeHead(
+    status,
+    ownHeaders(req, { 'Content-Type': JSON_CT, 'Content-Length': Buffer.byteLength(body), ...extra }),
+  );
   res.end(head ? undefined : body);
 }
 

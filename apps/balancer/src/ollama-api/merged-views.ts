@@ -31,7 +31,10 @@ export class MergedViews {
     switch (view) {
       case 'root': {
         const body = 'Ollama is running';
-        res.writeHead(200, ownHeaders(req, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': body.length }));
+        res.writeHead(
+          200,
+          ownHeaders(req, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': body.length }),
+        );
         res.end(head ? undefined : body);
         return;
       }
@@ -70,7 +73,9 @@ export class MergedViews {
     // The oldest version in the fleet is what every request can count on.
     let versions = live.map((b) => b.version).filter((v): v is string => v !== null);
     if (versions.length === 0) {
-      const got = await Promise.allSettled(live.map((b) => this.client.backend(b, '/api/version', { timeoutMs: this.config.healthTimeoutMs })));
+      const got = await Promise.allSettled(
+        live.map((b) => this.client.backend(b, '/api/version', { timeoutMs: this.config.healthTimeoutMs })),
+      );
       versions = got.flatMap((g) => {
         if (g.status !== 'fulfilled' || g.value.status !== 200) return [];
         try {
@@ -96,15 +101,22 @@ export class MergedViews {
     const available = this.registry.available();
     if (available.length === 0) return this.fanOut.noBackend(req, res);
     const live = available.filter((b) => !b.lacksRoute('/api/status'));
-    const got = await Promise.allSettled(live.map((b) => this.client.backend(b, '/api/status', { timeoutMs: this.config.healthTimeoutMs })));
+    const got = await Promise.allSettled(
+      live.map((b) => this.client.backend(b, '/api/status', { timeoutMs: this.config.healthTimeoutMs })),
+    );
     const clouds: { disabled: boolean; source: string }[] = [];
     got.forEach((g, i) => {
       if (g.status !== 'fulfilled') return;
-      if (g.value.status === 404 && isPageNotFound(g.value.headers['content-type'], g.value.body)) live[i].noteRouteMissing('/api/status');
+      if (g.value.status === 404 && isPageNotFound(g.value.headers['content-type'], g.value.body))
+        live[i].noteRouteMissing('/api/status');
       if (g.value.status !== 200) return;
       try {
         const cloud = JSON.parse(g.value.body.toString('utf8'))?.cloud;
-        if (cloud !== null && typeof cloud === 'object') clouds.push({ disabled: cloud.disabled === true, source: typeof cloud.source === 'string' ? cloud.source : 'none' });
+        if (cloud !== null && typeof cloud === 'object')
+          clouds.push({
+            disabled: cloud.disabled === true,
+            source: typeof cloud.source === 'string' ? cloud.source : 'none',
+          });
       } catch {
         // not an answer to count
       }
@@ -118,7 +130,11 @@ export class MergedViews {
       return sendError(req, res, 502, 'no backend answered /api/status');
     }
     const disabled = clouds.every((c) => c.disabled);
-    const sources = new Set(disabled ? clouds.flatMap((c) => (c.source === 'both' ? ['env', 'config'] : c.source === 'none' ? [] : [c.source])) : []);
+    const sources = new Set(
+      disabled
+        ? clouds.flatMap((c) => (c.source === 'both' ? ['env', 'config'] : c.source === 'none' ? [] : [c.source]))
+        : [],
+    );
     const source = sources.size === 0 ? 'none' : sources.size > 1 ? 'both' : [...sources][0];
     sendJson(req, res, 200, { cloud: { disabled, source } }, head);
   }
@@ -126,7 +142,9 @@ export class MergedViews {
   /** Asks every available backend at once; refreshes the inventory from what comes back. */
   private async gather(path: '/api/tags' | '/api/ps'): Promise<{ b: Backend; models: any[] }[]> {
     const live = this.registry.available();
-    const got = await Promise.allSettled(live.map((b) => this.client.backend(b, path, { timeoutMs: this.config.healthTimeoutMs * 2 })));
+    const got = await Promise.allSettled(
+      live.map((b) => this.client.backend(b, path, { timeoutMs: this.config.healthTimeoutMs * 2 })),
+    );
     const out: { b: Backend; models: any[] }[] = [];
     got.forEach((g, i) => {
       const b = live[i];
@@ -155,7 +173,9 @@ export class MergedViews {
         if (name && !seen.has(name)) seen.set(name, m);
       }
     }
-    const models = [...seen.values()].sort((a, b) => String(b.modified_at ?? '').localeCompare(String(a.modified_at ?? '')));
+    const models = [...seen.values()].sort((a, b) =>
+      String(b.modified_at ?? '').localeCompare(String(a.modified_at ?? '')),
+    );
     return { models, answered: per.length };
   }
 

@@ -29,7 +29,13 @@ export class ModelManagement {
   ) {}
 
   /** A JSON management call (the proxy read and checked its body). */
-  answer(call: Exclude<ManagementCall, 'blobs'>, req: IncomingMessage, res: ServerResponse, parsed: Record<string, any>, body: Buffer): void {
+  answer(
+    call: Exclude<ManagementCall, 'blobs'>,
+    req: IncomingMessage,
+    res: ServerResponse,
+    parsed: Record<string, any>,
+    body: Buffer,
+  ): void {
     const targets = this.fanOut.targets(req);
     if (targets instanceof Error) return sendError(req, res, 400, targets.message);
     if (targets.length === 0) return this.fanOut.noBackend(req, res);
@@ -53,7 +59,13 @@ export class ModelManagement {
   }
 
   /** /api/pull and /api/create on several backends: one merged progress view. */
-  private async progress(kind: 'pull' | 'create', req: IncomingMessage, res: ServerResponse, parsed: Record<string, any>, targets: Backend[]): Promise<void> {
+  private async progress(
+    kind: 'pull' | 'create',
+    req: IncomingMessage,
+    res: ServerResponse,
+    parsed: Record<string, any>,
+    targets: Backend[],
+  ): Promise<void> {
     const stream = parsed.stream !== false;
     if (modelField(parsed).trim() === '') return sendError(req, res, 400, 'model is required');
     const path = `/api/${kind}`;
@@ -63,7 +75,13 @@ export class ModelManagement {
     const seenStatus = new Set<string>();
     let aborted = false;
     res.once('close', () => (aborted = !res.writableFinished));
-    res.writeHead(200, ownHeaders(req, { 'Content-Type': 'application/x-ndjson', 'X-Balancer-Backends': targets.map((b) => b.name).join(',') }));
+    res.writeHead(
+      200,
+      ownHeaders(req, {
+        'Content-Type': 'application/x-ndjson',
+        'X-Balancer-Backends': targets.map((b) => b.name).join(','),
+      }),
+    );
     const write = (obj: unknown) => {
       if (!aborted && !res.writableEnded) res.write(JSON.stringify(obj) + '\n');
     };
@@ -131,12 +149,22 @@ export class ModelManagement {
     const okNames = results.filter((r) => r.success).map((r) => r.b.name);
     if (aborted) return;
     if (failed.length === 0) write({ status: 'success' });
-    else write({ error: `${kind} failed on ${failed.length} of ${results.length} backends (${summary})${okNames.length ? `; succeeded on ${okNames.join(', ')}` : ''}` });
+    else
+      write({
+        error: `${kind} failed on ${failed.length} of ${results.length} backends (${summary})${okNames.length ? `; succeeded on ${okNames.join(', ')}` : ''}`,
+      });
     res.end();
   }
 
   /** A pull or create the client wants in one answer: each backend's own status decides ours. */
-  private async whole(kind: 'pull' | 'create', req: IncomingMessage, res: ServerResponse, path: string, parsed: Record<string, any>, targets: Backend[]): Promise<void> {
+  private async whole(
+    kind: 'pull' | 'create',
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    parsed: Record<string, any>,
+    targets: Backend[],
+  ): Promise<void> {
     const answers = await this.fanOut.all(targets, (b) =>
       this.client.backend(b, path, {
         method: 'POST',
@@ -148,35 +176,77 @@ export class ModelManagement {
     const failed = answers.filter((a) => a.failed || a.status !== 200);
     for (const a of answers) if (!a.failed && a.status === 200) void this.inventory.refresh(a.b).catch(() => undefined);
     if (failed.length === 0) return sendJson(req, res, 200, { status: 'success' });
-    sendError(req, res, failureStatus(failed), `${kind} failed on ${failed.length} of ${answers.length} backends (${failures(failed)})`);
+    sendError(
+      req,
+      res,
+      failureStatus(failed),
+      `${kind} failed on ${failed.length} of ${answers.length} backends (${failures(failed)})`,
+    );
   }
 
-  private async delete(req: IncomingMessage, res: ServerResponse, parsed: Record<string, any>, body: Buffer, targets: Backend[]): Promise<void> {
+  private async delete(
+    req: IncomingMessage,
+    res: ServerResponse,
+    parsed: Record<string, any>,
+    body: Buffer,
+    targets: Backend[],
+  ): Promise<void> {
     const raw = modelField(parsed);
     if (raw.trim() === '') return sendError(req, res, 400, 'model is required');
-    const results = await this.fanOut.all(targets, (b) => this.client.backend(b, '/api/delete', { method: 'DELETE', body, timeoutMs: this.config.headersTimeoutMs, headers: this.fanOut.upstreamHeaders(req) }));
+    const results = await this.fanOut.all(targets, (b) =>
+      this.client.backend(b, '/api/delete', {
+        method: 'DELETE',
+        body,
+        timeoutMs: this.config.headersTimeoutMs,
+        headers: this.fanOut.upstreamHeaders(req),
+      }),
+    );
     const deleted = results.filter((r) => r.status === 200);
     for (const r of deleted) this.inventory.forgetModel(r.b, normaliseModelName(raw));
     const failed = results.filter((r) => r.status !== 200 && r.status !== 404);
     if (failed.length > 0) return sendError(req, res, failureStatus(failed), `delete failed on ${failures(failed)}`);
     if (deleted.length === 0) return sendError(req, res, 404, `model '${raw}' not found`);
-    res.writeHead(200, ownHeaders(req, { 'Content-Length': 0, 'X-Balancer-Backends': deleted.map((d) => d.b.name).join(',') }));
+    res.writeHead(
+      200,
+      ownHeaders(req, { 'Content-Length': 0, 'X-Balancer-Backends': deleted.map((d) => d.b.name).join(',') }),
+    );
     res.end();
   }
 
-  private async copy(req: IncomingMessage, res: ServerResponse, parsed: Record<string, any>, body: Buffer, targets: Backend[]): Promise<void> {
-    if (typeof parsed.source !== 'string' || typeof parsed.destination !== 'string' || !parsed.source || !parsed.destination)
+  private async copy(
+    req: IncomingMessage,
+    res: ServerResponse,
+    parsed: Record<string, any>,
+    body: Buffer,
+    targets: Backend[],
+  ): Promise<void> {
+    if (
+      typeof parsed.source !== 'string' ||
+      typeof parsed.destination !== 'string' ||
+      !parsed.source ||
+      !parsed.destination
+    )
       return sendError(req, res, 400, 'source and destination are required');
     const source = normaliseModelName(parsed.source);
     const holding = targets.filter((b) => b.inventoryAt === null || b.hasModel(source));
     if (holding.length === 0) return sendError(req, res, 404, `model '${parsed.source}' not found`);
-    const results = await this.fanOut.all(holding, (b) => this.client.backend(b, '/api/copy', { method: 'POST', body, timeoutMs: this.config.headersTimeoutMs, headers: this.fanOut.upstreamHeaders(req) }));
+    const results = await this.fanOut.all(holding, (b) =>
+      this.client.backend(b, '/api/copy', {
+        method: 'POST',
+        body,
+        timeoutMs: this.config.headersTimeoutMs,
+        headers: this.fanOut.upstreamHeaders(req),
+      }),
+    );
     const ok = results.filter((r) => r.status === 200);
     for (const r of ok) void this.inventory.refresh(r.b).catch(() => undefined);
     const failed = results.filter((r) => r.status !== 200 && r.status !== 404);
     if (failed.length > 0) return sendError(req, res, failureStatus(failed), `copy failed on ${failures(failed)}`);
     if (ok.length === 0) return sendError(req, res, 404, `model '${parsed.source}' not found`);
-    res.writeHead(200, ownHeaders(req, { 'Content-Length': 0, 'X-Balancer-Backends': ok.map((d) => d.b.name).join(',') }));
+    res.writeHead(
+      200,
+      ownHeaders(req, { 'Content-Length': 0, 'X-Balancer-Backends': ok.map((d) => d.b.name).join(',') }),
+    );
     res.end();
   }
 
@@ -199,18 +269,30 @@ export class ModelManagement {
     if (req.method === 'HEAD') {
       req.resume();
       void this.fanOut
-        .all(targets, (b) => this.client.backend(b, path, { method: 'HEAD', timeoutMs: this.config.healthTimeoutMs * 2, headers: this.fanOut.upstreamHeaders(req) }))
+        .all(targets, (b) =>
+          this.client.backend(b, path, {
+            method: 'HEAD',
+            timeoutMs: this.config.healthTimeoutMs * 2,
+            headers: this.fanOut.upstreamHeaders(req),
+          }),
+        )
         .then((results) => {
           res.writeHead(results.every((r) => r.status === 200) ? 200 : 404, ownHeaders(req, { 'Content-Length': 0 }));
           res.end();
         });
       return;
     }
-    const headers: Record<string, string> = { ...this.fanOut.upstreamHeaders(req), 'content-type': 'application/octet-stream' };
+    const headers: Record<string, string> = {
+      ...this.fanOut.upstreamHeaders(req),
+      'content-type': 'application/octet-stream',
+    };
     const length = req.headers['content-length'];
     if (typeof length === 'string') headers['content-length'] = length;
     else headers['transfer-encoding'] = 'chunked';
-    const uploads = targets.map((b) => ({ b, ...this.client.upload(b.url, path, { headers, timeoutMs: this.config.headersTimeoutMs }) }));
+    const uploads = targets.map((b) => ({
+      b,
+      ...this.client.upload(b.url, path, { headers, timeoutMs: this.config.headersTimeoutMs }),
+    }));
     // Sinks that asked the client to wait; the client is read again once every one has drained.
     const full = new Set<object>();
     req.on('data', (c: Buffer) => {
@@ -239,9 +321,23 @@ export class ModelManagement {
       const t0 = Date.now();
       try {
         const r = await u.answer;
-        return { b: u.b, status: r.status, text: r.body.toString('utf8'), body: r.body, failed: false, elapsedMs: Date.now() - t0 };
+        return {
+          b: u.b,
+          status: r.status,
+          text: r.body.toString('utf8'),
+          body: r.body,
+          failed: false,
+          elapsedMs: Date.now() - t0,
+        };
       } catch (e) {
-        return { b: u.b, status: 502, text: (e as Error).message, body: null, failed: true, elapsedMs: Date.now() - t0 };
+        return {
+          b: u.b,
+          status: 502,
+          text: (e as Error).message,
+          body: null,
+          failed: true,
+          elapsedMs: Date.now() - t0,
+        };
       }
     });
     void Promise.all(answered).then((results) => {

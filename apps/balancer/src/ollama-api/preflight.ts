@@ -29,9 +29,14 @@ export class Preflight {
       if (typeof v === 'string') headers[h] = v;
     }
     try {
-      const r = await this.client.backend(b, url, { method: 'OPTIONS', headers, timeoutMs: this.config.healthTimeoutMs * 2 });
+      const r = await this.client.backend(b, url, {
+        method: 'OPTIONS',
+        headers,
+        timeoutMs: this.config.healthTimeoutMs * 2,
+      });
       const out: Record<string, string | string[]> = { 'Content-Length': String(r.body.length) };
-      for (const [k, v] of Object.entries(r.headers)) if (v !== undefined && (k.startsWith('access-control-') || k === 'vary' || k === 'content-type')) out[k] = v;
+      for (const [k, v] of Object.entries(r.headers))
+        if (v !== undefined && (k.startsWith('access-control-') || k === 'vary' || k === 'content-type')) out[k] = v;
       res.writeHead(r.status, out);
       res.end(r.body);
     } catch (e) {

@@ -1,7 +1,13 @@
 import { Inject, Injectable, Optional } from '@nestjs/common';
 import { timingSafeEqual } from 'crypto';
 import type { IncomingMessage } from 'http';
-import { ApiKeyConfig, BALANCER_CONFIG, BalancerConfig, ModelManagement, normaliseModelName } from '../config/balancer-config';
+import {
+  ApiKeyConfig,
+  BALANCER_CONFIG,
+  BalancerConfig,
+  ModelManagement,
+  normaliseModelName,
+} from '../config/balancer-config';
 import { modelField } from '../http/request-fields';
 import { SHARED_STATE, SharedState } from '../shared-state';
 import { MANAGEMENT_KINDS, RouteKind } from './route-table';
@@ -50,7 +56,10 @@ export class AccessControl {
   /** Checks the key and rate; null when the request may go on. */
   check(req: IncomingMessage, kind: RouteKind): Denial | null {
     // MODEL_MANAGEMENT: pull/delete/copy/create/push/blobs, and a preload (X-Balancer-Backends).
-    if (this.management !== 'open' && (MANAGEMENT_KINDS.has(kind) || (kind === 'model' && req.headers['x-balancer-backends'] !== undefined)))
+    if (
+      this.management !== 'open' &&
+      (MANAGEMENT_KINDS.has(kind) || (kind === 'model' && req.headers['x-balancer-backends'] !== undefined))
+    )
       return this.checkManagement(req);
     if (this.keys.length === 0) return null;
     // The admin token may do whatever a client key may (no rate, no model list).
@@ -59,7 +68,12 @@ export class AccessControl {
     // A browser's CORS preflight carries no credentials by design.
     if (kind === 'root' || kind === 'preflight') return null;
     const presented = presentedKey(req);
-    if (presented === null) return { status: 401, message: 'missing API key: send Authorization: Bearer <key> or X-API-Key', headers: { 'WWW-Authenticate': 'Bearer' } };
+    if (presented === null)
+      return {
+        status: 401,
+        message: 'missing API key: send Authorization: Bearer <key> or X-API-Key',
+        headers: { 'WWW-Authenticate': 'Bearer' },
+      };
     const cfg = this.match(presented);
     if (!cfg) return { status: 401, message: 'invalid API key', headers: { 'WWW-Authenticate': 'Bearer' } };
     this.keyOf.set(req, cfg);
@@ -68,7 +82,10 @@ export class AccessControl {
         this.sharedRated.add(req);
         return null;
       }
-      return this.takeLocal(cfg, this.shared ? Math.max(1, Math.floor(cfg.ratePerMinute / this.shared.link.replicasSeen)) : cfg.ratePerMinute);
+      return this.takeLocal(
+        cfg,
+        this.shared ? Math.max(1, Math.floor(cfg.ratePerMinute / this.shared.link.replicasSeen)) : cfg.ratePerMinute,
+      );
     }
     return null;
   }
@@ -107,11 +124,20 @@ export class AccessControl {
    */
   checkManagement(req: IncomingMessage): Denial | null {
     if (this.management === 'open') return null;
-    if (this.management === 'off') return { status: 403, message: 'model management through the balancer is off (MODEL_MANAGEMENT=off)' };
+    if (this.management === 'off')
+      return { status: 403, message: 'model management through the balancer is off (MODEL_MANAGEMENT=off)' };
     if (this.isAdminToken(req)) return null;
     const presented = presentedKey(req);
-    if (presented !== null && this.match(presented) !== null) return { status: 403, message: 'model management needs the admin token (MODEL_MANAGEMENT=admin), not a client key' };
-    return { status: 401, message: 'model management needs the admin token: Authorization: Bearer <ADMIN_TOKEN>', headers: { 'WWW-Authenticate': 'Bearer' } };
+    if (presented !== null && this.match(presented) !== null)
+      return {
+        status: 403,
+        message: 'model management needs the admin token (MODEL_MANAGEMENT=admin), not a client key',
+      };
+    return {
+      status: 401,
+      message: 'model management needs the admin token: Authorization: Bearer <ADMIN_TOKEN>',
+      headers: { 'WWW-Authenticate': 'Bearer' },
+    };
   }
 
   /** Whether the request's Authorization is the balancer's admin token (never forwarded upstream). */
@@ -135,7 +161,8 @@ export class AccessControl {
     const cfg = this.keyOf.get(req);
     if (!cfg || cfg.models.length === 0) return null;
     for (const name of managedModels(kind, body)) {
-      if (!listed(cfg, normaliseModelName(name))) return { status: 403, message: `API key '${cfg.name}' may not manage model '${name}'` };
+      if (!listed(cfg, normaliseModelName(name)))
+        return { status: 403, message: `API key '${cfg.name}' may not manage model '${name}'` };
     }
     return null;
   }
@@ -199,7 +226,11 @@ export function managedModels(kind: RouteKind, body: Record<string, unknown>): s
 }
 
 function rateDenial(cfg: ApiKeyConfig, retryAfterS: number): Denial {
-  return { status: 429, message: `rate limit of ${cfg.ratePerMinute} requests per minute exceeded for key '${cfg.name}'`, headers: { 'Retry-After': retryAfterS } };
+  return {
+    status: 429,
+    message: `rate limit of ${cfg.ratePerMinute} requests per minute exceeded for key '${cfg.name}'`,
+    headers: { 'Retry-After': retryAfterS },
+  };
 }
 
 /** Whether the request's `Authorization: Bearer` is this token (constant-time). */

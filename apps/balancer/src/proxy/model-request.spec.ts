@@ -21,7 +21,12 @@ const MODEL = 'm:latest';
 
 /** The real routing stack over backends known healthy and holding the model; attempts go nowhere until the spec answers them. */
 function setup(env: Record<string, string> = {}) {
-  const config = loadBalancerConfig({ OLLAMA_BACKENDS: 'http://b1:1,http://b2:1', HEADERS_TIMEOUT_MS: '1000', IDLE_STREAM_TIMEOUT_MS: '500', ...env });
+  const config = loadBalancerConfig({
+    OLLAMA_BACKENDS: 'http://b1:1,http://b2:1',
+    HEADERS_TIMEOUT_MS: '1000',
+    IDLE_STREAM_TIMEOUT_MS: '500',
+    ...env,
+  });
   const registry = new BackendRegistry(config);
   for (const b of registry.backends) {
     b.health = 'healthy';
@@ -29,7 +34,14 @@ function setup(env: Record<string, string> = {}) {
     b.modelsOnDisk.set(MODEL, { name: MODEL, size: 1e9, raw: { name: MODEL } });
   }
   const queue = new FairPlacementQueue(config);
-  const routing = new RoutingService(config, registry, new LocalLeaseLedger(registry), queue, new LocalSessionAffinity(), new Lifecycle());
+  const routing = new RoutingService(
+    config,
+    registry,
+    new LocalLeaseLedger(registry),
+    queue,
+    new LocalSessionAffinity(),
+    new Lifecycle(),
+  );
   const retryBudget = new LocalRetryBudget(config, registry);
   const outliers = new OutlierDetection(config, registry, new FleetEvents());
   const inventory = new ModelInventory(config, registry, new OllamaClient(config));
@@ -121,11 +133,25 @@ describe('ModelRequest (one client request through dispatch, retries, failure an
     ok.finish('{"done":true,"eval_count":12,"eval_duration":400000000}\n');
     await tick();
     expect(res.head?.status).toBe(200);
-    expect(res.head?.headers).toMatchObject({ 'content-type': 'application/x-ndjson', 'X-Balancer-Backend': second.backend.name, 'X-Balancer-Attempts': '2', 'X-Request-Id': 'req-1' });
-    expect(res.body).toBe('{"message":{"content":"he"},"done":false}\n{"message":{"content":"llo"},"done":false}\n{"done":true,"eval_count":12,"eval_duration":400000000}\n');
+    expect(res.head?.headers).toMatchObject({
+      'content-type': 'application/x-ndjson',
+      'X-Balancer-Backend': second.backend.name,
+      'X-Balancer-Attempts': '2',
+      'X-Request-Id': 'req-1',
+    });
+    expect(res.body).toBe(
+      '{"message":{"content":"he"},"done":false}\n{"message":{"content":"llo"},"done":false}\n{"done":true,"eval_count":12,"eval_duration":400000000}\n',
+    );
     expect(res.writableEnded).toBe(true);
     expect(mr.finished).toBe(true);
-    expect(record).toMatchObject({ status: 200, attempts: 2, retries: 1, backend: second.backend.name, evalCount: 12, error: null });
+    expect(record).toMatchObject({
+      status: 200,
+      attempts: 2,
+      retries: 1,
+      backend: second.backend.name,
+      evalCount: 12,
+      error: null,
+    });
     expect(s.registry.totalInFlight()).toBe(0);
     expect(s.retryBudget.retrying).toBe(0);
     expect(second.backend.learned.tokenRate(MODEL)).toBe(30);
@@ -167,7 +193,9 @@ describe('ModelRequest (one client request through dispatch, retries, failure an
     const since = attempt.idleSince;
     s.sweep.check(since + 100); // the chunk: the idle clock restarts now
     s.sweep.check(since + 100 + 500);
-    expect(res.body).toBe(`{"message":{"content":"he"},"done":false}\n{"error":"backend ${attempt.backend.name}: no data for 500 ms"}\n`);
+    expect(res.body).toBe(
+      `{"message":{"content":"he"},"done":false}\n{"error":"backend ${attempt.backend.name}: no data for 500 ms"}\n`,
+    );
     expect(res.writableEnded).toBe(true);
     expect(mr.finished).toBe(true);
     expect(s.sent).toHaveLength(1);

@@ -206,7 +206,15 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     const b = lease.backend;
     this.attempts++;
     this.tried.add(b);
-    const attempt = new UpstreamAttempt(this.svc.upstream, this, this.req, this.res, lease, this.body!, this.svc.upstream.targetOf(b));
+    const attempt = new UpstreamAttempt(
+      this.svc.upstream,
+      this,
+      this.req,
+      this.res,
+      lease,
+      this.body!,
+      this.svc.upstream.targetOf(b),
+    );
     this.attempt = attempt;
     this.record.backend = b.name;
     this.record.reason = lease.reason;
@@ -341,7 +349,8 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
    */
   private resume(failed: Backend, why: string): boolean {
     const d = this.delivered;
-    if (d === null || d.overflow || this.clientGone || this.res.destroyed || this.resumes >= this.svc.resumeMax) return false;
+    if (d === null || d.overflow || this.clientGone || this.res.destroyed || this.resumes >= this.svc.resumeMax)
+      return false;
     if (!this.resuming && !this.svc.resumeBudget.allows()) return false;
     const digest = this.digest ?? failed.modelsOnDisk.get(this.model)?.digest ?? undefined;
     if (digest === undefined || digest === null) return false;
@@ -352,8 +361,16 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
       return false;
     }
     this.digest = digest;
-    if (!this.svc.routing.hasCandidate(this.model, this.tried, { capabilities: this.capabilities, route: this.path, digest })) {
-      this.svc.log.warn(`request ${this.requestId}: stream from ${failed.name} broke (${why}); not resumed: no other backend holds ${this.model} ${digest}`);
+    if (
+      !this.svc.routing.hasCandidate(this.model, this.tried, {
+        capabilities: this.capabilities,
+        route: this.path,
+        digest,
+      })
+    ) {
+      this.svc.log.warn(
+        `request ${this.requestId}: stream from ${failed.name} broke (${why}); not resumed: no other backend holds ${this.model} ${digest}`,
+      );
       return false;
     }
     const body = continuationBody(d.surface, d.request, answer);
@@ -367,7 +384,9 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
       this.svc.resumeBudget.begin();
     }
     this.svc.resumeBudget.started++;
-    this.svc.log.warn(`request ${this.requestId}: stream from ${failed.name} broke (${why}) after ${answer.tokens} tokens; resuming (${this.resumes}/${this.svc.resumeMax}) on the same model build`);
+    this.svc.log.warn(
+      `request ${this.requestId}: stream from ${failed.name} broke (${why}) after ${answer.tokens} tokens; resuming (${this.resumes}/${this.svc.resumeMax}) on the same model build`,
+    );
     this.dispatch();
     return true;
   }
@@ -422,7 +441,10 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     if (this.delivered !== null) this.digest = attempt.backend.modelsOnDisk.get(this.model)?.digest ?? undefined;
     attempt.backend.learned.noteTtfb(Date.now() - attempt.startedAt);
     try {
-      res.writeHead(this.status, responseHeaders(attempt.response!, attempt.lease, this.attempts, this.queuePosition, this.requestId, false));
+      res.writeHead(
+        this.status,
+        responseHeaders(attempt.response!, attempt.lease, this.attempts, this.queuePosition, this.requestId, false),
+      );
     } catch {
       res.destroy();
       return false;
@@ -455,7 +477,10 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     // The request went out in full and may still be generating there: never start it a second time.
     if (attempt.headersTimedOut) {
       this.settleFailures(false);
-      return this.fail(504, `backend ${b.name} failed: ${why} (not retried: the request was sent and may still be running there)`);
+      return this.fail(
+        504,
+        `backend ${b.name} failed: ${why} (not retried: the request was sent and may still be running there)`,
+      );
     }
     if (this.canRetry() && this.anotherCandidate()) {
       this.noteRetry();
@@ -472,7 +497,11 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
       const res = this.res;
       if (!res.headersSent && !res.destroyed) {
         // The backend's answer as it was (its own type: Gin's 404 is text/plain).
-        const headers: Record<string, string | number | string[]> = { 'Content-Type': contentType ?? 'application/json; charset=utf-8', 'Content-Length': errBody.length, 'X-Request-Id': this.requestId };
+        const headers: Record<string, string | number | string[]> = {
+          'Content-Type': contentType ?? 'application/json; charset=utf-8',
+          'Content-Length': errBody.length,
+          'X-Request-Id': this.requestId,
+        };
         if (status === 503) headers['Retry-After'] = 1;
         res.writeHead(status, headers);
         res.end(errBody);
@@ -490,7 +519,9 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
   }
 
   private canRetry(): boolean {
-    return !this.clientGone && this.attempts < this.svc.retryMaxAttempts && (this.retrying || this.svc.retryBudget.allows());
+    return (
+      !this.clientGone && this.attempts < this.svc.retryMaxAttempts && (this.retrying || this.svc.retryBudget.allows())
+    );
   }
 
   /** Counts a retry (in the budget once per request while it is in progress). */
@@ -528,8 +559,15 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     const b = attempt.backend;
     const r = this.record;
     const model = this.model;
-    b.learned.noteAnswer(model, Date.now() - attempt.startedAt, r, b.sizeOf(model), this.streamed && r.ttfbMs !== null ? r.ttfbMs - r.queuedMs : null);
-    if (this.kind === 'model' && r.status !== undefined && r.status < 300) this.svc.inventory.noteServed(b, model, this.keepAliveMs, r.loadDurationNs);
+    b.learned.noteAnswer(
+      model,
+      Date.now() - attempt.startedAt,
+      r,
+      b.sizeOf(model),
+      this.streamed && r.ttfbMs !== null ? r.ttfbMs - r.queuedMs : null,
+    );
+    if (this.kind === 'model' && r.status !== undefined && r.status < 300)
+      this.svc.inventory.noteServed(b, model, this.keepAliveMs, r.loadDurationNs);
   }
 
   /**

@@ -81,7 +81,10 @@ export class ProxyModule implements OnApplicationBootstrap, OnModuleDestroy {
         server.emit('request', req, res);
       });
     // CONNECT (a proxy tunnel) is no route here: without a listener Node would drop the socket unanswered.
-    if (server.listenerCount('connect') === 0) server.on('connect', (req: IncomingMessage, socket: Duplex) => refuseRaw(req, socket, 405, 'CONNECT is not supported'));
+    if (server.listenerCount('connect') === 0)
+      server.on('connect', (req: IncomingMessage, socket: Duplex) =>
+        refuseRaw(req, socket, 405, 'CONNECT is not supported'),
+      );
     // Long streams must not be cut by Node's default timeouts; idle limits are ours.
     server.requestTimeout = 0;
     server.headersTimeout = 60_000;
@@ -93,5 +96,7 @@ export class ProxyModule implements OnApplicationBootstrap, OnModuleDestroy {
 function refuseRaw(req: IncomingMessage, socket: Duplex, status: number, message: string): void {
   const body = errorBody(req.url, status, message);
   socket.on('error', () => undefined);
-  socket.end(`HTTP/1.1 ${status} Method Not Allowed\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  socket.end(
+    `HTTP/1.1 ${status} Method Not Allowed\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }

@@ -128,14 +128,26 @@ export class ProxyService {
     // (at most REDIS_COMMAND_TIMEOUT_MS; this replica's share of the rate decides past that).
     const rated = this.access.checkSharedRate(req);
     if (rated !== null) {
-      void rated.then((d) => (d ? sendError(req, res, d.status, d.message, d.headers) : this.admitted(req, res, kind, path, requestId, startedAt, record)));
+      void rated.then((d) =>
+        d
+          ? sendError(req, res, d.status, d.message, d.headers)
+          : this.admitted(req, res, kind, path, requestId, startedAt, record),
+      );
       return;
     }
     this.admitted(req, res, kind, path, requestId, startedAt, record);
   }
 
   /** Serves a request that passed admission (lifecycle, key, rate). */
-  private admitted(req: IncomingMessage, res: ServerResponse, kind: RouteKind, path: string, requestId: string, startedAt: number, record: RequestRecord): void {
+  private admitted(
+    req: IncomingMessage,
+    res: ServerResponse,
+    kind: RouteKind,
+    path: string,
+    requestId: string,
+    startedAt: number,
+    record: RequestRecord,
+  ): void {
     switch (kind) {
       case 'not-found':
         return sendError(req, res, 404, `404 page not found: ${req.method} ${path}`);
@@ -182,7 +194,9 @@ export class ProxyService {
         });
       case 'model':
       case 'push':
-        return this.readBody(req, res, (body) => this.startModelRequest(req, res, kind, path, body, requestId, startedAt, record));
+        return this.readBody(req, res, (body) =>
+          this.startModelRequest(req, res, kind, path, body, requestId, startedAt, record),
+        );
     }
   }
 
@@ -220,7 +234,13 @@ export class ProxyService {
       if (this.heldBodyBytes + c.length > this.config.bodyMemoryBytes) {
         over = true;
         chunks.length = 0;
-        sendError(req, res, 503, 'server busy: too many large request bodies in flight (BODY_MEMORY_BYTES), please try again', { 'Retry-After': 1 });
+        sendError(
+          req,
+          res,
+          503,
+          'server busy: too many large request bodies in flight (BODY_MEMORY_BYTES), please try again',
+          { 'Retry-After': 1 },
+        );
         return;
       }
       this.heldBodyBytes += c.length;
@@ -233,7 +253,16 @@ export class ProxyService {
     req.on('error', () => undefined);
   }
 
-  private startModelRequest(req: IncomingMessage, res: ServerResponse, kind: 'model' | 'push', path: string, body: Buffer, requestId: string, startedAt: number, record: RequestRecord): void {
+  private startModelRequest(
+    req: IncomingMessage,
+    res: ServerResponse,
+    kind: 'model' | 'push',
+    path: string,
+    body: Buffer,
+    requestId: string,
+    startedAt: number,
+    record: RequestRecord,
+  ): void {
     const parsed = parseJsonObject(req, res, body);
     if (parsed === null) return;
     const raw = modelField(parsed);
@@ -267,8 +296,23 @@ export class ProxyService {
     record.priorityClass = this.config.priority.classes[priority.identity.cls];
     const identity = priority.identity;
     const go = (overQuota: QuotaRefusal | null): void => {
-      if (overQuota !== null) return sendError(req, res, 429, quotaMessage(overQuota), { 'Retry-After': overQuota.retryAfterS });
-      this.placeModelRequest(req, res, kind, path, body, parsed, identity, model, raw, keepAlive, requestId, startedAt, record);
+      if (overQuota !== null)
+        return sendError(req, res, 429, quotaMessage(overQuota), { 'Retry-After': overQuota.retryAfterS });
+      this.placeModelRequest(
+        req,
+        res,
+        kind,
+        path,
+        body,
+        parsed,
+        identity,
+        model,
+        raw,
+        keepAlive,
+        requestId,
+        startedAt,
+        record,
+      );
     };
     // With REDIS_URL the quota is judged on every replica's usage: at most REDIS_COMMAND_TIMEOUT_MS
     // (this replica's share of the quota decides past that).
@@ -317,7 +361,12 @@ export class ProxyService {
   }
 
   /** A streamed chat that may be resumed if its backend dies mid-stream (STREAM_RESUME): its format and request. */
-  private resumableAs(path: string, parsed: Record<string, any>, streamed: boolean, model: string): { surface: ResumeSurface; request: Record<string, any> } | null {
+  private resumableAs(
+    path: string,
+    parsed: Record<string, any>,
+    streamed: boolean,
+    model: string,
+  ): { surface: ResumeSurface; request: Record<string, any> } | null {
     if (!this.config.streamResume) return null;
     const surface = resumeSurfaceOf(path, parsed, streamed, model, this.config.streamResumeModels);
     return surface === null ? null : { surface, request: parsed };
@@ -329,6 +378,9 @@ export class ProxyService {
    */
   private readyHeaders(req: IncomingMessage): void {
     const h = req.headers;
-    stripRequestHeaders(h, h.authorization !== undefined && this.config.forwardAuthorization && !this.access.isAdminToken(req));
+    stripRequestHeaders(
+      h,
+      h.authorization !== undefined && this.config.forwardAuthorization && !this.access.isAdminToken(req),
+    );
   }
 }

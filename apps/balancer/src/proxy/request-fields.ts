@@ -24,7 +24,8 @@ export function keepAliveMs(v: unknown): number | undefined {
 
 /** Ollama's load-only requests: generate with no prompt, chat with no messages. */
 export function isLoadOnly(path: string, body: any): boolean {
-  if (path === '/api/generate') return (body.prompt === undefined || body.prompt === '') && body.suffix === undefined && body.images === undefined;
+  if (path === '/api/generate')
+    return (body.prompt === undefined || body.prompt === '') && body.suffix === undefined && body.images === undefined;
   if (path === '/api/chat') return !Array.isArray(body.messages) || body.messages.length === 0;
   return false;
 }
@@ -51,7 +52,8 @@ export function sessionKeyOf(req: IncomingMessage, body: any): string | null {
     const sys = typeof sysContent === 'string' ? sysContent : '';
     const first = msgs.find((m: any) => m?.role === 'user')?.content;
     const model = typeof body.model === 'string' ? body.model : '';
-    if (typeof first === 'string' && first.length > 0) return `c:${model}:${fnv1a(sys.slice(0, 2048) + '\u0000' + first.slice(0, 2048))}`;
+    if (typeof first === 'string' && first.length > 0)
+      return `c:${model}:${fnv1a(sys.slice(0, 2048) + '\u0000' + first.slice(0, 2048))}`;
   }
   return null;
 }

@@ -101,7 +101,8 @@ export class RequestRecords {
     if (ollama || record.outputTokens === undefined) return;
     record.promptEvalCount = record.promptTokens;
     record.evalCount = record.outputTokens;
-    if (streamed && record.ttfbMs !== null) record.evalDurationNs = Math.max(0, Date.now() - record.startedAt - record.ttfbMs) * 1e6;
+    if (streamed && record.ttfbMs !== null)
+      record.evalDurationNs = Math.max(0, Date.now() - record.startedAt - record.ttfbMs) * 1e6;
   }
 
   /**

@@ -2,8 +2,26 @@ import type { IncomingHttpHeaders, IncomingMessage } from 'http';
 import type { Lease } from '../routing/lease-ledger';
 
 /** Headers that describe one hop, never forwarded (RFC 9110 7.6.1), plus ones we set ourselves. */
-const HOP_BY_HOP_REQUEST = ['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect'];
-const HOP_BY_HOP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'trailer', 'upgrade', 'te']);
+const HOP_BY_HOP_REQUEST = [
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'expect',
+];
+const HOP_BY_HOP_RESPONSE = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'trailer',
+  'upgrade',
+  'te',
+]);
 
 /**
  * Readies the client's headers to go upstream, in place: hop-by-hop ones (the fixed set and whatever
@@ -21,14 +39,26 @@ export function stripRequestHeaders(headers: IncomingHttpHeaders, keepAuthorizat
  * The headers of a model answer for its one writeHead: the backend's, less hop-by-hop ones (and
  * Content-Length when the body is re-framed), plus the balancer's own.
  */
-export function responseHeaders(upstream: IncomingMessage, lease: Lease, attempts: number, queuePosition: number | undefined, requestId: string, dropLength: boolean): Record<string, string | string[]> {
+export function responseHeaders(
+  upstream: IncomingMessage,
+  lease: Lease,
+  attempts: number,
+  queuePosition: number | undefined,
+  requestId: string,
+  dropLength: boolean,
+): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   const raw = upstream.rawHeaders;
   const named = connectionTokens(upstream.headers.connection);
   for (let i = 0; i < raw.length; i += 2) {
     const k = raw[i];
     const lower = k.toLowerCase();
-    if (HOP_BY_HOP_RESPONSE.has(lower) || (dropLength && lower === 'content-length') || (named.length > 0 && named.includes(lower))) continue;
+    if (
+      HOP_BY_HOP_RESPONSE.has(lower) ||
+      (dropLength && lower === 'content-length') ||
+      (named.length > 0 && named.includes(lower))
+    )
+      continue;
     const prev = out[k];
     out[k] = prev === undefined ? raw[i + 1] : Array.isArray(prev) ? [...prev, raw[i + 1]] : [prev, raw[i + 1]];
   }

@@ -38,17 +38,40 @@ class RecordingOwner implements AttemptOwner {
 }
 
 function setup() {
-  const config = loadBalancerConfig({ OLLAMA_BACKENDS: 'http://b1:1', HEADERS_TIMEOUT_MS: '1000', IDLE_STREAM_TIMEOUT_MS: '500', CONNECT_TIMEOUT_MS: '200' });
+  const config = loadBalancerConfig({
+    OLLAMA_BACKENDS: 'http://b1:1',
+    HEADERS_TIMEOUT_MS: '1000',
+    IDLE_STREAM_TIMEOUT_MS: '500',
+    CONNECT_TIMEOUT_MS: '200',
+  });
   const registry = new BackendRegistry(config);
   const b = registry.backends[0];
   const ledger = new LocalLeaseLedger(registry);
   const sweep = new DeadlineSweep(config.headersTimeoutMs, config.idleStreamTimeoutMs);
   const sent: UpstreamAttempt[] = [];
-  const ctx: AttemptContext = { sweep, connectTimeoutMs: 200, headersTimeoutMs: 1000, idleTimeoutMs: 500, send: (a) => sent.push(a) };
+  const ctx: AttemptContext = {
+    sweep,
+    connectTimeoutMs: 200,
+    headersTimeoutMs: 1000,
+    idleTimeoutMs: 500,
+    send: (a) => sent.push(a),
+  };
   const owner = new RecordingOwner();
-  const lease = ledger.take({ backend: b, reason: 'any' }, { model: 'm:latest', modelSize: 0, sessionKey: null, now: Date.now() }, 0);
+  const lease = ledger.take(
+    { backend: b, reason: 'any' },
+    { model: 'm:latest', modelSize: 0, sessionKey: null, now: Date.now() },
+    0,
+  );
   const res = new ClientResponse();
-  const attempt = new UpstreamAttempt(ctx, owner, clientRequest(), res.asServerResponse(), lease, Buffer.from('{"model":"m"}'), { protocol: 'http:', host: 'b1:1', hostname: 'b1', port: '1' });
+  const attempt = new UpstreamAttempt(
+    ctx,
+    owner,
+    clientRequest(),
+    res.asServerResponse(),
+    lease,
+    Buffer.from('{"model":"m"}'),
+    { protocol: 'http:', host: 'b1:1', hostname: 'b1', port: '1' },
+  );
   return { b, sweep, sent, owner, attempt };
 }
 
@@ -139,7 +162,10 @@ describe('UpstreamAttempt (one try on one backend, without sockets)', () => {
     s.attempt.onProxyReq(proxyReq.asClientRequest());
     s.attempt.onProxyError(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), { other: true });
     expect(s.owner.events).toEqual([]); // an earlier try's target: not this attempt's error
-    s.attempt.onProxyError(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), s.attempt.target);
+    s.attempt.onProxyError(
+      Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }),
+      s.attempt.target,
+    );
     expect(s.owner.events).toEqual(['failure: ECONNREFUSED: connect ECONNREFUSED']);
 
     const t = setup();

@@ -105,7 +105,10 @@ export class UpstreamAttempt implements Deadlined {
     const socket = proxyReq.socket as Socket | null;
     if (socket && socket.connecting) {
       // Only a new connection gets a timer: a reused keep-alive socket is already connected.
-      const connectTimer = setTimeout(() => this.fail(`connect timeout after ${this.ctx.connectTimeoutMs} ms`), this.ctx.connectTimeoutMs);
+      const connectTimer = setTimeout(
+        () => this.fail(`connect timeout after ${this.ctx.connectTimeoutMs} ms`),
+        this.ctx.connectTimeoutMs,
+      );
       socket.once('connect', () => clearTimeout(connectTimer));
       socket.once('close', () => clearTimeout(connectTimer));
     }
@@ -162,7 +165,8 @@ export class UpstreamAttempt implements Deadlined {
       if (!this.done) this.owner.onUpstreamBroken(this, 'the backend connection failed mid-stream');
     });
     response.once('close', () => {
-      if (!this.done && !response.complete) this.owner.onUpstreamBroken(this, 'the backend connection closed mid-stream');
+      if (!this.done && !response.complete)
+        this.owner.onUpstreamBroken(this, 'the backend connection closed mid-stream');
     });
   }
 
@@ -235,7 +239,12 @@ export class UpstreamTransport implements AttemptContext, OnModuleDestroy {
   readonly connectTimeoutMs: number;
   readonly headersTimeoutMs: number;
   readonly idleTimeoutMs: number;
-  private readonly agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 1024, scheduling: 'lifo' });
+  private readonly agent = new http.Agent({
+    keepAlive: true,
+    maxSockets: Infinity,
+    maxFreeSockets: 1024,
+    scheduling: 'lifo',
+  });
   /** https backends: TLS verified against the system's certificates plus BACKEND_CA_FILE. */
   private readonly tlsAgent: https.Agent;
   private readonly proxy: RequestHandler<IncomingMessage, ServerResponse>;
@@ -247,7 +256,13 @@ export class UpstreamTransport implements AttemptContext, OnModuleDestroy {
     this.headersTimeoutMs = config.headersTimeoutMs;
     this.idleTimeoutMs = config.idleStreamTimeoutMs;
     this.sweep = new DeadlineSweep(config.headersTimeoutMs, config.idleStreamTimeoutMs);
-    this.tlsAgent = new https.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 1024, scheduling: 'lifo', ...backendTlsOptions(config.backendCa) });
+    this.tlsAgent = new https.Agent({
+      keepAlive: true,
+      maxSockets: Infinity,
+      maxFreeSockets: 1024,
+      scheduling: 'lifo',
+      ...backendTlsOptions(config.backendCa),
+    });
     this.proxy = proxyOver(this.agent);
     this.tlsProxy = proxyOver(this.tlsAgent);
   }
@@ -301,7 +316,9 @@ function proxyOver(agent: http.Agent): RequestHandler<IncomingMessage, ServerRes
           if (attempt === undefined) proxyRes.destroy();
           else attempt.onProxyRes(proxyRes);
         });
-        server.on('error', (err, req, _res, target) => attemptOf(req)?.onProxyError(err as NodeJS.ErrnoException, target));
+        server.on('error', (err, req, _res, target) =>
+          attemptOf(req)?.onProxyError(err as NodeJS.ErrnoException, target),
+        );
         server.on('econnreset', () => undefined);
       },
     ],

@@ -28,18 +28,29 @@ import { SharedSessionAffinity } from './shared-session-affinity';
     {
       provide: LeaseLedger,
       inject: [BackendRegistry, SHARED_STATE],
-      useFactory: (registry: BackendRegistry, shared: SharedState | null) => (shared ? new SharedLeaseLedger(registry, shared) : new LocalLeaseLedger(registry)),
+      useFactory: (registry: BackendRegistry, shared: SharedState | null) =>
+        shared ? new SharedLeaseLedger(registry, shared) : new LocalLeaseLedger(registry),
     },
     {
       provide: SessionAffinity,
       inject: [SHARED_STATE],
-      useFactory: (shared: SharedState | null) => (shared ? new SharedSessionAffinity(shared) : new LocalSessionAffinity()),
+      useFactory: (shared: SharedState | null) =>
+        shared ? new SharedSessionAffinity(shared) : new LocalSessionAffinity(),
     },
     {
       provide: PlacementQueue,
       inject: [BALANCER_CONFIG, BackendRegistry, LeaseLedger, SessionAffinity, SHARED_STATE, ModuleRef],
-      useFactory: (config: BalancerConfig, registry: BackendRegistry, ledger: LeaseLedger, affinity: SessionAffinity, shared: SharedState | null, moduleRef: ModuleRef) =>
-        shared ? new SharedPlacementQueue(config, registry, ledger, affinity, shared, moduleRef) : new FairPlacementQueue(config),
+      useFactory: (
+        config: BalancerConfig,
+        registry: BackendRegistry,
+        ledger: LeaseLedger,
+        affinity: SessionAffinity,
+        shared: SharedState | null,
+        moduleRef: ModuleRef,
+      ) =>
+        shared
+          ? new SharedPlacementQueue(config, registry, ledger, affinity, shared, moduleRef)
+          : new FairPlacementQueue(config),
     },
     { provide: RetryBudget, useClass: LocalRetryBudget },
     ResumeBudget,

@@ -7,7 +7,16 @@ import { Lifecycle } from '../lifecycle/lifecycle';
 import { Lease, LeaseLedger } from './lease-ledger';
 import { NoCandidate, Placement, WAIT } from './placement';
 import { PlacementQueue, QueuedRequest } from './placement-queue';
-import { createPolicy, inFlightAt, Pick, PickReason, PolicyContext, PredictivePolicy, RouteRequest, RoutingPolicy } from './policies';
+import {
+  createPolicy,
+  inFlightAt,
+  Pick,
+  PickReason,
+  PolicyContext,
+  PredictivePolicy,
+  RouteRequest,
+  RoutingPolicy,
+} from './policies';
 import { SessionAffinity } from './session-affinity';
 
 export interface Decision {
@@ -57,7 +66,10 @@ export class RoutingService {
     private readonly lifecycle: Lifecycle,
   ) {
     this.policy = createPolicy(config.policy);
-    this.ctx = { agentStaleMs: config.agentStaleMs, ...(ledger.othersInFlight ? { othersInFlight: ledger.othersInFlight } : {}) };
+    this.ctx = {
+      agentStaleMs: config.agentStaleMs,
+      ...(ledger.othersInFlight ? { othersInFlight: ledger.othersInFlight } : {}),
+    };
     registry.onCapacity(() => this.queue.drain(this.drainPass));
     lifecycle.onChange((state) => {
       // The drain deadline passed: every queued request gets 503 now.
@@ -86,8 +98,14 @@ export class RoutingService {
   }
 
   /** Whether a backend not yet tried could serve the model (on this route, with these capabilities) (for a retry). */
-  hasCandidate(model: string | null, tried: ReadonlySet<Backend>, needs?: { capabilities?: readonly string[]; route?: string; digest?: string }): boolean {
-    return Array.isArray(this.candidatesFor(model, undefined, tried, Date.now(), needs?.capabilities, needs?.route, needs?.digest));
+  hasCandidate(
+    model: string | null,
+    tried: ReadonlySet<Backend>,
+    needs?: { capabilities?: readonly string[]; route?: string; digest?: string },
+  ): boolean {
+    return Array.isArray(
+      this.candidatesFor(model, undefined, tried, Date.now(), needs?.capabilities, needs?.route, needs?.digest),
+    );
   }
 
   /**
@@ -107,7 +125,14 @@ export class RoutingService {
     if (this.registry.backends.length === 0) return new NoCandidate(503, 'no Ollama backends are configured', 5);
     const available = this.registry.available(now).filter((b) => !tried?.has(b));
     // Nobody could be asked: that is 503, never "not found" (the ollama CLI answers a 404 by pulling).
-    if (available.length === 0) return new NoCandidate(503, tried && tried.size > 0 ? 'no healthy backend could take the request' : 'no healthy Ollama backend is available', 5);
+    if (available.length === 0)
+      return new NoCandidate(
+        503,
+        tried && tried.size > 0
+          ? 'no healthy backend could take the request'
+          : 'no healthy Ollama backend is available',
+        5,
+      );
     if (model === null) return available;
     let holding = available.filter((b) => b.inventoryAt === null || b.hasModel(model));
     if (holding.length > 0 && route !== undefined && holding.some((b) => b.lacksRoute(route))) {
@@ -117,21 +142,41 @@ export class RoutingService {
     }
     if (digest !== undefined && holding.length > 0) {
       holding = holding.filter((b) => b.modelsOnDisk.get(model)?.digest === digest);
-      if (holding.length === 0) return new NoCandidate(503, `no other healthy backend holds the same build of model '${displayModel ?? model}'`, 5);
+      if (holding.length === 0)
+        return new NoCandidate(
+          503,
+          `no other healthy backend holds the same build of model '${displayModel ?? model}'`,
+          5,
+        );
     }
     if (holding.length > 0) {
       if (capabilities === undefined || capabilities.length === 0) return holding;
       const able = holding.filter((b) => b.canServe(model, capabilities) !== false);
       return able.length > 0 ? able : lacking(model, displayModel, capabilities, holding);
     }
-    if (this.registry.backends.some((b) => b.hasModel(model))) return new NoCandidate(503, `no healthy backend holding model '${displayModel ?? model}' is available`, 5);
+    if (this.registry.backends.some((b) => b.hasModel(model)))
+      return new NoCandidate(503, `no healthy backend holding model '${displayModel ?? model}' is available`, 5);
     return new NoCandidate(404, `model '${displayModel ?? model}' not found`);
   }
 
-  private placeNow(req: RouteRequest, tried: ReadonlySet<Backend> | undefined, queuedMs: number, fromQueue: boolean): Placement {
-    const candidates = this.candidatesFor(req.model, req.displayModel, tried, req.now, req.capabilities, req.route, req.digest);
+  private placeNow(
+    req: RouteRequest,
+    tried: ReadonlySet<Backend> | undefined,
+    queuedMs: number,
+    fromQueue: boolean,
+  ): Placement {
+    const candidates = this.candidatesFor(
+      req.model,
+      req.displayModel,
+      tried,
+      req.now,
+      req.capabilities,
+      req.route,
+      req.digest,
+    );
     if (!Array.isArray(candidates)) return candidates;
-    if (!fromQueue && (this.ledger.grantsLater || (this.queue.length > 0 && this.queue.hasWaiting(req.model)))) return WAIT;
+    if (!fromQueue && (this.ledger.grantsLater || (this.queue.length > 0 && this.queue.hasWaiting(req.model))))
+      return WAIT;
     if (this.policy.weighsWaiting) {
       // The policy may judge that waiting for a busy (warm) backend beats a free (cold) one.
       const pick = this.choose(candidates, req);
@@ -165,7 +210,8 @@ export class RoutingService {
       return [first, ...rest];
     }
     const rest = candidates.filter((b) => b !== first);
-    const load = (b: Backend) => inFlightAt(b, model, this.ctx) / Math.max(1, b.config.modelConcurrency || b.config.parallel);
+    const load = (b: Backend) =>
+      inFlightAt(b, model, this.ctx) / Math.max(1, b.config.modelConcurrency || b.config.parallel);
     rest.sort((a, b) => load(a) - load(b));
     return [first, ...rest];
   }
@@ -222,10 +268,16 @@ export class RoutingService {
       const pinnedP = this.predictor.predict(pinned, req, this.ctx);
       const bestMs = pick.completionMs ?? this.predictor.predict(pick.backend, req, this.ctx).totalMs;
       // Staying is worth about what the prompt cache saves: re-evaluating the prompt elsewhere.
-      const saves = (req.promptTokens ?? 0) * (pick.backend.learned.promptMsPerToken.value ?? DEFAULT_PROMPT_MS_PER_TOKEN);
+      const saves =
+        (req.promptTokens ?? 0) * (pick.backend.learned.promptMsPerToken.value ?? DEFAULT_PROMPT_MS_PER_TOKEN);
       const bound = Math.min(this.config.affinityMaxExtraMs, Math.max(MIN_AFFINITY_MS, saves));
       if (pinnedP.totalMs <= bestMs + bound)
-        return { backend: pinned, reason: 'affinity', predictedMs: Math.round(pinnedP.ttftMs), completionMs: Math.round(pinnedP.totalMs) };
+        return {
+          backend: pinned,
+          reason: 'affinity',
+          predictedMs: Math.round(pinnedP.ttftMs),
+          completionMs: Math.round(pinnedP.totalMs),
+        };
     }
     this.affinity.pin(req.sessionKey, pick.backend.name);
     return pick;
@@ -235,7 +287,15 @@ export class RoutingService {
     const lease = this.ledger.take(pick, req, queuedMs);
     this.counters.routed++;
     this.counters.byReason.set(pick.reason, (this.counters.byReason.get(pick.reason) ?? 0) + 1);
-    const d: Decision = { at: Date.now(), model: req.model, backend: pick.backend.name, reason: pick.reason, predictedMs: pick.predictedMs, queuedMs, candidates };
+    const d: Decision = {
+      at: Date.now(),
+      model: req.model,
+      backend: pick.backend.name,
+      reason: pick.reason,
+      predictedMs: pick.predictedMs,
+      queuedMs,
+      candidates,
+    };
     this.recentDecisions.push(d);
     if (this.recentDecisions.length > KEEP_DECISIONS) this.recentDecisions.shift();
     for (const l of this.decisionListeners) l(d);
@@ -248,11 +308,20 @@ export class RoutingService {
  * what one Ollama would say (server/routes.go: `"<model>" does not support thinking`; sched's
  * CheckCapabilities: `<full name> does not support tools`).
  */
-function lacking(model: string, displayModel: string | undefined, needed: readonly string[], holding: Backend[]): NoCandidate {
+function lacking(
+  model: string,
+  displayModel: string | undefined,
+  needed: readonly string[],
+  holding: Backend[],
+): NoCandidate {
   const missing = needed.filter((c) => !holding.some((b) => b.capabilitiesOf(model)?.includes(c)));
   const shown = displayModel ?? model;
-  if (missing.length === 1 && missing[0] === 'thinking') return new NoCandidate(400, `${JSON.stringify(shown)} does not support thinking`);
+  if (missing.length === 1 && missing[0] === 'thinking')
+    return new NoCandidate(400, `${JSON.stringify(shown)} does not support thinking`);
   const n = parseModelName(shown);
   const rest = missing.filter((c) => c !== 'thinking');
-  return new NoCandidate(400, `${n.host}/${n.namespace}/${n.model}:${n.tag} does not support ${(rest.length > 0 ? rest : missing).join(', ')}`);
+  return new NoCandidate(
+    400,
+    `${n.host}/${n.namespace}/${n.model}:${n.tag} does not support ${(rest.length > 0 ? rest : missing).join(', ')}`,
+  );
 }

@@ -26,7 +26,8 @@ export class SharedLeaseLedger extends LeaseLedger {
     super();
   }
 
-  override readonly othersInFlight = (b: Backend, model: string | null): number => this.shared.slots.othersInFlight(b.name, model);
+  override readonly othersInFlight = (b: Backend, model: string | null): number =>
+    this.shared.slots.othersInFlight(b.name, model);
 
   override waitingFor(model: string | null): number {
     return this.shared.slots.waitingFor(model);
@@ -61,7 +62,12 @@ export class SharedLeaseLedger extends LeaseLedger {
     const factor = b.slowStartFactor();
     const eff = (cap: number) => (cap <= 0 ? 0 : Math.max(1, Math.floor(cap * factor)));
     if (c.maxConcurrency > 0 && b.inFlight >= degradedCap(eff(c.maxConcurrency), replicas)) return false;
-    if (model !== null && c.modelConcurrency > 0 && b.inFlightFor(model) >= degradedCap(eff(c.modelConcurrency), replicas)) return false;
+    if (
+      model !== null &&
+      c.modelConcurrency > 0 &&
+      b.inFlightFor(model) >= degradedCap(eff(c.modelConcurrency), replicas)
+    )
+      return false;
     return true;
   }
 

@@ -86,7 +86,9 @@ export class SharedPlacementQueue extends PlacementQueue {
 
   /** The request's class as an index, 0 the highest. */
   private classOf(entry: QueuedRequest): number {
-    return entry.route.queue?.cls ?? Math.max(0, this.config.priority.classes.indexOf(this.config.priority.defaultClass));
+    return (
+      entry.route.queue?.cls ?? Math.max(0, this.config.priority.classes.indexOf(this.config.priority.defaultClass))
+    );
   }
 
   /** Requests waiting in Redis's line (not those still being placed) and on local state. */
@@ -131,7 +133,8 @@ export class SharedPlacementQueue extends PlacementQueue {
   private async placeShared(w: SharedWaiter): Promise<void> {
     const route = w.entry.route;
     // A conversation pinned through another replica: read its pin first, so the choice sees it.
-    if (route.sessionKey !== null && this.affinity instanceof SharedSessionAffinity) await this.affinity.load(route.sessionKey);
+    if (route.sessionKey !== null && this.affinity instanceof SharedSessionAffinity)
+      await this.affinity.load(route.sessionKey);
     if (this.waiting.get(w.entry) !== w) return;
     const tried = w.entry.tried;
     let slot: SharedSlot | null;
@@ -155,7 +158,10 @@ export class SharedPlacementQueue extends PlacementQueue {
           w.cancel = cancel;
           this.own.queued++;
           this.inLine++;
-          w.timer = setTimeout(() => this.timeout(w), Math.max(1, this.config.queueTimeoutMs - (Date.now() - w.enqueuedAt)));
+          w.timer = setTimeout(
+            () => this.timeout(w),
+            Math.max(1, this.config.queueTimeoutMs - (Date.now() - w.enqueuedAt)),
+          );
         },
       });
     } catch (e) {
@@ -208,7 +214,9 @@ export class SharedPlacementQueue extends PlacementQueue {
       if (this.waiting.get(w.entry) !== w || !w.slot) continue;
       const slot = w.slot;
       this.finish(w);
-      const { placement: outcome, taken } = (this.ledger as SharedLeaseLedger).withGrant(slot, () => this.routing.placeGranted(w.entry, slot.backend, now - w.enqueuedAt, now));
+      const { placement: outcome, taken } = (this.ledger as SharedLeaseLedger).withGrant(slot, () =>
+        this.routing.placeGranted(w.entry, slot.backend, now - w.enqueuedAt, now),
+      );
       if (!taken) this.shared.slots.release(slot);
       if (outcome.kind === 'wait') {
         // The backend granted is no longer a candidate here (cordoned, ejected meanwhile): in line again.
@@ -250,7 +258,13 @@ export class SharedPlacementQueue extends PlacementQueue {
     this.own.timeouts++;
     w.cancel?.(new Error('queue timeout'));
     if (w.slot) this.shared.slots.release(w.slot);
-    w.entry.onRefused(new NoCandidate(503, `server busy, please try again.  timed out after ${this.config.queueTimeoutMs} ms in the balancer queue`, this.retryAfterS()));
+    w.entry.onRefused(
+      new NoCandidate(
+        503,
+        `server busy, please try again.  timed out after ${this.config.queueTimeoutMs} ms in the balancer queue`,
+        this.retryAfterS(),
+      ),
+    );
   }
 
   /** Waits on this replica's state (Redis away); the entry is told through a wrapper that forgets it. */

@@ -3,7 +3,16 @@ import { randomBytes } from 'crypto';
 import { EventEmitter } from 'events';
 import { hostname } from 'os';
 import Redis from 'ioredis';
-import { ACQUIRE_LUA, GOODBYE_LUA, HEARTBEAT_LUA, QUOTA_LUA, RATE_LUA, REGISTER_LUA, RELEASE_LUA, SLIDING_LUA } from './redis-scripts';
+import {
+  ACQUIRE_LUA,
+  GOODBYE_LUA,
+  HEARTBEAT_LUA,
+  QUOTA_LUA,
+  RATE_LUA,
+  REGISTER_LUA,
+  RELEASE_LUA,
+  SLIDING_LUA,
+} from './redis-scripts';
 import { redactRedisUrl, SharedStateConfig } from '../config/shared-state-config';
 
 /** Thrown instead of waiting when Redis is not reachable right now: fall back to local state. */
@@ -69,7 +78,11 @@ export class RedisLink extends EventEmitter {
     super();
     this.setMaxListeners(50);
     this.prefix = config.prefix;
-    this.replicaId = config.replicaId ?? `${hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 40)}-${process.pid}-${randomBytes(3).toString('hex')}`;
+    this.replicaId =
+      config.replicaId ??
+      `${hostname()
+        .replace(/[^A-Za-z0-9._-]/g, '-')
+        .slice(0, 40)}-${process.pid}-${randomBytes(3).toString('hex')}`;
   }
 
   get up(): boolean {
@@ -92,7 +105,12 @@ export class RedisLink extends EventEmitter {
       maxRetriesPerRequest: 0,
     };
     // Auto-pipelining: the commands of one event-loop turn go out in one write (many requests at once).
-    const cmd = new Redis(this.config.url, { ...common, enableOfflineQueue: false, enableAutoPipelining: true, commandTimeout: this.config.commandTimeoutMs }) as ScriptedRedis;
+    const cmd = new Redis(this.config.url, {
+      ...common,
+      enableOfflineQueue: false,
+      enableAutoPipelining: true,
+      commandTimeout: this.config.commandTimeoutMs,
+    }) as ScriptedRedis;
     cmd.defineCommand('olbAcquire', { numberOfKeys: 0, lua: ACQUIRE_LUA });
     cmd.defineCommand('olbRelease', { numberOfKeys: 0, lua: RELEASE_LUA });
     cmd.defineCommand('olbHeartbeat', { numberOfKeys: 0, lua: HEARTBEAT_LUA });
@@ -186,7 +204,10 @@ export class RedisLink extends EventEmitter {
       this.clockOffsetMs = now - Math.round((sentAt + Date.now()) / 2);
       if (!this.upNow && !this.stopped) {
         this.upNow = true;
-        if (this.downSince > 0) this.logger.log(`shared state UP again after ${Date.now() - this.downSince} ms: slots held here re-registered, ${this.replicasSeen} replica(s) alive`);
+        if (this.downSince > 0)
+          this.logger.log(
+            `shared state UP again after ${Date.now() - this.downSince} ms: slots held here re-registered, ${this.replicasSeen} replica(s) alive`,
+          );
         else this.logger.log(`shared state UP: replica ${this.replicaId}, ${this.replicasSeen} replica(s) alive`);
         this.emit('up');
       }

@@ -126,7 +126,11 @@ export class SharedEvents {
     for (const [b, until] of Object.entries(eject)) {
       const local = this.toLocal(Number(until));
       if (Number.isFinite(local) && local > Date.now()) snap.ejectedUntil.set(b, local);
-      else this.link.redis().hdel(`${P}eject`, b).catch(() => undefined);
+      else
+        this.link
+          .redis()
+          .hdel(`${P}eject`, b)
+          .catch(() => undefined);
     }
     for (const h of this.snapshotHandlers) {
       try {

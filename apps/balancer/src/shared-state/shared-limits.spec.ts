@@ -20,7 +20,13 @@ describe('pins, rates, quotas and fleet events shared on a real redis-server', (
   let prefix = '';
 
   const link = async (): Promise<RedisLink> => {
-    const cfg = loadSharedStateConfig({ REDIS_URL: redis.url, REDIS_PREFIX: prefix, REDIS_HEARTBEAT_MS: '200', REDIS_LEASE_MS: '1000', REDIS_COMMAND_TIMEOUT_MS: '2000' });
+    const cfg = loadSharedStateConfig({
+      REDIS_URL: redis.url,
+      REDIS_PREFIX: prefix,
+      REDIS_HEARTBEAT_MS: '200',
+      REDIS_LEASE_MS: '1000',
+      REDIS_COMMAND_TIMEOUT_MS: '2000',
+    });
     const l = new RedisLink({ ...cfg, url: cfg.url! });
     l.start();
     links.push(l);
@@ -103,16 +109,39 @@ describe('pins, rates, quotas and fleet events shared on a real redis-server', (
     const ra = new SharedRegistrations(a);
     const rb = new SharedRegistrations(b);
     const now = Date.now();
-    expect(await ra.upsert({ name: 'edge-1', ollamaUrl: 'http://10.0.0.1:11434', expiresAt: now + 10_000 }, now, 2)).toEqual({ ok: true, created: true });
-    expect(await rb.upsert({ name: 'edge-1', ollamaUrl: 'http://10.0.0.1:11434', expiresAt: now + 20_000 }, now, 2)).toEqual({ ok: true, created: false });
-    expect(await rb.upsert({ name: 'edge-1', ollamaUrl: 'http://10.0.0.9:11434', expiresAt: now + 20_000 }, now, 2)).toMatchObject({ ok: false, conflict: 'name', heldUrl: 'http://10.0.0.1:11434' });
-    expect(await rb.upsert({ name: 'edge-2', ollamaUrl: 'http://10.0.0.1:11434', expiresAt: now + 20_000 }, now, 2)).toEqual({ ok: false, conflict: 'url', heldBy: 'edge-1' });
-    expect(await rb.upsert({ name: 'edge-2', ollamaUrl: 'http://10.0.0.2:11434', agentUrl: 'http://10.0.0.2:9400', expiresAt: now + 20_000 }, now, 2)).toEqual({ ok: true, created: true });
-    expect(await ra.upsert({ name: 'edge-3', ollamaUrl: 'http://10.0.0.3:11434', expiresAt: now + 20_000 }, now, 2)).toEqual({ ok: false, conflict: 'full' });
+    expect(
+      await ra.upsert({ name: 'edge-1', ollamaUrl: 'http://10.0.0.1:11434', expiresAt: now + 10_000 }, now, 2),
+    ).toEqual({ ok: true, created: true });
+    expect(
+      await rb.upsert({ name: 'edge-1', ollamaUrl: 'http://10.0.0.1:11434', expiresAt: now + 20_000 }, now, 2),
+    ).toEqual({ ok: true, created: false });
+    expect(
+      await rb.upsert({ name: 'edge-1', ollamaUrl: 'http://10.0.0.9:11434', expiresAt: now + 20_000 }, now, 2),
+    ).toMatchObject({ ok: false, conflict: 'name', heldUrl: 'http://10.0.0.1:11434' });
+    expect(
+      await rb.upsert({ name: 'edge-2', ollamaUrl: 'http://10.0.0.1:11434', expiresAt: now + 20_000 }, now, 2),
+    ).toEqual({ ok: false, conflict: 'url', heldBy: 'edge-1' });
+    expect(
+      await rb.upsert(
+        {
+          name: 'edge-2',
+          ollamaUrl: 'http://10.0.0.2:11434',
+          agentUrl: 'http://10.0.0.2:9400',
+          expiresAt: now + 20_000,
+        },
+        now,
+        2,
+      ),
+    ).toEqual({ ok: true, created: true });
+    expect(
+      await ra.upsert({ name: 'edge-3', ollamaUrl: 'http://10.0.0.3:11434', expiresAt: now + 20_000 }, now, 2),
+    ).toEqual({ ok: false, conflict: 'full' });
     expect((await ra.list(now)).map((r) => r.name).sort()).toEqual(['edge-1', 'edge-2']);
     // Past edge-1's expiry it holds nothing: its URL may be taken by another name.
     const later = now + 20_001;
-    expect(await ra.upsert({ name: 'edge-3', ollamaUrl: 'http://10.0.0.1:11434', expiresAt: later + 10_000 }, later, 2)).toEqual({ ok: true, created: true });
+    expect(
+      await ra.upsert({ name: 'edge-3', ollamaUrl: 'http://10.0.0.1:11434', expiresAt: later + 10_000 }, later, 2),
+    ).toEqual({ ok: true, created: true });
     expect(await rb.remove('edge-3')).toBe(true);
     expect(await rb.remove('edge-3')).toBe(false);
   });

@@ -51,7 +51,9 @@ export class SharedRateLimiter {
   /** Takes `cost` tokens from the key's bucket. Rejects with SharedStateUnavailable when Redis cannot answer. */
   async take(keyName: string, ratePerMinute: number, cost = 1): Promise<RateVerdict> {
     try {
-      const [ok, waitMs] = (await this.link.redis().olbRate(`${this.link.prefix}rate:${keyName}`, ratePerMinute, cost)) as [number, number];
+      const [ok, waitMs] = (await this.link
+        .redis()
+        .olbRate(`${this.link.prefix}rate:${keyName}`, ratePerMinute, cost)) as [number, number];
       return { allowed: ok === 1, waitMs };
     } catch (e) {
       this.link.failed(e);
@@ -78,7 +80,9 @@ export class SharedQuotas {
 
   private async run(name: string, amount: number, limit: number, windowMs: number): Promise<QuotaState> {
     try {
-      const [added, used, resetMs] = (await this.link.redis().olbQuota(`${this.link.prefix}q:${name}:${windowMs}`, amount, limit, windowMs)) as [number, number, number];
+      const [added, used, resetMs] = (await this.link
+        .redis()
+        .olbQuota(`${this.link.prefix}q:${name}:${windowMs}`, amount, limit, windowMs)) as [number, number, number];
       return { added: added === 1, used, resetMs };
     } catch (e) {
       this.link.failed(e);
@@ -109,7 +113,13 @@ export class SharedQuotas {
    */
   async slide(name: string, amount: number, limit: number, bucketMs: number, buckets: number): Promise<QuotaState> {
     try {
-      const [added, used, resetMs] = (await this.link.redis().olbSliding(`${this.link.prefix}s:${name}:${bucketMs}x${buckets}`, amount, limit, bucketMs, buckets)) as [number, number, number];
+      const [added, used, resetMs] = (await this.link
+        .redis()
+        .olbSliding(`${this.link.prefix}s:${name}:${bucketMs}x${buckets}`, amount, limit, bucketMs, buckets)) as [
+        number,
+        number,
+        number,
+      ];
       return { added: added === 1, used, resetMs };
     } catch (e) {
       this.link.failed(e);
@@ -199,7 +209,11 @@ export class SharedRegistrations {
   async upsert<R extends StoredRegistration>(reg: R, now: number, max: number): Promise<RegisterVerdict> {
     let r: (string | number)[];
     try {
-      r = (await this.link.redis().olbRegister(this.key, reg.name, JSON.stringify(reg), reg.ollamaUrl, reg.agentUrl ?? '', now, max)) as (string | number)[];
+      r = (await this.link
+        .redis()
+        .olbRegister(this.key, reg.name, JSON.stringify(reg), reg.ollamaUrl, reg.agentUrl ?? '', now, max)) as (
+        string | number
+      )[];
     } catch (e) {
       return this.fail(e);
     }

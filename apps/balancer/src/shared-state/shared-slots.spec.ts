@@ -32,7 +32,15 @@ describe('SharedSlots on a real redis-server', () => {
   let prefix = '';
 
   const replica = async (env: Record<string, string> = {}): Promise<Replica> => {
-    const cfg = loadSharedStateConfig({ REDIS_URL: redis.url, REDIS_PREFIX: prefix, REDIS_LEASE_MS: '1500', REDIS_HEARTBEAT_MS: '300', REDIS_QUEUE_RETRY_MS: '100', REDIS_COMMAND_TIMEOUT_MS: '2000', ...env });
+    const cfg = loadSharedStateConfig({
+      REDIS_URL: redis.url,
+      REDIS_PREFIX: prefix,
+      REDIS_LEASE_MS: '1500',
+      REDIS_HEARTBEAT_MS: '300',
+      REDIS_QUEUE_RETRY_MS: '100',
+      REDIS_COMMAND_TIMEOUT_MS: '2000',
+      ...env,
+    });
     const link = new RedisLink({ ...cfg, url: cfg.url! });
     const slots = new SharedSlots(link, (b) => CAPS[b] ?? { backendCap: 0, modelCap: 0 });
     link.start();
@@ -69,7 +77,11 @@ describe('SharedSlots on a real redis-server', () => {
     let served = 0;
     const one = async (i: number) => {
       const r = rs[i % 3];
-      const slot = (await r.slots.place({ model: 'm:latest', targets: () => (i % 2 ? ['a', 'b'] : ['b', 'a']), wait: true }))!;
+      const slot = (await r.slots.place({
+        model: 'm:latest',
+        targets: () => (i % 2 ? ['a', 'b'] : ['b', 'a']),
+        wait: true,
+      }))!;
       holding[slot.backend]++;
       peak[slot.backend] = Math.max(peak[slot.backend], holding[slot.backend]);
       await new Promise((res) => setTimeout(res, (i * 7) % 13));
@@ -93,7 +105,14 @@ describe('SharedSlots on a real redis-server', () => {
     const order: string[] = [];
     const waits: Promise<void>[] = [];
     // Enqueue one at a time (each in line before the next asks), alternating replicas.
-    for (const [name, r] of [['y1', y], ['z1', z], ['x1', x], ['y2', y], ['z2', z], ['x2', x]] as const) {
+    for (const [name, r] of [
+      ['y1', y],
+      ['z1', z],
+      ['x1', x],
+      ['y2', y],
+      ['z2', z],
+      ['x2', x],
+    ] as const) {
       let queued!: () => void;
       const inLine = new Promise<void>((res) => (queued = res));
       waits.push(
@@ -158,10 +177,17 @@ describe('SharedSlots on a real redis-server', () => {
     const s2 = (await dead.slots.place({ model: 'm', targets: () => ['a'], wait: true }))!;
     expect([s1.backend, s2.backend]).toEqual(['a', 'a']);
     let queuedDead!: () => void;
-    void dead.slots.place({ model: 'm', targets: () => ['a'], wait: true, onQueued: () => queuedDead() }).catch(() => undefined);
+    void dead.slots
+      .place({ model: 'm', targets: () => ['a'], wait: true, onQueued: () => queuedDead() })
+      .catch(() => undefined);
     await new Promise<void>((r) => (queuedDead = r));
     let queued = false;
-    const waiting = alive.slots.place({ model: 'm', targets: () => ['a'], wait: true, onQueued: () => (queued = true) });
+    const waiting = alive.slots.place({
+      model: 'm',
+      targets: () => ['a'],
+      wait: true,
+      onQueued: () => (queued = true),
+    });
     await until(() => queued, 'the live replica to wait');
     // The dead replica vanishes without a goodbye: no release, no heartbeat.
     const diedAt = Date.now();
@@ -197,7 +223,12 @@ describe('SharedSlots on a real redis-server', () => {
 describe('SharedSlots when Redis dies and returns', () => {
   it('falls back at once while Redis is gone, and re-registers held slots when it is back', async () => {
     const redis = await RedisProcess.start();
-    const cfg = loadSharedStateConfig({ REDIS_URL: redis.url, REDIS_LEASE_MS: '2000', REDIS_HEARTBEAT_MS: '200', REDIS_COMMAND_TIMEOUT_MS: '100' });
+    const cfg = loadSharedStateConfig({
+      REDIS_URL: redis.url,
+      REDIS_LEASE_MS: '2000',
+      REDIS_HEARTBEAT_MS: '200',
+      REDIS_COMMAND_TIMEOUT_MS: '100',
+    });
     const link = new RedisLink({ ...cfg, url: cfg.url! });
     const slots = new SharedSlots(link, (b) => CAPS[b]);
     const downs: number[] = [];
@@ -218,7 +249,9 @@ describe('SharedSlots when Redis dies and returns', () => {
       await waiter;
       expect(rejected).toBeInstanceOf(SharedStateUnavailable);
       // A request on a dead Redis gets an answer (the fallback signal), never a hang.
-      await expect(slots.place({ model: 'm', targets: () => ['a'], wait: true })).rejects.toBeInstanceOf(SharedStateUnavailable);
+      await expect(slots.place({ model: 'm', targets: () => ['a'], wait: true })).rejects.toBeInstanceOf(
+        SharedStateUnavailable,
+      );
       // Slots taken on local state while Redis was gone are registered when it returns.
       const local = slots.adoptLocal('b', 'm');
       slots.release(second);
@@ -243,7 +276,12 @@ describe('SharedSlots when Redis dies and returns', () => {
 
   it('gives up on a hung Redis after the command timeout instead of waiting, and re-joins when it answers', async () => {
     const redis = await RedisProcess.start();
-    const cfg = loadSharedStateConfig({ REDIS_URL: redis.url, REDIS_LEASE_MS: '2000', REDIS_HEARTBEAT_MS: '200', REDIS_COMMAND_TIMEOUT_MS: '100' });
+    const cfg = loadSharedStateConfig({
+      REDIS_URL: redis.url,
+      REDIS_LEASE_MS: '2000',
+      REDIS_HEARTBEAT_MS: '200',
+      REDIS_COMMAND_TIMEOUT_MS: '100',
+    });
     const link = new RedisLink({ ...cfg, url: cfg.url! });
     const slots = new SharedSlots(link, (b) => CAPS[b]);
     link.start();
@@ -252,7 +290,9 @@ describe('SharedSlots when Redis dies and returns', () => {
       const held = (await slots.place({ model: 'm', targets: () => ['a'], wait: true }))!;
       redis.pause();
       // The connection stays open but nothing answers: the command times out, the link goes down.
-      await expect(slots.place({ model: 'm', targets: () => ['a'], wait: true })).rejects.toBeInstanceOf(SharedStateUnavailable);
+      await expect(slots.place({ model: 'm', targets: () => ['a'], wait: true })).rejects.toBeInstanceOf(
+        SharedStateUnavailable,
+      );
       expect(link.up).toBe(false);
       // Later requests do not even try until a heartbeat gets through.
       await expect(slots.place({ model: 'm', targets: () => ['a'], wait: false })).rejects.toThrow(/not reachable/);

@@ -151,7 +151,9 @@ export class SharedSlots {
     }
     const leaseId = `${this.link.replicaId}/${++this.seq}`;
     if (!req.wait) {
-      return this.acquire(model, leaseId, '', targets, false, 0, req.observe?.()).then((reply) => (reply[0] === 1 ? this.took(reply[1], model, leaseId, 0) : null));
+      return this.acquire(model, leaseId, '', targets, false, 0, req.observe?.()).then((reply) =>
+        reply[0] === 1 ? this.took(reply[1], model, leaseId, 0) : null,
+      );
     }
     return new Promise<SharedSlot>((resolve, reject) => {
       const wid = String(++this.seq);
@@ -219,8 +221,25 @@ export class SharedSlots {
     for (const w of [...this.waiters.values()]) this.fail(w, new SharedStateUnavailable('shutting down'));
   }
 
-  private async acquire(model: string, leaseId: string, member: string, targets: string[], enqueue: boolean, priority: number, observe: string[] = []): Promise<AcquireReply> {
-    const args: (string | number)[] = [this.link.prefix, model, this.link.replicaId, leaseId, member, this.link.config.leaseMs, enqueue ? 1 : 0, priority];
+  private async acquire(
+    model: string,
+    leaseId: string,
+    member: string,
+    targets: string[],
+    enqueue: boolean,
+    priority: number,
+    observe: string[] = [],
+  ): Promise<AcquireReply> {
+    const args: (string | number)[] = [
+      this.link.prefix,
+      model,
+      this.link.replicaId,
+      leaseId,
+      member,
+      this.link.config.leaseMs,
+      enqueue ? 1 : 0,
+      priority,
+    ];
     for (const b of targets) {
       const c = this.capsOf(b, model);
       args.push(b, c.backendCap, c.modelCap);
@@ -234,7 +253,8 @@ export class SharedSlots {
       throw e instanceof SharedStateUnavailable ? e : new SharedStateUnavailable((e as Error).message);
     }
     this.lineAt.set(model, Number(reply[3]) + (reply[0] === 2 ? 1 : 0));
-    for (let i = 4; i + 2 < reply.length; i += 3) this.tellCounts(String(reply[i]), model, Number(reply[i + 1]), Number(reply[i + 2]));
+    for (let i = 4; i + 2 < reply.length; i += 3)
+      this.tellCounts(String(reply[i]), model, Number(reply[i + 1]), Number(reply[i + 2]));
     return reply;
   }
 
@@ -294,7 +314,13 @@ export class SharedSlots {
     }
   }
 
-  private sendRelease(backend: string, model: string, leaseId: string, caps: SlotCaps, requeue?: { member: string; score: number }): void {
+  private sendRelease(
+    backend: string,
+    model: string,
+    leaseId: string,
+    caps: SlotCaps,
+    requeue?: { member: string; score: number },
+  ): void {
     let r;
     try {
       r = this.link.redis();
@@ -302,7 +328,17 @@ export class SharedSlots {
       // Redis unreachable: the lease is no longer renewed and expires within REDIS_LEASE_MS.
       return;
     }
-    r.olbRelease(this.link.prefix, backend, model, leaseId, caps.backendCap, caps.modelCap, this.link.config.leaseMs, requeue?.member ?? '', requeue?.score ?? 0).then(
+    r.olbRelease(
+      this.link.prefix,
+      backend,
+      model,
+      leaseId,
+      caps.backendCap,
+      caps.modelCap,
+      this.link.config.leaseMs,
+      requeue?.member ?? '',
+      requeue?.score ?? 0,
+    ).then(
       (reply) => {
         const [, , cb, cm] = reply as number[];
         this.tellCounts(backend, model, cb, cm);
@@ -411,7 +447,8 @@ export class SharedSlots {
 
   private onDown(): void {
     // Waiting on Redis is over: each waiter goes back to its caller, which places it on local state.
-    for (const w of [...this.waiters.values()]) this.fail(w, new SharedStateUnavailable('Redis went away while the request waited'));
+    for (const w of [...this.waiters.values()])
+      this.fail(w, new SharedStateUnavailable('Redis went away while the request waited'));
   }
 
   private onUp(): void {
@@ -434,4 +471,3 @@ export class SharedSlots {
     return `${this.held.size} slot(s) held, ${this.waiters.size} waiting`;
   }
 }
-

@@ -9,7 +9,11 @@ import { PassThrough } from 'stream';
 
 /** The client's request as the proxy has it after reading the body. */
 export function clientRequest(method = 'POST', url = '/api/chat', headers: IncomingHttpHeaders = {}): IncomingMessage {
-  return Object.assign(new EventEmitter(), { method, url, headers: { 'x-request-id': 'req-1', ...headers } }) as unknown as IncomingMessage;
+  return Object.assign(new EventEmitter(), {
+    method,
+    url,
+    headers: { 'x-request-id': 'req-1', ...headers },
+  }) as unknown as IncomingMessage;
 }
 
 /** The client's response: records the one writeHead, the bytes written and how it ended. */

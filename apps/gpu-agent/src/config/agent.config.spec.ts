@@ -55,7 +55,7 @@ describe('gpu-agent config', () => {
       expect(parseAgentConfig({ REGISTRATION_TOKEN: token }).registration).toBeNull();
     });
 
-    it('derives both URLs from this machine\'s address when Ollama is local (a pod, a container)', () => {
+    it("derives both URLs from this machine's address when Ollama is local (a pod, a container)", () => {
       expect(parseAgentConfig({ ...base, OLLAMA_HOST: '127.0.0.1:11500', PORT: '9401' }, podIp).registration).toEqual({
         balancerUrls: ['http://balancer:11434'],
         token,
@@ -102,14 +102,20 @@ describe('gpu-agent config', () => {
 
     it.each([
       [{ REGISTRATION_TOKEN: undefined }, 'REGISTRATION_TOKEN="" must be set when BALANCER_URL is'],
-      [{ REGISTRATION_TOKEN: 'too short' }, 'REGISTRATION_TOKEN="<redacted>" must be at least 16 characters with no whitespace'],
+      [
+        { REGISTRATION_TOKEN: 'too short' },
+        'REGISTRATION_TOKEN="<redacted>" must be at least 16 characters with no whitespace',
+      ],
       [{ BALANCER_URL: 'balancer:11434' }, 'BALANCER_URL="balancer:11434" entries must use http:// or https://'],
       [{ BALANCER_URL: 'not a url' }, 'BALANCER_URL="not a url" has an entry that is not a URL'],
       [{ BALANCER_URL: 'http://u:secret@balancer' }, 'BALANCER_URL="<redacted>" must not carry credentials'],
       [{ BALANCER_URL: ' , ' }, 'BALANCER_URL=" , " has no URL'],
       [{ AGENT_NAME: 'gpu 7' }, 'AGENT_NAME="gpu 7" must be 1-64 characters'],
       [{ HOSTNAME_LABEL: 'gpu:7' }, 'AGENT_NAME (default: the host name)="gpu:7"'],
-      [{ OLLAMA_ADVERTISE_URL: 'http://10.0.0.1:11434/api' }, 'OLLAMA_ADVERTISE_URL="http://10.0.0.1:11434/api" must not have a path'],
+      [
+        { OLLAMA_ADVERTISE_URL: 'http://10.0.0.1:11434/api' },
+        'OLLAMA_ADVERTISE_URL="http://10.0.0.1:11434/api" must not have a path',
+      ],
       [{ AGENT_ADVERTISE_URL: 'gpu:9400' }, 'AGENT_ADVERTISE_URL="gpu:9400" must use http:// or https://'],
       [{ PORT: '0' }, 'AGENT_ADVERTISE_URL="" must be set when PORT=0'],
       [{ OLLAMA_NUM_PARALLEL: '0' }, 'OLLAMA_NUM_PARALLEL="0" must be an integer from 1 to 1024'],
@@ -119,7 +125,9 @@ describe('gpu-agent config', () => {
     });
 
     it('needs OLLAMA_ADVERTISE_URL when Ollama is local and there is no external address', () => {
-      expect(() => parseAgentConfig(base, () => undefined)).toThrow('OLLAMA_ADVERTISE_URL="" must be set: OLLAMA_HOST is local');
+      expect(() => parseAgentConfig(base, () => undefined)).toThrow(
+        'OLLAMA_ADVERTISE_URL="" must be set: OLLAMA_HOST is local',
+      );
     });
 
     it('never puts the token in an error message', () => {

@@ -57,7 +57,11 @@ function positiveInt(env: Env, name: string, dflt: number, max = Number.MAX_SAFE
   const v = raw(env, name);
   if (v === undefined) return dflt;
   if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > max) {
-    invalid(name, env[name]!, max < Number.MAX_SAFE_INTEGER ? `must be an integer from 1 to ${max}` : 'must be a positive integer');
+    invalid(
+      name,
+      env[name]!,
+      max < Number.MAX_SAFE_INTEGER ? `must be an integer from 1 to ${max}` : 'must be a positive integer',
+    );
   }
   return Number(v);
 }
@@ -123,19 +127,34 @@ function advertisedUrl(env: Env, name: string): string | undefined {
   return new URL(v).origin;
 }
 
-function parseRegistration(env: Env, port: number, ollamaUrl: string, label: string | undefined, localAddress: () => string | undefined): RegistrationConfig | null {
+function parseRegistration(
+  env: Env,
+  port: number,
+  ollamaUrl: string,
+  label: string | undefined,
+  localAddress: () => string | undefined,
+): RegistrationConfig | null {
   const list = raw(env, 'BALANCER_URL');
   if (list === undefined) return null;
   const balancerUrls: string[] = [];
-  for (const entry of list.split(',').map((x) => x.trim()).filter(Boolean)) {
+  for (const entry of list
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean)) {
     let u: URL;
     try {
       u = new URL(entry);
     } catch {
-      invalid('BALANCER_URL', env.BALANCER_URL!, `has an entry that is not a URL: ${JSON.stringify(entry)} (http(s)://host:port, comma-separated)`);
+      invalid(
+        'BALANCER_URL',
+        env.BALANCER_URL!,
+        `has an entry that is not a URL: ${JSON.stringify(entry)} (http(s)://host:port, comma-separated)`,
+      );
     }
-    if (u.protocol !== 'http:' && u.protocol !== 'https:') invalid('BALANCER_URL', env.BALANCER_URL!, 'entries must use http:// or https://');
-    if (u.username || u.password) invalid('BALANCER_URL', '<redacted>', 'must not carry credentials (the token is REGISTRATION_TOKEN)');
+    if (u.protocol !== 'http:' && u.protocol !== 'https:')
+      invalid('BALANCER_URL', env.BALANCER_URL!, 'entries must use http:// or https://');
+    if (u.username || u.password)
+      invalid('BALANCER_URL', '<redacted>', 'must not carry credentials (the token is REGISTRATION_TOKEN)');
     if (u.search || u.hash) invalid('BALANCER_URL', env.BALANCER_URL!, 'entries must not have a query or fragment');
     // A path prefix is kept: a balancer behind a reverse proxy may live under one.
     const base = `${u.origin}${u.pathname.replace(/\/+$/, '')}`;
@@ -145,12 +164,18 @@ function parseRegistration(env: Env, port: number, ollamaUrl: string, label: str
   if (balancerUrls.length > 16) invalid('BALANCER_URL', env.BALANCER_URL!, 'may list at most 16 balancers');
 
   const token = env.REGISTRATION_TOKEN;
-  if (token === undefined || token.trim() === '') invalid('REGISTRATION_TOKEN', '', 'must be set when BALANCER_URL is (the balancer\'s REGISTRATION_TOKEN)');
-  if (/\s/.test(token) || token.length < 16) invalid('REGISTRATION_TOKEN', '<redacted>', 'must be at least 16 characters with no whitespace');
+  if (token === undefined || token.trim() === '')
+    invalid('REGISTRATION_TOKEN', '', "must be set when BALANCER_URL is (the balancer's REGISTRATION_TOKEN)");
+  if (/\s/.test(token) || token.length < 16)
+    invalid('REGISTRATION_TOKEN', '<redacted>', 'must be at least 16 characters with no whitespace');
 
   const name = raw(env, 'AGENT_NAME') ?? label ?? hostname();
   if (!BACKEND_NAME_PATTERN.test(name)) {
-    invalid(raw(env, 'AGENT_NAME') !== undefined ? 'AGENT_NAME' : 'AGENT_NAME (default: the host name)', name, 'must be 1-64 characters of letters, digits, . _ -');
+    invalid(
+      raw(env, 'AGENT_NAME') !== undefined ? 'AGENT_NAME' : 'AGENT_NAME (default: the host name)',
+      name,
+      'must be 1-64 characters of letters, digits, . _ -',
+    );
   }
 
   // Derived addresses: the Ollama URL itself when it names another host (compose, a LAN), else
@@ -162,12 +187,18 @@ function parseRegistration(env: Env, port: number, ollamaUrl: string, label: str
   if (ollama === undefined || agent === undefined) {
     const address = localAddress();
     if (ollama === undefined) {
-      if (!address) invalid('OLLAMA_ADVERTISE_URL', '', 'must be set: OLLAMA_HOST is local and this machine has no external address to derive it from');
+      if (!address)
+        invalid(
+          'OLLAMA_ADVERTISE_URL',
+          '',
+          'must be set: OLLAMA_HOST is local and this machine has no external address to derive it from',
+        );
       ollama = `${ollamaHost.protocol}//${address}:${ollamaHost.port || (ollamaHost.protocol === 'https:' ? 443 : 80)}`;
     }
     if (agent === undefined) {
       if (port === 0) invalid('AGENT_ADVERTISE_URL', '', 'must be set when PORT=0 (the port is not known in advance)');
-      if (!address) invalid('AGENT_ADVERTISE_URL', '', 'must be set: this machine has no external address to derive it from');
+      if (!address)
+        invalid('AGENT_ADVERTISE_URL', '', 'must be set: this machine has no external address to derive it from');
       agent = `http://${address}:${port}`;
     }
   }
@@ -175,7 +206,8 @@ function parseRegistration(env: Env, port: number, ollamaUrl: string, label: str
   const optionalCount = (n: string, min: number): number | undefined => {
     const v = raw(env, n);
     if (v === undefined) return undefined;
-    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > 1024) invalid(n, env[n]!, `must be an integer from ${min} to 1024`);
+    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > 1024)
+      invalid(n, env[n]!, `must be an integer from ${min} to 1024`);
     return Number(v);
   };
   return {
@@ -197,7 +229,8 @@ export function parseAgentConfig(env: Env, localAddress: () => string | undefine
     invalid('AGENT_TOKEN', '<redacted>', 'must be at least 8 characters with no whitespace');
   }
   const label = raw(env, 'HOSTNAME_LABEL');
-  if (label !== undefined && !/^[\w.:-]+$/.test(label)) invalid('HOSTNAME_LABEL', env.HOSTNAME_LABEL!, 'must be a host name');
+  if (label !== undefined && !/^[\w.:-]+$/.test(label))
+    invalid('HOSTNAME_LABEL', env.HOSTNAME_LABEL!, 'must be a host name');
   const port = (() => {
     const v = raw(env, 'PORT');
     if (v === undefined) return 9400;

@@ -56,7 +56,11 @@ export class MetricsService {
       read,
       gauge: new Gauge({ name, help, labelNames: GPU_LABELS, registers: r }),
     }));
-    this.nvmlUp = new Gauge({ name: 'gpu_agent_nvml_up', help: '1 when the latest NVML poll succeeded.', registers: r });
+    this.nvmlUp = new Gauge({
+      name: 'gpu_agent_nvml_up',
+      help: '1 when the latest NVML poll succeeded.',
+      registers: r,
+    });
     this.gpuError = new Gauge({
       name: 'gpu_agent_gpu_error',
       help: 'NVML return code of a per-GPU failure (GPU lost, no permission...); absent when the GPU reads fine.',
@@ -69,10 +73,29 @@ export class MetricsService {
       help: 'Age of the latest successful NVML reading.',
       registers: r,
     });
-    this.ollamaUp = new Gauge({ name: 'ollama_up', help: '1 when the local Ollama answered the latest poll.', registers: r });
-    this.modelLoaded = new Gauge({ name: 'ollama_model_loaded', help: '1 for each model Ollama has loaded (/api/ps).', labelNames: ['model'], registers: r });
-    this.modelVram = new Gauge({ name: 'ollama_model_vram_bytes', help: 'VRAM a loaded model occupies (size_vram).', labelNames: ['model'], registers: r });
-    this.modelSize = new Gauge({ name: 'ollama_model_size_bytes', help: 'Total size of a loaded model (size).', labelNames: ['model'], registers: r });
+    this.ollamaUp = new Gauge({
+      name: 'ollama_up',
+      help: '1 when the local Ollama answered the latest poll.',
+      registers: r,
+    });
+    this.modelLoaded = new Gauge({
+      name: 'ollama_model_loaded',
+      help: '1 for each model Ollama has loaded (/api/ps).',
+      labelNames: ['model'],
+      registers: r,
+    });
+    this.modelVram = new Gauge({
+      name: 'ollama_model_vram_bytes',
+      help: 'VRAM a loaded model occupies (size_vram).',
+      labelNames: ['model'],
+      registers: r,
+    });
+    this.modelSize = new Gauge({
+      name: 'ollama_model_size_bytes',
+      help: 'Total size of a loaded model (size).',
+      labelNames: ['model'],
+      registers: r,
+    });
   }
 
   private refresh(): void {

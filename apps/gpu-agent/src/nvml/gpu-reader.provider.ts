@@ -9,5 +9,6 @@ export const GPU_READER = Symbol('GPU_READER');
 export const gpuReaderProvider: Provider = {
   provide: GPU_READER,
   inject: [agentConfig.KEY],
-  useFactory: (cfg: ConfigType<typeof agentConfig>): GpuReader => new NvmlGpuReader({ libraryPath: cfg.nvmlLibraryPath }),
+  useFactory: (cfg: ConfigType<typeof agentConfig>): GpuReader =>
+    new NvmlGpuReader({ libraryPath: cfg.nvmlLibraryPath }),
 };

@@ -34,7 +34,10 @@ export class GpuStateService implements OnModuleInit, OnModuleDestroy {
   ) {}
 
   onModuleInit(): void {
-    this.scheduler.addInterval(INTERVAL_NAME, setInterval(() => void this.poll(), this.cfg.nvmlPollIntervalMs));
+    this.scheduler.addInterval(
+      INTERVAL_NAME,
+      setInterval(() => void this.poll(), this.cfg.nvmlPollIntervalMs),
+    );
     void this.poll();
   }
 

@@ -44,7 +44,10 @@ export class OllamaStateService implements OnModuleInit, OnModuleDestroy {
   }
 
   onModuleInit(): void {
-    this.scheduler.addInterval(INTERVAL_NAME, setInterval(() => void this.poll(), this.cfg.ollamaPollIntervalMs));
+    this.scheduler.addInterval(
+      INTERVAL_NAME,
+      setInterval(() => void this.poll(), this.cfg.ollamaPollIntervalMs),
+    );
     void this.poll();
   }
 
@@ -76,17 +79,19 @@ export class OllamaStateService implements OnModuleInit, OnModuleDestroy {
   private async check(): Promise<void> {
     try {
       const [ps, tags] = await Promise.all([this.getJson('/api/ps'), this.getJson('/api/tags')]);
-      const loaded = (Array.isArray(ps.models) ? ps.models : []).map((m: Record<string, unknown>): OllamaLoadedModel => {
-        const out: OllamaLoadedModel = {
-          name: str(m.name) || str(m.model),
-          model: str(m.model) || str(m.name),
-          size: num(m.size),
-          sizeVram: num(m.size_vram),
-          expiresAt: typeof m.expires_at === 'string' ? m.expires_at : null,
-        };
-        if (typeof m.digest === 'string') out.digest = m.digest;
-        return out;
-      });
+      const loaded = (Array.isArray(ps.models) ? ps.models : []).map(
+        (m: Record<string, unknown>): OllamaLoadedModel => {
+          const out: OllamaLoadedModel = {
+            name: str(m.name) || str(m.model),
+            model: str(m.model) || str(m.name),
+            size: num(m.size),
+            sizeVram: num(m.size_vram),
+            expiresAt: typeof m.expires_at === 'string' ? m.expires_at : null,
+          };
+          if (typeof m.digest === 'string') out.digest = m.digest;
+          return out;
+        },
+      );
       const models = (Array.isArray(tags.models) ? tags.models : []).map((m: Record<string, unknown>) => ({
         name: str(m.name) || str(m.model),
         size: num(m.size),
@@ -96,8 +101,12 @@ export class OllamaStateService implements OnModuleInit, OnModuleDestroy {
     } catch (e) {
       if (this.stopped) return;
       const err = e as Error & { cause?: { code?: string } };
-      const message = err.name === 'TimeoutError' ? `timed out after ${this.cfg.ollamaTimeoutMs} ms` : `${err.message}${err.cause?.code ? ` (${err.cause.code})` : ''}`;
-      if (this.state.reachable || this.state.checkedAt === null) this.logger.warn(`Ollama at ${this.cfg.ollamaUrl} unreachable: ${message}`);
+      const message =
+        err.name === 'TimeoutError'
+          ? `timed out after ${this.cfg.ollamaTimeoutMs} ms`
+          : `${err.message}${err.cause?.code ? ` (${err.cause.code})` : ''}`;
+      if (this.state.reachable || this.state.checkedAt === null)
+        this.logger.warn(`Ollama at ${this.cfg.ollamaUrl} unreachable: ${message}`);
       this.state = { reachable: false, error: message, checkedAt: new Date(), loaded: [], models: [] };
     }
   }

@@ -30,7 +30,12 @@ describe('host summary: unknown readings are unknown, not zero', () => {
 
   it('a process list it may not read leaves the GPU healthy and eligible', () => {
     const denied = gpu(0, {
-      error: { code: 'NVML_ERROR_NO_PERMISSION', nvmlReturn: 4, function: 'nvmlDeviceGetComputeRunningProcesses_v3', message: 'Insufficient Permissions' },
+      error: {
+        code: 'NVML_ERROR_NO_PERMISSION',
+        nvmlReturn: 4,
+        function: 'nvmlDeviceGetComputeRunningProcesses_v3',
+        message: 'Insufficient Permissions',
+      },
     });
     const dto = toGpuReadingDto(denied);
     expect(dto.error).toBeNull();
@@ -40,7 +45,16 @@ describe('host summary: unknown readings are unknown, not zero', () => {
   });
 
   it('any other device error still marks the GPU', () => {
-    const lost = toGpuReadingDto(gpu(0, { error: { code: 'NVML_ERROR_GPU_IS_LOST', nvmlReturn: 15, function: 'nvmlDeviceGetTemperature', message: 'GPU is lost' } }));
+    const lost = toGpuReadingDto(
+      gpu(0, {
+        error: {
+          code: 'NVML_ERROR_GPU_IS_LOST',
+          nvmlReturn: 15,
+          function: 'nvmlDeviceGetTemperature',
+          message: 'GPU is lost',
+        },
+      }),
+    );
     expect(lost.error).toBe('NVML_ERROR_GPU_IS_LOST: GPU is lost');
     expect(lost.processesError).toBeUndefined();
     expect(summariseHost(1, [lost]).leastLoadedGpu).toBeNull();

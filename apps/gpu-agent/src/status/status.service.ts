@@ -50,14 +50,17 @@ export function summariseHost(gpuCount: number, gpus: GpuReadingDto[]): HostSumm
     .reduce<GpuReadingDto | null>((a, g) => (a === null || g.temperatureC! > a.temperatureC! ? g : a), null);
   // Most free memory first (what a model load needs), then lower utilisation.
   const candidates = gpus.filter((g) => !g.error && g.memoryFreeBytes !== undefined);
-  candidates.sort((a, b) => b.memoryFreeBytes! - a.memoryFreeBytes! || (a.utilizationGpu ?? 0) - (b.utilizationGpu ?? 0));
+  candidates.sort(
+    (a, b) => b.memoryFreeBytes! - a.memoryFreeBytes! || (a.utilizationGpu ?? 0) - (b.utilizationGpu ?? 0),
+  );
   return {
     gpuCount,
     meanUtilizationGpu: utils.length ? utils.reduce((a, b) => a + b, 0) / utils.length : null,
     memoryTotalBytes: sum((g) => g.memoryTotalBytes),
     memoryUsedBytes: sum((g) => g.memoryUsedBytes),
     // Unknown is not zero: one GPU without a free-memory reading (MIG, an error) makes the total unknown.
-    memoryFreeBytes: gpus.length > 0 && gpus.every((g) => g.memoryFreeBytes !== undefined) ? sum((g) => g.memoryFreeBytes) : null,
+    memoryFreeBytes:
+      gpus.length > 0 && gpus.every((g) => g.memoryFreeBytes !== undefined) ? sum((g) => g.memoryFreeBytes) : null,
     hottestGpu: hot ? { index: hot.index, temperatureC: hot.temperatureC! } : null,
     leastLoadedGpu: candidates.length ? candidates[0].index : null,
   };

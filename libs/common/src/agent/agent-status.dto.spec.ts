@@ -57,7 +57,15 @@ describe('parseAgentStatus', () => {
     const s = validStatus();
     s.nvml = { available: false, error: 'nvmlInit_v2 failed: Driver Not Loaded', code: 'NVML_ERROR_DRIVER_NOT_LOADED' };
     s.gpus = [];
-    s.host = { gpuCount: 0, meanUtilizationGpu: null, memoryTotalBytes: 0, memoryUsedBytes: 0, memoryFreeBytes: 0, hottestGpu: null, leastLoadedGpu: null };
+    s.host = {
+      gpuCount: 0,
+      meanUtilizationGpu: null,
+      memoryTotalBytes: 0,
+      memoryUsedBytes: 0,
+      memoryFreeBytes: 0,
+      hottestGpu: null,
+      leastLoadedGpu: null,
+    };
     expect(parseAgentStatus(s).ok).toBe(true);
   });
 
@@ -65,7 +73,11 @@ describe('parseAgentStatus', () => {
     ['a nested GPU process field', (s: any) => (s.gpus[0].processes[0].pid = 'x'), /gpus\.0\.processes\.0\.pid/],
     ['a GPU utilisation out of range', (s: any) => (s.gpus[0].utilizationGpu = 140), /gpus\.0\.utilizationGpu/],
     ['a missing uuid', (s: any) => delete s.gpus[0].uuid, /gpus\.0\.uuid/],
-    ['the hottest GPU temperature', (s: any) => (s.host.hottestGpu.temperatureC = 'hot'), /host\.hottestGpu\.temperatureC/],
+    [
+      'the hottest GPU temperature',
+      (s: any) => (s.host.hottestGpu.temperatureC = 'hot'),
+      /host\.hottestGpu\.temperatureC/,
+    ],
     ['a loaded model size', (s: any) => (s.ollama.loaded[0].sizeVram = -1), /ollama\.loaded\.0\.sizeVram/],
     ['nvml.available', (s: any) => (s.nvml.available = 'yes'), /nvml\.available/],
     ['collectedAt', (s: any) => (s.collectedAt = 'yesterday'), /collectedAt/],

@@ -112,7 +112,8 @@ export class OllamaStatusDto {
 /** The agent's registration with one balancer (BALANCER_URL), when registration is on. */
 export class RegistrationLinkDto {
   @IsString() balancerUrl!: string;
-  @IsIn(['registering', 'registered', 'retrying', 'stopped']) state!: 'registering' | 'registered' | 'retrying' | 'stopped';
+  @IsIn(['registering', 'registered', 'retrying', 'stopped']) state!:
+    'registering' | 'registered' | 'retrying' | 'stopped';
   @IsOptional() @IsString() lastError!: string | null;
   @IsOptional() @IsDateString() lastAcceptedAt!: string | null;
   @IsInt() @Min(0) failures!: number;
@@ -132,7 +133,8 @@ export class AgentStatusDto {
   @ValidateNested() @Type(() => HostSummaryDto) host!: HostSummaryDto;
   @ValidateNested() @Type(() => OllamaStatusDto) ollama!: OllamaStatusDto;
   /** One entry per BALANCER_URL; null when the agent does not register itself. */
-  @IsOptional() @IsArray() @ValidateNested({ each: true }) @Type(() => RegistrationLinkDto) registration?: RegistrationLinkDto[] | null;
+  @IsOptional() @IsArray() @ValidateNested({ each: true }) @Type(() => RegistrationLinkDto) registration?:
+    RegistrationLinkDto[] | null;
 }
 
 function describeErrors(errors: ValidationError[], prefix = ''): string[] {

@@ -27,4 +27,3 @@ export function fakeNvmlLibraryPath(variant: 'default' | 'v1only' = 'default'): 
   const dir = path.join(packageRoot(), 'libs', 'nvml', 'fake', 'build', ...(variant === 'v1only' ? ['v1only'] : []));
   return path.join(dir, 'libnvidia-ml.so.1');
 }
-

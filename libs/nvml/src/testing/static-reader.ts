@@ -23,7 +23,11 @@ export class StaticGpuReader implements GpuReader {
     this.reads++;
     if (this.current.error) throw this.current.error;
     const s = this.current.snapshot!;
-    return { ...s, collectedAt: s.collectedAt ?? new Date(), gpus: s.gpus.map((g) => ({ ...g, processes: [...g.processes] })) };
+    return {
+      ...s,
+      collectedAt: s.collectedAt ?? new Date(),
+      gpus: s.gpus.map((g) => ({ ...g, processes: [...g.processes] })),
+    };
   }
 
   async close(): Promise<void> {

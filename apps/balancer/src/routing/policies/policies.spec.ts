@@ -1,19 +1,49 @@
 import { Backend } from '../../fleet/backend';
 import { BackendConfig } from '../../config/balancer-config';
-import { LeastConnectionsPolicy, LeastLoadedPolicy, PredictivePolicy, RoundRobinPolicy, RouteRequest, SeedScorePolicy } from './index';
+import {
+  LeastConnectionsPolicy,
+  LeastLoadedPolicy,
+  PredictivePolicy,
+  RoundRobinPolicy,
+  RouteRequest,
+  SeedScorePolicy,
+} from './index';
 
 const GB = 1e9;
 function backend(name: string, over: Partial<BackendConfig> = {}): Backend {
-  return new Backend({ name, url: `http://${name}:11434`, weight: 1, parallel: 1, maxConcurrency: 0, modelConcurrency: 1, maxLoadedModels: 0, ...over });
+  return new Backend({
+    name,
+    url: `http://${name}:11434`,
+    weight: 1,
+    parallel: 1,
+    maxConcurrency: 0,
+    modelConcurrency: 1,
+    maxLoadedModels: 0,
+    ...over,
+  });
 }
 const ctx = { agentStaleMs: 10_000 };
-const req = (model: string | null, extra: Partial<RouteRequest> = {}): RouteRequest => ({ model, modelSize: 0, sessionKey: null, now: Date.now(), ...extra });
+const req = (model: string | null, extra: Partial<RouteRequest> = {}): RouteRequest => ({
+  model,
+  modelSize: 0,
+  sessionKey: null,
+  now: Date.now(),
+  ...extra,
+});
 
 function withGpu(b: Backend, util: number, freeBytes = 40 * GB): Backend {
   b.agent = {
     nvml: { available: true, error: null },
     readingAgeMs: 0,
-    host: { gpuCount: 1, meanUtilizationGpu: util, memoryTotalBytes: 80 * GB, memoryUsedBytes: 80 * GB - freeBytes, memoryFreeBytes: freeBytes, hottestGpu: null, leastLoadedGpu: 0 },
+    host: {
+      gpuCount: 1,
+      meanUtilizationGpu: util,
+      memoryTotalBytes: 80 * GB,
+      memoryUsedBytes: 80 * GB - freeBytes,
+      memoryFreeBytes: freeBytes,
+      hottestGpu: null,
+      leastLoadedGpu: 0,
+    },
   } as any;
   b.agentAt = Date.now();
   return b;
@@ -152,4 +182,3 @@ describe('predictive', () => {
     expect(long.completionMs).toBeGreaterThan(long.predictedMs!);
   });
 });
-

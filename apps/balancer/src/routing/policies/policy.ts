@@ -32,7 +32,16 @@ export interface RouteRequest {
 }
 
 /** Why a backend was chosen: shown in X-Balancer-Reason and the decision log. */
-export type PickReason = 'warm' | 'cold-load' | 'affinity' | 'only-candidate' | 'least-loaded' | 'round-robin' | 'least-connections' | 'seed-score' | 'any';
+export type PickReason =
+  | 'warm'
+  | 'cold-load'
+  | 'affinity'
+  | 'only-candidate'
+  | 'least-loaded'
+  | 'round-robin'
+  | 'least-connections'
+  | 'seed-score'
+  | 'any';
 
 export interface Pick {
   backend: Backend;
@@ -82,7 +91,10 @@ export function argmin(candidates: readonly Backend[], score: (b: Backend) => nu
   for (let k = 0; k < n; k++) {
     const i = (tieStart + k) % n;
     const s = score(candidates[i]);
-    if (s < bestScore - 1e-9 || (Math.abs(s - bestScore) <= 1e-9 && best >= 0 && candidates[i].inFlight < candidates[best].inFlight)) {
+    if (
+      s < bestScore - 1e-9 ||
+      (Math.abs(s - bestScore) <= 1e-9 && best >= 0 && candidates[i].inFlight < candidates[best].inFlight)
+    ) {
       best = i;
       bestScore = s;
     }

@@ -56,7 +56,8 @@ export class PredictivePolicy implements RoutingPolicy {
       if (
         bestP === null ||
         p.totalMs < bestP.totalMs - 1 ||
-        (Math.abs(p.totalMs - bestP.totalMs) <= 1 && inFlightAt(b, null, ctx) / b.weight < inFlightAt(best, null, ctx) / best.weight)
+        (Math.abs(p.totalMs - bestP.totalMs) <= 1 &&
+          inFlightAt(b, null, ctx) / b.weight < inFlightAt(best, null, ctx) / best.weight)
       ) {
         best = b;
         bestP = p;
@@ -81,7 +82,10 @@ export class PredictivePolicy implements RoutingPolicy {
       const rate = b.learned.tokenRate(model) ?? DEFAULT_TOKENS_PER_SEC;
       return { serviceMs: ttft + (tokens / rate) * 1000, ttftMs: ttft };
     }
-    const learned = (model !== null ? b.learned.serviceMs.get(model)?.value : null) ?? b.learned.serviceMsAll.value ?? DEFAULT_SERVICE_MS;
+    const learned =
+      (model !== null ? b.learned.serviceMs.get(model)?.value : null) ??
+      b.learned.serviceMsAll.value ??
+      DEFAULT_SERVICE_MS;
     return { serviceMs: learned, ttftMs: Math.min(ttft, learned) };
   }
 
@@ -89,7 +93,8 @@ export class PredictivePolicy implements RoutingPolicy {
     const model = req.model;
     const slots = Math.max(1, b.config.parallel);
     const { serviceMs, ttftMs } = this.serviceTime(b, req);
-    const typical = (model !== null ? b.learned.serviceMs.get(model)?.value : null) ?? b.learned.serviceMsAll.value ?? serviceMs;
+    const typical =
+      (model !== null ? b.learned.serviceMs.get(model)?.value : null) ?? b.learned.serviceMsAll.value ?? serviceMs;
     const ends = b.runningEnds.get(model) ?? EMPTY;
     const active = inFlightAt(b, model, ctx);
     // Completions needed before a slot is free for this request.
@@ -114,7 +119,15 @@ export class PredictivePolicy implements RoutingPolicy {
     waitMs += others * 50 + (util === null ? 0 : util * 2);
 
     if (model === null || b.isLoaded(model, req.now)) {
-      return { totalMs: waitMs + serviceMs, ttftMs: waitMs + ttftMs, waitMs, loadMs: 0, evictMs: 0, serviceMs, warm: true };
+      return {
+        totalMs: waitMs + serviceMs,
+        ttftMs: waitMs + ttftMs,
+        waitMs,
+        loadMs: 0,
+        evictMs: 0,
+        serviceMs,
+        warm: true,
+      };
     }
     const size = b.modelsOnDisk.get(model)?.size || req.modelSize;
     const msPerByte = b.learned.loadMsPerByte.value ?? DEFAULT_LOAD_MS_PER_BYTE;
@@ -125,8 +138,18 @@ export class PredictivePolicy implements RoutingPolicy {
   }
 
   /** What making room for `model` on `b` costs: zero when it fits beside what is loaded. */
-  private evictionCost(b: Backend, model: string, size: number, now: number, ctx: PolicyContext, msPerByte: number, svc: number): number {
-    const resident = [...b.modelsLoaded.values()].filter((m) => m.name !== model && (m.expiresAt === null || m.expiresAt > now || b.inFlightFor(m.name) > 0));
+  private evictionCost(
+    b: Backend,
+    model: string,
+    size: number,
+    now: number,
+    ctx: PolicyContext,
+    msPerByte: number,
+    svc: number,
+  ): number {
+    const resident = [...b.modelsLoaded.values()].filter(
+      (m) => m.name !== model && (m.expiresAt === null || m.expiresAt > now || b.inFlightFor(m.name) > 0),
+    );
     if (resident.length === 0) return 0;
     const max = b.config.maxLoadedModels;
     let mustEvict = max > 0 && resident.length >= max;

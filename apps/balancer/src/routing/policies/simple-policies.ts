@@ -53,7 +53,11 @@ export class SeedScorePolicy implements RoutingPolicy {
   readonly name = 'seed-score';
   private turn = 0;
   pick(candidates: readonly Backend[], req: RouteRequest, ctx: PolicyContext): Pick {
-    const i = argmin(candidates, (b) => inFlightAt(b, null, ctx) * 10 + (b.gpuUtilization(ctx.agentStaleMs, req.now) ?? 0), this.turn++);
+    const i = argmin(
+      candidates,
+      (b) => inFlightAt(b, null, ctx) * 10 + (b.gpuUtilization(ctx.agentStaleMs, req.now) ?? 0),
+      this.turn++,
+    );
     return { backend: candidates[i], reason: 'seed-score' };
   }
 }
