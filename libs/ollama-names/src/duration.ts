@@ -7,7 +7,8 @@
  *
  * `keepAliveMs` is Ollama's `api.Duration.UnmarshalJSON` (api/types.go), which every request's
  * keep_alive goes through: a JSON number is seconds, a string is a Go duration, and anything
- * negative means "keep it loaded for good".
+ * negative means "keep it loaded for good"; so does a number of seconds too large for a Go
+ * Duration (a string that large is refused, as Go's ParseDuration refuses it).
  */
 
 const NS_PER_UNIT: Record<string, number> = {
@@ -70,7 +71,12 @@ export function parseGoDuration(input: string): number | undefined {
 export function keepAliveMs(v: unknown): number | undefined {
   if (typeof v === 'number') {
     if (!Number.isFinite(v)) return undefined;
-    return v < 0 ? -1 : Math.trunc(v * 1e9) / 1e6;
+    if (v < 0) return -1;
+    // Seconds past what Go's int64 of nanoseconds holds (about 292 years): Go's float-to-int
+    // conversion is implementation-defined there (arm64 saturates to MaxInt64; amd64 yields
+    // MinInt64). Read as the saturated MaxInt64, the value a negative one gets: for good.
+    if (v * 1e9 >= MAX_NS) return -1;
+    return Math.trunc(v * 1e9) / 1e6;
   }
   if (typeof v !== 'string') return undefined;
   const ms = parseGoDuration(v);

@@ -153,9 +153,15 @@ describe("keep_alive as Ollama's api.Duration.UnmarshalJSON reads it (api/types.
     ['1h30m', 5_400_000],
     ['1.5s', 1500],
     ['250ms', 250],
+    [9e9, 9e12], // 285 years: still a Go Duration
+    [9.3e9, -1], // past int64 nanoseconds: saturated, kept for good
+    [1e300, -1],
+    [Number.MAX_VALUE, -1],
   ])('%p -> %p', (v, want) => expect(keepAliveMs(v)).toBe(want));
 
   it.each([
+    ['9300000000s', 'ParseDuration: overflows int64, "invalid duration"'],
+    [Infinity, 'not JSON'],
     [undefined, 'absent'],
     [null, 'null: the pointer stays nil'],
     ['10', 'ParseDuration: missing unit, so Ollama answers 400'],

@@ -395,16 +395,21 @@ export class Scheduler {
       return;
     }
     r.expiresAt = Date.now() + r.keepAliveMs;
+    this.armExpiry(r);
+  }
+
+  /** Unloads an idle runner at its expiresAt (in steps: a timer waits at most 2^31-1 ms). */
+  private armExpiry(r: Runner): void {
     clearTimeout(r.expiryTimer);
     r.expiryTimer = setTimeout(
       () => {
         r.expiryTimer = undefined;
-        if (r.idle && this.runners.get(r.model.name) === r) {
-          this.counters.expirations++;
-          this.drop(r, 'unload');
-        }
+        if (!r.idle || this.runners.get(r.model.name) !== r) return;
+        if (Date.now() < r.expiresAt) return this.armExpiry(r);
+        this.counters.expirations++;
+        this.drop(r, 'unload');
       },
-      Math.min(r.keepAliveMs, 2 ** 31 - 1),
+      Math.min(Math.max(0, r.expiresAt - Date.now()), 2 ** 31 - 1),
     );
     r.expiryTimer.unref();
   }

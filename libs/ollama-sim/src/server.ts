@@ -140,6 +140,8 @@ const MAX_BODY = 64 * 1024 * 1024;
 const LOCAL_ORIGIN =
   /^(https?:\/\/(localhost|127\.0\.0\.1|0\.0\.0\.0)(:\d+)?|app:\/\/.*|file:\/\/.*|tauri:\/\/.*|vscode-webview:\/\/.*)$/;
 const FOREVER = '2318-07-31T00:00:00Z';
+/** What Go's time.Now().Add saturates at is FOREVER; past it (or past what a Date holds) is shown as FOREVER. */
+const MAX_DATE_MS = Date.parse(FOREVER);
 
 type Body = Record<string, any>;
 
@@ -673,7 +675,7 @@ class SimServerImpl implements SimServer {
         size: r.model.sizeBytes,
         digest: r.model.digest,
         details: this.details(r.model),
-        expires_at: Number.isFinite(exp) ? new Date(exp).toISOString() : FOREVER,
+        expires_at: exp < MAX_DATE_MS ? new Date(exp).toISOString() : FOREVER,
         size_vram: Math.min(r.model.sizeBytes, this.cfg.vramBytes),
         context_length: r.opts.numCtx,
       }));

@@ -311,6 +311,27 @@ describe('ollama-sim (real sockets)', () => {
       expect(s.stats().expirations).toBe(1);
     });
 
+    it('a keep_alive past a Go Duration (1e300 s) is kept for good; /api/ps still answers', async () => {
+      const s = await sim();
+      for (const keep_alive of [1e300, 9.3e9])
+        expect(
+          (
+            await request(s.url + '/api/generate', {
+              body: { model: 'llama3.2', prompt: 'x', stream: false, keep_alive, options: { num_predict: 1 } },
+            })
+          ).status,
+        ).toBe(200);
+      await request(s.url + '/api/generate', { body: { model: 'qwen2.5:7b', keep_alive: 9e9 } }); // 285 years
+      const res = await request(s.url + '/api/ps');
+      expect(res.status).toBe(200);
+      const ps = JSON.parse(res.body).models;
+      expect(ps.map((m: any) => [m.name, m.expires_at.slice(0, 4)])).toEqual([
+        ['llama3.2:latest', '2318'],
+        ['qwen2.5:7b', String(new Date(Date.now() + 9e12).getUTCFullYear())],
+      ]);
+      expect(s.stats().loaded.sort()).toEqual(['llama3.2:latest', 'qwen2.5:7b']);
+    });
+
     it('frees the slot at once when the client goes away mid-stream or while queued', async () => {
       const s = await sim({ numParallel: 1, tokensPerSecond: 20 });
       const ac = new AbortController();
