@@ -286,34 +286,19 @@ export class FuzzRunner {
     return v;
   }
 
-  /** Puts the fleet back as it started when a case changed what a backend holds (a client may delete). */
+  /**
+   * Puts the simulators back as they started when a case changed what a backend holds (a client
+   * may delete, copy, create or pull). The balancer's view catches up at its next inventory poll;
+   * nothing waits for it: the inventory check compares each case's before and after, and a model
+   * the simulator no longer holds may leave the view at any time.
+   */
   private async restore(): Promise<void> {
-    let changed = false;
     for (let i = 0; i < this.fleet.sims.length; i++) {
       const held = await simTags(this.fleet.sims[i].url);
       const base = BASE_MODELS[i].map((m) => m.name);
-      if (held.size !== base.length || base.some((m) => !held.has(m))) {
-        changed = true;
+      if (held.size !== base.length || base.some((m) => !held.has(m)))
         await this.fleet.sims[i].update({ models: BASE_MODELS[i] });
-      }
     }
-    if (!changed) return;
-    // Wait for the next inventory poll to see it (INVENTORY_INTERVAL_MS=2000 under fuzzing).
-    const deadline = Date.now() + 8000;
-    while (Date.now() < deadline) {
-      const st = await getStatus(this.fleet.url).catch(() => null);
-      if (
-        st &&
-        Array.isArray(st.backends) &&
-        names(st).every((n, i) => JSON.stringify(n) === JSON.stringify(BASE_MODELS[i].map((m) => m.name).sort()))
-      ) {
-        this.before = st;
-        return;
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    const st = await getStatus(this.fleet.url).catch(() => null);
-    if (st && Array.isArray(st.backends)) this.before = st;
   }
 }
 
