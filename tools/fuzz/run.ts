@@ -59,6 +59,19 @@ function nodeRejects(r: WireRequest): boolean {
   );
 }
 
+/**
+ * Whether a request asks to close the connection after its answer (a `close` token in a Connection
+ * header, as llhttp reads it). RFC 9112 §9.6: a client that sends it MUST NOT send more requests
+ * on that connection. Node's parser refuses any byte after it (HPE_CLOSED_CONNECTION, "Data after
+ * `Connection: close`"): it answers 400 in place of the answers still owed and destroys the socket;
+ * a client still sending then gets a reset, which may discard even that 400.
+ */
+function saysClose(r: WireRequest): boolean {
+  return r.headers.some(
+    ([k, v]) => k.toLowerCase() === 'connection' && v.split(',').some((t) => t.trim().toLowerCase() === 'close'),
+  );
+}
+
 /** Requests that may change what a backend holds. */
 const MUTATING = /\/api\/(pull|push|create|copy|delete)/;
 
@@ -119,7 +132,7 @@ export function judgeResponse(q: WireRequest, r: WireResponse, backend5xx: boole
   return null;
 }
 
-function judgeOutcome(reqs: WireRequest[], o: WireOutcome, aborting: boolean, backend5xx: boolean): Violation[] {
+export function judgeOutcome(reqs: WireRequest[], o: WireOutcome, aborting: boolean, backend5xx: boolean): Violation[] {
   const out: Violation[] = [];
   // CONNECT takes the connection over (Node answers it at once, ahead of what was pipelined before
   // it): answers no longer line up with requests, so only their statuses are judged.
@@ -137,7 +150,8 @@ function judgeOutcome(reqs: WireRequest[], o: WireOutcome, aborting: boolean, ba
   // A request Node cannot parse ends the connection (HTTP/1.1 lets a server close on a framing
   // error): answers still pending for requests pipelined before it are lost with it.
   // (With a body still arriving, the client may not even read that 400: the reset discards it.)
-  const unparsable = reqs.some(nodeRejects);
+  // So does anything pipelined behind a request that said Connection: close.
+  const unparsable = reqs.some(nodeRejects) || reqs.slice(0, -1).some(saysClose);
   const first = `${reqs[0].method} ${reqs[0].target.slice(0, 120)}`;
   if (o.end === 'timeout')
     out.push({

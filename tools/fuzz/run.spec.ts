@@ -1,0 +1,45 @@
+import { judgeOutcome } from './run';
+import { WireOutcome, WireRequest } from './wire';
+
+const req = (method: string, target: string, headers: [string, string][] = [], body = ''): WireRequest => ({
+  method,
+  target,
+  headers: [['Host', 'balancer.test'], ...headers],
+  body: Buffer.from(body),
+  lengthDelta: body === '' ? undefined : 0,
+});
+const ok = { status: 200, headers: { 'content-type': ['text/plain'] }, body: Buffer.from('ok') };
+const closed = (n: number): WireOutcome => ({ responses: Array(n).fill(ok), end: 'closed', ms: 5 });
+
+describe('fuzz judge: a connection that closes before every pipelined request is answered', () => {
+  const post = req('POST', '/api/chat', [['Content-Type', 'application/json']], '{"model":"llama3.2"}');
+
+  it('is a violation when nothing explains it', () => {
+    const v = judgeOutcome([req('GET', '/metrics'), post], closed(0), false, false);
+    expect(v.map((x) => x.kind)).toEqual(['closed']);
+    expect(judgeOutcome([req('GET', '/metrics'), post, req('GET', '/api/tags')], closed(1), false, false)).toHaveLength(
+      1,
+    );
+  });
+
+  // Seed 4244, case 34 (and the unanalysed one of seeds 700000-700007): GET /metrics with
+  // Connection: close, then a 167 KB POST. Node answers 400 for the data after the close and
+  // destroys the socket while the POST still arrives; the reset can discard that 400 too.
+  it.each([
+    ['close', 0],
+    ['Close', 0],
+    ['keep-alive, close', 1],
+  ])('is Node refusing what follows Connection: %s (RFC 9112 §9.6), not a violation', (value, answers) => {
+    const first = req('GET', '/metrics', [['Connection', value]]);
+    expect(judgeOutcome([first, post, req('POST', '/api/push')], closed(answers), false, false)).toEqual([]);
+  });
+
+  it('still judges a close on the last request, and other Connection tokens, as any other', () => {
+    expect(
+      judgeOutcome([req('GET', '/metrics'), req('GET', '/', [['Connection', 'close']])], closed(0), false, false),
+    ).toHaveLength(1);
+    expect(
+      judgeOutcome([req('GET', '/metrics', [['Connection', 'closed, x-close']]), post], closed(0), false, false),
+    ).toHaveLength(1);
+  });
+});
