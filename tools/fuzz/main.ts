@@ -105,7 +105,7 @@ async function main(): Promise<void> {
       if (!failure) continue;
       failures.push(failure);
       console.error(
-        `fuzz: seed ${s} (fleet ${index}, case ${ran - 1} of the chunk): ${failure.violations.map((v) => `${v.kind}: ${v.detail.slice(0, 300)}`).join('\n  ')}\n  case: ${failure.case.slice(0, 1000)}`,
+        `fuzz: seed ${s} (fleet ${index}, case index ${ran - 1} in the chunk): ${failure.violations.map((v) => `${v.kind}: ${v.detail.slice(0, 300)}`).join('\n  ')}\n  case: ${failure.case.slice(0, 1000)}`,
       );
       if (failure.violations.some((v) => v.kind === 'crash')) crashes++;
       if (!w.fleet.alive() || failure.violations.some((v) => v.kind === 'crash' || v.kind === 'liveness')) {

@@ -166,6 +166,60 @@ describe('the real process survives hostile bodies (items 1, 7, 17)', () => {
   }, 120_000);
 });
 
+describe('found by fuzzing: an unsupported Expect on the wire', () => {
+  let sims: SimServer[] = [];
+  let child: Child | undefined;
+  beforeAll(async () => {
+    sims = await startSims([{ tokensPerSecond: 1000, loaded: [model] }]);
+    const file = writeConfigFile({ backends: sims.map((s, i) => ({ name: `b${i + 1}`, url: s.url })) });
+    child = await spawnBalancer({ BALANCER_CONFIG: file });
+    await waitFor(async () => (await getJson(`${child!.url}/health/ready`)).status === 200, 15_000, 'ready');
+  });
+  afterAll(async () => {
+    if (child && child.proc.exitCode === null) child.proc.kill('SIGKILL');
+    await Promise.all(sims.map((s) => s.close()));
+  });
+  const chat = `{"model":"${model}","messages":[{"role":"user","content":"hi"}],"stream":false}`;
+  const post = (path: string, extra: string, body: string) =>
+    `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n${extra}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+  const tags = 'GET /api/tags HTTP/1.1\r\nHost: x\r\n\r\n';
+
+  // Seed 1200001, index 872: Node's own 417 kept the connection of an Upgrade request open, and
+  // its parser reads nothing after an Upgrade: the request pipelined behind it waited for ever.
+  it('an Upgrade with Expect: nonsense gets 417 in the error shape and its connection closes', async () => {
+    const headers = 'Upgrade: foo\r\nConnection: upgrade\r\nExpect: nonsense\r\n';
+    let closedByServer = false;
+    const out = await rawExchange(
+      child!.url,
+      (s) => {
+        s.on('end', () => (closedByServer = true));
+        s.write(tags + post('/api/chat', headers, chat) + tags);
+      },
+      20_000,
+    );
+    const heads = out.match(/HTTP\/1\.1 \d+/g);
+    expect(heads).toEqual(['HTTP/1.1 200', 'HTTP/1.1 417']);
+    expect(out).toMatch(/HTTP\/1\.1 417[^]*Connection: close\r\n[^]*\{"error":"expectation failed: [^"]+"\}$/);
+    expect(closedByServer).toBe(true);
+  }, 60_000);
+
+  it('without Upgrade: 417 in the route error shape (OpenAI on /v1), and the connection serves what follows', async () => {
+    const out = await rawExchange(
+      child!.url,
+      (s) =>
+        s.write(
+          post('/v1/chat/completions', 'Expect: nonsense\r\n', chat) +
+            tags +
+            tags.replace('\r\n\r\n', '\r\nConnection: close\r\n\r\n'),
+        ),
+      20_000,
+    );
+    expect(out.match(/HTTP\/1\.1 \d+/g)).toEqual(['HTTP/1.1 417', 'HTTP/1.1 200', 'HTTP/1.1 200']);
+    const body417 = out.split('\r\n\r\n')[1].split('HTTP/1.1')[0];
+    expect(JSON.parse(body417).error.message).toMatch(/expectation failed/);
+  }, 60_000);
+});
+
 describe('items answered by an in-process cluster', () => {
   let cluster: Cluster | undefined;
   const fakes: FakeOllama[] = [];

@@ -12,6 +12,7 @@ import { BodyDeadlines } from './body-deadline';
 import { AccessControl } from './access-control';
 import { ProxyService } from './proxy.service';
 import { RequestRecords } from './request-records';
+import { pickRequestId } from './request-fields';
 import { isProxyPath } from './route-table';
 import { UpstreamTransport } from './upstream-attempt';
 
@@ -79,6 +80,15 @@ export class ProxyModule implements OnApplicationBootstrap, OnModuleDestroy {
       server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
         if (res.socket !== null && req.method !== 'GET' && req.method !== 'HEAD') res.writeContinue();
         server.emit('request', req, res);
+      });
+    // Any other Expect: 417, as Node and Go's net/http (Ollama) answer it, in the route's error
+    // shape. Node's own 417 left an Upgrade's connection open: its parser reads nothing after an
+    // Upgrade, so whatever a client pipelined behind it waited for ever. It closes, as on 'request'.
+    if (server.listenerCount('checkExpectation') === 0)
+      server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+        req.headers['x-request-id'] = pickRequestId(req.headers['x-request-id']);
+        if (req.headers.upgrade !== undefined) res.shouldKeepAlive = false;
+        sendError(req, res, 417, 'expectation failed: the only Expect supported is 100-continue');
       });
     // CONNECT (a proxy tunnel) is no route here: without a listener Node would drop the socket unanswered.
     if (server.listenerCount('connect') === 0)
