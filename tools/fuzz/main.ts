@@ -42,7 +42,7 @@ async function main(): Promise<void> {
   const started = Date.now();
   const failures: CampaignFailure[] = [];
   const chunks: ChunkResult[] = [];
-  const workers: { fleet: Fleet | null; runner: FuzzRunner | null; requests: number }[] = [];
+  const workers: { fleet: Fleet | null; runner: FuzzRunner | null; requests: number; chunkStart: number }[] = [];
   let done = 0;
   /** Cases handed to a chunk and not yet given back (a chunk that stops at a violation gives back the rest). */
   let reserved = 0;
@@ -74,7 +74,7 @@ async function main(): Promise<void> {
   const progress = () => {
     if (Date.now() - lastReport < 30_000) return;
     lastReport = Date.now();
-    const running = workers.reduce((n, w) => n + (w.runner?.cases ?? 0), 0);
+    const running = workers.reduce((n, w) => n + (w.runner ? w.runner.cases - w.chunkStart : 0), 0);
     console.error(
       `fuzz: ${done + running} cases, ${failures.length} violations, ${Math.round((Date.now() - started) / 1000)} s`,
     );
@@ -91,9 +91,11 @@ async function main(): Promise<void> {
       reserved += n;
       const t0 = Date.now();
       const before = w.runner.cases;
+      w.chunkStart = before;
       const failure = await fuzzRun(w.runner, s, n, progress);
       const ran = w.runner.cases - before;
       done += ran;
+      w.chunkStart = w.runner.cases;
       reserved -= n - ran;
       chunks.push({
         seed: s,
@@ -113,11 +115,12 @@ async function main(): Promise<void> {
         await w.fleet.stop();
         w.fleet = await startFleet();
         w.runner = new FuzzRunner(w.fleet);
+        w.chunkStart = 0;
       }
       await w.runner.init();
     }
   };
-  for (let i = 0; i < fleets; i++) workers.push({ fleet: null, runner: null, requests: 0 });
+  for (let i = 0; i < fleets; i++) workers.push({ fleet: null, runner: null, requests: 0, chunkStart: 0 });
   await Promise.all(workers.map((_, i) => work(i)));
   await stop(failures.length === 0 ? 0 : 1);
 }
