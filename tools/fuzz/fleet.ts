@@ -125,6 +125,10 @@ export async function startFleet(extraEnv: Record<string, string> = {}): Promise
   proc.stdout!.on('data', (c: Buffer) => (out += c.toString('utf8')));
   proc.stderr!.on('data', (c: Buffer) => (err += c.toString('utf8')));
   const url = `http://127.0.0.1:${port}`;
+  // A runner that dies (an exception, process.exit) takes its balancer with it: left behind, one
+  // kept polling its dead simulators for the rest of a session.
+  const reap = () => proc.kill('SIGKILL');
+  process.once('exit', reap);
   const fleet: Fleet = {
     url,
     port,
@@ -134,6 +138,7 @@ export async function startFleet(extraEnv: Record<string, string> = {}): Promise
     stderr: () => err,
     alive: () => proc.exitCode === null && proc.signalCode === null,
     async stop() {
+      process.removeListener('exit', reap);
       if (fleet.alive()) {
         const exited = new Promise((r) => proc.once('exit', r));
         proc.kill('SIGKILL');
