@@ -57,6 +57,20 @@ export function installProcessGuard(logger: Pick<Logger, 'error'> = new Logger('
   (process as any).__balancerGuard = true;
   process.on('uncaughtException', (e) => logger.error(`uncaught exception (kept serving): ${describeError(e)}`));
   process.on('unhandledRejection', (e) => logger.error(`unhandled rejection (kept serving): ${describeError(e)}`));
+  // A log reader that goes away (a closed pipe: EPIPE) must not stop the serving. Unheard, the write
+  // error was an uncaught exception whose log line failed the same way, for ever: the event loop
+  // spun at full CPU and answered nothing, not even /health/live. Lines for a dead stream are dropped.
+  for (const [name, out] of [
+    ['stdout', process.stdout],
+    ['stderr', process.stderr],
+  ] as const) {
+    let told = false;
+    out.on('error', (e: NodeJS.ErrnoException) => {
+      if (told) return;
+      told = true;
+      logger.error(`${name} failed (${e.code ?? e.message}): its log lines are dropped from now on`);
+    });
+  }
 }
 
 function describeError(e: unknown): string {

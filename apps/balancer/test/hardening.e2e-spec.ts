@@ -220,6 +220,35 @@ describe('found by fuzzing: an unsupported Expect on the wire', () => {
   }, 60_000);
 });
 
+describe('a log reader that goes away', () => {
+  let sims: SimServer[] = [];
+  let child: Child | undefined;
+  beforeAll(async () => {
+    sims = await startSims([{ tokensPerSecond: 1000, loaded: [model] }]);
+  });
+  afterAll(async () => {
+    if (child && child.proc.exitCode === null) child.proc.kill('SIGKILL');
+    await Promise.all(sims.map((s) => s.close()));
+  });
+
+  // Found when a fuzz runner died and left its balancer behind: every log write failed with EPIPE,
+  // each failure was an uncaught exception whose own log line failed again, and the process spun
+  // at full CPU answering nothing (not /health/live within 30 s) while still looking alive.
+  it('a closed stdout and stderr (EPIPE) do not stop the serving', async () => {
+    const file = writeConfigFile({ backends: sims.map((s, i) => ({ name: `b${i + 1}`, url: s.url })) });
+    child = await spawnBalancer({ BALANCER_CONFIG: file, LOG_REQUESTS: 'true' });
+    await waitFor(async () => (await getJson(`${child!.url}/health/ready`)).status === 200, 15_000, 'ready');
+    child.proc.stdout!.destroy();
+    child.proc.stderr!.destroy();
+    for (let i = 0; i < 5; i++) {
+      const r = await request(`${child.url}/api/generate`, { body: { model, prompt: 'hi', stream: false } });
+      expect(r.status).toBe(200);
+    }
+    expect((await getJson(`${child.url}/health/live`)).status).toBe(200);
+    expect(child.proc.exitCode).toBeNull();
+  }, 120_000);
+});
+
 describe('items answered by an in-process cluster', () => {
   let cluster: Cluster | undefined;
   const fakes: FakeOllama[] = [];
