@@ -34,6 +34,22 @@ describe('fuzz judge: a connection that closes before every pipelined request is
     expect(judgeOutcome([first, post, req('POST', '/api/push')], closed(answers), false, false)).toEqual([]);
   });
 
+  // Seed 1100018, index 1929: GET /metrics with Expect: 100-continue (no 100 for a GET, so Node
+  // answers it with Connection: close), then an 877 KB POST still being sent: the reset of that
+  // close discarded the /metrics answer. Likewise behind an Upgrade, or a queued request expecting 100.
+  it.each([
+    ['GET with Expect: 100-continue', req('GET', '/metrics', [['Expect', '100-continue']])],
+    ['an Upgrade', req('GET', '/metrics', [['Upgrade', 'foo']])],
+  ])('is an announced close hidden by a reset after %s, not a violation', (_what, first) => {
+    expect(judgeOutcome([first, post, req('POST', '/api/embeddings')], closed(0), false, false)).toEqual([]);
+  });
+
+  it('a request expecting 100 closes only where the balancer sends no 100 (GET, HEAD, or queued)', () => {
+    const expecting = req('POST', '/api/chat', [['Expect', '100-continue']], '{}');
+    expect(judgeOutcome([expecting, post], closed(0), false, false)).toHaveLength(1);
+    expect(judgeOutcome([req('GET', '/'), expecting, post], closed(1), false, false)).toEqual([]);
+  });
+
   it('still judges a close on the last request, and other Connection tokens, as any other', () => {
     expect(
       judgeOutcome([req('GET', '/metrics'), req('GET', '/', [['Connection', 'close']])], closed(0), false, false),

@@ -72,6 +72,21 @@ function saysClose(r: WireRequest): boolean {
   );
 }
 
+/**
+ * Whether the balancer may answer this request (the i-th on its connection) with Connection: close
+ * although the client did not ask for it: an Upgrade ends HTTP on its connection (Node reads
+ * nothing after it), and Node closes after a final answer to a request that expected
+ * 100-continue and got no 100 (the balancer invites no body from a GET or HEAD, nor from a request
+ * queued behind another answer, where a 100 would land inside that answer).
+ */
+function closesAfterAnswer(r: WireRequest, i: number): boolean {
+  if (r.headers.some(([k]) => k.toLowerCase() === 'upgrade')) return true;
+  const expects100 = r.headers.some(
+    ([k, v]) => k.toLowerCase() === 'expect' && /(?:^|\W)100-continue(?:$|\W)/i.test(v),
+  );
+  return expects100 && (r.method === 'GET' || r.method === 'HEAD' || i > 0);
+}
+
 /** Requests that may change what a backend holds. */
 const MUTATING = /\/api\/(pull|push|create|copy|delete)/;
 
@@ -152,13 +167,18 @@ export function judgeOutcome(reqs: WireRequest[], o: WireOutcome, aborting: bool
   // (With a body still arriving, the client may not even read that 400: the reset discards it.)
   // So does anything pipelined behind a request that said Connection: close.
   const unparsable = reqs.some(nodeRejects) || reqs.slice(0, -1).some(saysClose);
+  // An answer sent with Connection: close while the client still sends what it pipelined behind:
+  // Node closes with those bytes unread, the kernel answers them with a reset, and the reset can
+  // discard answers the client has not read yet, that one included. The close was announced; the
+  // reset hid the announcement.
+  const announcedClose = reqs.slice(0, -1).some(closesAfterAnswer);
   const first = `${reqs[0].method} ${reqs[0].target.slice(0, 120)}`;
   if (o.end === 'timeout')
     out.push({
       kind: 'hang',
       detail: `${first}: ${o.responses.length} of ${reqs.length} answers after ${EXCHANGE_TIMEOUT_MS} ms`,
     });
-  else if (o.end === 'closed' && o.responses.length < reqs.length && !unparsable) {
+  else if (o.end === 'closed' && o.responses.length < reqs.length && !unparsable && !announcedClose) {
     // Node itself ends a connection after refusing a request it cannot frame or whose Expect it
     // rejects (400, 408, 413, 417, 431): the requests pipelined behind it are then unanswered.
     const closing = o.responses.some(
