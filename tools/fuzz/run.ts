@@ -166,7 +166,10 @@ export function judgeOutcome(reqs: WireRequest[], o: WireOutcome, aborting: bool
   // error): answers still pending for requests pipelined before it are lost with it.
   // (With a body still arriving, the client may not even read that 400: the reset discards it.)
   // So does anything pipelined behind a request that said Connection: close.
-  const unparsable = reqs.some(nodeRejects) || reqs.slice(0, -1).some(saysClose);
+  // Likewise a request whose Content-Length claims more than its body, with another pipelined
+  // behind it: the missing bytes are taken from the next request, whose rest then does not parse.
+  const unparsable =
+    reqs.some(nodeRejects) || reqs.slice(0, -1).some((r) => saysClose(r) || (!r.chunked && (r.lengthDelta ?? 0) > 0));
   // An answer sent with Connection: close while the client still sends what it pipelined behind:
   // Node closes with those bytes unread, the kernel answers them with a reset, and the reset can
   // discard answers the client has not read yet, that one included. The close was announced; the
