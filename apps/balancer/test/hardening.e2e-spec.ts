@@ -166,13 +166,17 @@ describe('the real process survives hostile bodies (items 1, 7, 17)', () => {
   }, 120_000);
 });
 
-describe('found by fuzzing: an unsupported Expect on the wire', () => {
+describe('found by fuzzing: an unsupported Expect on the wire; a 404 naming another model', () => {
   let sims: SimServer[] = [];
   let child: Child | undefined;
   beforeAll(async () => {
-    sims = await startSims([{ tokensPerSecond: 1000, loaded: [model] }]);
+    sims = await startSims([
+      { tokensPerSecond: 1000, loaded: [model] },
+      { tokensPerSecond: 1000, loaded: [model] },
+    ]);
     const file = writeConfigFile({ backends: sims.map((s, i) => ({ name: `b${i + 1}`, url: s.url })) });
-    child = await spawnBalancer({ BALANCER_CONFIG: file });
+    // One inventory poll at start, none during the tests: what the balancer knows comes from answers.
+    child = await spawnBalancer({ BALANCER_CONFIG: file, INVENTORY_INTERVAL_MS: '600000' });
     await waitFor(async () => (await getJson(`${child!.url}/health/ready`)).status === 200, 15_000, 'ready');
   });
   afterAll(async () => {
@@ -217,6 +221,22 @@ describe('found by fuzzing: an unsupported Expect on the wire', () => {
     expect(out.match(/HTTP\/1\.1 \d+/g)).toEqual(['HTTP/1.1 417', 'HTTP/1.1 200', 'HTTP/1.1 200']);
     const body417 = out.split('\r\n\r\n')[1].split('HTTP/1.1')[0];
     expect(JSON.parse(body417).error.message).toMatch(/expectation failed/);
+  }, 60_000);
+
+  // Seed 3100010, index 113: {"MoDEl":"Llama3.2:Latest","name":"a\udc00b",...} on /api/embed. The
+  // balancer routes on the model key (case-insensitive, as Go reads it); the simulator read `name`
+  // and answered 404 model 'a\udc00b' not found; the balancer took that for llama3.2's absence and
+  // forgot it on every backend it tried: the model vanished fleet-wide until the next poll.
+  it('a backend 404 that names another model does not make the routed model vanish', async () => {
+    const r = await request(`${child!.url}/api/embed`, {
+      body: '{"input":["a"],"MoDEl":"llama3.2","name":"no-such-model"}',
+    });
+    expect(r.status).toBe(404);
+    expect(r.body.error).toBe("model 'no-such-model' not found");
+    const st = (await getJson(`${child!.url}/balancer/status`)).body;
+    for (const b of st.backends) expect(b.models).toContain('llama3.2:latest');
+    const gen = await request(`${child!.url}/api/generate`, { body: { model, prompt: 'hi', stream: false } });
+    expect(gen.status).toBe(200);
   }, 60_000);
 });
 

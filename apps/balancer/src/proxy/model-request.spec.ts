@@ -13,7 +13,7 @@ import { LocalRetryBudget } from '../routing/retry-budget';
 import { RoutingService } from '../routing/routing.service';
 import { LocalSessionAffinity } from '../routing/session-affinity';
 import { DeadlineSweep } from './deadline-sweep';
-import { ModelRequest, ModelRequestServices } from './model-request';
+import { missingModelNamed, ModelRequest, ModelRequestServices } from './model-request';
 import { RequestRecords } from './request-records';
 import { UpstreamAttempt } from './upstream-attempt';
 
@@ -204,4 +204,16 @@ describe('ModelRequest (one client request through dispatch, retries, failure an
     expect(record).toMatchObject({ status: 200, error: `backend ${attempt.backend.name}: no data for 500 ms` });
     expect(s.registry.totalInFlight()).toBe(0);
   });
+});
+
+describe('missingModelNamed (the model a backend says it lacks)', () => {
+  it.each([
+    ['{"error":"model \'llama3.2\' not found"}', 'llama3.2'],
+    ['{"error":"model \\"qwen2.5:7b\\" not found, try pulling it first"}', 'qwen2.5:7b'],
+    ['{"error":{"message":"model \'a\\udc00b\' not found","type":"not_found_error"}}', 'a\udc00b'],
+    ['{"type":"error","error":{"type":"not_found_error","message":"model \'x\' not found"}}', 'x'],
+    ['{"error":"not found"}', null],
+    ['404 page not found', null],
+    ['{"error":"blob not found"}', null],
+  ])('%s -> %p', (body, want) => expect(missingModelNamed(Buffer.from(body))).toBe(want));
 });

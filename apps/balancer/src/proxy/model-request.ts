@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'http';
 import { isPageNotFound, PAGE_NOT_FOUND, type Backend } from '../fleet/backend';
 import type { ModelInventory } from '../fleet/model-inventory';
 import type { OutlierDetection } from '../fleet/outlier-detection';
+import { normaliseModelName } from '../config/balancer-config';
 import { midStreamError, sendError } from '../http/errors';
 import type { Lease } from '../routing/lease-ledger';
 import type { NoCandidate } from '../routing/placement';
@@ -263,7 +264,13 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
       attempt.end('route missing');
       return this.fail(404, PAGE_NOT_FOUND);
     }
-    const modelMissing = status === 404 && body.includes('not found');
+    // Only a 404 that names the model routed on (or names none) is that model's absence there. A
+    // backend that names another read another field of the body than the balancer routes on (say
+    // `name`): it says nothing of this model, and forgetting it on each backend tried made it
+    // vanish fleet-wide until the next poll. That answer goes to the client as it is.
+    const named = status === 404 ? missingModelNamed(body) : null;
+    const modelMissing =
+      status === 404 && body.includes('not found') && (named === null || normaliseModelName(named) === this.model);
     if (status >= 500) (this.failedOn ??= []).push(b);
     if (modelMissing) this.svc.inventory.forgetModel(b, this.model);
     if ((status >= 500 || modelMissing) && this.canRetry()) {
@@ -606,4 +613,21 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
       this.svc.resumeBudget.end();
     }
   }
+}
+
+/**
+ * The model a backend's "not found" answer names, if any: Ollama's `model 'x' not found` (older:
+ * `model "x" not found, try pulling it first`), in its own, OpenAI's or Anthropic's error shape.
+ */
+export function missingModelNamed(body: Buffer): string | null {
+  let message: unknown;
+  try {
+    const e = JSON.parse(body.toString('utf8'))?.error;
+    message = typeof e === 'string' ? e : e?.message;
+  } catch {
+    return null;
+  }
+  if (typeof message !== 'string') return null;
+  const m = /^model (['"])(.*)\1 not found/s.exec(message);
+  return m ? m[2] : null;
 }
