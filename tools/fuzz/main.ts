@@ -60,7 +60,10 @@ async function main(): Promise<void> {
     casesPerSecond: Math.round((done / Math.max(1, Date.now() - started)) * 1e4) / 10,
     failures,
   });
+  let stopping = false;
   const stop = async (code: number) => {
+    // Cases still running when the fleets are killed fail for that reason alone: not reported.
+    stopping = true;
     const s = summary();
     const text = JSON.stringify(s, null, 2);
     if (outFile) writeFileSync(outFile, text);
@@ -104,6 +107,7 @@ async function main(): Promise<void> {
         seconds: Math.round((Date.now() - t0) / 1000),
         violation: !!failure,
       });
+      if (stopping) return;
       if (!failure) continue;
       failures.push(failure);
       console.error(
