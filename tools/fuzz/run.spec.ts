@@ -1,4 +1,4 @@
-import { judgeOutcome } from './run';
+import { deletedBy, judgeOutcome } from './run';
 import { WireOutcome, WireRequest } from './wire';
 
 const req = (method: string, target: string, headers: [string, string][] = [], body = ''): WireRequest => ({
@@ -60,12 +60,32 @@ describe('fuzz judge: a connection that closes before every pipelined request is
     expect(judgeOutcome([post, long], closed(1), false, false)).toHaveLength(1);
   });
 
-  it('still judges a close on the last request, and other Connection tokens, as any other', () => {
-    expect(
-      judgeOutcome([req('GET', '/metrics'), req('GET', '/', [['Connection', 'close']])], closed(0), false, false),
-    ).toHaveLength(1);
+  // Seed 4200008, index 874: GET /metrics, a bad POST, then a 710 KB POST with no key and an
+  // empty Upgrade header: refused (401) before its body was read, answered with Connection: close;
+  // the close became a reset while that body still arrived, and took all three answers with it.
+  it('is an announced close on the last request, hidden by a reset, not a violation', () => {
+    const last = req('POST', '/api/generate', [['Upgrade', '']], '{"model":"llama3.2"}');
+    expect(judgeOutcome([req('GET', '/metrics'), post, last], closed(0), false, false)).toEqual([]);
+    const closing = req('POST', '/api/generate', [['Connection', 'close']], '{"model":"llama3.2"}');
+    expect(judgeOutcome([req('GET', '/metrics'), closing], closed(0), false, false)).toEqual([]);
+  });
+
+  it('still judges other Connection tokens as any other', () => {
     expect(
       judgeOutcome([req('GET', '/metrics', [['Connection', 'closed, x-close']]), post], closed(0), false, false),
     ).toHaveLength(1);
+  });
+});
+
+describe('fuzz judge: models a case itself deleted', () => {
+  it('are read from DELETE /api/delete bodies (model or name, any case), normalised', () => {
+    const del = (body: string) => req('DELETE', '/api/delete', [], body);
+    const c = {
+      plans: [
+        { requests: [del('{"model":"llama3.2"}'), req('POST', '/api/pull', [], '{"model":"nomic-embed-text"}')] },
+        { requests: [del('{"NAME":"Qwen2.5:0.5B","x":1}'), del('not json'), del('{"model":{"toString":1}}')] },
+      ],
+    };
+    expect([...deletedBy(c)].sort()).toEqual(['llama3.2:latest', 'qwen2.5:0.5b']);
   });
 });
