@@ -262,7 +262,13 @@ export function parseOpenAiChat(body: Body): ParsedCompletion | ParseFailure {
 
 export function parseOpenAiCompletion(body: Body): ParsedCompletion | ParseFailure {
   const pr = body.prompt;
-  const prompt = typeof pr === 'string' ? pr : Array.isArray(pr) ? pr.join('\n') : '';
+  // Only strings are joined: join() on a client's object calls its own toString (a crash).
+  const prompt =
+    typeof pr === 'string'
+      ? pr
+      : Array.isArray(pr)
+        ? pr.map((x: unknown) => (typeof x === 'string' ? x : '')).join('\n')
+        : '';
   const limit = num(body.max_tokens);
   const p = base(label(body), body.stream === true, {
     messages: [],

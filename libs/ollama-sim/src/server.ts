@@ -814,7 +814,9 @@ class SimServerImpl implements SimServer {
     }
     const lines: Record<string, unknown>[] = [];
     if (base) lines.push({ status: `using existing layer sha256:${base.digest}` });
-    for (const d of Object.values(files ?? {})) lines.push({ status: `using existing layer ${String(d)}` });
+    // A digest that is not a string is not echoed: String() on a client's object calls its own toString.
+    for (const d of Object.values(files ?? {}))
+      if (typeof d === 'string') lines.push({ status: `using existing layer ${d}` });
     lines.push({ status: 'writing manifest' });
     this.progress(res, stream, lines, () => {
       const d = toDiskModel({ ...(base ?? { sizeBytes: 1_000_000_000 }), name: label });

@@ -311,6 +311,20 @@ describe('ollama-sim (real sockets)', () => {
       expect(s.stats().expirations).toBe(1);
     });
 
+    it('objects with their own toString (a /v1/completions prompt, create files) do not crash it', async () => {
+      const s = await sim();
+      const r = await request(s.url + '/v1/completions', {
+        body: { model: 'llama3.2', prompt: [{ toString: 1 }, 'hi'], max_tokens: 2 },
+      });
+      expect(r.status).toBe(200);
+      expect((await request(s.url + '/api/version')).status).toBe(200);
+      const created = await request(s.url + '/api/create', {
+        body: { model: 'fuzz', files: { 'a.gguf': { toString: 1 } }, stream: false },
+      });
+      expect(created.status).toBe(200);
+      expect((await request(s.url + '/api/version')).status).toBe(200);
+    });
+
     it('a keep_alive past a Go Duration (1e300 s) is kept for good; /api/ps still answers', async () => {
       const s = await sim();
       for (const keep_alive of [1e300, 9.3e9])
