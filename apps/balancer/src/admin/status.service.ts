@@ -60,6 +60,14 @@ export class StatusService {
         serviceMs: b.learned.serviceMsAll.value === null ? null : Math.round(b.learned.serviceMsAll.value),
         ttfbMs: b.learned.ttfbMs.value === null ? null : Math.round(b.learned.ttfbMs.value),
         loadMsPerGB: b.learned.loadMsPerByte.value === null ? null : Math.round(b.learned.loadMsPerByte.value * 1e9),
+        /** Parallel slots per model: as configured, or as learned (proven so far) when nobody said. */
+        slots: Object.fromEntries([...b.learned.slots.keys()].sort().map((m) => [m, b.slotsFor(m)])),
+        slotsLearned: b.config.learnSlots === true,
+        /** Models it keeps loaded at once: configured, or learned (known once an eviction showed it). */
+        maxLoadedModels: b.room,
+        maxLoadedModelsKnown: b.roomKnown,
+        tokensPerSecond:
+          b.learned.tokensPerSecAll.value === null ? null : Math.round(b.learned.tokensPerSecAll.value * 10) / 10,
       },
       agent: b.config.agentUrl
         ? {

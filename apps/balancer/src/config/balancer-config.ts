@@ -10,8 +10,13 @@ export interface BackendConfig {
   url: string;
   /** Relative capacity for policies that weigh backends (default 1). */
   weight: number;
-  /** Requests Ollama serves at once per loaded model (its OLLAMA_NUM_PARALLEL). */
+  /** Requests Ollama serves at once per loaded model (its OLLAMA_NUM_PARALLEL); 1 while learned. */
   parallel: number;
+  /**
+   * True when nobody said (no `parallel`, no `modelConcurrency`, no BACKEND_PARALLEL): the slots are
+   * learned per model from Ollama's own counters, starting from Ollama's default of 1.
+   */
+  learnSlots?: boolean;
   /** Cap on requests in flight to this backend across all models (0 = only per-model caps). */
   maxConcurrency: number;
   /** Cap on requests in flight per model on this backend (default = parallel; 0 = no cap). */
@@ -99,8 +104,8 @@ export interface BalancerConfig {
   port: number;
   host: string;
   backends: BackendConfig[];
-  /** BACKEND_PARALLEL: the `parallel` of backends that do not say (discovered ones included). */
-  backendParallel: number;
+  /** BACKEND_PARALLEL: the `parallel` of backends that do not say (discovered ones included); null = learned. */
+  backendParallel: number | null;
   discovery: DiscoveryConfig;
   policy: PolicyName;
   healthIntervalMs: number;
@@ -194,7 +199,6 @@ const DEFAULTS = {
   REGISTRATION_MAX_BACKENDS: 64,
   LOG_LEVEL: 'log',
   LOG_REQUESTS: true,
-  BACKEND_PARALLEL: 4,
 };
 
 function fail(setting: string, value: unknown, why: string): never {
@@ -280,7 +284,11 @@ export function normaliseModelName(name: string): string {
   return ollamaModelKey(name);
 }
 
-function parseBackends(env: Env, file: Record<string, unknown> | undefined, parallelDefault: number): BackendConfig[] {
+function parseBackends(
+  env: Env,
+  file: Record<string, unknown> | undefined,
+  parallelDefault: number | null,
+): BackendConfig[] {
   const out: BackendConfig[] = [];
   const fromFile = file?.backends;
   if (fromFile !== undefined) {
@@ -289,7 +297,8 @@ function parseBackends(env: Env, file: Record<string, unknown> | undefined, para
       const where = `BALANCER_CONFIG backends[${i}]`;
       if (typeof b !== 'object' || b === null) fail(where, b, 'must be an object with a url');
       const url = validUrl(`${where}.url`, b.url);
-      const parallel = positiveIntField(`${where}.parallel`, b.parallel, parallelDefault, 1);
+      const parallel = positiveIntField(`${where}.parallel`, b.parallel, parallelDefault ?? 1, 1);
+      const learnSlots = parallelDefault === null && b.parallel === undefined && b.modelConcurrency === undefined;
       if (b.weight !== undefined && (typeof b.weight !== 'number' || !(b.weight > 0)))
         fail(`${where}.weight`, b.weight, 'must be a number > 0');
       if (b.name !== undefined && (typeof b.name !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(b.name)))
@@ -299,6 +308,7 @@ function parseBackends(env: Env, file: Record<string, unknown> | undefined, para
         url,
         weight: b.weight ?? 1,
         parallel,
+        learnSlots,
         maxConcurrency: positiveIntField(`${where}.maxConcurrency`, b.maxConcurrency, 0),
         modelConcurrency: positiveIntField(`${where}.modelConcurrency`, b.modelConcurrency, parallel),
         maxLoadedModels: positiveIntField(`${where}.maxLoadedModels`, b.maxLoadedModels, 0),
@@ -317,9 +327,10 @@ function parseBackends(env: Env, file: Record<string, unknown> | undefined, para
         name: new URL(url).host,
         url,
         weight: 1,
-        parallel: parallelDefault,
+        parallel: parallelDefault ?? 1,
+        learnSlots: parallelDefault === null,
         maxConcurrency: 0,
-        modelConcurrency: parallelDefault,
+        modelConcurrency: parallelDefault ?? 1,
         maxLoadedModels: 0,
         agentUrl: agent ? validUrl('OLLAMA_AGENTS', agent) : undefined,
       });
@@ -583,7 +594,11 @@ export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
       env = { ...merged, ...env };
     }
   }
-  const parallelDefault = int(env, 'BACKEND_PARALLEL', DEFAULTS.BACKEND_PARALLEL, 1, 1024);
+  // Unset: every backend's slots are learned (from Ollama's default, 1); set: that many, as told.
+  const parallelDefault =
+    env.BACKEND_PARALLEL === undefined || env.BACKEND_PARALLEL.trim() === ''
+      ? null
+      : int(env, 'BACKEND_PARALLEL', 1, 1, 1024);
   const priority = parsePriority(env);
   const backends = parseBackends(env, file, parallelDefault);
   const policy = (env.ROUTING_POLICY ?? DEFAULTS.ROUTING_POLICY).trim() as PolicyName;

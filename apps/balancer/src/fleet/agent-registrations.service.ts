@@ -139,12 +139,13 @@ export class AgentRegistrations implements OnApplicationBootstrap, OnApplication
   }
 
   private backendConfig(reg: Registration): BackendConfig {
-    const parallel = reg.parallel ?? this.config.backendParallel;
+    const parallel = reg.parallel ?? this.config.backendParallel ?? 1;
     return {
       name: reg.name,
       url: reg.ollamaUrl,
       weight: 1,
       parallel,
+      learnSlots: (reg.parallel ?? null) === null && this.config.backendParallel === null,
       maxConcurrency: 0,
       modelConcurrency: parallel,
       maxLoadedModels: reg.maxLoadedModels ?? 0,

@@ -138,13 +138,101 @@ export class Backend {
     return this.health !== 'unhealthy' && !this.cordoned && this.retiring === null && !this.isEjected(now);
   }
 
+  /** The options each model's runner here was loaded with, when this balancer sent the load. */
+  readonly runnerOptions = new Map<string, RunnerOptions>();
+
+  /**
+   * Whether a request for `model` with these options would make Ollama reload its runner here: by
+   * the options this balancer loaded it with, else by the context length /api/ps shows (a request
+   * that names num_ctx); unknown otherwise (then no).
+   */
+  forcesReload(model: string, want: RunnerOptions | undefined): boolean {
+    if (want === undefined) return false;
+    const known = this.runnerOptions.get(model);
+    if (known !== undefined) return optionsForceReload(known, want);
+    const ctx = Number(this.modelsLoaded.get(model)?.raw.context_length);
+    return want.numCtx !== undefined && Number.isFinite(ctx) && ctx > 0 && ctx !== want.numCtx;
+  }
+
+  /** Until when it is passed over: it answered that its own queue is full (Ollama's "server busy"). */
+  busyUntil = 0;
+
+  /** It answered "server busy ... maximum pending requests exceeded": deprioritised for BUSY_BACKOFF_MS. */
+  noteBusy(now = Date.now()): void {
+    this.busyUntil = now + BUSY_BACKOFF_MS;
+  }
+
   /** Whether a request for `model` would exceed a concurrency cap here. */
   atCap(model: string | null): boolean {
     const c = this.config;
     if (c.maxConcurrency > 0 && this.inFlight >= this.effectiveCap(c.maxConcurrency)) return true;
-    if (model !== null && c.modelConcurrency > 0 && this.inFlightFor(model) >= this.effectiveCap(c.modelConcurrency))
-      return true;
-    return false;
+    if (model === null) return false;
+    const cap = c.learnSlots ? this.learned.slotLearner(model).probeCap : c.modelConcurrency;
+    return cap > 0 && this.inFlightFor(model) >= this.effectiveCap(cap);
+  }
+
+  /**
+   * Requests Ollama runs at once for `model` here: as configured, or as learned (proven so far;
+   * Ollama's default of 1 until shown more). What predictions divide waiting work by.
+   */
+  slotsFor(model: string | null): number {
+    if (!this.config.learnSlots || model === null) return Math.max(1, this.config.parallel);
+    return Math.max(1, this.learned.slots.get(model)?.estimate ?? 1);
+  }
+
+  /** Models it keeps loaded at once: as configured, else as learned (what it has been seen to hold). */
+  get room(): number {
+    return this.config.maxLoadedModels > 0 ? this.config.maxLoadedModels : this.learned.room.estimate;
+  }
+
+  /** Whether that room is known (configured, or an eviction showed it) rather than a lower bound. */
+  get roomKnown(): boolean {
+    return this.config.maxLoadedModels > 0 || this.learned.room.known;
+  }
+
+  /**
+   * Models sent here cold and not yet confirmed loaded, with when the load should be done: later
+   * requests for them wait for that load instead of starting another elsewhere.
+   */
+  readonly loading = new Map<string, { since: number; readyAt: number }>();
+  /**
+   * Models a cold load here may have evicted: not counted as loaded until /api/ps says (a guess
+   * must not send a request "warm" to a host that has to reload it).
+   */
+  readonly maybeEvicted = new Set<string>();
+
+  /** A request for `model` was sent here while it was not loaded: a load is under way, until about `readyAt`. */
+  noteLoadStarted(model: string, readyAt: number, now = Date.now()): void {
+    if (this.loading.has(model)) return;
+    this.loading.set(model, { since: now, readyAt });
+    // Room for it means evicting the least recently used idle model, if it is full (or may be).
+    const resident = [...this.modelsLoaded.values()].filter(
+      (m) => m.name !== model && !this.maybeEvicted.has(m.name) && (m.expiresAt === null || m.expiresAt > now),
+    );
+    if (resident.length < this.room) return;
+    let victim: string | null = null;
+    let oldest = Infinity;
+    for (const m of resident) {
+      if (this.inFlightFor(m.name) > 0) continue;
+      const used = this.modelLastUsed.get(m.name) ?? 0;
+      if (used < oldest) {
+        oldest = used;
+        victim = m.name;
+      }
+    }
+    if (victim !== null) this.maybeEvicted.add(victim);
+  }
+
+  /** When a load of `model` started here should be done (0 when none is known to be under way). */
+  loadingUntil(model: string, now = Date.now()): number {
+    const t = this.loading.get(model)?.readyAt;
+    if (t === undefined) return 0;
+    // A load that should long be over and was never confirmed (an error, a lost answer) is forgotten.
+    if (now > t + 60_000) {
+      this.loading.delete(model);
+      return 0;
+    }
+    return t;
   }
 
   /** During slow start a returning backend takes a growing share of its cap. */
@@ -206,7 +294,7 @@ export class Backend {
 
   isLoaded(model: string, now = Date.now()): boolean {
     const m = this.modelsLoaded.get(model);
-    if (!m) return false;
+    if (!m || (this.maybeEvicted.has(model) && this.inFlightFor(model) === 0)) return false;
     return m.expiresAt === null || m.expiresAt > now || this.inFlightFor(model) > 0;
   }
 
@@ -245,13 +333,22 @@ export class Backend {
     return this.modelsOnDisk.get(model)?.size ?? this.modelsLoaded.get(model)?.size ?? 0;
   }
 
+  /** What the last /api/ps listed (to tell, at the next one, which models a load evicted). */
+  lastPs: { name: string; expiresAt: number | null }[] = [];
+  /** Models unloaded on a client's request since the last /api/ps (not evictions: they teach no room). */
+  readonly unloadedOnRequest = new Set<string>();
+
   /** Records that `model` left memory (an unload it answered). */
   noteUnloaded(model: string): void {
+    this.unloadedOnRequest.add(model);
     this.modelsLoaded.delete(model);
+    this.loading.delete(model);
   }
 
   /** Records that `model` is resident now (it just answered a request). */
   noteLoaded(model: string, keepAliveMs = 5 * 60_000): void {
+    this.loading.delete(model);
+    this.maybeEvicted.delete(model);
     const existing = this.modelsLoaded.get(model);
     if (existing) {
       existing.expiresAt = keepAliveMs < 0 ? null : Date.now() + keepAliveMs;
@@ -267,6 +364,40 @@ export class Backend {
     });
   }
 }
+
+/**
+ * The runner options of a request that Ollama compares with the loaded runner's (server/sched.go
+ * needsReload: api.Runner's num_ctx, num_batch, num_gpu, use_mmap, num_thread, and context shift).
+ * Absent = the server's default.
+ */
+export interface RunnerOptions {
+  numCtx?: number;
+  numBatch?: number;
+  /** Only a non-negative num_gpu forces a reload (a negative one means "decide"). */
+  numGpu?: number;
+  useMmap?: boolean;
+  numThread?: number;
+  /** False when the request turns context shift off. */
+  noShift?: boolean;
+}
+
+/**
+ * Whether a request with `want` makes Ollama reload a runner loaded with `loaded`: two defaults
+ * never differ, a value differs from the default (or another value) unless equal.
+ */
+export function optionsForceReload(loaded: RunnerOptions, want: RunnerOptions): boolean {
+  if ((loaded.noShift === true) !== (want.noShift === true)) return true;
+  if (want.numCtx !== undefined && loaded.numCtx !== want.numCtx) return true;
+  // A runner loaded with a named num_ctx, asked for the default: a reload unless they happen to agree (not known here).
+  if (want.numCtx === undefined && loaded.numCtx !== undefined) return true;
+  if ((want.numBatch ?? 512) !== (loaded.numBatch ?? 512)) return true;
+  if (want.numGpu !== undefined && want.numGpu >= 0 && loaded.numGpu !== want.numGpu) return true;
+  if (want.useMmap !== loaded.useMmap) return true;
+  return (want.numThread ?? 0) !== (loaded.numThread ?? 0);
+}
+
+/** How long a backend that answered "server busy" (its own queue full) is passed over. */
+export const BUSY_BACKOFF_MS = 2000;
 
 /** Routes newer than some Ollama servers still in use, and the version that added each (Ollama's changelog). */
 export const ROUTE_SINCE: Readonly<Record<string, readonly [number, number, number]>> = {

@@ -116,12 +116,13 @@ export class DnsDiscovery implements OnApplicationBootstrap, OnApplicationShutdo
 
   private backendFor(t: DnsDiscoveryTarget, address: string): BackendConfig {
     const host = isIPv6(address) ? `[${address}]` : address;
-    const parallel = this.config.backendParallel;
+    const parallel = this.config.backendParallel ?? 1;
     return {
       name: `${host}:${t.port}`,
       url: `${t.protocol}//${host}:${t.port}`,
       weight: 1,
       parallel,
+      learnSlots: this.config.backendParallel === null,
       maxConcurrency: 0,
       modelConcurrency: parallel,
       maxLoadedModels: 0,

@@ -1,3 +1,5 @@
+import { queueWaitMs, RoomLearner, SlotLearner, SlotSample } from './learners';
+
 /** An exponentially weighted moving average that starts from its first sample. */
 export class Ewma {
   value: number | null = null;
@@ -14,6 +16,7 @@ export interface OllamaCounters {
   promptEvalCount?: number;
   promptEvalDurationNs?: number;
   loadDurationNs?: number;
+  totalDurationNs?: number;
 }
 
 /** A load shorter than this was a warm start (a few ms), not a real load: it teaches nothing. */
@@ -37,6 +40,47 @@ export class LearnedStats {
   readonly ttftMs = new Ewma(0.2);
   /** Prompt evaluation speed, ms per prompt token. */
   readonly promptMsPerToken = new Ewma(0.2);
+  /** Parallel slots per model, learned from whether requests queued inside Ollama (fleet/learners.ts). */
+  readonly slots = new Map<string, SlotLearner>();
+  /** How many models it keeps loaded at once, from /api/ps and the evictions seen there. */
+  readonly room = new RoomLearner();
+
+  slotLearner(model: string): SlotLearner {
+    let l = this.slots.get(model);
+    if (!l) this.slots.set(model, (l = new SlotLearner()));
+    return l;
+  }
+
+  /** A request for `model` was sent here: the sample its answer finishes. */
+  beginSlot(model: string, now: number): SlotSample {
+    return this.slotLearner(model).begin(now);
+  }
+
+  /** Its first byte came back (it holds a slot now). */
+  startedSlot(model: string, sample: SlotSample): void {
+    this.slots.get(model)?.started(sample);
+  }
+
+  /**
+   * The request ended: with Ollama's counters when it answered (they tell whether it queued for a
+   * slot), or without (an error, a client gone: only the overlap bookkeeping ends).
+   */
+  endSlot(model: string, sample: SlotSample, counters: OllamaCounters | null, now: number): void {
+    const l = this.slots.get(model);
+    if (!l || sample.endedAt !== null) return;
+    const wait =
+      counters === null
+        ? null
+        : queueWaitMs(
+            counters.totalDurationNs,
+            counters.loadDurationNs,
+            counters.promptEvalDurationNs,
+            counters.evalDurationNs,
+          );
+    if (wait === null) return l.abandon(sample, now);
+    const runMs = ((counters!.promptEvalDurationNs ?? 0) + (counters!.evalDurationNs ?? 0)) / 1e6;
+    l.finish({ sample, queueWaitMs: wait, runMs }, now);
+  }
 
   /**
    * One complete answer: its service time, Ollama's counters, a real load's speed (`modelSize`

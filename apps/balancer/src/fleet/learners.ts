@@ -81,6 +81,19 @@ export class SlotLearner {
     return s;
   }
 
+  /**
+   * Its first byte came back: it holds a slot now, and so does every request sent before it that is
+   * still in flight (Ollama starts them in order): at least that many slots exist. Needs no
+   * counters (any API surface) and proves slots as soon as they are used, not when answers end.
+   */
+  started(s: SlotSample): void {
+    if (s.endedAt !== null) return;
+    let running = 1;
+    for (const o of this.recent) if (o !== s && o.endedAt === null && o.dispatchedAt <= s.dispatchedAt) running++;
+    if (running > this.lower) this.lower = running;
+    if (this.lower > this.upper) this.upper = Infinity; // the ceiling was wrong (a restart with more slots?)
+  }
+
   /** The request ended without counters (an error, a client gone): only its slot is released. */
   abandon(s: SlotSample, now: number): void {
     s.endedAt = now;
@@ -138,6 +151,12 @@ export class RoomLearner {
     this.observe(after.length);
     const evicted = before.some((m) => m !== loaded && !after.includes(m));
     if (evicted) this.ceiling = Math.max(1, after.length);
+  }
+
+  /** A load was held back while `resident` models were loaded: that is all the room there is. */
+  observeFull(resident: number): void {
+    this.observe(resident);
+    this.ceiling = Math.max(1, resident);
   }
 
   /**

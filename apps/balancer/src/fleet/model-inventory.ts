@@ -4,6 +4,8 @@ import { Backend, LoadedModel, ModelOnDisk } from './backend';
 import { BackendRegistry } from './backend-registry.service';
 import { OllamaClient, UpstreamResponse } from './ollama-client';
 
+/** A load sent this long ago and not in /api/ps is held back by Ollama (no room), not under way. */
+const BLOCKED_AFTER_MS = 250;
 /** A load longer than this may have evicted another model: look at the backend again soon. */
 const REAL_LOAD_NS = 200e6;
 
@@ -51,7 +53,11 @@ export class ModelInventory {
 
   applyPs(b: Backend, r: UpstreamResponse): void {
     const models = modelsOf(r, '/api/ps');
+    const now = Date.now();
+    // Resident before, and not about to expire: one of them missing now, beside a newcomer, was evicted.
+    const before = b.lastPs.filter((m) => m.expiresAt === null || m.expiresAt > now + 1000).map((m) => m.name);
     b.modelsLoaded.clear();
+    b.maybeEvicted.clear();
     for (const { m, name } of models) {
       const expires = typeof m.expires_at === 'string' ? Date.parse(m.expires_at) : NaN;
       // Go's zero time or a far-future date means "kept forever".
@@ -66,6 +72,25 @@ export class ModelInventory {
       };
       b.modelsLoaded.set(entry.name, entry);
     }
+    const after = [...b.modelsLoaded.keys()];
+    b.lastPs = [...b.modelsLoaded.values()].map((m) => ({ name: m.name, expiresAt: m.expiresAt }));
+    // A load under way that /api/ps does not list yet still takes its place.
+    const withLoading = [...after, ...[...b.loading.keys()].filter((m) => !b.modelsLoaded.has(m))];
+    const arrived = withLoading.find((m) => !before.includes(m));
+    const evicted = arrived !== undefined && before.some((m) => !b.modelsLoaded.has(m) && !b.unloadedOnRequest.has(m));
+    if (evicted) b.learned.room.observeLoad(before, withLoading, arrived);
+    else b.learned.room.observe(after.length);
+    // A load sent a while ago that /api/ps does not list, beside models that are all still there:
+    // Ollama holds it until one of them goes idle, so it is full (and later requests must not
+    // queue behind that load as if it were under way).
+    for (const [m, l] of b.loading)
+      if (!b.modelsLoaded.has(m) && now - l.since >= BLOCKED_AFTER_MS && after.length > 0 && !evicted) {
+        b.learned.room.observeFull(after.length);
+        b.loading.delete(m);
+      }
+    b.unloadedOnRequest.clear();
+    // Options recorded for runners that are gone no longer describe anything.
+    for (const m of b.runnerOptions.keys()) if (!b.modelsLoaded.has(m) && !b.loading.has(m)) b.runnerOptions.delete(m);
   }
 
   /** Refreshes a backend's inventory shortly (coalescing bursts), e.g. after a model load. */

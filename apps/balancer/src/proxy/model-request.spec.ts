@@ -34,6 +34,7 @@ function setup(env: Record<string, string> = {}) {
     b.modelsOnDisk.set(MODEL, { name: MODEL, size: 1e9, raw: { name: MODEL } });
   }
   const queue = new FairPlacementQueue(config);
+  const inventory = new ModelInventory(config, registry, new OllamaClient(config));
   const routing = new RoutingService(
     config,
     registry,
@@ -41,10 +42,10 @@ function setup(env: Record<string, string> = {}) {
     queue,
     new LocalSessionAffinity(),
     new Lifecycle(),
+    inventory,
   );
   const retryBudget = new LocalRetryBudget(config, registry);
   const outliers = new OutlierDetection(config, registry, new FleetEvents());
-  const inventory = new ModelInventory(config, registry, new OllamaClient(config));
   const records = new RequestRecords();
   const sweep = new DeadlineSweep(config.headersTimeoutMs, config.idleStreamTimeoutMs);
   const sent: UpstreamAttempt[] = [];

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'http';
-import { isPageNotFound, PAGE_NOT_FOUND, type Backend } from '../fleet/backend';
+import { isPageNotFound, PAGE_NOT_FOUND, type Backend, type RunnerOptions } from '../fleet/backend';
 import type { ModelInventory } from '../fleet/model-inventory';
 import type { OutlierDetection } from '../fleet/outlier-detection';
 import { normaliseModelName } from '../config/balancer-config';
@@ -46,6 +46,8 @@ export interface ModelRequestInit {
   body: Buffer;
   sessionKey: string | null;
   expectedTokens: number | null;
+  /** The runner options it names (a difference from the loaded runner's reloads the model). */
+  runnerOptions?: RunnerOptions;
   /** The request's keep_alive in ms (-1 forever), when it gave one Ollama would accept. */
   keepAliveMs: number | undefined;
   /** What the model must be able to do on the backend (tools, thinking, vision). */
@@ -79,6 +81,7 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
   private body: Buffer | null;
   private readonly sessionKey: string | null;
   private readonly expectedTokens: number | null;
+  private readonly runnerOptions: RunnerOptions | undefined;
   private readonly promptTokens: number;
   private readonly keepAliveMs: number | undefined;
   private readonly capabilities: readonly string[];
@@ -136,6 +139,7 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     this.body = init.body;
     this.sessionKey = init.sessionKey;
     this.expectedTokens = init.expectedTokens;
+    this.runnerOptions = init.runnerOptions;
     this.promptTokens = Math.ceil(init.body.length / 4);
     this.keepAliveMs = init.keepAliveMs;
     this.capabilities = init.capabilities;
@@ -171,6 +175,7 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
       now: Date.now(),
       displayModel: this.displayModel,
       expectedTokens: this.expectedTokens,
+      runnerOptions: this.runnerOptions,
       promptTokens: this.promptTokens,
       queue: this.queue,
       capabilities: this.capabilities,
@@ -271,7 +276,11 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     const named = status === 404 ? missingModelNamed(body) : null;
     const modelMissing =
       status === 404 && body.includes('not found') && (named === null || normaliseModelName(named) === this.model);
-    if (status >= 500) (this.failedOn ??= []).push(b);
+    // Ollama's own backlog is full ("server busy, please try again.  maximum pending requests
+    // exceeded"): overload, not failure. Not counted toward ejection; the backend is passed over
+    // briefly, and the request goes elsewhere before any byte reached the client.
+    if (busy && isOllamaBusy(body)) b.noteBusy();
+    else if (status >= 500) (this.failedOn ??= []).push(b);
     if (modelMissing) this.svc.inventory.forgetModel(b, this.model);
     if ((status >= 500 || modelMissing) && this.canRetry()) {
       attempt.end(busy ? 'busy' : `status ${status}`);
@@ -447,6 +456,7 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     this.contentType = attempt.response!.headers['content-type'];
     if (this.delivered !== null) this.digest = attempt.backend.modelsOnDisk.get(this.model)?.digest ?? undefined;
     attempt.backend.learned.noteTtfb(Date.now() - attempt.startedAt);
+    attempt.lease.firstByte();
     try {
       res.writeHead(
         this.status,
@@ -566,11 +576,13 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     const b = attempt.backend;
     const r = this.record;
     const model = this.model;
+    attempt.lease.answered(r);
     b.learned.noteAnswer(
       model,
       Date.now() - attempt.startedAt,
       r,
-      b.sizeOf(model),
+      // Only the request that started a load waited all of it: a later one's load_duration is a part.
+      attempt.lease.startedLoad ? b.sizeOf(model) : 0,
       this.streamed && r.ttfbMs !== null ? r.ttfbMs - r.queuedMs : null,
     );
     if (this.kind === 'model' && r.status !== undefined && r.status < 300)
@@ -630,4 +642,9 @@ export function missingModelNamed(body: Buffer): string | null {
   if (typeof message !== 'string') return null;
   const m = /^model (['"])(.*)\1 not found/s.exec(message);
   return m ? m[2] : null;
+}
+
+/** Ollama's ErrMaxQueue (server/sched.go): its scheduler's pending queue (OLLAMA_MAX_QUEUE) is full. */
+function isOllamaBusy(body: Buffer): boolean {
+  return body.length < 512 && body.includes('maximum pending requests');
 }

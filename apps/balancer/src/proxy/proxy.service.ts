@@ -20,7 +20,15 @@ import { UsageService } from '../usage/usage.service';
 import { AccessControl } from './access-control';
 import { ModelRequest, ModelRequestServices } from './model-request';
 import { neededCapabilities } from './request-capabilities';
-import { isLoadOnly, isStreamed, keepAliveMs, pickRequestId, requestedTokens, sessionKeyOf } from './request-fields';
+import {
+  isLoadOnly,
+  isStreamed,
+  keepAliveMs,
+  pickRequestId,
+  requestedTokens,
+  runnerOptionsOf,
+  sessionKeyOf,
+} from './request-fields';
 import { RequestRecord, RequestRecords } from './request-records';
 import { stripRequestHeaders } from './response-headers';
 import { resumeSurfaceOf, ResumeSurface } from './stream-resume';
@@ -346,6 +354,7 @@ export class ProxyService {
       body,
       sessionKey: sessionKeyOf(req, parsed),
       expectedTokens: requestedTokens(parsed),
+      runnerOptions: runnerOptionsOf(parsed),
       keepAliveMs: keepAlive,
       capabilities: neededCapabilities(path, parsed),
       path,

@@ -1,3 +1,4 @@
+import type { RunnerOptions } from '../fleet/backend';
 import { randomUUID } from 'crypto';
 import type { IncomingMessage } from 'http';
 import { keepAliveMs as parseKeepAliveMs } from '@app/ollama-names';
@@ -6,6 +7,26 @@ import { keepAliveMs as parseKeepAliveMs } from '@app/ollama-names';
 export function requestedTokens(body: any): number | null {
   const v = body?.options?.num_predict ?? body?.max_completion_tokens ?? body?.max_tokens ?? body?.max_output_tokens;
   return typeof v === 'number' && Number.isFinite(v) && v > 0 ? Math.min(v, 1_000_000) : null;
+}
+
+/**
+ * The runner options Ollama compares with the loaded runner's (a difference reloads the model), from
+ * the request's `options` and top-level `shift` (empty: the server's defaults).
+ */
+export function runnerOptionsOf(body: any): RunnerOptions | undefined {
+  const o = body?.options;
+  const int = (v: unknown): number | undefined =>
+    typeof v === 'number' && Number.isFinite(v) ? Math.trunc(v) : undefined;
+  const out: RunnerOptions = {};
+  if (o !== null && typeof o === 'object') {
+    if (int(o.num_ctx) !== undefined) out.numCtx = int(o.num_ctx);
+    if (int(o.num_batch) !== undefined) out.numBatch = int(o.num_batch);
+    if (int(o.num_gpu) !== undefined && int(o.num_gpu)! >= 0) out.numGpu = int(o.num_gpu);
+    if (typeof o.use_mmap === 'boolean') out.useMmap = o.use_mmap;
+    if (int(o.num_thread) !== undefined) out.numThread = int(o.num_thread);
+  }
+  if (body?.shift === false) out.noShift = true;
+  return out;
 }
 
 /** Whether the answer streams: Ollama's routes stream unless told not to, OpenAI's only when asked. */

@@ -40,6 +40,8 @@ export interface RequestRecord {
   promptEvalCount?: number;
   promptEvalDurationNs?: number;
   loadDurationNs?: number;
+  /** Ollama's total_duration: from the request's arrival there to its end (queueing for a slot included). */
+  totalDurationNs?: number;
 }
 
 export interface RequestListener {
@@ -122,6 +124,7 @@ export class RequestRecords {
     record.promptEvalCount = numberField(line, PROMPT_EVAL_COUNT);
     record.promptEvalDurationNs = numberField(line, PROMPT_EVAL_DURATION);
     record.loadDurationNs = numberField(line, LOAD_DURATION);
+    record.totalDurationNs = numberField(line, TOTAL_DURATION);
   }
 
   /** Token usage from the last chunks of an answer (any surface: Ollama, OpenAI, Anthropic, Responses). */
@@ -139,6 +142,7 @@ const EVAL_DURATION = Buffer.from('"eval_duration":');
 const PROMPT_EVAL_COUNT = Buffer.from('"prompt_eval_count":');
 const PROMPT_EVAL_DURATION = Buffer.from('"prompt_eval_duration":');
 const LOAD_DURATION = Buffer.from('"load_duration":');
+const TOTAL_DURATION = Buffer.from('"total_duration":');
 
 /** The bytes holding the last line of a body, joined from the last chunks only when it spans them. */
 export function lastLine(chunks: Buffer[]): Buffer {

@@ -5,6 +5,9 @@ import type { Lease } from './lease-ledger';
 import { NoCandidate, Placement } from './placement';
 import { PlacementQueue, QueuedRequest, QueueCounters } from './placement-queue';
 
+/** How many waiters of one model a drain looks past, when those ahead chose to wait for a busy backend. */
+const LOOK_BEHIND = 32;
+
 interface Held {
   entry: QueuedRequest;
   timer: NodeJS.Timeout;
@@ -110,6 +113,8 @@ export class FairPlacementQueue extends PlacementQueue {
     // Retries (waiters with backends they must avoid) that cannot use what is free: passed over
     // for this pass so that the ones behind them still can.
     const skipped = new Set<Waiter<Held>>();
+    // Per model, waiters passed over because they chose to wait for a busy backend (ahead of the next).
+    const ahead = new Map<string | null, number>();
     for (;;) {
       // The best head across the models still open: highest class, then the oldest.
       let best: Waiter<Held> | null = null;
@@ -121,11 +126,16 @@ export class FairPlacementQueue extends PlacementQueue {
       }
       if (best === null) break;
       const entry = best.value.entry;
-      const outcome = place(entry, 0, now - best.enqueuedAt, now);
+      const before = ahead.get(best.model) ?? 0;
+      const outcome = place(entry, before, now - best.enqueuedAt, now);
       if (outcome.kind === 'wait') {
-        // A waiter free to go anywhere waits because nothing it may use is free: so, as a rule, would the rest.
         if (entry.tried.size > 0) skipped.add(best);
-        else blocked.add(best.model);
+        else if ('byChoice' in outcome && before < LOOK_BEHIND) {
+          // It would rather wait for a busy backend while another has room: the one behind it, one
+          // further back in that line, may judge the free one sooner (join the shortest expected delay).
+          skipped.add(best);
+          ahead.set(best.model, before + 1);
+        } else blocked.add(best.model); // nothing it may use is free: so, as a rule, for the rest
         continue;
       }
       if (outcome.kind === 'lease') this.queue.take(best);

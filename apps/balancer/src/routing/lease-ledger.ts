@@ -1,5 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import type { Backend } from '../fleet/backend';
+import type { OllamaCounters } from '../fleet/learned-stats';
+import type { SlotSample } from '../fleet/learners';
 import { BackendRegistry } from '../fleet/backend-registry.service';
 import type { Pick, PickReason, RouteRequest } from './policies';
 
@@ -7,6 +9,8 @@ import type { Pick, PickReason, RouteRequest } from './policies';
 export class Lease {
   readonly kind = 'lease';
   private released = false;
+  /** Its passage through the backend, for slot learning (null for routes without a model). */
+  private readonly slot: SlotSample | null;
   constructor(
     readonly backend: Backend,
     readonly model: string | null,
@@ -16,11 +20,29 @@ export class Lease {
     /** When the policy expects the answer to be complete (0 when it does not predict). */
     readonly expectedEnd: number,
     private readonly ledger: LeaseLedger,
-  ) {}
+  ) {
+    this.slot = model === null ? null : backend.learned.beginSlot(model, Date.now());
+  }
+
+  /** Sent while the model was not loaded there: its answer's load_duration is the whole load (what load speed is learned from). */
+  startedLoad = false;
+
+  /** The answer's first byte came back: the request holds a slot there now (slot learning). */
+  firstByte(): void {
+    if (this.slot !== null && this.model !== null) this.backend.learned.startedSlot(this.model, this.slot);
+  }
+
+  /** The backend answered with these counters: they tell slot learning whether the request queued there. */
+  answered(counters: OllamaCounters): void {
+    if (this.slot !== null && this.model !== null)
+      this.backend.learned.endSlot(this.model, this.slot, counters, Date.now());
+  }
 
   release(): void {
     if (this.released) return;
     this.released = true;
+    if (this.slot !== null && this.model !== null)
+      this.backend.learned.endSlot(this.model, this.slot, null, Date.now());
     this.ledger.release(this);
   }
 }

@@ -3,9 +3,10 @@ import { parseModelName } from '@app/ollama-names';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
 import { Backend } from '../fleet/backend';
 import { BackendRegistry } from '../fleet/backend-registry.service';
+import { ModelInventory } from '../fleet/model-inventory';
 import { Lifecycle } from '../lifecycle/lifecycle';
 import { Lease, LeaseLedger } from './lease-ledger';
-import { NoCandidate, Placement, WAIT } from './placement';
+import { NoCandidate, Placement, WAIT, WAIT_BY_CHOICE } from './placement';
 import { PlacementQueue, QueuedRequest } from './placement-queue';
 import {
   createPolicy,
@@ -38,6 +39,38 @@ const KEEP_DECISIONS = 50;
 const SHARED_PREFERENCE_SLACK_MS = 50;
 const withSlack = (bestMs: number) => bestMs + Math.max(SHARED_PREFERENCE_SLACK_MS, bestMs * 0.1);
 const SHUTTING_DOWN = new NoCandidate(503, 'balancer is shutting down', 1);
+/** Demand is counted over about this long (an exponentially decaying count). */
+const DEMAND_TAU_MS = 10_000;
+/** A cold dispatch: look at the backend's /api/ps this soon (what the load evicted, whether it started). */
+const AFTER_COLD_MS = 300;
+
+/** Requests per second arriving for each model, decaying over DEMAND_TAU_MS. */
+class Demand {
+  private readonly counts = new Map<string, { n: number; at: number; first: number }>();
+  private since = 0;
+
+  note(model: string, now: number): void {
+    if (this.since === 0) this.since = now;
+    const c = this.counts.get(model);
+    if (!c) {
+      if (this.counts.size > 10_000) this.counts.clear(); // bounded: names come from clients
+      this.counts.set(model, { n: 1, at: now, first: now });
+      return;
+    }
+    c.n = c.n * Math.exp(-(now - c.at) / DEMAND_TAU_MS) + 1;
+    c.at = now;
+  }
+
+  /** Null until a full window of traffic has been seen: what nobody has asked for yet is unknown, not unwanted. */
+  perS(model: string, now: number): number | null {
+    if (this.since === 0 || now - this.since < DEMAND_TAU_MS) return null;
+    const c = this.counts.get(model);
+    if (!c) return 0;
+    // Until a full window has passed, divide by the time seen so far (a fresh burst is not 1/10 of itself).
+    const span = Math.max(3000, Math.min(DEMAND_TAU_MS, now - c.first));
+    return (c.n * Math.exp(-(now - c.at) / DEMAND_TAU_MS) * 1000) / span;
+  }
+}
 
 /**
  * Filter -> score -> pick. Filters drop backends that cannot serve (unhealthy, cordoned, ejected,
@@ -50,12 +83,36 @@ export class RoutingService {
   readonly policy: RoutingPolicy;
   private readonly predictor = new PredictivePolicy();
   private readonly ctx: PolicyContext;
+  private readonly demand = new Demand();
   readonly recentDecisions: Decision[] = [];
   readonly counters = { routed: 0, byReason: new Map<string, number>() };
   /** Called for every decision (metrics and logs hook in here). */
   readonly decisionListeners: ((d: Decision) => void)[] = [];
-  private readonly drainPass = (entry: QueuedRequest, ahead: number, queuedMs: number, now: number): Placement =>
-    this.placeNow({ ...entry.route, now, queuedAhead: ahead }, entry.tried, queuedMs, true);
+  /**
+   * Per model, in the queue pass under way: the backends the waiters passed over chose to wait for
+   * (a waiter further back counts them ahead of it there, and only there).
+   */
+  private readonly chosenAhead = new Map<string | null, Map<string, number>>();
+  private readonly drainPass = (entry: QueuedRequest, ahead: number, queuedMs: number, now: number): Placement => {
+    const model = entry.route.model;
+    let chosen = this.chosenAhead.get(model);
+    if (ahead === 0 || chosen === undefined) {
+      chosen = new Map();
+      this.chosenAhead.set(model, chosen);
+    }
+    const placed = this.placeNow(
+      { ...entry.route, now, queuedAhead: ahead, queuedMs, aheadAt: chosen },
+      entry.tried,
+      queuedMs,
+      true,
+    );
+    if (placed === WAIT_BY_CHOICE && this.lastChoice !== null)
+      chosen.set(this.lastChoice, (chosen.get(this.lastChoice) ?? 0) + 1);
+    if (ahead === 0 && placed !== WAIT_BY_CHOICE) this.chosenAhead.delete(model);
+    return placed;
+  };
+  /** The backend the last placement that chose to wait is waiting for. */
+  private lastChoice: string | null = null;
 
   constructor(
     @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
@@ -64,10 +121,22 @@ export class RoutingService {
     private readonly queue: PlacementQueue,
     private readonly affinity: SessionAffinity,
     private readonly lifecycle: Lifecycle,
+    private readonly inventory: ModelInventory,
   ) {
     this.policy = createPolicy(config.policy);
     this.ctx = {
       agentStaleMs: config.agentStaleMs,
+      queueTimeoutMs: config.queueTimeoutMs,
+      demandPerS: (model) => this.demand.perS(model, Date.now()),
+      provenLoadMsPerByte: () => {
+        let slowest: number | null = null;
+        for (const b of registry.backends) {
+          const v = b.learned.loadMsPerByte.value;
+          if (v !== null && (slowest === null || v > slowest)) slowest = v;
+        }
+        return slowest;
+      },
+      available: () => registry.available(),
       ...(ledger.othersInFlight ? { othersInFlight: ledger.othersInFlight } : {}),
     };
     registry.onCapacity(() => this.queue.drain(this.drainPass));
@@ -83,14 +152,26 @@ export class RoutingService {
    */
   place(req: RouteRequest, tried?: ReadonlySet<Backend>): Placement {
     if (this.lifecycle.state === 'closing') return SHUTTING_DOWN;
+    if (req.model !== null && (tried === undefined || tried.size === 0)) this.demand.note(req.model, req.now);
     return this.placeNow(req, tried, 0, false);
   }
 
   /** Queues a request that place() told to wait; a refusal when it cannot wait. */
   enqueue(entry: QueuedRequest): NoCandidate | null {
     if (this.lifecycle.state === 'closing') return SHUTTING_DOWN;
-    return this.queue.offer(entry, Date.now());
+    const refused = this.queue.offer(entry, Date.now());
+    // A newcomer queued behind requests that chose to wait for a busy backend may take a free one:
+    // look once the caller has finished queuing it (one pass per turn of the event loop, however many arrive).
+    if (refused === null && this.policy.weighsWaiting && !this.drainSoon) {
+      this.drainSoon = true;
+      setImmediate(() => {
+        this.drainSoon = false;
+        this.queue.drain(this.drainPass);
+      });
+    }
+    return refused;
   }
+  private drainSoon = false;
 
   /** Takes a queued request out without an answer (its client left). */
   cancel(entry: QueuedRequest): void {
@@ -180,7 +261,11 @@ export class RoutingService {
     if (this.policy.weighsWaiting) {
       // The policy may judge that waiting for a busy (warm) backend beats a free (cold) one.
       const pick = this.choose(candidates, req);
-      if (!this.ledger.hasRoom(pick.backend, req.model)) return WAIT;
+      if (!this.ledger.hasRoom(pick.backend, req.model)) {
+        if (!candidates.some((b) => b !== pick.backend && this.ledger.hasRoom(b, req.model))) return WAIT;
+        this.lastChoice = pick.backend.name;
+        return WAIT_BY_CHOICE;
+      }
       return this.take(pick, req, queuedMs, candidates.length);
     }
     const open = candidates.filter((b) => this.ledger.hasRoom(b, req.model));
@@ -210,8 +295,7 @@ export class RoutingService {
       return [first, ...rest];
     }
     const rest = candidates.filter((b) => b !== first);
-    const load = (b: Backend) =>
-      inFlightAt(b, model, this.ctx) / Math.max(1, b.config.modelConcurrency || b.config.parallel);
+    const load = (b: Backend) => inFlightAt(b, model, this.ctx) / b.slotsFor(model);
     rest.sort((a, b) => load(a) - load(b));
     return [first, ...rest];
   }
@@ -284,7 +368,21 @@ export class RoutingService {
   }
 
   private take(pick: Pick, req: RouteRequest, queuedMs: number, candidates: number): Lease {
+    const b = pick.backend;
+    const model = req.model;
+    const cold =
+      model !== null &&
+      b.loadingUntil(model, req.now) === 0 &&
+      (!b.isLoaded(model, req.now) || b.forcesReload(model, req.runnerOptions));
+    if (cold) {
+      b.runnerOptions.set(model!, req.runnerOptions ?? {});
+      // Sent cold: the model is loading there now (later requests wait for it rather than load it
+      // elsewhere), and what it may evict is uncertain until /api/ps says.
+      b.noteLoadStarted(model!, req.now + this.predictor.loadMs(b, model!, req, this.ctx), req.now);
+      this.inventory.refreshSoon(b, AFTER_COLD_MS);
+    }
     const lease = this.ledger.take(pick, req, queuedMs);
+    lease.startedLoad = cold;
     this.counters.routed++;
     this.counters.byReason.set(pick.reason, (this.counters.byReason.get(pick.reason) ?? 0) + 1);
     const d: Decision = {

@@ -1,4 +1,4 @@
-import type { Backend } from '../../fleet/backend';
+import type { Backend, RunnerOptions } from '../../fleet/backend';
 import type { QueueIdentity } from '../priority-class';
 
 /** What routing knows about the request being placed. */
@@ -14,6 +14,14 @@ export interface RouteRequest {
   displayModel?: string;
   /** Requests for the same model queued in the balancer ahead of this one. */
   queuedAhead?: number;
+  /**
+   * In a queue pass: per backend name, the requests for the model ahead of this one in the queue
+   * that chose to wait for that backend (they take its next slots, not the others'). When absent,
+   * `queuedAhead` counts against every backend.
+   */
+  aheadAt?: ReadonlyMap<string, number>;
+  /** How long it has waited in the balancer's queue already (ms). */
+  queuedMs?: number;
   /** Its priority class, key and weight in the placement queue (default class, no key when absent). */
   queue?: QueueIdentity;
   /** Output tokens the client asked for at most (num_predict, max_tokens), when it said. */
@@ -27,6 +35,8 @@ export interface RouteRequest {
   capabilities?: readonly string[];
   /** The request's path: a backend that lacks the route (an older Ollama) is no candidate for it. */
   route?: string;
+  /** The runner options it names: a loaded runner with other options must be reloaded for it. */
+  runnerOptions?: RunnerOptions;
   /** Only backends whose copy of the model has this digest (a resumed stream must continue on the same weights). */
   digest?: string;
 }
@@ -55,6 +65,20 @@ export interface Pick {
 export interface PolicyContext {
   /** A reading older than this counts as unknown. */
   agentStaleMs: number;
+  /** How long a request may wait in the queue (QUEUE_TIMEOUT_MS): a wait past it is no option. */
+  queueTimeoutMs?: number;
+  /**
+   * Requests per second recently arriving here for the model; null while too little traffic has
+   * been seen to say (unknown is not zero).
+   */
+  demandPerS?: (model: string) => number | null;
+  /**
+   * The slowest load speed (ms per byte) any backend has shown: the prior of a backend that has not
+   * loaded anything yet (a load is never assumed cheaper than loads have proven to be).
+   */
+  provenLoadMsPerByte?: () => number | null;
+  /** The backends that may serve requests now (for a victim model's other holders). */
+  available?: () => readonly Backend[];
   /**
    * Requests other balancer replicas have in flight at the backend (for `model`, or in all when
    * null), as Redis last counted them; absent for a single balancer. Policies add it to the

@@ -1,4 +1,4 @@
-import type { Backend } from '../../fleet/backend';
+import { BUSY_BACKOFF_MS, type Backend } from '../../fleet/backend';
 import { inFlightAt, Pick, PolicyContext, RouteRequest, RoutingPolicy } from './policy';
 
 /** Until a backend has shown its speed, assume a request takes this long... */
@@ -9,6 +9,19 @@ export const DEFAULT_LOAD_MS_PER_BYTE = 1 / 1_000_000;
 export const DEFAULT_LOAD_MS = 3000;
 /** A model used this recently is still "hot": evicting it will likely cost someone a reload. */
 const RECENT_USE_MS = 60_000;
+/** A model's warm holders count as overloaded when its demand passes this share of their capacity. */
+const OVERLOAD = 0.85;
+/** A victim model's other holders cover its traffic when their capacity exceeds its demand this much. */
+const COVER = 1.25;
+/** A cold option must beat the best warm one by this share of it (and at least MIN_GAIN_MS) to be taken. */
+const GAIN = 0.1;
+const MIN_GAIN_MS = 100;
+/** A model asked for less often than this (requests/s, over the demand window) is not in use. */
+const IDLE_DEMAND_PER_S = 0.05;
+/** Evicting a model whose other holders cannot take its traffic: a cascade, priced out of reach of any wait. */
+const VICTIM_UNCOVERED_MS = 600_000;
+/** Warm holders this far past their capacity (demand over capacity) need another copy, now. */
+const SATURATED = 1.0;
 const EMPTY: number[] = [];
 
 export interface Prediction {
@@ -18,9 +31,13 @@ export interface Prediction {
   ttftMs: number;
   waitMs: number;
   loadMs: number;
+  /** What making room costs: waiting for a busy model to go idle, and what its displaced traffic pays. */
   evictMs: number;
   serviceMs: number;
+  /** Loaded (or being loaded) there: no load for this request. */
   warm: boolean;
+  /** Loading would evict a model there (or may: its room is not known). */
+  evicts: boolean;
 }
 
 /** Until a backend has shown its time to first token and token rate, assume these. */
@@ -31,14 +48,21 @@ const DEFAULT_TOKENS_PER_SEC = 30;
  * Predicts, per candidate, when this request would be answered, and takes the soonest (join the
  * shortest expected delay, with what is specific to Ollama):
  *   wait for a slot (the expected ends of the requests running there for this model, and those
- *     queued in the balancer ahead of it, over the backend's parallel slots)
- *   + the model's load time if it is cold there (size x load speed learned from earlier loads)
- *   + the cost of evicting another model (waiting for it to go idle if every resident model is
- *     busy, and a share of its reload time if it was used recently)
+ *     queued in the balancer ahead of it, over the backend's parallel slots: configured, or learned
+ *     from Ollama's counters starting from its default of 1)
+ *   + the model's load time if it is cold there (size x load speed learned there, or the slowest
+ *     any backend has shown: never cheaper than loads have proven to be); a load under way counts
+ *     as warm with its remaining time as wait
+ *   + the cost of evicting another model when the backend is full, or may be (its room learned from
+ *     /api/ps): waiting for it to go idle if every resident model is busy, and, when it was used
+ *     recently, what its traffic will pay (little when its other holders can absorb it, a reload
+ *     and its queue when they cannot)
  *   + this request's own service time (time to first token + the output tokens it asked for, or the
  *     usual count, at the token rate learned on that backend).
- * Waiting for a busy warm server wins when that is sooner; loading elsewhere wins when the warm
- * ones are backed up; long answers go to fast GPUs, short ones fill the slow.
+ * A warm model is never gambled on a guess: a load that evicts is taken only when the model's warm
+ * holders are overloaded (recent demand above 85 % of their capacity, or a wait the queue timeout
+ * would not allow) and the load is predicted sooner by a margin. A load into free room is taken
+ * whenever it is predicted sooner.
  */
 export class PredictivePolicy implements RoutingPolicy {
   readonly name = 'predictive';
@@ -46,30 +70,87 @@ export class PredictivePolicy implements RoutingPolicy {
   private turn = 0;
 
   pick(candidates: readonly Backend[], req: RouteRequest, ctx: PolicyContext): Pick {
-    let best: Backend = candidates[0];
-    let bestP: Prediction | null = null;
     const n = candidates.length;
     const start = this.turn++;
+    let bestWarm: Backend | null = null;
+    let bestWarmP: Prediction | null = null;
+    let bestCold: Backend | null = null;
+    let bestColdP: Prediction | null = null;
+    let bestFree: Backend | null = null;
+    let bestFreeP: Prediction | null = null;
+    const better = (b: Backend, p: Prediction, best: Backend | null, bestP: Prediction | null): boolean =>
+      bestP === null ||
+      best === null ||
+      p.totalMs < bestP.totalMs - 1 ||
+      (Math.abs(p.totalMs - bestP.totalMs) <= 1 &&
+        inFlightAt(b, null, ctx) / b.weight < inFlightAt(best, null, ctx) / best.weight);
     for (let k = 0; k < n; k++) {
       const b = candidates[(start + k) % n];
       const p = this.predict(b, req, ctx);
-      if (
-        bestP === null ||
-        p.totalMs < bestP.totalMs - 1 ||
-        (Math.abs(p.totalMs - bestP.totalMs) <= 1 &&
-          inFlightAt(b, null, ctx) / b.weight < inFlightAt(best, null, ctx) / best.weight)
-      ) {
-        best = b;
-        bestP = p;
+      if (p.warm) {
+        if (better(b, p, bestWarm, bestWarmP)) [bestWarm, bestWarmP] = [b, p];
+      } else if (!p.evicts) {
+        if (better(b, p, bestFree, bestFreeP)) [bestFree, bestFreeP] = [b, p];
+      } else if (better(b, p, bestCold, bestColdP)) [bestCold, bestColdP] = [b, p];
+    }
+    let best: Backend;
+    let p: Prediction;
+    if (bestWarm === null || bestWarmP === null) {
+      // Nowhere warm: load where it is soonest, free room first unless an eviction is clearly sooner.
+      if (bestFreeP !== null && (bestColdP === null || bestFreeP.totalMs <= bestColdP.totalMs))
+        [best, p] = [bestFree!, bestFreeP];
+      else [best, p] = [bestCold!, bestColdP!];
+    } else {
+      [best, p] = [bestWarm, bestWarmP];
+      const margin = Math.max(MIN_GAIN_MS, bestWarmP.totalMs * GAIN);
+      if (bestFreeP !== null && bestFreeP.totalMs + margin < bestWarmP.totalMs) [best, p] = [bestFree!, bestFreeP];
+      else if (bestColdP !== null && req.model !== null) {
+        const load = this.overload(req.model, candidates, bestWarmP, req, ctx);
+        // Past their capacity the warm holders' queue only grows: another copy pays for itself even
+        // when this one request would be served sooner by waiting (the displaced model is covered).
+        if (
+          (load >= OVERLOAD && bestColdP.totalMs + margin < bestWarmP.totalMs) ||
+          (load >= SATURATED && bestColdP.evictMs < bestColdP.loadMs && bestWarmP.waitMs > bestColdP.loadMs / 2)
+        )
+          [best, p] = [bestCold!, bestColdP];
       }
     }
-    const p = bestP as Prediction;
     return {
       backend: best,
       reason: n === 1 ? 'only-candidate' : p.warm ? 'warm' : 'cold-load',
       predictedMs: Math.round(p.ttftMs),
       completionMs: Math.round(p.totalMs),
     };
+  }
+
+  /**
+   * How loaded the model's warm holders are: its recent demand over what they serve per second
+   * (slots over service time); Infinity when waiting there would outlast the queue timeout.
+   */
+  overload(
+    model: string,
+    candidates: readonly Backend[],
+    bestWarm: Prediction,
+    req: RouteRequest,
+    ctx: PolicyContext,
+  ): number {
+    const timeout = ctx.queueTimeoutMs;
+    if (timeout !== undefined && bestWarm.waitMs > 0.8 * Math.max(0, timeout - (req.queuedMs ?? 0))) return Infinity;
+    const demand = ctx.demandPerS?.(model) ?? null;
+    if (demand === null) return OVERLOAD; // demand not known yet: judge by the prediction alone
+    let capacity = 0;
+    for (const b of candidates) if (this.isWarm(b, model, req.now)) capacity += this.capacityPerS(b, model, req);
+    return capacity > 0 ? demand / capacity : Infinity;
+  }
+
+  /** Requests per second `b` completes for `model` at full use (slots over the usual service time). */
+  capacityPerS(b: Backend, model: string, req: RouteRequest): number {
+    const svc = b.learned.serviceMs.get(model)?.value ?? this.serviceTime(b, req).serviceMs;
+    return (b.slotsFor(model) * 1000) / Math.max(1, svc);
+  }
+
+  private isWarm(b: Backend, model: string, now: number): boolean {
+    return b.isLoaded(model, now) || b.loadingUntil(model, now) > now;
   }
 
   /** This request's own time on `b` once it has a slot and the model is loaded. */
@@ -89,22 +170,37 @@ export class PredictivePolicy implements RoutingPolicy {
     return { serviceMs: learned, ttftMs: Math.min(ttft, learned) };
   }
 
+  /** ms per byte to load a model on `b`: what it has shown, else the slowest any backend has shown (or the default). */
+  loadMsPerByte(b: Backend, ctx: PolicyContext): number {
+    const own = b.learned.loadMsPerByte.value;
+    if (own !== null) return own;
+    return Math.max(DEFAULT_LOAD_MS_PER_BYTE, ctx.provenLoadMsPerByte?.() ?? 0);
+  }
+
+  /** How long loading `model` on `b` should take. */
+  loadMs(b: Backend, model: string, req: RouteRequest, ctx: PolicyContext): number {
+    const size = b.modelsOnDisk.get(model)?.size || req.modelSize;
+    return size > 0 ? size * this.loadMsPerByte(b, ctx) : DEFAULT_LOAD_MS;
+  }
+
   predict(b: Backend, req: RouteRequest, ctx: PolicyContext): Prediction {
     const model = req.model;
-    const slots = Math.max(1, b.config.parallel);
+    const slots = b.slotsFor(model);
     const { serviceMs, ttftMs } = this.serviceTime(b, req);
     const typical =
       (model !== null ? b.learned.serviceMs.get(model)?.value : null) ?? b.learned.serviceMsAll.value ?? serviceMs;
     const ends = b.runningEnds.get(model) ?? EMPTY;
     const active = inFlightAt(b, model, ctx);
     // Completions needed before a slot is free for this request.
-    const need = active + 1 + (req.queuedAhead ?? 0) - slots;
+    const ahead = req.aheadAt !== undefined ? (req.aheadAt.get(b.name) ?? 0) : (req.queuedAhead ?? 0);
+    const need = active + 1 + ahead - slots;
     let waitMs = 0;
     if (need > 0) {
       if (ends.length === active && active > 0 && !ends.includes(0)) {
         // A request past its expected end is not about to finish: it has overrun its prediction, so
         // expect it to run about as long again (waiting behind it is not free).
         const sorted = ends.map((e) => (e < req.now ? 2 * req.now - e : e)).sort((x, y) => x - y);
+        // With `slots` running at once, the k-th completion frees the k-th slot; later ones queue behind.
         const known = Math.min(need, sorted.length);
         waitMs = Math.max(0, sorted[known - 1] - req.now);
         // Beyond the running ones, each further completion frees a slot every typical/slots ms.
@@ -117,8 +213,34 @@ export class PredictivePolicy implements RoutingPolicy {
     const others = inFlightAt(b, null, ctx) - (model !== null ? active : 0);
     const util = b.gpuUtilization(ctx.agentStaleMs, req.now);
     waitMs += others * 50 + (util === null ? 0 : util * 2);
+    // It said its own queue is full a moment ago: count the rest of that backoff as waiting.
+    if (b.busyUntil > req.now) waitMs += b.busyUntil - req.now + BUSY_BACKOFF_MS;
 
-    if (model === null || b.isLoaded(model, req.now)) {
+    const loadingUntil = model === null ? 0 : b.loadingUntil(model, req.now);
+    const reload =
+      model !== null &&
+      loadingUntil <= req.now &&
+      b.isLoaded(model, req.now) &&
+      b.forcesReload(model, req.runnerOptions);
+    if (reload) {
+      // Other runner options: Ollama reloads the model once the requests running on it finish.
+      const last = ends.length > 0 && !ends.includes(0) ? Math.max(...ends) - req.now : active > 0 ? typical : 0;
+      const loadMs = this.loadMs(b, model, req, ctx);
+      const before = Math.max(waitMs, last) + loadMs;
+      return {
+        totalMs: before + serviceMs,
+        ttftMs: before + ttftMs,
+        waitMs: Math.max(waitMs, last),
+        loadMs,
+        evictMs: 0,
+        serviceMs,
+        warm: false,
+        evicts: false,
+      };
+    }
+    if (model === null || b.isLoaded(model, req.now) || loadingUntil > req.now) {
+      // A load under way: the rest of it is waited for, like a slot.
+      if (loadingUntil > req.now) waitMs = Math.max(waitMs, loadingUntil - req.now);
       return {
         totalMs: waitMs + serviceMs,
         ttftMs: waitMs + ttftMs,
@@ -127,17 +249,27 @@ export class PredictivePolicy implements RoutingPolicy {
         evictMs: 0,
         serviceMs,
         warm: true,
+        evicts: false,
       };
     }
     const size = b.modelsOnDisk.get(model)?.size || req.modelSize;
-    const msPerByte = b.learned.loadMsPerByte.value ?? DEFAULT_LOAD_MS_PER_BYTE;
-    const loadMs = size > 0 ? size * msPerByte : DEFAULT_LOAD_MS;
-    const evictMs = this.evictionCost(b, model, size, req.now, ctx, msPerByte, typical);
-    const before = waitMs + loadMs + evictMs;
-    return { totalMs: before + serviceMs, ttftMs: before + ttftMs, waitMs, loadMs, evictMs, serviceMs, warm: false };
+    const msPerByte = this.loadMsPerByte(b, ctx);
+    const loadMs = this.loadMs(b, model, req, ctx);
+    const eviction = this.evictionCost(b, model, size, req.now, ctx, msPerByte, typical, req);
+    const before = waitMs + loadMs + eviction.costMs;
+    return {
+      totalMs: before + serviceMs,
+      ttftMs: before + ttftMs,
+      waitMs,
+      loadMs,
+      evictMs: eviction.costMs,
+      serviceMs,
+      warm: false,
+      evicts: eviction.evicts,
+    };
   }
 
-  /** What making room for `model` on `b` costs: zero when it fits beside what is loaded. */
+  /** What making room for `model` on `b` costs: nothing when it fits beside what is loaded. */
   private evictionCost(
     b: Backend,
     model: string,
@@ -146,30 +278,52 @@ export class PredictivePolicy implements RoutingPolicy {
     ctx: PolicyContext,
     msPerByte: number,
     svc: number,
-  ): number {
+    req: RouteRequest,
+  ): { costMs: number; evicts: boolean } {
     const resident = [...b.modelsLoaded.values()].filter(
-      (m) => m.name !== model && (m.expiresAt === null || m.expiresAt > now || b.inFlightFor(m.name) > 0),
+      (m) => m.name !== model && b.isLoaded(m.name, now) && (m.expiresAt === null || m.expiresAt > now),
     );
-    if (resident.length === 0) return 0;
-    const max = b.config.maxLoadedModels;
-    let mustEvict = max > 0 && resident.length >= max;
+    for (const name of b.loading.keys())
+      if (name !== model && !resident.some((m) => m.name === name))
+        resident.push({ name, size: b.sizeOf(name) } as never);
+    if (resident.length === 0) return { costMs: 0, evicts: false };
+    let mustEvict = resident.length >= b.room;
     const agent = b.freshAgent(ctx.agentStaleMs, now);
     // A reading the agent could not take (null, or absent) is unknown, not "no memory free".
     const free = agent?.host.memoryFreeBytes;
-    if (!mustEvict && typeof free === 'number' && size > 0) mustEvict = free < size;
-    if (!mustEvict && !agent && max === 0 && size > 0) {
-      // No agent and no configured limit: judge by what /api/ps says is resident vs. the largest
-      // VRAM footprint we have seen there (a conservative stand-in for total VRAM).
-      mustEvict = false;
+    if (typeof free === 'number' && size > 0) {
+      if (free < size) mustEvict = true;
+      else if (!b.roomKnown) mustEvict = false; // memory says it fits, and no count limit is known
     }
-    if (!mustEvict) return 0;
+    if (!mustEvict) return { costMs: 0, evicts: false };
+    // Out of reach of any wait when the room is known to be full; when it is only a lower bound (no
+    // eviction seen yet) the load may fit after all: the cascade is priced, not forbidden.
+    const outOfReach = b.roomKnown ? VICTIM_UNCOVERED_MS : 0;
     // Ollama evicts the least recently used idle model; if every resident model is busy it waits.
-    const idle = resident.filter((m) => b.inFlightFor(m.name) === 0);
-    if (idle.length === 0) return svc + size * msPerByte;
+    const idle = resident.filter((m) => b.inFlightFor(m.name) === 0 && !b.loading.has(m.name));
+    // Every resident model busy: Ollama holds the load until one goes idle, which steady traffic to
+    // it may never allow (and the request waits behind it all that time).
+    if (idle.length === 0) return { costMs: 2 * svc + size * msPerByte + outOfReach, evicts: true };
     idle.sort((x, y) => (b.modelLastUsed.get(x.name) ?? 0) - (b.modelLastUsed.get(y.name) ?? 0));
     const victim = idle[0];
     const lastUsed = b.modelLastUsed.get(victim.name) ?? 0;
-    const recency = Math.max(0, 1 - (now - lastUsed) / RECENT_USE_MS);
-    return recency * (victim.size > 0 ? victim.size * msPerByte : DEFAULT_LOAD_MS);
+    const victimLoadMs = victim.size > 0 ? victim.size * msPerByte : DEFAULT_LOAD_MS;
+    // Its traffic moves to its other holders: free when nobody asks for it, cheap when they can take
+    // it, a reload (and the queue that builds meanwhile) when they cannot. Judged by the model's
+    // demand fleet-wide, not by whether this backend served it lately: a warm copy nobody was sent to
+    // yet may be the capacity its traffic needs.
+    // Demand not known yet (too little traffic seen): a warm model is not gambled on a guess.
+    const demand =
+      ctx.demandPerS === undefined ? (now - lastUsed < RECENT_USE_MS ? Infinity : 0) : ctx.demandPerS(victim.name);
+    if (demand === null) return { costMs: 3 * victimLoadMs + 2 * svc + outOfReach, evicts: true };
+    if (demand < IDLE_DEMAND_PER_S) return { costMs: 0, evicts: true };
+    let cover = 0;
+    for (const o of ctx.available?.() ?? EMPTY_BACKENDS)
+      if (o !== b && o.isLoaded(victim.name, now))
+        cover += this.capacityPerS(o, victim.name, { ...req, model: victim.name, expectedTokens: null });
+    const costMs = cover >= COVER * demand ? 0.25 * victimLoadMs : 3 * victimLoadMs + 2 * svc + outOfReach;
+    return { costMs, evicts: true };
   }
 }
+
+const EMPTY_BACKENDS: readonly Backend[] = [];

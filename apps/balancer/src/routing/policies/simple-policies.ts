@@ -39,7 +39,7 @@ export class LeastLoadedPolicy implements RoutingPolicy {
       candidates,
       (b) => {
         const util = b.gpuUtilization(ctx.agentStaleMs, req.now);
-        const slots = Math.max(1, b.config.parallel) * b.weight;
+        const slots = b.slotsFor(req.model) * b.weight;
         return inFlightAt(b, null, ctx) / slots + (util === null ? 0.5 : util / 100);
       },
       this.turn++,
