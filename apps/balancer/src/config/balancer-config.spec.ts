@@ -229,3 +229,51 @@ describe('loadBalancerConfig', () => {
     expect(normaliseModelName('ns/model:7b')).toBe('ns/model:7b');
   });
 });
+
+describe('BACKEND_PARALLEL and slot learning (zero configuration)', () => {
+  it("unset (or blank): every backend's slots are learned, starting from Ollama's default of 1", () => {
+    for (const env of [base, { ...base, BACKEND_PARALLEL: '' }, { ...base, BACKEND_PARALLEL: '  ' }]) {
+      const c = loadBalancerConfig(env);
+      expect(c.backendParallel).toBeNull();
+      for (const b of c.backends) expect(b).toMatchObject({ learnSlots: true, parallel: 1, modelConcurrency: 1 });
+    }
+  });
+
+  it('set: that many slots, as told, and nothing learned', () => {
+    const c = loadBalancerConfig({ ...base, BACKEND_PARALLEL: '3' });
+    expect(c.backendParallel).toBe(3);
+    for (const b of c.backends) expect(b).toMatchObject({ learnSlots: false, parallel: 3, modelConcurrency: 3 });
+  });
+
+  it('a backend of BALANCER_CONFIG that says parallel or modelConcurrency is not learned; one that says neither is', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+    const file = join(dir, 'backends.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        backends: [
+          { name: 'told', url: 'http://h:1', parallel: 2 },
+          { name: 'capped', url: 'http://h:2', modelConcurrency: 2 },
+          { name: 'silent', url: 'http://h:3', maxLoadedModels: 1 },
+        ],
+      }),
+    );
+    const learned = loadBalancerConfig({ BALANCER_CONFIG: file });
+    expect(learned.backends.map((b) => [b.name, b.learnSlots, b.parallel])).toEqual([
+      ['told', false, 2],
+      ['capped', false, 1],
+      ['silent', true, 1],
+    ]);
+    const told = loadBalancerConfig({ BALANCER_CONFIG: file, BACKEND_PARALLEL: '4' });
+    expect(told.backends.map((b) => [b.name, b.learnSlots, b.parallel])).toEqual([
+      ['told', false, 2],
+      ['capped', false, 4],
+      ['silent', false, 4],
+    ]);
+  });
+
+  it.each(['0', 'abc', '1.5', '2000'])('a bad BACKEND_PARALLEL (%s) stops start-up naming the setting', (v) => {
+    expect(() => loadBalancerConfig({ ...base, BACKEND_PARALLEL: v })).toThrow(ConfigError);
+    expect(() => loadBalancerConfig({ ...base, BACKEND_PARALLEL: v })).toThrow(`BACKEND_PARALLEL="${v}"`);
+  });
+});

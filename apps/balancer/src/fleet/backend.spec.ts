@@ -1,4 +1,5 @@
-import { Backend, versionBelow } from './backend';
+import { BackendConfig } from '../config/balancer-config';
+import { Backend, BUSY_BACKOFF_MS, optionsForceReload, RunnerOptions, versionBelow } from './backend';
 
 const mk = () =>
   new Backend({
@@ -92,5 +93,162 @@ describe('Backend routes and capabilities', () => {
       raw: {},
     });
     expect(b.canServe('m:latest', ['thinking'])).toBe(true);
+  });
+});
+
+const learning = (over: Partial<BackendConfig> = {}) =>
+  new Backend({
+    name: 'l',
+    url: 'http://l:1',
+    weight: 1,
+    parallel: 1,
+    learnSlots: true,
+    maxConcurrency: 0,
+    modelConcurrency: 1,
+    maxLoadedModels: 0,
+    ...over,
+  });
+
+function loaded(b: Backend, model: string, raw: Record<string, unknown> = {}): void {
+  b.modelsLoaded.set(model, { name: model, size: 1e9, sizeVram: 1e9, expiresAt: Date.now() + 300_000, raw });
+}
+
+describe('optionsForceReload (server/sched.go needsReload, as far as the balancer can tell)', () => {
+  it.each<[string, RunnerOptions, RunnerOptions, boolean]>([
+    ['two defaults: no reload', {}, {}, false],
+    ['the same num_ctx: no reload', { numCtx: 4096 }, { numCtx: 4096 }, false],
+    ['another num_ctx: reloads', { numCtx: 4096 }, { numCtx: 8192 }, true],
+    ['a named num_ctx on a default runner: reloads', {}, { numCtx: 8192 }, true],
+    ['the default num_ctx on a runner loaded with a named one: reloads', { numCtx: 8192 }, {}, true],
+    ['num_batch 512 is the default: no reload', {}, { numBatch: 512 }, false],
+    ['another num_batch: reloads', {}, { numBatch: 1024 }, true],
+    ['num_gpu not named never reloads: no reload', { numGpu: 20 }, {}, false],
+    ['the same num_gpu: no reload', { numGpu: 20 }, { numGpu: 20 }, false],
+    ['another num_gpu: reloads', {}, { numGpu: 0 }, true],
+    ['use_mmap named on a default runner: reloads', {}, { useMmap: false }, true],
+    ['use_mmap left to the default on a runner loaded with it off: reloads', { useMmap: false }, {}, true],
+    ['the same use_mmap: no reload', { useMmap: true }, { useMmap: true }, false],
+    ['num_thread 0 is the default: no reload', {}, { numThread: 0 }, false],
+    ['another num_thread: reloads', {}, { numThread: 8 }, true],
+    ['context shift turned off: reloads', {}, { noShift: true }, true],
+    ['context shift off on both: no reload', { noShift: true }, { noShift: true }, false],
+    ['context shift back on: reloads', { noShift: true }, {}, true],
+  ])('%s', (_what, loadedWith, want, reload) => expect(optionsForceReload(loadedWith, want)).toBe(reload));
+});
+
+describe('Backend.forcesReload', () => {
+  it('judges by the options this balancer loaded the runner with, else by /api/ps context_length', () => {
+    const b = learning();
+    expect(b.forcesReload('m:latest', { numCtx: 8192 })).toBe(false); // not loaded, nothing known: no
+    loaded(b, 'm:latest', { context_length: 4096 });
+    expect(b.forcesReload('m:latest', undefined)).toBe(false);
+    expect(b.forcesReload('m:latest', {})).toBe(false); // the default: unknown, so no
+    expect(b.forcesReload('m:latest', { numCtx: 4096 })).toBe(false);
+    expect(b.forcesReload('m:latest', { numCtx: 8192 })).toBe(true);
+    // Options other than num_ctx are not in /api/ps: unknown, so no.
+    expect(b.forcesReload('m:latest', { numBatch: 64 })).toBe(false);
+    // What the balancer sent the load with wins over /api/ps.
+    b.runnerOptions.set('m:latest', { numCtx: 8192 });
+    expect(b.forcesReload('m:latest', { numCtx: 8192 })).toBe(false);
+    expect(b.forcesReload('m:latest', { numCtx: 4096 })).toBe(true);
+    expect(b.forcesReload('m:latest', { numCtx: 8192, numBatch: 64 })).toBe(true);
+    // A context length /api/ps did not give (an older Ollama) is unknown.
+    loaded(b, 'n:latest', {});
+    expect(b.forcesReload('n:latest', { numCtx: 2048 })).toBe(false);
+  });
+});
+
+describe('Backend slots: configured, or learned when nobody said', () => {
+  it('slotsFor is the configured parallel, whatever was learned', () => {
+    const b = mk();
+    const l = b.learned.slotLearner('m:latest');
+    const s = [l.begin(0), l.begin(1), l.begin(2)];
+    l.started(s[2]);
+    expect(l.estimate).toBe(3);
+    expect(b.slotsFor('m:latest')).toBe(2);
+    expect(b.slotsFor(null)).toBe(2);
+  });
+
+  it("slotsFor is what was proven per model when learning, from Ollama's default of 1", () => {
+    const b = learning();
+    expect(b.slotsFor('m:latest')).toBe(1);
+    const s = [b.learned.beginSlot('m:latest', 0), b.learned.beginSlot('m:latest', 1)];
+    b.learned.startedSlot('m:latest', s[1]);
+    expect(b.slotsFor('m:latest')).toBe(2);
+    expect(b.slotsFor('n:latest')).toBe(1);
+    expect(b.slotsFor(null)).toBe(1);
+  });
+
+  it('atCap lets one request beyond the proven slots in flight only when learning', () => {
+    const told = learning({ learnSlots: false });
+    const learns = learning();
+    for (const b of [told, learns]) b.acquire('m:latest');
+    expect(told.atCap('m:latest')).toBe(true); // modelConcurrency 1
+    expect(learns.atCap('m:latest')).toBe(false); // probeCap 2: room to show a second slot
+    learns.acquire('m:latest');
+    expect(learns.atCap('m:latest')).toBe(true);
+    // Once two are proven, a third may probe.
+    const l = learns.learned.slotLearner('m:latest');
+    const s = [l.begin(0), l.begin(1)];
+    l.started(s[1]);
+    expect(learns.atCap('m:latest')).toBe(false);
+    // A proven ceiling of 2 closes the probe again.
+    const q = l.begin(2);
+    l.finish({ sample: q, queueWaitMs: 900, runMs: 1000 }, 2000);
+    expect(l.probeCap).toBe(2);
+    expect(learns.atCap('m:latest')).toBe(true);
+  });
+});
+
+describe('Backend loads, evictions and busy backoff', () => {
+  it('a cold dispatch marks the load and its likely victim (the idle least recently used) as uncertain', () => {
+    const b = learning();
+    const now = Date.now();
+    loaded(b, 'beta:latest');
+    loaded(b, 'gamma:latest');
+    b.learned.room.observeFull(2); // room for two, both taken
+    b.modelLastUsed.set('beta:latest', now - 5000);
+    b.modelLastUsed.set('gamma:latest', now - 60_000);
+    b.acquire('gamma:latest'); // busy: Ollama never evicts it
+    b.noteLoadStarted('alpha:latest', now + 2000, now);
+    expect(b.loadingUntil('alpha:latest', now)).toBe(now + 2000);
+    expect([...b.maybeEvicted]).toEqual(['beta:latest']);
+    expect(b.isLoaded('beta:latest', now)).toBe(false);
+    expect(b.isLoaded('gamma:latest', now)).toBe(true);
+    // A second cold dispatch of the same model does not restart the mark.
+    b.noteLoadStarted('alpha:latest', now + 9000, now + 100);
+    expect(b.loadingUntil('alpha:latest', now)).toBe(now + 2000);
+    // Its answer confirms it; a load never confirmed is forgotten a minute after it was due.
+    b.noteLoaded('alpha:latest');
+    expect(b.loadingUntil('alpha:latest', now)).toBe(0);
+    b.noteLoadStarted('delta:latest', now + 1000, now);
+    expect(b.loadingUntil('delta:latest', now + 61_001)).toBe(0);
+    expect(b.loading.has('delta:latest')).toBe(false);
+  });
+
+  it('a load into free room marks no victim', () => {
+    const b = learning({ maxLoadedModels: 2 });
+    loaded(b, 'beta:latest');
+    b.noteLoadStarted('alpha:latest', Date.now() + 1000);
+    expect(b.maybeEvicted.size).toBe(0);
+    expect(b.isLoaded('beta:latest')).toBe(true);
+  });
+
+  it("noteBusy passes it over for BUSY_BACKOFF_MS (Ollama's 'server busy')", () => {
+    const b = learning();
+    b.noteBusy(1000);
+    expect(b.busyUntil).toBe(1000 + BUSY_BACKOFF_MS);
+    expect(b.isAvailable()).toBe(true); // backed off, not out
+  });
+
+  it('room is configured, else learned; known once configured or proven', () => {
+    const told = learning({ maxLoadedModels: 3 });
+    expect([told.room, told.roomKnown]).toEqual([3, true]);
+    const b = learning();
+    expect([b.room, b.roomKnown]).toEqual([1, false]);
+    b.learned.room.observe(2);
+    expect([b.room, b.roomKnown]).toEqual([2, false]);
+    b.learned.room.observeLoad(['a', 'b'], ['b', 'c'], 'c');
+    expect([b.room, b.roomKnown]).toEqual([2, true]);
   });
 });

@@ -133,3 +133,99 @@ describe('OutputLengthLearner', () => {
     expect(o.usual).toBeCloseTo(40, 0);
   });
 });
+
+describe('SlotLearner.started (a slot proven at each first byte)', () => {
+  it('proves one slot per request sent before it and still in flight, plus itself', () => {
+    const l = new SlotLearner();
+    const a = l.begin(0);
+    const b = l.begin(1);
+    const c = l.begin(2);
+    // The first one's first byte proves nothing beyond the default: the later ones do not count.
+    l.started(a);
+    expect(l.estimate).toBe(1);
+    // The third one started while the two sent before it are still running: three run at once.
+    l.started(c);
+    expect(l.estimate).toBe(3);
+    expect(l.lower).toBe(3);
+    // An earlier first byte arriving late cannot lower what is proven.
+    l.started(b);
+    expect(l.estimate).toBe(3);
+  });
+
+  it('does not count requests that already ended, and ignores a first byte of an ended one', () => {
+    const l = new SlotLearner();
+    const a = l.begin(0);
+    const b = l.begin(1);
+    l.abandon(a, 5);
+    l.started(b);
+    expect(l.estimate).toBe(1);
+    const c = l.begin(10);
+    const d = l.begin(11);
+    l.abandon(d, 12);
+    l.started(d); // ended: no proof from it
+    expect(l.estimate).toBe(1);
+    l.started(c);
+    expect(l.estimate).toBe(2); // b and c in flight
+  });
+
+  it('lets one request beyond what is proven in flight (probeCap), never past a proven ceiling', () => {
+    const l = new SlotLearner();
+    expect(l.probeCap).toBe(2);
+    const s = [l.begin(0), l.begin(1)];
+    l.started(s[1]);
+    expect(l.estimate).toBe(2);
+    expect(l.probeCap).toBe(3);
+    // A third one sent while those two ran queued inside Ollama (its counters say so): two slots at most.
+    const q = l.begin(2);
+    l.finish({ sample: q, queueWaitMs: 900, runMs: 1000 }, 2000);
+    expect(l.upper).toBe(2);
+    expect(l.probeCap).toBe(2);
+    expect(l.estimate).toBe(2);
+  });
+
+  it('takes the ceiling from a queued request: the requests in flight when it was sent', () => {
+    const l = new SlotLearner();
+    const a = l.begin(0);
+    const b = l.begin(1);
+    // b waited 500 ms for a slot while a ran: one slot.
+    l.finish({ sample: b, queueWaitMs: 500, runMs: 100 }, 700);
+    expect(l.upper).toBe(1);
+    expect(l.probeCap).toBe(1);
+    l.finish({ sample: a, queueWaitMs: 0, runMs: 600 }, 700);
+    expect(l.estimate).toBe(1);
+  });
+
+  it('drops a ceiling that a later first byte disproves (a restart with more slots)', () => {
+    const l = new SlotLearner();
+    const a = l.begin(0);
+    const b = l.begin(1);
+    l.finish({ sample: b, queueWaitMs: 500, runMs: 100 }, 700);
+    expect(l.upper).toBe(1);
+    l.abandon(a, 800);
+    const s = [l.begin(1000), l.begin(1001), l.begin(1002)];
+    l.started(s[2]);
+    expect(l.estimate).toBe(3);
+    expect(l.upper).toBe(Infinity);
+    expect(l.probeCap).toBe(4);
+  });
+});
+
+describe('RoomLearner.observeFull (a load held back beside resident models)', () => {
+  it('makes the room known: what is resident is all there is', () => {
+    const r = new RoomLearner();
+    r.observe(2);
+    expect(r.known).toBe(false);
+    r.observeFull(2);
+    expect(r.known).toBe(true);
+    expect(r.estimate).toBe(2);
+    // Even a full host that showed nothing resident has room for one.
+    const empty = new RoomLearner();
+    empty.observeFull(0);
+    expect(empty.estimate).toBe(1);
+    expect(empty.known).toBe(true);
+    // Holding more later refutes it.
+    r.observe(3);
+    expect(r.known).toBe(false);
+    expect(r.estimate).toBe(3);
+  });
+});

@@ -46,3 +46,88 @@ describe('ModelInventory.learnCapabilities (/api/show when /api/tags lists none)
     client.onApplicationShutdown();
   });
 });
+
+describe('ModelInventory.applyPs (learning room from /api/ps)', () => {
+  const config = loadBalancerConfig({ OLLAMA_BACKENDS: 'http://gpu1:11434' });
+  const ps = (...names: string[]) => ({
+    status: 200,
+    headers: {},
+    body: Buffer.from(
+      JSON.stringify({
+        models: names.map((name) => ({
+          name,
+          model: name,
+          size: 1e9,
+          size_vram: 1e9,
+          expires_at: new Date(Date.now() + 300_000).toISOString(),
+        })),
+      }),
+    ),
+  });
+  let client: OllamaClient;
+  let inventory: ModelInventory;
+  let registry: BackendRegistry;
+  beforeEach(() => {
+    registry = new BackendRegistry(config);
+    client = new OllamaClient(config);
+    inventory = new ModelInventory(config, registry, client);
+  });
+  afterEach(() => client.onApplicationShutdown());
+
+  it('learns the room from an eviction: a resident model gone beside a newcomer', () => {
+    const b = registry.backends[0];
+    expect(b.config.learnSlots).toBe(true);
+    inventory.applyPs(b, ps('beta:latest'));
+    expect([b.room, b.roomKnown]).toEqual([1, false]);
+    b.noteLoadStarted('alpha:latest', Date.now() + 1000);
+    inventory.applyPs(b, ps('alpha:latest'));
+    expect([b.room, b.roomKnown]).toEqual([1, true]);
+    expect([...b.modelsLoaded.keys()]).toEqual(['alpha:latest']);
+  });
+
+  it('an unload a client asked for is no eviction: it teaches no room', () => {
+    const b = registry.backends[0];
+    inventory.applyPs(b, ps('beta:latest'));
+    b.noteUnloaded('beta:latest');
+    inventory.applyPs(b, ps('alpha:latest'));
+    expect(b.roomKnown).toBe(false);
+  });
+
+  it('a load sent a while ago and not listed beside resident models was held back: full, and no longer loading', () => {
+    const b = registry.backends[0];
+    inventory.applyPs(b, ps('beta:latest'));
+    const now = Date.now();
+    // Just sent: it may still be starting; nothing is concluded.
+    b.noteLoadStarted('alpha:latest', now + 2000, now);
+    inventory.applyPs(b, ps('beta:latest'));
+    expect(b.roomKnown).toBe(false);
+    expect(b.loading.has('alpha:latest')).toBe(true);
+    // Sent 300 ms ago and still not listed: Ollama holds it back; one model is all the room there is.
+    b.loading.set('alpha:latest', { since: now - 300, readyAt: now + 1700 });
+    inventory.applyPs(b, ps('beta:latest'));
+    expect([b.room, b.roomKnown]).toEqual([1, true]);
+    expect(b.loading.has('alpha:latest')).toBe(false);
+    expect(b.loadingUntil('alpha:latest')).toBe(0);
+  });
+
+  it('clears the models a cold dispatch may have evicted once /api/ps lists them', () => {
+    const b = registry.backends[0];
+    inventory.applyPs(b, ps('beta:latest'));
+    b.noteLoadStarted('alpha:latest', Date.now() + 2000);
+    expect(b.maybeEvicted.has('beta:latest')).toBe(true);
+    expect(b.isLoaded('beta:latest')).toBe(false);
+    inventory.applyPs(b, ps('beta:latest'));
+    expect(b.maybeEvicted.size).toBe(0);
+    expect(b.isLoaded('beta:latest')).toBe(true);
+  });
+
+  it('forgets the runner options of a runner that is gone', () => {
+    const b = registry.backends[0];
+    inventory.applyPs(b, ps('alpha:latest'));
+    b.runnerOptions.set('alpha:latest', { numCtx: 8192 });
+    inventory.applyPs(b, ps('alpha:latest'));
+    expect(b.runnerOptions.has('alpha:latest')).toBe(true);
+    inventory.applyPs(b, ps());
+    expect(b.runnerOptions.has('alpha:latest')).toBe(false);
+  });
+});

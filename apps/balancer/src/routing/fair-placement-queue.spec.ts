@@ -1,7 +1,7 @@
 import { loadBalancerConfig } from '../config/balancer-config';
 import { FairPlacementQueue } from './fair-placement-queue';
 import type { Lease } from './lease-ledger';
-import { NoCandidate, Placement, WAIT } from './placement';
+import { NoCandidate, Placement, WAIT, WAIT_BY_CHOICE } from './placement';
 import type { QueuedRequest } from './placement-queue';
 
 const LEASE = { kind: 'lease' } as unknown as Lease;
@@ -100,6 +100,61 @@ describe('FairPlacementQueue', () => {
       return WAIT;
     });
     expect(tried).toEqual(['retry', 'fresh']);
+  });
+
+  it('looks past a waiter that chose to wait for a busy backend: the next is placed with one ahead of it', () => {
+    q = queue();
+    const first = entry('first', 'm', 1);
+    const second = entry('second', 'm', 1);
+    const third = entry('third', 'm', 1);
+    const other = entry('other', 'n', 1);
+    for (const e of [first, second, third, other]) expect(q.offer(e, 0)).toBeNull();
+    const offered: [string, number][] = [];
+    let free = 1;
+    q.drain((e, ahead): Placement => {
+      const p = e as Probe;
+      offered.push([p.name, ahead]);
+      if (p.name === 'first') return WAIT_BY_CHOICE; // a free backend exists, it prefers the busy warm one
+      if (p.name === 'other') return LEASE;
+      if (free === 0) return WAIT;
+      free--;
+      return LEASE;
+    });
+    // 'second' was judged with 'first' ahead of it and took the free backend; 'third' found none.
+    expect(offered).toEqual([
+      ['first', 0],
+      ['second', 1],
+      ['third', 1],
+      ['other', 0],
+    ]);
+    expect([first.told, second.told, third.told, other.told]).toEqual([[], ['placed'], [], ['placed']]);
+    expect(q.length).toBe(2);
+    // The waiter that chose to wait keeps its place at the head.
+    const heads: string[] = [];
+    q.drain((e): Placement => {
+      heads.push((e as Probe).name);
+      return LEASE;
+    });
+    expect(heads).toEqual(['first', 'third']);
+  });
+
+  it('a plain WAIT (nothing it may use is free) stops the model; WAIT_BY_CHOICE looks at most 32 waiters past', () => {
+    q = queue();
+    const waiters = Array.from({ length: 40 }, (_, i) => entry(`w${i}`, 'm', 1));
+    for (const e of waiters) expect(q.offer(e, 0)).toBeNull();
+    const plain: string[] = [];
+    q.drain((e): Placement => {
+      plain.push((e as Probe).name);
+      return WAIT;
+    });
+    expect(plain).toEqual(['w0']);
+    const byChoice: number[] = [];
+    q.drain((_e, ahead): Placement => {
+      byChoice.push(ahead);
+      return WAIT_BY_CHOICE;
+    });
+    expect(byChoice).toEqual(Array.from({ length: 33 }, (_, i) => i));
+    expect(waiters.every((w) => w.told.length === 0)).toBe(true);
   });
 
   it('answers 503 + Retry-After when a request waited QUEUE_TIMEOUT_MS, and forgets a cancelled one', async () => {
