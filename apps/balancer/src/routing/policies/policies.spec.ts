@@ -1,4 +1,4 @@
-import { Backend } from '../../fleet/backend';
+import { Backend, BUSY_BACKOFF_MS } from '../../fleet/backend';
 import { BackendConfig } from '../../config/balancer-config';
 import {
   LeastConnectionsPolicy,
@@ -180,5 +180,169 @@ describe('predictive', () => {
     const short = p.pick([fast, slow], req('m:latest', { expectedTokens: 10, now }), ctx);
     expect(short.backend.name).toBe('slow'); // 0.2 s on slow beats 0.4 + 0.07 s on fast
     expect(long.completionMs).toBeGreaterThan(long.predictedMs!);
+  });
+});
+
+describe('predictive, on a fleet it learns (zero configuration)', () => {
+  const ALPHA = 'alpha:latest';
+  const BETA = 'beta:latest';
+  const SVC = 1000;
+  /**
+   * The issue's cluster in miniature: `warm` holds alpha and is busy (its one slot frees in 5 s);
+   * `full` holds idle beta in its room for one and has alpha on disk, 1 s to load: loading alpha
+   * there is predicted sooner (about 2 s against 6 s), but evicts beta.
+   */
+  function fleet(opts: { betaBusy?: boolean; betaElsewhere?: boolean } = {}) {
+    const now = Date.now();
+    const warm = backend('warm');
+    const full = backend('full', { maxLoadedModels: 1 });
+    const spare = backend('spare');
+    load(warm, ALPHA);
+    load(full, BETA);
+    full.modelsOnDisk.set(ALPHA, { name: ALPHA, size: 2 * GB, raw: {} });
+    full.learned.loadMsPerByte.add(500 / GB);
+    if (opts.betaElsewhere) load(spare, BETA);
+    for (const b of [warm, full, spare]) {
+      b.learned.noteServiceTime(ALPHA, SVC);
+      b.learned.noteServiceTime(BETA, SVC);
+    }
+    warm.acquire(ALPHA, now + 5000);
+    if (opts.betaBusy) full.acquire(BETA, now + 5000);
+    full.modelLastUsed.set(BETA, now - 1000);
+    return { warm, full, spare, now };
+  }
+  const ctxWith = (demand: Record<string, number | null>, available: Backend[] = []) => ({
+    agentStaleMs: 10_000,
+    demandPerS: (m: string) => demand[m] ?? 0,
+    available: () => available,
+  });
+  const p = new PredictivePolicy();
+
+  it('keeps to a warm holder rather than evict for a sooner load, unless the warm holders are overloaded', () => {
+    const { warm, full, now } = fleet();
+    const calm = ctxWith({ [ALPHA]: 0.1, [BETA]: 0 }); // alpha: 0.1/s against 1/s of capacity
+    const cold = p.predict(full, req(ALPHA, { now }), calm);
+    const hot = p.predict(warm, req(ALPHA, { now }), calm);
+    expect(cold.warm).toBe(false);
+    expect(cold.evicts).toBe(true);
+    expect(cold.totalMs).toBeLessThan(hot.totalMs / 2);
+    expect(p.pick([warm, full], req(ALPHA, { now }), calm).backend.name).toBe('warm');
+    // 5 alpha/s against 1/s of capacity: another copy pays for itself (beta nobody asks for).
+    const pick = p.pick([warm, full], req(ALPHA, { now }), ctxWith({ [ALPHA]: 5, [BETA]: 0 }));
+    expect(pick.backend.name).toBe('full');
+    expect(pick.reason).toBe('cold-load');
+  });
+
+  it("prices evicting a model by its demand and its other holders' capacity", () => {
+    const covered = fleet({ betaElsewhere: true });
+    const uncovered = fleet();
+    const demand = { [ALPHA]: 5, [BETA]: 0.5 };
+    // beta at 0.5/s: its other holder serves 1/s (covered), or there is none (its traffic would reload it).
+    const pc = p.predict(covered.full, req(ALPHA, { now: covered.now }), ctxWith(demand, [covered.spare]));
+    const pu = p.predict(uncovered.full, req(ALPHA, { now: uncovered.now }), ctxWith(demand, [uncovered.spare]));
+    expect(pc.evicts && pu.evicts).toBe(true);
+    expect(pc.evictMs).toBeGreaterThan(0);
+    expect(pu.evictMs).toBeGreaterThan(10 * pc.evictMs);
+    const c = covered;
+    expect(p.pick([c.warm, c.full], req(ALPHA, { now: c.now }), ctxWith(demand, [c.spare])).backend.name).toBe('full');
+    const u = uncovered;
+    expect(p.pick([u.warm, u.full], req(ALPHA, { now: u.now }), ctxWith(demand, [u.spare])).backend.name).toBe('warm');
+    // A model nobody asks for costs nothing to evict.
+    const idle = p.predict(u.full, req(ALPHA, { now: u.now }), ctxWith({ [ALPHA]: 5, [BETA]: 0 }));
+    expect(idle.evictMs).toBe(0);
+  });
+
+  it('does not count on evicting a busy model where the room is known to be full', () => {
+    const { warm, full, now } = fleet({ betaBusy: true });
+    const overloaded = ctxWith({ [ALPHA]: 5, [BETA]: 0 });
+    const cold = p.predict(full, req(ALPHA, { now }), overloaded);
+    expect(cold.evicts).toBe(true);
+    expect(cold.evictMs).toBeGreaterThan(p.predict(warm, req(ALPHA, { now }), overloaded).totalMs);
+    expect(p.pick([warm, full], req(ALPHA, { now }), overloaded).backend.name).toBe('warm');
+    // The same room learned from /api/ps (an eviction seen there) rather than configured: the same.
+    const learned = backend('learned');
+    load(learned, BETA);
+    learned.modelsOnDisk.set(ALPHA, { name: ALPHA, size: 2 * GB, raw: {} });
+    learned.learned.loadMsPerByte.add(500 / GB);
+    learned.learned.noteServiceTime(ALPHA, SVC);
+    learned.learned.room.observeFull(1);
+    learned.acquire(BETA, now + 5000);
+    expect(p.pick([warm, learned], req(ALPHA, { now }), overloaded).backend.name).toBe('warm');
+  });
+
+  it('a load into free room is taken whenever it is sooner (nothing is evicted)', () => {
+    const { warm, spare, now } = fleet();
+    spare.modelsOnDisk.set(ALPHA, { name: ALPHA, size: 2 * GB, raw: {} });
+    spare.learned.loadMsPerByte.add(500 / GB);
+    const calm = ctxWith({ [ALPHA]: 0.1 });
+    const pf = p.predict(spare, req(ALPHA, { now }), calm);
+    expect([pf.warm, pf.evicts, pf.evictMs]).toEqual([false, false, 0]);
+    expect(p.pick([warm, spare], req(ALPHA, { now }), calm).backend.name).toBe('spare');
+  });
+
+  it('prices a request whose runner options differ from the loaded runner as a reload', () => {
+    const a = backend('a');
+    const b = backend('b');
+    load(a, ALPHA);
+    load(b, ALPHA);
+    b.modelsLoaded.get(ALPHA)!.raw = { context_length: 4096 };
+    a.runnerOptions.set(ALPHA, { numCtx: 8192 });
+    for (const x of [a, b]) {
+      x.learned.loadMsPerByte.add(1000 / GB);
+      x.learned.noteServiceTime(ALPHA, SVC);
+    }
+    const want8k = req(ALPHA, { runnerOptions: { numCtx: 8192 } });
+    const onB = p.predict(b, want8k, ctx);
+    expect(onB.warm).toBe(false);
+    expect(onB.loadMs).toBeCloseTo(2000, -1);
+    expect(p.predict(a, want8k, ctx)).toMatchObject({ warm: true, loadMs: 0 });
+    for (let i = 0; i < 4; i++) expect(p.pick([a, b], want8k, ctx).backend.name).toBe('a');
+    const want4k = req(ALPHA, { runnerOptions: { numCtx: 4096 } });
+    for (let i = 0; i < 4; i++) expect(p.pick([a, b], want4k, ctx).backend.name).toBe('b');
+    // Without runner options both are warm: either will do.
+    const picks = new Set(Array.from({ length: 4 }, () => p.pick([a, b], req(ALPHA), ctx).backend.name));
+    expect(picks).toEqual(new Set(['a', 'b']));
+  });
+
+  it("backs off a backend that answered 'server busy' so that another wins", () => {
+    const a = backend('a');
+    const b = backend('b');
+    for (const x of [a, b]) {
+      load(x, ALPHA);
+      x.learned.noteServiceTime(ALPHA, SVC);
+    }
+    const now = Date.now();
+    const before = new Set(Array.from({ length: 4 }, () => p.pick([a, b], req(ALPHA, { now }), ctx).backend.name));
+    expect(before).toEqual(new Set(['a', 'b']));
+    a.noteBusy(now);
+    expect(p.predict(a, req(ALPHA, { now }), ctx).waitMs).toBeGreaterThanOrEqual(BUSY_BACKOFF_MS);
+    for (let i = 0; i < 4; i++) expect(p.pick([a, b], req(ALPHA, { now }), ctx).backend.name).toBe('b');
+    // The backoff ends.
+    const later = now + BUSY_BACKOFF_MS + 1;
+    const after = new Set(
+      Array.from({ length: 4 }, () => p.pick([a, b], req(ALPHA, { now: later }), ctx).backend.name),
+    );
+    expect(after).toEqual(new Set(['a', 'b']));
+  });
+
+  it('counts a load under way as warm, with the rest of it as the wait', () => {
+    const a = backend('a');
+    a.modelsOnDisk.set(ALPHA, { name: ALPHA, size: 2 * GB, raw: {} });
+    a.learned.noteServiceTime(ALPHA, SVC);
+    const now = Date.now();
+    a.noteLoadStarted(ALPHA, now + 1500, now);
+    const pa = p.predict(a, req(ALPHA, { now }), ctx);
+    expect(pa).toMatchObject({ warm: true, loadMs: 0, waitMs: 1500 });
+  });
+
+  it('never prices a load cheaper than the slowest load any backend has shown', () => {
+    const fresh = backend('fresh');
+    fresh.modelsOnDisk.set(ALPHA, { name: ALPHA, size: 2 * GB, raw: {} });
+    const slowest = 5000 / GB; // 5 s per GB seen elsewhere
+    const pa = p.predict(fresh, req(ALPHA), { ...ctx, provenLoadMsPerByte: () => slowest });
+    expect(pa.loadMs).toBeCloseTo(10_000, -1);
+    // Its own speed, once shown, is its own.
+    fresh.learned.loadMsPerByte.add(250 / GB);
+    expect(p.predict(fresh, req(ALPHA), { ...ctx, provenLoadMsPerByte: () => slowest }).loadMs).toBeCloseTo(500, -1);
   });
 });
