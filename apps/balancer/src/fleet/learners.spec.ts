@@ -152,6 +152,21 @@ describe('SlotLearner.started (a slot proven at each first byte)', () => {
     expect(l.estimate).toBe(3);
   });
 
+  it('orders requests sent within one millisecond by dispatch, not as all sent before each other', () => {
+    // A queue drain sends several at once: the first one's first byte proves one slot, not three.
+    const l = new SlotLearner();
+    const [a, b, c] = [l.begin(7), l.begin(7), l.begin(7)];
+    l.started(a);
+    expect(l.estimate).toBe(1);
+    // Its counters show it ran without queueing while the later two were still in flight: still one.
+    l.finish({ sample: a, queueWaitMs: 0, runMs: 300 }, 307);
+    expect(l.estimate).toBe(1);
+    l.started(c); // the last of them: b, sent before it, is still in flight
+    expect(l.estimate).toBe(2);
+    l.abandon(b, 400);
+    l.abandon(c, 400);
+  });
+
   it('does not count requests that already ended, and ignores a first byte of an ended one', () => {
     const l = new SlotLearner();
     const a = l.begin(0);

@@ -11,6 +11,8 @@ export const OLLAMA_DEFAULT_SLOTS = 1;
 export interface SlotSample {
   /** When the balancer sent it (ms). */
   dispatchedAt: number;
+  /** Its place in the order of dispatch here (several are often sent within one millisecond). */
+  seq: number;
   /** When its answer ended (ms); null while it runs. */
   endedAt: number | null;
 }
@@ -53,6 +55,8 @@ export class SlotLearner {
   observations = 0;
   /** Recent requests of this model here (finished ones kept briefly for the overlap count). */
   private readonly recent: SlotSample[] = [];
+  /** Requests sent so far (the next one's `seq`). */
+  private sent = 0;
 
   constructor(
     /** A queue wait below this many ms (plus 5 % of the run) is scheduling noise, not a slot wait. */
@@ -71,7 +75,7 @@ export class SlotLearner {
 
   /** A request was sent; returns the sample to finish later. */
   begin(now: number): SlotSample {
-    const s: SlotSample = { dispatchedAt: now, endedAt: null };
+    const s: SlotSample = { dispatchedAt: now, seq: this.sent++, endedAt: null };
     this.recent.push(s);
     if (this.recent.length > this.keep) {
       // Drop the oldest finished one (running ones must stay: they are someone's overlap).
@@ -83,13 +87,14 @@ export class SlotLearner {
 
   /**
    * Its first byte came back: it holds a slot now, and so does every request sent before it that is
-   * still in flight (Ollama starts them in order): at least that many slots exist. Needs no
+   * still in flight (Ollama starts them in order; sent before = earlier in the order of dispatch,
+   * not merely in the same millisecond): at least that many slots exist. Needs no
    * counters (any API surface) and proves slots as soon as they are used, not when answers end.
    */
   started(s: SlotSample): void {
     if (s.endedAt !== null) return;
     let running = 1;
-    for (const o of this.recent) if (o !== s && o.endedAt === null && o.dispatchedAt <= s.dispatchedAt) running++;
+    for (const o of this.recent) if (o !== s && o.endedAt === null && o.seq < s.seq) running++;
     if (running > this.lower) this.lower = running;
     if (this.lower > this.upper) this.upper = Infinity; // the ceiling was wrong (a restart with more slots?)
   }
@@ -110,16 +115,14 @@ export class SlotLearner {
       const startedAt = now - r.runMs;
       let running = 1;
       for (const o of this.recent)
-        if (o !== s && o.dispatchedAt <= s.dispatchedAt && (o.endedAt === null || o.endedAt > startedAt + noise))
-          running++;
+        if (o !== s && o.seq < s.seq && (o.endedAt === null || o.endedAt > startedAt + noise)) running++;
       if (running > this.lower) this.lower = running;
       if (this.lower > this.upper) this.upper = Infinity; // the ceiling was wrong (a restart with more slots?)
     } else {
       // Every slot was busy when it arrived: no more slots than requests already in flight then.
       let inFlight = 0;
       for (const o of this.recent)
-        if (o !== s && o.dispatchedAt <= s.dispatchedAt && (o.endedAt === null || o.endedAt > s.dispatchedAt))
-          inFlight++;
+        if (o !== s && o.seq < s.seq && (o.endedAt === null || o.endedAt > s.dispatchedAt)) inFlight++;
       if (inFlight >= 1 && inFlight < this.upper) this.upper = inFlight;
       if (this.lower > this.upper) this.lower = this.upper; // fewer slots than once proven (a restart with fewer)
     }
