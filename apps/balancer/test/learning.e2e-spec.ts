@@ -1,0 +1,226 @@
+import { SimConfig, SimServer } from '@app/ollama-sim';
+import { INestApplication } from '@nestjs/common';
+import { getJson, request, RawResponse, startBalancer, startSims, waitFor } from './harness';
+
+/**
+ * Zero-configuration routing (issue 12), end to end: the real balancer in front of simulated Ollama
+ * servers that it is told nothing about but their addresses (OLLAMA_BACKENDS only: no parallel, no
+ * maxLoadedModels, no BACKEND_PARALLEL). What it must learn, it learns from the servers' answers.
+ * No timing thresholds: every wait polls for a state, with generous limits.
+ */
+
+const ALPHA = 'alpha:latest';
+const BETA = 'beta:latest';
+const MODELS = [
+  { name: ALPHA, sizeBytes: 2_000_000_000 },
+  { name: BETA, sizeBytes: 2_000_000_000 },
+];
+const TOKEN = 'learning-admin-token';
+const AUTH = { authorization: `Bearer ${TOKEN}` };
+
+interface Fleet {
+  app: INestApplication;
+  url: string;
+  sims: SimServer[];
+  /** The balancer's name of each sim (host:port, as OLLAMA_BACKENDS names them). */
+  names: string[];
+  close(): Promise<void>;
+}
+
+async function startFleet(configs: SimConfig[], env: Record<string, string> = {}): Promise<Fleet> {
+  const sims = await startSims(configs);
+  const { app, url } = await startBalancer({
+    OLLAMA_BACKENDS: sims.map((s) => s.url).join(','),
+    ADMIN_TOKEN: TOKEN,
+    HEADERS_TIMEOUT_MS: '60000',
+    QUEUE_TIMEOUT_MS: '60000',
+    ...env,
+  });
+  const fleet: Fleet = {
+    app,
+    url,
+    sims,
+    names: sims.map((s) => new URL(s.url).host),
+    async close() {
+      await app.close();
+      await Promise.all(sims.map((s) => s.close()));
+    },
+  };
+  try {
+    await waitFor(
+      async () => (await status(fleet)).backends.every((b: any) => b.health === 'healthy' && b.inventoryAt !== null),
+      20_000,
+      'backends healthy with inventory',
+    );
+  } catch (e) {
+    await fleet.close();
+    throw e;
+  }
+  return fleet;
+}
+
+async function status(f: Fleet): Promise<any> {
+  const r = await getJson(`${f.url}/balancer/status`, AUTH);
+  if (r.status !== 200) throw new Error(`status answered ${r.status}: ${r.text}`);
+  return r.body;
+}
+
+const backendOf = (st: any, name: string) => st.backends.find((b: any) => b.name === name);
+
+/** Waits until no request is in flight or queued in the balancer (so nothing outlives the test). */
+async function idle(f: Fleet): Promise<any> {
+  let st: any;
+  await waitFor(
+    async () => {
+      st = await status(f);
+      return st.queue.length === 0 && st.backends.every((b: any) => b.inFlight === 0);
+    },
+    30_000,
+    'the balancer idle',
+  );
+  return st;
+}
+
+const generate = (f: Fleet, model: string, extra: Record<string, unknown> = {}): Promise<RawResponse> =>
+  request(`${f.url}/api/generate`, {
+    // A prompt of 10 tokens: at 100 prompt tokens/s its first token comes 100 ms after it gets a slot.
+    body: { model, prompt: 'x'.repeat(40), options: { num_predict: 10 }, ...extra },
+  });
+
+describe('zero-configuration routing (OLLAMA_BACKENDS only)', () => {
+  let f: Fleet | undefined;
+  afterEach(async () => {
+    await f?.close();
+    f = undefined;
+  });
+
+  it('learns each model its slots from concurrent streams: 3 where the server has 3, 1 where it has 1', async () => {
+    const sim = { tokensPerSecond: 50, promptTokensPerSecond: 100 };
+    f = await startFleet([
+      { ...sim, models: [MODELS[0]], loaded: [ALPHA], numParallel: 3 },
+      { ...sim, models: [MODELS[1]], loaded: [BETA], numParallel: 1 },
+    ]);
+    const [three, one] = f.names;
+    const before = await status(f);
+    for (const name of f.names)
+      expect(backendOf(before, name).learned).toMatchObject({ slotsLearned: true, slots: {} });
+    expect(backendOf(before, three).parallel).toBe(1); // Ollama's default until shown more
+    const learned = async () => {
+      const st = await status(f!);
+      return [backendOf(st, three).learned.slots[ALPHA], backendOf(st, one).learned.slots[BETA]];
+    };
+    // Waves of concurrent streams, more than either server runs at once, until both are learned.
+    // (Not asserted: that the estimate never passes the truth on the way. It can, for a moment:
+    // requests sent in dispatch order may reach the server out of order over separate connections,
+    // and the learner assumes they start in dispatch order. Reported to the lead.)
+    for (let wave = 0; wave < 8; wave++) {
+      const answers = await Promise.all([
+        ...Array.from({ length: 8 }, () => generate(f!, ALPHA)),
+        ...Array.from({ length: 3 }, () => generate(f!, BETA)),
+      ]);
+      for (const a of answers) expect(a.status).toBe(200);
+      const [a, b] = await learned();
+      if (a === 3 && b === 1) break;
+    }
+    expect(await learned()).toEqual([3, 1]);
+    // Shown as learned, not configured, once the balancer is idle again.
+    const st = await idle(f);
+    expect(backendOf(st, three).learned).toMatchObject({ slotsLearned: true, slots: { [ALPHA]: 3 } });
+    expect(backendOf(st, one).learned).toMatchObject({ slotsLearned: true, slots: { [BETA]: 1 } });
+  });
+
+  it("a burst for a model warm on two servers never evicts the third's warm model", async () => {
+    const sim = {
+      models: MODELS,
+      maxLoadedModels: 1,
+      numParallel: 2,
+      tokensPerSecond: 100,
+      loadMsPerGB: 1000,
+    };
+    f = await startFleet([
+      { ...sim, loaded: [ALPHA] },
+      { ...sim, loaded: [ALPHA] },
+      { ...sim, loaded: [BETA] },
+    ]);
+    const third = f.sims[2];
+    // No num_predict: the balancer knows nothing of the answers' length (it assumes 3 s each until
+    // shown) nor of the load time (2 s for 2 GB by its prior; 2 s here too), so by its priors the
+    // queue on the warm two looks long, and only what a warm model is worth keeps alpha off the third.
+    const answers = await Promise.all(
+      Array.from({ length: 12 }, (_, i) =>
+        generate(f!, ALPHA, { prompt: `burst ${i}`, stream: i % 2 === 0, options: {} }),
+      ),
+    );
+    expect(answers.map((a) => a.status)).toEqual(Array.from({ length: 12 }, () => 200));
+    const servedBy = new Set(answers.map((a) => a.headers['x-balancer-backend']));
+    expect(servedBy).toEqual(new Set(f.names.slice(0, 2)));
+    const s3 = third.stats();
+    expect(s3.models[ALPHA].requests).toBe(0);
+    expect(s3.loaded).toEqual([BETA]);
+    expect(s3.evictions).toBe(0);
+    const st = await idle(f);
+    expect(backendOf(st, f.names[2]).loaded.map((m: any) => m.name)).toEqual([BETA]);
+  });
+
+  it("Ollama's 503 'server busy': answered by another backend, and the busy one is not ejected", async () => {
+    f = await startFleet(
+      [
+        // Alpha warm only on the busy one (the policy's first choice); beta only there at all.
+        { models: MODELS, loaded: [ALPHA], tokensPerSecond: 200, faults: { busy503: true } },
+        { models: [MODELS[0]], tokensPerSecond: 200, loadMsPerGB: 100 },
+        { models: [MODELS[0]], tokensPerSecond: 200, loadMsPerGB: 100 },
+      ],
+      // One failure would eject: a busy answer must not count as one.
+      { EJECT_CONSECUTIVE_FAILURES: '1' },
+    );
+    const busy = f.names[0];
+    for (let i = 0; i < 3; i++) {
+      const r = await generate(f, ALPHA, { prompt: `busy ${i}`, stream: false });
+      expect(r.status).toBe(200);
+      expect(r.headers['x-balancer-backend']).not.toBe(busy);
+    }
+    expect(f.sims[0].stats().errorsByStatus['503']).toBeGreaterThanOrEqual(1);
+    // Beta has nowhere else to go: the client gets Ollama's answer, still no ejection.
+    const only = await generate(f, BETA, { stream: false });
+    expect(only.status).toBe(503);
+    expect(only.body.error).toMatch(/server busy/);
+    let st = await idle(f);
+    expect(backendOf(st, busy)).toMatchObject({ ejected: false, health: 'healthy', available: true });
+    // The same server failing for real (a 500) is ejected at once: the setting is live.
+    await f.sims[0].update({ faults: { busy503: false, error500: true } });
+    const failed = await generate(f, BETA, { stream: false });
+    expect(failed.status).toBe(500);
+    st = await idle(f);
+    expect(backendOf(st, busy).ejected).toBe(true);
+  });
+
+  it('a request whose num_ctx differs from the loaded runner reloads one server, and the next goes there', async () => {
+    f = await startFleet([
+      { models: [MODELS[0]], loaded: [ALPHA], tokensPerSecond: 200, loadMsPerGB: 200 },
+      { models: [MODELS[0]], loaded: [ALPHA], tokensPerSecond: 200, loadMsPerGB: 200 },
+    ]);
+    // The balancer reads each runner's context from /api/ps (the simulator's default: 32768 here).
+    const st0 = await status(f);
+    for (const name of f.names) expect(backendOf(st0, name).loaded.map((m: any) => m.name)).toEqual([ALPHA]);
+    const reloads = () => f!.sims.map((s) => s.stats().reloads);
+    expect(reloads()).toEqual([0, 0]);
+    const first = await generate(f, ALPHA, { stream: false, options: { num_ctx: 8192, num_predict: 5 } });
+    expect(first.status).toBe(200);
+    const chosen = first.headers['x-balancer-backend'] as string;
+    const i = f.names.indexOf(chosen);
+    expect(i).toBeGreaterThanOrEqual(0);
+    expect(reloads()[i]).toBe(1);
+    expect(reloads()[1 - i]).toBe(0);
+    for (let k = 0; k < 3; k++) {
+      const again = await generate(f, ALPHA, { stream: false, options: { num_ctx: 8192, num_predict: 5 } });
+      expect(again.status).toBe(200);
+      expect(again.headers['x-balancer-backend']).toBe(chosen);
+    }
+    // A request with the server's defaults goes to the runner still loaded with them.
+    const plain = await generate(f, ALPHA, { stream: false, options: { num_predict: 5 } });
+    expect(plain.status).toBe(200);
+    expect(plain.headers['x-balancer-backend']).toBe(f.names[1 - i]);
+    expect(reloads().reduce((a, b) => a + b, 0)).toBe(1);
+    await idle(f);
+  });
+});
