@@ -158,6 +158,22 @@ describe('Backend.forcesReload', () => {
   });
 });
 
+describe('Backend.forcesReload of a runner this balancer loaded with the defaults', () => {
+  it('compares a named num_ctx with the context /api/ps shows, as Ollama compares the resolved values', () => {
+    const b = learning();
+    loaded(b, 'm:latest', { context_length: 4096 });
+    b.runnerOptions.set('m:latest', {}); // sent cold with no runner options: the server's default (4096 here)
+    expect(b.forcesReload('m:latest', {})).toBe(false);
+    expect(b.forcesReload('m:latest', { numCtx: 4096 })).toBe(false);
+    expect(b.forcesReload('m:latest', { numCtx: 8192 })).toBe(true);
+    expect(b.forcesReload('m:latest', { numCtx: 4096, numBatch: 64 })).toBe(true);
+    // Without a context length in /api/ps the default is unknown: a named num_ctx counts as a change.
+    loaded(b, 'n:latest', {});
+    b.runnerOptions.set('n:latest', {});
+    expect(b.forcesReload('n:latest', { numCtx: 4096 })).toBe(true);
+  });
+});
+
 describe('Backend slots: configured, or learned when nobody said', () => {
   it('slotsFor is the configured parallel, whatever was learned', () => {
     const b = mk();

@@ -149,9 +149,16 @@ export class Backend {
   forcesReload(model: string, want: RunnerOptions | undefined): boolean {
     if (want === undefined) return false;
     const known = this.runnerOptions.get(model);
-    if (known !== undefined) return optionsForceReload(known, want);
     const ctx = Number(this.modelsLoaded.get(model)?.raw.context_length);
-    return want.numCtx !== undefined && Number.isFinite(ctx) && ctx > 0 && ctx !== want.numCtx;
+    const shownCtx = Number.isFinite(ctx) && ctx > 0 ? ctx : undefined;
+    if (known !== undefined) {
+      // Loaded with the default context, asked for a named one: Ollama compares the resolved values,
+      // and /api/ps shows what the default resolved to there.
+      if (known.numCtx === undefined && want.numCtx !== undefined && shownCtx !== undefined)
+        return optionsForceReload({ ...known, numCtx: shownCtx }, want);
+      return optionsForceReload(known, want);
+    }
+    return want.numCtx !== undefined && shownCtx !== undefined && shownCtx !== want.numCtx;
   }
 
   /** Until when it is passed over: it answered that its own queue is full (Ollama's "server busy"). */
