@@ -223,4 +223,25 @@ describe('zero-configuration routing (OLLAMA_BACKENDS only)', () => {
     expect(reloads().reduce((a, b) => a + b, 0)).toBe(1);
     await idle(f);
   });
+  it('learns load speed only from the request that started the load, not from one that joined it', async () => {
+    f = await startFleet([{ models: [MODELS[0]], tokensPerSecond: 200, loadMsPerGB: 2000 }]);
+    const sim = f.sims[0];
+    const first = generate(f, ALPHA, { stream: false });
+    await waitFor(() => sim.stats().models[ALPHA]?.state === 'loading', 30_000, 'the load under way');
+    // Join the load about half way (a 4 s load): its load_duration is only the rest of it.
+    const started = Date.now();
+    await waitFor(
+      () => Date.now() - started >= 2000 || sim.stats().models[ALPHA]?.state !== 'loading',
+      30_000,
+      'mid-load',
+    );
+    const second = generate(f, ALPHA, { stream: false });
+    const [a, b] = await Promise.all([first, second]);
+    expect([a.status, b.status]).toEqual([200, 200]);
+    expect(sim.stats().loads).toBe(1);
+    const st = await idle(f);
+    // One sample: what the first answer's load_duration says per GB (to the status view's rounding).
+    const perGB = a.body.load_duration / 1e6 / (MODELS[0].sizeBytes / 1e9);
+    expect(Math.abs(backendOf(st, f.names[0]).learned.loadMsPerGB - perGB)).toBeLessThanOrEqual(1);
+  });
 });
