@@ -325,6 +325,28 @@ describe('predictive, on a fleet it learns (zero configuration)', () => {
     expect(after).toEqual(new Set(['a', 'b']));
   });
 
+  it('in a queue pass, counts the waiters ahead only at the backend they chose to wait for (aheadAt)', () => {
+    const a = backend('a');
+    const b = backend('b');
+    const now = Date.now();
+    for (const x of [a, b]) {
+      load(x, ALPHA);
+      x.learned.noteServiceTime(ALPHA, SVC);
+      x.acquire(ALPHA, now + 500); // each busy until about now + 0.5 s
+    }
+    const chose = new Map([['a', 2]]); // two waiters ahead chose to wait for a
+    const pa = p.predict(a, req(ALPHA, { now, queuedAhead: 2, aheadAt: chose }), ctx);
+    const pb = p.predict(b, req(ALPHA, { now, queuedAhead: 2, aheadAt: chose }), ctx);
+    expect(pb.waitMs).toBeLessThan(pa.waitMs);
+    for (let i = 0; i < 4; i++)
+      expect(p.pick([a, b], req(ALPHA, { now, queuedAhead: 2, aheadAt: chose }), ctx).backend.name).toBe('b');
+    // Without it, the waiters ahead count against every backend alike.
+    const qa = p.predict(a, req(ALPHA, { now, queuedAhead: 2 }), ctx);
+    const qb = p.predict(b, req(ALPHA, { now, queuedAhead: 2 }), ctx);
+    expect(qa.waitMs).toBe(qb.waitMs);
+    expect(qb.waitMs).toBeGreaterThan(pb.waitMs);
+  });
+
   it('counts a load under way as warm, with the rest of it as the wait', () => {
     const a = backend('a');
     a.modelsOnDisk.set(ALPHA, { name: ALPHA, size: 2 * GB, raw: {} });
