@@ -1,6 +1,6 @@
 import { SimConfig, SimServer } from '@app/ollama-sim';
 import { INestApplication } from '@nestjs/common';
-import { getJson, request, RawResponse, startBalancer, startSims, waitFor } from './harness';
+import { getJson, request, RawResponse, startBalancer, startSims, streamTimed, waitFor } from './harness';
 
 /**
  * Zero-configuration routing (issue 12), end to end: the real balancer in front of simulated Ollama
@@ -243,5 +243,35 @@ describe('zero-configuration routing (OLLAMA_BACKENDS only)', () => {
     // One sample: what the first answer's load_duration says per GB (to the status view's rounding).
     const perGB = a.body.load_duration / 1e6 / (MODELS[0].sizeBytes / 1e9);
     expect(Math.abs(backendOf(st, f.names[0]).learned.loadMsPerGB - perGB)).toBeLessThanOrEqual(1);
+  });
+  it('learns that a server is full from a load it holds back while its one model is busy', async () => {
+    f = await startFleet([{ models: MODELS, loaded: [ALPHA], maxLoadedModels: 1, tokensPerSecond: 50 }]);
+    const name = f.names[0];
+    const room = async () => {
+      const l = backendOf(await status(f!), name).learned;
+      return [l.maxLoadedModels, l.maxLoadedModelsKnown];
+    };
+    expect(await room()).toEqual([1, false]); // seen holding one; more may fit
+    // A long alpha stream keeps the only resident model busy (cut once the test has seen enough).
+    let cut: (() => void) | undefined;
+    const long = streamTimed(
+      `${f.url}/api/generate`,
+      { model: ALPHA, prompt: 'long', options: { num_predict: 5000 } },
+      (_c, req) => {
+        cut ??= () => req.destroy();
+      },
+    );
+    await waitFor(() => cut !== undefined, 30_000, 'the alpha stream under way');
+    // Beta has nowhere else to go: sent cold, Ollama holds its load until alpha is idle.
+    const beta = generate(f, BETA, { stream: false });
+    await waitFor(async () => (await room())[1] === true, 30_000, 'the room learned');
+    expect(await room()).toEqual([1, true]);
+    expect(f.sims[0].stats().loaded).toEqual([ALPHA]);
+    cut!();
+    await long;
+    const b = await beta;
+    expect(b.status).toBe(200);
+    await idle(f);
+    expect(f.sims[0].stats().loaded).toEqual([BETA]);
   });
 });
