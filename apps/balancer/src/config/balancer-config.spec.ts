@@ -235,7 +235,8 @@ describe('BACKEND_PARALLEL and slot learning (zero configuration)', () => {
     for (const env of [base, { ...base, BACKEND_PARALLEL: '' }, { ...base, BACKEND_PARALLEL: '  ' }]) {
       const c = loadBalancerConfig(env);
       expect(c.backendParallel).toBeNull();
-      for (const b of c.backends) expect(b).toMatchObject({ learnSlots: true, parallel: 1, modelConcurrency: 1 });
+      // modelConcurrency 0: no cap of its own, the learned one (one beyond the slots proven) applies.
+      for (const b of c.backends) expect(b).toMatchObject({ learnSlots: true, parallel: 1, modelConcurrency: 0 });
     }
   });
 
@@ -245,7 +246,7 @@ describe('BACKEND_PARALLEL and slot learning (zero configuration)', () => {
     for (const b of c.backends) expect(b).toMatchObject({ learnSlots: false, parallel: 3, modelConcurrency: 3 });
   });
 
-  it('a backend of BALANCER_CONFIG that says parallel or modelConcurrency is not learned; one that says neither is', () => {
+  it('a backend of BALANCER_CONFIG that says parallel is not learned; a modelConcurrency alone caps what is learned', () => {
     const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
     const file = join(dir, 'backends.json');
     writeFileSync(
@@ -259,10 +260,10 @@ describe('BACKEND_PARALLEL and slot learning (zero configuration)', () => {
       }),
     );
     const learned = loadBalancerConfig({ BALANCER_CONFIG: file });
-    expect(learned.backends.map((b) => [b.name, b.learnSlots, b.parallel])).toEqual([
-      ['told', false, 2],
-      ['capped', false, 1],
-      ['silent', true, 1],
+    expect(learned.backends.map((b) => [b.name, b.learnSlots, b.parallel, b.modelConcurrency])).toEqual([
+      ['told', false, 2, 2],
+      ['capped', true, 1, 2],
+      ['silent', true, 1, 0],
     ]);
     const told = loadBalancerConfig({ BALANCER_CONFIG: file, BACKEND_PARALLEL: '4' });
     expect(told.backends.map((b) => [b.name, b.learnSlots, b.parallel])).toEqual([

@@ -298,7 +298,8 @@ function parseBackends(
       if (typeof b !== 'object' || b === null) fail(where, b, 'must be an object with a url');
       const url = validUrl(`${where}.url`, b.url);
       const parallel = positiveIntField(`${where}.parallel`, b.parallel, parallelDefault ?? 1, 1);
-      const learnSlots = parallelDefault === null && b.parallel === undefined && b.modelConcurrency === undefined;
+      // A modelConcurrency alone caps what is learned; it does not say how many slots Ollama has.
+      const learnSlots = parallelDefault === null && b.parallel === undefined;
       if (b.weight !== undefined && (typeof b.weight !== 'number' || !(b.weight > 0)))
         fail(`${where}.weight`, b.weight, 'must be a number > 0');
       if (b.name !== undefined && (typeof b.name !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(b.name)))
@@ -310,7 +311,7 @@ function parseBackends(
         parallel,
         learnSlots,
         maxConcurrency: positiveIntField(`${where}.maxConcurrency`, b.maxConcurrency, 0),
-        modelConcurrency: positiveIntField(`${where}.modelConcurrency`, b.modelConcurrency, parallel),
+        modelConcurrency: positiveIntField(`${where}.modelConcurrency`, b.modelConcurrency, learnSlots ? 0 : parallel),
         maxLoadedModels: positiveIntField(`${where}.maxLoadedModels`, b.maxLoadedModels, 0),
         agentUrl: b.agentUrl === undefined ? undefined : validUrl(`${where}.agentUrl`, b.agentUrl),
         agentToken: b.agentToken === undefined ? undefined : String(b.agentToken),
@@ -330,7 +331,7 @@ function parseBackends(
         parallel: parallelDefault ?? 1,
         learnSlots: parallelDefault === null,
         maxConcurrency: 0,
-        modelConcurrency: parallelDefault ?? 1,
+        modelConcurrency: parallelDefault ?? 0,
         maxLoadedModels: 0,
         agentUrl: agent ? validUrl('OLLAMA_AGENTS', agent) : undefined,
       });

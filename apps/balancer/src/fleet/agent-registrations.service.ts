@@ -147,7 +147,7 @@ export class AgentRegistrations implements OnApplicationBootstrap, OnApplication
       parallel,
       learnSlots: (reg.parallel ?? null) === null && this.config.backendParallel === null,
       maxConcurrency: 0,
-      modelConcurrency: parallel,
+      modelConcurrency: (reg.parallel ?? null) === null && this.config.backendParallel === null ? 0 : parallel,
       maxLoadedModels: reg.maxLoadedModels ?? 0,
       agentUrl: reg.agentUrl,
     };

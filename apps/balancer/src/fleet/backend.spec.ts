@@ -104,7 +104,7 @@ const learning = (over: Partial<BackendConfig> = {}) =>
     parallel: 1,
     learnSlots: true,
     maxConcurrency: 0,
-    modelConcurrency: 1,
+    modelConcurrency: over.learnSlots === false ? 1 : 0,
     maxLoadedModels: 0,
     ...over,
   });
@@ -175,11 +175,20 @@ describe('Backend.forcesReload of a runner this balancer loaded with the default
 });
 
 describe('Backend slots: configured, or learned when nobody said', () => {
+  it('a modelConcurrency given while learning caps the probe, without being taken for the slots', () => {
+    const b = learning({ modelConcurrency: 1 });
+    expect(b.slotsFor('m:latest')).toBe(1);
+    b.acquire('m:latest');
+    // Learning alone would let a second one probe (probeCap 2); the configured cap of 1 wins.
+    expect(b.learned.slotLearner('m:latest').probeCap).toBe(2);
+    expect(b.atCap('m:latest')).toBe(true);
+  });
+
   it('slotsFor is the configured parallel, whatever was learned', () => {
     const b = mk();
     const l = b.learned.slotLearner('m:latest');
     const s = [l.begin(0), l.begin(1), l.begin(2)];
-    l.started(s[2]);
+    s.forEach((x, k) => l.started(x, 10 + k));
     expect(l.estimate).toBe(3);
     expect(b.slotsFor('m:latest')).toBe(2);
     expect(b.slotsFor(null)).toBe(2);
@@ -189,6 +198,7 @@ describe('Backend slots: configured, or learned when nobody said', () => {
     const b = learning();
     expect(b.slotsFor('m:latest')).toBe(1);
     const s = [b.learned.beginSlot('m:latest', 0), b.learned.beginSlot('m:latest', 1)];
+    b.learned.startedSlot('m:latest', s[0]);
     b.learned.startedSlot('m:latest', s[1]);
     expect(b.slotsFor('m:latest')).toBe(2);
     expect(b.slotsFor('n:latest')).toBe(1);
@@ -206,7 +216,8 @@ describe('Backend slots: configured, or learned when nobody said', () => {
     // Once two are proven, a third may probe.
     const l = learns.learned.slotLearner('m:latest');
     const s = [l.begin(0), l.begin(1)];
-    l.started(s[1]);
+    l.started(s[0], 5);
+    l.started(s[1], 6);
     expect(learns.atCap('m:latest')).toBe(false);
     // A proven ceiling of 2 closes the probe again.
     const q = l.begin(2);

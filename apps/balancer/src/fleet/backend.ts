@@ -174,7 +174,13 @@ export class Backend {
     const c = this.config;
     if (c.maxConcurrency > 0 && this.inFlight >= this.effectiveCap(c.maxConcurrency)) return true;
     if (model === null) return false;
-    const cap = c.learnSlots ? this.learned.slotLearner(model).probeCap : c.modelConcurrency;
+    // Learning: one beyond the slots proven so far, under a configured modelConcurrency if any.
+    const probe = c.learnSlots ? this.learned.slotLearner(model).probeCap : 0;
+    const cap = !c.learnSlots
+      ? c.modelConcurrency
+      : c.modelConcurrency > 0
+        ? Math.min(probe, c.modelConcurrency)
+        : probe;
     return cap > 0 && this.inFlightFor(model) >= this.effectiveCap(cap);
   }
 

@@ -124,7 +124,7 @@ export class DnsDiscovery implements OnApplicationBootstrap, OnApplicationShutdo
       parallel,
       learnSlots: this.config.backendParallel === null,
       maxConcurrency: 0,
-      modelConcurrency: parallel,
+      modelConcurrency: this.config.backendParallel === null ? 0 : parallel,
       maxLoadedModels: 0,
       agentUrl: this.config.discovery.agentPort ? `http://${host}:${this.config.discovery.agentPort}` : undefined,
     };

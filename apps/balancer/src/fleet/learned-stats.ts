@@ -58,7 +58,7 @@ export class LearnedStats {
 
   /** Its first byte came back (it holds a slot now). */
   startedSlot(model: string, sample: SlotSample): void {
-    this.slots.get(model)?.started(sample);
+    this.slots.get(model)?.started(sample, Date.now());
   }
 
   /**

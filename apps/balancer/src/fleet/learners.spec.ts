@@ -135,59 +135,68 @@ describe('OutputLengthLearner', () => {
 });
 
 describe('SlotLearner.started (a slot proven at each first byte)', () => {
-  it('proves one slot per request sent before it and still in flight, plus itself', () => {
+  it('proves one slot per request proven running (its own first byte came, it has not ended), plus itself', () => {
     const l = new SlotLearner();
     const a = l.begin(0);
     const b = l.begin(1);
     const c = l.begin(2);
-    // The first one's first byte proves nothing beyond the default: the later ones do not count.
-    l.started(a);
+    l.started(a, 10);
     expect(l.estimate).toBe(1);
-    // The third one started while the two sent before it are still running: three run at once.
-    l.started(c);
+    l.started(b, 11);
+    expect(l.estimate).toBe(2);
+    l.started(c, 12);
     expect(l.estimate).toBe(3);
     expect(l.lower).toBe(3);
-    // An earlier first byte arriving late cannot lower what is proven.
-    l.started(b);
-    expect(l.estimate).toBe(3);
   });
 
-  it('orders requests sent within one millisecond by dispatch, not as all sent before each other', () => {
-    // A queue drain sends several at once: the first one's first byte proves one slot, not three.
+  it('does not take the order of sending for the order of starting (separate connections reorder)', () => {
+    // a was sent first but queued at Ollama behind b (no first byte yet): b's first byte proves one slot.
     const l = new SlotLearner();
-    const [a, b, c] = [l.begin(7), l.begin(7), l.begin(7)];
-    l.started(a);
+    const a = l.begin(517);
+    const b = l.begin(519);
+    l.started(b, 600);
     expect(l.estimate).toBe(1);
-    // Its counters show it ran without queueing while the later two were still in flight: still one.
-    l.finish({ sample: a, queueWaitMs: 0, runMs: 300 }, 307);
+    // b's counters say it ran from 560 without queueing; a, still without a byte, proves nothing.
+    l.finish({ sample: b, queueWaitMs: 0, runMs: 400 }, 960);
     expect(l.estimate).toBe(1);
-    l.started(c); // the last of them: b, sent before it, is still in flight
+    // Once a's own first byte comes (after b ended) it is alone: still one.
+    l.started(a, 1000);
+    expect(l.estimate).toBe(1);
+  });
+
+  it('counts an overlap its counters prove: another ran across its start', () => {
+    const l = new SlotLearner();
+    const a = l.begin(0);
+    const b = l.begin(1);
+    // a ran 0..2000 (counters), b ran 500..1500 without queueing: two at once.
+    l.finish({ sample: a, queueWaitMs: 0, runMs: 2000 }, 2000);
+    l.finish({ sample: b, queueWaitMs: 0, runMs: 1000 }, 1500 + 1);
     expect(l.estimate).toBe(2);
-    l.abandon(b, 400);
-    l.abandon(c, 400);
   });
 
   it('does not count requests that already ended, and ignores a first byte of an ended one', () => {
     const l = new SlotLearner();
     const a = l.begin(0);
     const b = l.begin(1);
+    l.started(a, 2);
     l.abandon(a, 5);
-    l.started(b);
+    l.started(b, 6);
     expect(l.estimate).toBe(1);
     const c = l.begin(10);
     const d = l.begin(11);
     l.abandon(d, 12);
-    l.started(d); // ended: no proof from it
+    l.started(d, 13); // ended: no proof from it
     expect(l.estimate).toBe(1);
-    l.started(c);
-    expect(l.estimate).toBe(2); // b and c in flight
+    l.started(c, 14);
+    expect(l.estimate).toBe(2); // b and c both running
   });
 
   it('lets one request beyond what is proven in flight (probeCap), never past a proven ceiling', () => {
     const l = new SlotLearner();
     expect(l.probeCap).toBe(2);
     const s = [l.begin(0), l.begin(1)];
-    l.started(s[1]);
+    l.started(s[0], 5);
+    l.started(s[1], 6);
     expect(l.estimate).toBe(2);
     expect(l.probeCap).toBe(3);
     // A third one sent while those two ran queued inside Ollama (its counters say so): two slots at most.
@@ -218,7 +227,7 @@ describe('SlotLearner.started (a slot proven at each first byte)', () => {
     expect(l.upper).toBe(1);
     l.abandon(a, 800);
     const s = [l.begin(1000), l.begin(1001), l.begin(1002)];
-    l.started(s[2]);
+    s.forEach((x, k) => l.started(x, 1100 + k));
     expect(l.estimate).toBe(3);
     expect(l.upper).toBe(Infinity);
     expect(l.probeCap).toBe(4);

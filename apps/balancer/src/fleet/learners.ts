@@ -15,6 +15,10 @@ export interface SlotSample {
   seq: number;
   /** When its answer ended (ms); null while it runs. */
   endedAt: number | null;
+  /** When its first byte came back (it was running from then on); null before. */
+  firstByteAt?: number | null;
+  /** When its run at Ollama began, from its counters (end less prompt and eval time); null before it ends. */
+  runFrom?: number | null;
 }
 
 /** What Ollama's final counters say about one finished request (ms; see `queueWaitMs`). */
@@ -78,9 +82,11 @@ export class SlotLearner {
     const s: SlotSample = { dispatchedAt: now, seq: this.sent++, endedAt: null };
     this.recent.push(s);
     if (this.recent.length > this.keep) {
-      // Drop the oldest finished one (running ones must stay: they are someone's overlap).
+      // Drop the oldest finished one (running ones must stay: they are someone's overlap), and never
+      // keep more than 4x `keep` (bounded memory and work if the cap is configured away).
       const i = this.recent.findIndex((x) => x.endedAt !== null);
       if (i >= 0) this.recent.splice(i, 1);
+      else if (this.recent.length > 4 * this.keep) this.recent.shift();
     }
     return s;
   }
@@ -91,10 +97,26 @@ export class SlotLearner {
    * not merely in the same millisecond): at least that many slots exist. Needs no
    * counters (any API surface) and proves slots as soon as they are used, not when answers end.
    */
-  started(s: SlotSample): void {
+  started(s: SlotSample, now: number): void {
     if (s.endedAt !== null) return;
+    s.firstByteAt = now;
+    this.proveRunning(s, now, 0);
+  }
+
+  /**
+   * `s` was running at `t`: so were the others proven running then (their own first byte came
+   * before and they had not ended, or their counters put their run across it). Only proven
+   * overlaps count: requests reach Ollama over separate connections, so the order they were sent in
+   * is not the order they started in.
+   */
+  private proveRunning(s: SlotSample, t: number, margin: number): void {
     let running = 1;
-    for (const o of this.recent) if (o !== s && o.endedAt === null && o.seq < s.seq) running++;
+    for (const o of this.recent) {
+      if (o === s) continue;
+      const endsAfter = o.endedAt === null || o.endedAt > t + margin;
+      if (!endsAfter) continue;
+      if ((o.firstByteAt != null && o.firstByteAt <= t) || (o.runFrom != null && o.runFrom <= t - margin)) running++;
+    }
     if (running > this.lower) this.lower = running;
     if (this.lower > this.upper) this.upper = Infinity; // the ceiling was wrong (a restart with more slots?)
   }
@@ -110,14 +132,10 @@ export class SlotLearner {
     s.endedAt = now;
     this.observations++;
     const noise = this.noiseMs + 0.05 * r.runMs;
+    s.runFrom = now - r.runMs;
     if (r.queueWaitMs <= noise) {
-      // It started (at Ollama) when its run began: count the others sent before it and still busy then.
-      const startedAt = now - r.runMs;
-      let running = 1;
-      for (const o of this.recent)
-        if (o !== s && o.seq < s.seq && (o.endedAt === null || o.endedAt > startedAt + noise)) running++;
-      if (running > this.lower) this.lower = running;
-      if (this.lower > this.upper) this.upper = Infinity; // the ceiling was wrong (a restart with more slots?)
+      // It ran from `runFrom` on: count the others proven running just after it started.
+      this.proveRunning(s, s.runFrom + noise, noise);
     } else {
       // Every slot was busy when it arrived: no more slots than requests already in flight then.
       let inFlight = 0;

@@ -21,7 +21,9 @@ export class Lease {
     readonly expectedEnd: number,
     private readonly ledger: LeaseLedger,
   ) {
-    this.slot = model === null ? null : backend.learned.beginSlot(model, Date.now());
+    // Slots are learned only where nobody said how many there are.
+    this.slot =
+      model === null || backend.config.learnSlots !== true ? null : backend.learned.beginSlot(model, Date.now());
   }
 
   /** Sent while the model was not loaded there: its answer's load_duration is the whole load (what load speed is learned from). */

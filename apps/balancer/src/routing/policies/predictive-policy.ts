@@ -297,32 +297,61 @@ export class PredictivePolicy implements RoutingPolicy {
     }
     if (!mustEvict) return { costMs: 0, evicts: false };
     // Out of reach of any wait when the room is known to be full; when it is only a lower bound (no
-    // eviction seen yet) the load may fit after all: the cascade is priced, not forbidden.
+    // eviction or held-back load seen there yet) the load may fit after all: priced, not forbidden.
     const outOfReach = b.roomKnown ? VICTIM_UNCOVERED_MS : 0;
-    // Ollama evicts the least recently used idle model; if every resident model is busy it waits.
+    return this.evictionWhenFull(b, size, resident, now, ctx, msPerByte, svc, req, outOfReach);
+  }
+
+  private evictionWhenFull(
+    b: Backend,
+    size: number,
+    resident: { name: string; size: number }[],
+    now: number,
+    ctx: PolicyContext,
+    msPerByte: number,
+    svc: number,
+    req: RouteRequest,
+    outOfReach: number,
+  ): { costMs: number; evicts: boolean } {
+    // Ollama evicts the least recently used idle model; if every resident model is busy it waits
+    // (holding the load, and this request, until one goes idle: steady traffic may never allow it).
     const idle = resident.filter((m) => b.inFlightFor(m.name) === 0 && !b.loading.has(m.name));
-    // Every resident model busy: Ollama holds the load until one goes idle, which steady traffic to
-    // it may never allow (and the request waits behind it all that time).
+    const byUse = (x: { name: string }, y: { name: string }) =>
+      (b.modelLastUsed.get(x.name) ?? 0) - (b.modelLastUsed.get(y.name) ?? 0);
     if (idle.length === 0) return { costMs: 2 * svc + size * msPerByte + outOfReach, evicts: true };
-    idle.sort((x, y) => (b.modelLastUsed.get(x.name) ?? 0) - (b.modelLastUsed.get(y.name) ?? 0));
-    const victim = idle[0];
+    return { costMs: this.victimCost(b, idle.sort(byUse)[0], now, ctx, msPerByte, svc, req, outOfReach), evicts: true };
+  }
+
+  /** What evicting `victim` from `b` costs the traffic that model has. */
+  private victimCost(
+    b: Backend,
+    victim: { name: string; size: number },
+    now: number,
+    ctx: PolicyContext,
+    msPerByte: number,
+    svc: number,
+    req: RouteRequest,
+    outOfReach: number,
+  ): number {
     const lastUsed = b.modelLastUsed.get(victim.name) ?? 0;
     const victimLoadMs = victim.size > 0 ? victim.size * msPerByte : DEFAULT_LOAD_MS;
     // Its traffic moves to its other holders: free when nobody asks for it, cheap when they can take
     // it, a reload (and the queue that builds meanwhile) when they cannot. Judged by the model's
     // demand fleet-wide, not by whether this backend served it lately: a warm copy nobody was sent to
     // yet may be the capacity its traffic needs.
-    // Demand not known yet (too little traffic seen): a warm model is not gambled on a guess.
+    // Demand not known yet (too little traffic seen): priced as uncovered (a warm model is not gambled
+    // on a guess).
     const demand =
       ctx.demandPerS === undefined ? (now - lastUsed < RECENT_USE_MS ? Infinity : 0) : ctx.demandPerS(victim.name);
-    if (demand === null) return { costMs: 3 * victimLoadMs + 2 * svc + outOfReach, evicts: true };
-    if (demand < IDLE_DEMAND_PER_S) return { costMs: 0, evicts: true };
+    if (demand === null) return 3 * victimLoadMs + 2 * svc + outOfReach;
+    if (demand < IDLE_DEMAND_PER_S) return 0;
     let cover = 0;
     for (const o of ctx.available?.() ?? EMPTY_BACKENDS)
       if (o !== b && o.isLoaded(victim.name, now))
         cover += this.capacityPerS(o, victim.name, { ...req, model: victim.name, expectedTokens: null });
-    const costMs = cover >= COVER * demand ? 0.25 * victimLoadMs : 3 * victimLoadMs + 2 * svc + outOfReach;
-    return { costMs, evicts: true };
+    // Uncovered: its traffic needs a reload elsewhere, which may evict in turn (a cascade): out of
+    // reach when this room is known to be full, a reload and its queue when the load may yet fit.
+    return cover >= COVER * demand ? 0.25 * victimLoadMs : 3 * victimLoadMs + 2 * svc + outOfReach;
   }
 }
 
