@@ -1,13 +1,6 @@
-import { queueWaitMs, RoomLearner, SlotLearner, SlotSample } from './learners';
+import { Ewma, queueWaitMs, RoomLearner, SlotLearner, SlotSample } from './learners';
 
-/** An exponentially weighted moving average that starts from its first sample. */
-export class Ewma {
-  value: number | null = null;
-  constructor(private readonly alpha: number) {}
-  add(sample: number): void {
-    this.value = this.value === null ? sample : this.value + this.alpha * (sample - this.value);
-  }
-}
+export { Ewma };
 
 /** Ollama's counters from the final chunk of an answer (any that it carried). */
 export interface OllamaCounters {

@@ -196,11 +196,11 @@ export class RoomLearner {
 }
 
 /** An exponentially weighted moving average that starts from its first sample. */
-class Avg {
+export class Ewma {
   value: number | null = null;
   constructor(private readonly alpha: number) {}
-  add(x: number): void {
-    this.value = this.value === null ? x : this.value + this.alpha * (x - this.value);
+  add(sample: number): void {
+    this.value = this.value === null ? sample : this.value + this.alpha * (sample - this.value);
   }
 }
 
@@ -211,7 +211,7 @@ class Avg {
  * from others only when they are not much faster than what was learned (a hit would be).
  */
 export class PrefillLearner {
-  private readonly avg = new Avg(0.2);
+  private readonly avg = new Ewma(0.2);
 
   get msPerToken(): number | null {
     return this.avg.value;
@@ -233,9 +233,9 @@ export class PrefillLearner {
  * bound, the usual eval_count.
  */
 export class OutputLengthLearner {
-  private readonly tokens = new Avg(0.1);
+  private readonly tokens = new Ewma(0.1);
   /** eval_count / num_predict of answers that had a bound (1 = always runs to the cap). */
-  private readonly useOfBound = new Avg(0.1);
+  private readonly useOfBound = new Ewma(0.1);
 
   observe(evalCount: number | undefined, bound: number | null): void {
     if (evalCount === undefined || !(evalCount >= 0)) return;

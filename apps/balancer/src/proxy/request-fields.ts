@@ -9,23 +9,32 @@ export function requestedTokens(body: any): number | null {
   return typeof v === 'number' && Number.isFinite(v) && v > 0 ? Math.min(v, 1_000_000) : null;
 }
 
+/** The server's defaults: one shared, frozen value for every request that names no runner option. */
+const DEFAULT_RUNNER: RunnerOptions = Object.freeze({});
+
 /**
  * The runner options Ollama compares with the loaded runner's (a difference reloads the model), from
  * the request's `options` and top-level `shift` (empty: the server's defaults).
  */
-export function runnerOptionsOf(body: any): RunnerOptions | undefined {
+export function runnerOptionsOf(body: any): RunnerOptions {
   const o = body?.options;
   const int = (v: unknown): number | undefined =>
     typeof v === 'number' && Number.isFinite(v) ? Math.trunc(v) : undefined;
+  const shiftOff = body?.shift === false;
+  if ((o === null || typeof o !== 'object') && !shiftOff) return DEFAULT_RUNNER; // most requests
   const out: RunnerOptions = {};
   if (o !== null && typeof o === 'object') {
-    if (int(o.num_ctx) !== undefined) out.numCtx = int(o.num_ctx);
-    if (int(o.num_batch) !== undefined) out.numBatch = int(o.num_batch);
-    if (int(o.num_gpu) !== undefined && int(o.num_gpu)! >= 0) out.numGpu = int(o.num_gpu);
+    const numCtx = int(o.num_ctx);
+    const numBatch = int(o.num_batch);
+    const numGpu = int(o.num_gpu);
+    const numThread = int(o.num_thread);
+    if (numCtx !== undefined) out.numCtx = numCtx;
+    if (numBatch !== undefined) out.numBatch = numBatch;
+    if (numGpu !== undefined && numGpu >= 0) out.numGpu = numGpu;
     if (typeof o.use_mmap === 'boolean') out.useMmap = o.use_mmap;
-    if (int(o.num_thread) !== undefined) out.numThread = int(o.num_thread);
+    if (numThread !== undefined) out.numThread = numThread;
   }
-  if (body?.shift === false) out.noShift = true;
+  if (shiftOff) out.noShift = true;
   return out;
 }
 
