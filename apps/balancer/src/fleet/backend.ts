@@ -346,6 +346,12 @@ export class Backend {
     return this.modelsOnDisk.get(model)?.size ?? this.modelsLoaded.get(model)?.size ?? 0;
   }
 
+  /**
+   * Requests sent here to load a model that have no answer yet, each with what to do if Ollama
+   * holds that load back (no room: every resident model busy): nothing has started for them here.
+   */
+  readonly loadWatchers = new Set<{ model: string; onHeld: () => void }>();
+
   /** What the last /api/ps listed (to tell, at the next one, which models a load evicted). */
   lastPs: { name: string; expiresAt: number | null }[] = [];
   /** Models unloaded on a client's request since the last /api/ps (not evictions: they teach no room). */

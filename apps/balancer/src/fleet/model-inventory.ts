@@ -87,6 +87,8 @@ export class ModelInventory {
       if (!b.modelsLoaded.has(m) && now - l.since >= BLOCKED_AFTER_MS && after.length > 0 && !evicted) {
         b.learned.room.observeFull(after.length);
         b.loading.delete(m);
+        // The requests waiting on that load have not started: they may go elsewhere now.
+        for (const w of [...b.loadWatchers]) if (w.model === m) w.onHeld();
       }
     b.unloadedOnRequest.clear();
     // Options recorded for runners that are gone no longer describe anything.

@@ -225,7 +225,22 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     this.record.backend = b.name;
     this.record.reason = lease.reason;
     this.record.queuedMs = lease.queuedMs;
+    lease.watchLoad(() => this.onLoadHeld(attempt));
     attempt.start();
+  }
+
+  /**
+   * The backend holds back the load this request started (no room while every model there is
+   * busy): nothing has started for it there, so it goes to another candidate rather than wait for
+   * one of those models to go idle (steady traffic may never let it). Once per backend, like a
+   * missing route; without another candidate it stays where it is.
+   */
+  private onLoadHeld(attempt: UpstreamAttempt): void {
+    if (attempt.done || this.headed || this.res.headersSent || this.clientGone || this.finished) return;
+    if (!this.anotherCandidate()) return;
+    this.record.retries++;
+    attempt.end('model load held back: the server is full');
+    this.dispatch();
   }
 
   // ---- what the attempt reports ---------------------------------------------------------------

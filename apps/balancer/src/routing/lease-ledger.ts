@@ -29,8 +29,27 @@ export class Lease {
   /** Sent while the model was not loaded there: its answer's load_duration is the whole load (what load speed is learned from). */
   startedLoad = false;
 
+  private watcher: { model: string; onHeld: () => void } | null = null;
+
+  /**
+   * Until its first byte (or its end), `onHeld` runs if the backend turns out to hold back the load
+   * this request started (fleet/model-inventory.ts).
+   */
+  watchLoad(onHeld: () => void): void {
+    if (!this.startedLoad || this.model === null || this.released) return;
+    this.watcher = { model: this.model, onHeld };
+    this.backend.loadWatchers.add(this.watcher);
+  }
+
+  private unwatch(): void {
+    if (this.watcher === null) return;
+    this.backend.loadWatchers.delete(this.watcher);
+    this.watcher = null;
+  }
+
   /** The answer's first byte came back: the request holds a slot there now (slot learning). */
   firstByte(): void {
+    this.unwatch();
     if (this.slot !== null && this.model !== null) this.backend.learned.startedSlot(this.model, this.slot);
   }
 
@@ -43,6 +62,7 @@ export class Lease {
   release(): void {
     if (this.released) return;
     this.released = true;
+    this.unwatch();
     if (this.slot !== null && this.model !== null)
       this.backend.learned.endSlot(this.model, this.slot, null, Date.now());
     this.ledger.release(this);

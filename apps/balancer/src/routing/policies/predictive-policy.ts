@@ -318,7 +318,11 @@ export class PredictivePolicy implements RoutingPolicy {
     const idle = resident.filter((m) => b.inFlightFor(m.name) === 0 && !b.loading.has(m.name));
     const byUse = (x: { name: string }, y: { name: string }) =>
       (b.modelLastUsed.get(x.name) ?? 0) - (b.modelLastUsed.get(y.name) ?? 0);
-    if (idle.length === 0) return { costMs: 2 * svc + size * msPerByte + outOfReach, evicts: true };
+    // Known full: out of reach. Room only a lower bound: the load may fit beside them, and if Ollama
+    // holds it back the request is taken elsewhere as soon as /api/ps shows that (and the room is
+    // then known): the gamble costs about one look.
+    if (idle.length === 0)
+      return { costMs: outOfReach > 0 ? 2 * svc + size * msPerByte + outOfReach : 2 * svc, evicts: true };
     return { costMs: this.victimCost(b, idle.sort(byUse)[0], now, ctx, msPerByte, svc, req, outOfReach), evicts: true };
   }
 
