@@ -288,11 +288,12 @@ describe('zero-configuration routing (OLLAMA_BACKENDS only)', () => {
   it('takes a request whose load a full server holds back to another server, once /api/ps shows it held', async () => {
     const GAMMA = 'gamma:latest';
     const GAMMA_MODEL = { name: GAMMA, sizeBytes: 2_000_000_000 };
-    // full: room for one model, alpha busy on it. roomy: room for two, gamma busy on it (twice, so
-    // that the full one looks a little less busy and is tried first). Neither room is known yet.
+    // full: room for one model, alpha busy on it. roomy: room for two, gamma busy on it twice (two
+    // slots), so that the full one looks a little less busy and is tried first. Neither room is
+    // known yet: a load on either may fit.
     f = await startFleet([
       { models: MODELS, loaded: [ALPHA], maxLoadedModels: 1, tokensPerSecond: 50 },
-      { models: [MODELS[1], GAMMA_MODEL], loaded: [GAMMA], maxLoadedModels: 2, tokensPerSecond: 50 },
+      { models: [MODELS[1], GAMMA_MODEL], loaded: [GAMMA], maxLoadedModels: 2, numParallel: 2, tokensPerSecond: 50 },
     ]);
     const [full, roomy] = f.names;
     const open = new Set<{ destroy(): void }>();
@@ -300,33 +301,14 @@ describe('zero-configuration routing (OLLAMA_BACKENDS only)', () => {
       streamTimed(`${f!.url}/api/generate`, { model, prompt: 'long', options: { num_predict: 5000 } }, (_c, req) => {
         open.add(req);
       });
-    const streams = [busy(ALPHA), busy(GAMMA), busy(GAMMA)];
-    await waitFor(
-      async () => (await status(f!)).backends.reduce((n: number, b: any) => n + b.inFlight, 0) === 3,
-      30_000,
-      'three streams under way',
-    );
+    const streams = [busy(ALPHA), busy(GAMMA)];
+    await waitFor(async () => open.size === 2, 30_000, 'two streams under way');
+    // The second gamma stream once the first has shown roomy's speed (so both are in flight there).
+    streams.push(busy(GAMMA));
+    await waitFor(async () => open.size === 3, 30_000, 'three streams under way');
     // Beta goes to the full server first (a load that may fit), which holds it back; the balancer
     // sees that in /api/ps and takes the request to the roomy server, where it loads beside gamma.
-    const betaP = generate(f, BETA, { stream: false });
-    setTimeout(async () => {
-      const st = await status(f!);
-      console.log(
-        JSON.stringify(
-          st.backends.map((b: any) => [
-            b.name,
-            b.inFlightByModel,
-            b.loaded.map((m: any) => m.name),
-            b.learned.maxLoadedModels,
-            b.learned.maxLoadedModelsKnown,
-            b.learned.slots,
-          ]),
-        ),
-        JSON.stringify(f!.sims.map((x) => x.stats().loaded)),
-      );
-    }, 3000);
-    const beta = await betaP;
-    console.log('BETA', beta.status, beta.headers['x-balancer-backend'], beta.text.slice(0, 200));
+    const beta = await generate(f, BETA, { stream: false });
     expect(beta.status).toBe(200);
     expect(beta.headers['x-balancer-backend']).toBe(roomy);
     const st = await status(f);
@@ -334,10 +316,8 @@ describe('zero-configuration routing (OLLAMA_BACKENDS only)', () => {
     // Nothing was started twice: the full server never loaded beta, and still holds alpha.
     expect(f.sims[0].stats().loaded).toEqual([ALPHA]);
     expect(f.sims[1].stats().loaded.sort()).toEqual([BETA, GAMMA].sort());
-    console.log('CUT', open.size);
     for (const r of open) r.destroy();
     await Promise.allSettled(streams);
-    console.log('STREAMS DONE');
     await idle(f);
   });
 });
