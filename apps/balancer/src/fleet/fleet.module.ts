@@ -6,6 +6,7 @@ import { FleetEvents } from './fleet-events';
 import { ModelInventory } from './model-inventory';
 import { OllamaClient } from './ollama-client';
 import { OutlierDetection } from './outlier-detection';
+import { OutputLengths } from './output-lengths';
 import { DNS_RESOLVER, DnsDiscovery, systemResolver } from './dns-discovery.service';
 import { InMemoryRegisteredBackends, REGISTERED_BACKEND_STORE } from './registered-backends';
 import { RegistrationController, RegistrationTokenGuard } from './registration.controller';
@@ -15,8 +16,9 @@ import { SHARED_STATE, SharedState } from '../shared-state';
 import { SharedRegisteredBackends } from './shared-registered-backends';
 
 /**
- * What the balancer knows about the Ollama servers, the polling that keeps it current, and the
- * discovery that adds and retires servers at run time (DNS names, agents' registrations); with
+ * What the balancer knows about the Ollama servers (and each model's usual output length), the
+ * polling that keeps it current, and the discovery that adds and retires servers at run time (DNS
+ * names, agents' registrations); with
  * REDIS_URL, the shared state of several replicas (SHARED_STATE) and the sync of cordons,
  * ejections and learned speeds between them.
  */
@@ -28,6 +30,7 @@ import { SharedRegisteredBackends } from './shared-registered-backends';
     ModelInventory,
     FleetEvents,
     OutlierDetection,
+    OutputLengths,
     BackendPoller,
     DnsDiscovery,
     AgentRegistrations,
@@ -44,6 +47,6 @@ import { SharedRegisteredBackends } from './shared-registered-backends';
         shared ? new SharedRegisteredBackends(shared) : new InMemoryRegisteredBackends(),
     },
   ],
-  exports: [BackendRegistry, OllamaClient, ModelInventory, FleetEvents, OutlierDetection, SHARED_STATE],
+  exports: [BackendRegistry, OllamaClient, ModelInventory, FleetEvents, OutlierDetection, OutputLengths, SHARED_STATE],
 })
 export class FleetModule {}

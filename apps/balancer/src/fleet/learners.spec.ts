@@ -121,7 +121,26 @@ describe('PrefillLearner', () => {
   });
 });
 
+describe('PrefillLearner as a shared number (value)', () => {
+  it('reads and sets the learned ms per token (what the replicas share over Redis)', () => {
+    const p = new PrefillLearner();
+    expect(p.value).toBeNull();
+    p.value = 0.8;
+    expect([p.value, p.msPerToken]).toEqual([0.8, 0.8]);
+    p.observe(1000, 20e6, true); // a cache hit against the merged value: ignored
+    expect(p.value).toBe(0.8);
+  });
+});
+
 describe('OutputLengthLearner', () => {
+  it('caps the usual length with a bound before any bounded answer was seen', () => {
+    const o = new OutputLengthLearner();
+    for (let i = 0; i < 5; i++) o.observe(40, null);
+    expect(o.expected(1000)).toBe(40);
+    expect(o.expected(10)).toBe(10);
+    expect(o.expected(null)).toBe(40);
+  });
+
   it('treats num_predict as an upper bound scaled by how much of it the model uses', () => {
     const o = new OutputLengthLearner();
     expect(o.expected(100)).toBe(100);

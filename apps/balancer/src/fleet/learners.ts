@@ -217,6 +217,16 @@ export class PrefillLearner {
     return this.avg.value;
   }
 
+  /** The learned ms per prompt token, as routing reads it and the replicas' sync shares it (REDIS_URL). */
+  get value(): number | null {
+    return this.avg.value;
+  }
+
+  /** Another replica's view merged in (shared-fleet-sync): the average moves there. */
+  set value(v: number | null) {
+    this.avg.value = v;
+  }
+
   observe(promptTokens: number | undefined, promptNs: number | undefined, continuesConversation: boolean): void {
     if (promptTokens === undefined || promptNs === undefined || promptTokens < 8 || !(promptNs > 0)) return;
     const ms = promptNs / 1e6 / promptTokens;
@@ -243,10 +253,18 @@ export class OutputLengthLearner {
     if (bound !== null && bound > 0) this.useOfBound.add(Math.min(1, evalCount / bound));
   }
 
-  /** Expected output tokens of a request with this bound (null = no bound); null when nothing is known. */
+  /**
+   * Expected output tokens of a request with this bound (null = no bound); null when nothing is known.
+   * Before any bounded answer, a bound caps the usual length (it is a limit, not a wish).
+   */
   expected(bound: number | null): number | null {
-    if (bound !== null && bound > 0) return Math.max(1, Math.round(bound * (this.useOfBound.value ?? 1)));
-    return this.tokens.value === null ? null : Math.max(1, Math.round(this.tokens.value));
+    const usual = this.tokens.value === null ? null : Math.max(1, Math.round(this.tokens.value));
+    if (bound !== null && bound > 0) {
+      const use = this.useOfBound.value;
+      if (use === null && usual !== null) return Math.max(1, Math.round(Math.min(bound, usual)));
+      return Math.max(1, Math.round(bound * (use ?? 1)));
+    }
+    return usual;
   }
 
   get usual(): number | null {
