@@ -320,4 +320,56 @@ describe('zero-configuration routing (OLLAMA_BACKENDS only)', () => {
     await Promise.allSettled(streams);
     await idle(f);
   });
+
+  it('learns how long a model answers: num_predict 4000 answered with 20 tokens is routed as a short answer', async () => {
+    // The server answers at most 20 tokens whatever the client asks (its maxOutputTokens).
+    f = await startFleet([{ models: [MODELS[0]], loaded: [ALPHA], tokensPerSecond: 50, maxOutputTokens: 20 }]);
+    expect((await status(f)).learned.outputTokens).toEqual({});
+    for (let i = 0; i < 4; i++) {
+      const r = await generate(f, ALPHA, { prompt: `short ${i}`, stream: false, options: { num_predict: 4000 } });
+      expect(r.status).toBe(200);
+      expect(r.body.eval_count).toBe(20);
+    }
+    const st = await idle(f);
+    expect(st.learned.outputTokens).toEqual({ [ALPHA]: 20 });
+    const tokensPerSecond = backendOf(st, f.names[0]).learned.tokensPerSecond;
+    expect(tokensPerSecond).toBeGreaterThan(0);
+    // What waiting behind a 4000-token answer would be predicted to take, at the learned rate.
+    const longMs = (4000 / tokensPerSecond) * 1000;
+
+    // One more such request, made to run long here (so that the next is placed while it runs)...
+    await f.sims[0].update({ maxOutputTokens: 4096 });
+    let cutLong: (() => void) | undefined;
+    const long = streamTimed(
+      `${f.url}/api/generate`,
+      { model: ALPHA, prompt: 'long', options: { num_predict: 4000 } },
+      (_c, req) => {
+        cutLong ??= () => req.destroy();
+      },
+    );
+    await waitFor(() => cutLong !== undefined, 30_000, 'the long stream under way');
+    // ...and the next one waits for its slot (the server has one): the balancer expects the running
+    // answer to end about 20 tokens after it began, not 4000, and predicts this one's first token so.
+    const next = streamTimed(
+      `${f.url}/api/generate`,
+      { model: ALPHA, prompt: 'next', options: { num_predict: 4000 } },
+      (_c, req) => req.destroy(),
+    );
+    let decision: any;
+    await waitFor(
+      async () => {
+        const s = await status(f!);
+        decision = s.decisions[0];
+        return s.counters.routed === 6;
+      },
+      30_000,
+      'the next request placed',
+    );
+    expect(decision.model).toBe(ALPHA);
+    // A prediction, not a measured time: what the balancer believed when it placed the request.
+    expect(decision.predictedMs).toBeLessThan(longMs / 4);
+    cutLong!();
+    await Promise.all([long, next]);
+    await idle(f);
+  });
 });

@@ -4,6 +4,7 @@ import { Backend } from '../fleet/backend';
 import { BackendRegistry } from '../fleet/backend-registry.service';
 import { FleetEvents } from '../fleet/fleet-events';
 import { OutlierDetection } from '../fleet/outlier-detection';
+import { OutputLengths } from '../fleet/output-lengths';
 import { PlacementQueue } from '../routing/placement-queue';
 import { RoutingService } from '../routing/routing.service';
 import { SHARED_STATE, SharedState } from '../shared-state';
@@ -21,6 +22,7 @@ export class StatusService {
     private readonly outliers: OutlierDetection,
     private readonly events: FleetEvents,
     @Inject(SHARED_STATE) private readonly shared: SharedState | null,
+    private readonly outputLengths: OutputLengths,
   ) {}
 
   backendView(b: Backend, now = Date.now()) {
@@ -136,6 +138,8 @@ export class StatusService {
         ejections: this.outliers.ejectionsTotal,
       },
       backends: this.registry.backends.map((b) => this.backendView(b, now)),
+      /** What the fleet as a whole has learned: each model's usual output tokens (eval_count), this replica's. */
+      learned: { outputTokens: this.outputLengths.usual() },
       sharedState: this.sharedStateView(),
       decisions: this.routing.recentDecisions.slice(-20).reverse(),
       events: this.events.events.slice(-20).reverse(),

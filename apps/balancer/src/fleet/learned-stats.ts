@@ -1,4 +1,4 @@
-import { Ewma, queueWaitMs, RoomLearner, SlotLearner, SlotSample } from './learners';
+import { Ewma, PrefillLearner, queueWaitMs, RoomLearner, SlotLearner, SlotSample } from './learners';
 
 export { Ewma };
 
@@ -31,8 +31,11 @@ export class LearnedStats {
   readonly tokensPerSecAll = new Ewma(0.2);
   /** Time to first token of streamed requests (prompt evaluation and overhead), ms. */
   readonly ttftMs = new Ewma(0.2);
-  /** Prompt evaluation speed, ms per prompt token. */
-  readonly promptMsPerToken = new Ewma(0.2);
+  /**
+   * Prompt evaluation speed, ms per prompt token (`.value`), learned so that prompt-cache hits
+   * (which Ollama counts in prompt_eval_count) do not pass for a fast prefill.
+   */
+  readonly promptMsPerToken = new PrefillLearner();
   /** Parallel slots per model, learned from whether requests queued inside Ollama (fleet/learners.ts). */
   readonly slots = new Map<string, SlotLearner>();
   /** How many models it keeps loaded at once, from /api/ps and the evictions seen there. */
@@ -77,7 +80,8 @@ export class LearnedStats {
 
   /**
    * One complete answer: its service time, Ollama's counters, a real load's speed (`modelSize`
-   * bytes, 0 when unknown) and, for a stream, the time to its first token (null otherwise).
+   * bytes, 0 when unknown), for a stream the time to its first token (null otherwise), and whether
+   * the request continued a conversation (its prompt was likely cached here).
    */
   noteAnswer(
     model: string | null,
@@ -85,6 +89,7 @@ export class LearnedStats {
     counters: OllamaCounters,
     modelSize: number,
     ttftMs: number | null,
+    continuesConversation: boolean,
   ): void {
     this.noteServiceTime(model, serviceMs);
     this.noteTokens(
@@ -93,6 +98,7 @@ export class LearnedStats {
       counters.evalDurationNs,
       counters.promptEvalCount,
       counters.promptEvalDurationNs,
+      continuesConversation,
     );
     const loadMs = (counters.loadDurationNs ?? 0) / 1e6;
     if (loadMs > REAL_LOAD_MS && model !== null) this.noteLoad(loadMs, modelSize);
@@ -117,13 +123,17 @@ export class LearnedStats {
     e.add(ms);
   }
 
-  /** Learns from Ollama's counters in a final chunk. */
+  /**
+   * Learns from Ollama's counters in a final chunk. Prompt speed only through PrefillLearner: a
+   * request that continued a conversation (`continuesConversation`) is judged as a likely cache hit.
+   */
   noteTokens(
     model: string | null,
     evalCount: number | undefined,
     evalNs: number | undefined,
     promptCount: number | undefined,
     promptNs: number | undefined,
+    continuesConversation = false,
   ): void {
     if (evalCount !== undefined && evalNs !== undefined && evalCount >= 2 && evalNs > 0) {
       const tps = evalCount / (evalNs / 1e9);
@@ -134,8 +144,7 @@ export class LearnedStats {
         e.add(tps);
       }
     }
-    if (promptCount !== undefined && promptNs !== undefined && promptCount >= 8 && promptNs > 0)
-      this.promptMsPerToken.add(promptNs / 1e6 / promptCount);
+    this.promptMsPerToken.observe(promptCount, promptNs, continuesConversation);
   }
 
   tokenRate(model: string | null): number | null {

@@ -26,4 +26,15 @@ describe('learned statistics shared between replicas', () => {
     mergeLearned(a, []);
     expect(a.serviceMsAll.value).toBe(2000);
   });
+
+  it('shares the prompt speed learned without cache hits (PrefillLearner) like any other number', () => {
+    const a = new LearnedStats();
+    const b = new LearnedStats();
+    b.noteTokens('m:latest', undefined, undefined, 1000, 500e6); // 0.5 ms per prompt token
+    b.noteTokens('m:latest', undefined, undefined, 1000, 10e6, true); // a conversation's cache hit: ignored
+    expect(flattenLearned(b)).toEqual({ promptMsPerToken: 0.5 });
+    a.noteTokens('m:latest', undefined, undefined, 1000, 1000e6);
+    mergeLearned(a, [flattenLearned(b)]);
+    expect(a.promptMsPerToken.value).toBeCloseTo(0.75);
+  });
 });

@@ -161,7 +161,10 @@ export function mergeLearned(l: LearnedStats, others: LearnedValues[]): void {
   }
 }
 
-function ewmaFor(l: LearnedStats, key: string): Ewma | null {
+/** A learned number a replica can share (an Ewma, or a learner such as PrefillLearner that keeps one). */
+type SharedNumber = { value: number | null };
+
+function ewmaFor(l: LearnedStats, key: string): SharedNumber | null {
   if ((SCALARS as readonly string[]).includes(key)) return l[key as (typeof SCALARS)[number]];
   const at = key.indexOf(':');
   const kind = key.slice(0, at);

@@ -5,6 +5,7 @@ import { FleetEvents } from '../fleet/fleet-events';
 import { ModelInventory } from '../fleet/model-inventory';
 import { OllamaClient } from '../fleet/ollama-client';
 import { OutlierDetection } from '../fleet/outlier-detection';
+import { OutputLengths } from '../fleet/output-lengths';
 import { Lifecycle } from '../lifecycle/lifecycle';
 import { LocalLeaseLedger } from '../routing/lease-ledger';
 import { FairPlacementQueue } from '../routing/fair-placement-queue';
@@ -13,7 +14,7 @@ import { LocalRetryBudget } from '../routing/retry-budget';
 import { RoutingService } from '../routing/routing.service';
 import { LocalSessionAffinity } from '../routing/session-affinity';
 import { DeadlineSweep } from './deadline-sweep';
-import { missingModelNamed, ModelRequest, ModelRequestServices } from './model-request';
+import { missingModelNamed, ModelRequest, ModelRequestInit, ModelRequestServices } from './model-request';
 import { RequestRecords } from './request-records';
 import { UpstreamAttempt } from './upstream-attempt';
 
@@ -54,6 +55,7 @@ function setup(env: Record<string, string> = {}) {
     retryBudget,
     outliers,
     inventory,
+    outputLengths: new OutputLengths(),
     records,
     upstream: {
       sweep,
@@ -69,7 +71,10 @@ function setup(env: Record<string, string> = {}) {
     log: { warn: () => undefined },
     open: new Set(),
   };
-  const request = (body = '{"model":"m","messages":[{"role":"user","content":"hi"}]}') => {
+  const request = (
+    body = '{"model":"m","messages":[{"role":"user","content":"hi"}]}',
+    init: Partial<ModelRequestInit> = {},
+  ) => {
     const res = new ClientResponse();
     const record = records.begin(clientRequest(), '/api/chat', 'req-1', Date.now());
     const mr = new ModelRequest(svc, clientRequest(), res.asServerResponse(), {
@@ -79,7 +84,8 @@ function setup(env: Record<string, string> = {}) {
       queue: { cls: 0, key: '', weight: 1 },
       body: Buffer.from(body),
       sessionKey: null,
-      expectedTokens: null,
+      outputBound: null,
+      continuesConversation: false,
       keepAliveMs: undefined,
       capabilities: [],
       path: '/api/chat',
@@ -87,6 +93,7 @@ function setup(env: Record<string, string> = {}) {
       requestId: 'req-1',
       startedAt: Date.now(),
       record,
+      ...init,
     });
     return { mr, res, record };
   };
@@ -204,6 +211,80 @@ describe('ModelRequest (one client request through dispatch, retries, failure an
     expect(attempt.backend.consecutiveErrors).toBe(1);
     expect(record).toMatchObject({ status: 200, error: `backend ${attempt.backend.name}: no data for 500 ms` });
     expect(s.registry.totalInFlight()).toBe(0);
+  });
+});
+
+describe('ModelRequest learning from answers (output length per model, prefill speed per backend)', () => {
+  let sweep: DeadlineSweep | null = null;
+  afterEach(() => sweep?.stop());
+
+  /** One request through a one-backend fleet, answered with this final line. */
+  async function served(s: ReturnType<typeof setup>, init: Partial<ModelRequestInit>, final: string) {
+    const { mr, res } = s.request(undefined, init);
+    mr.start();
+    const attempt = s.sent[s.sent.length - 1];
+    answer(attempt, 200, { 'content-type': 'application/x-ndjson' }).finish(final + '\n');
+    await tick();
+    expect(res.head?.status).toBe(200);
+    expect(mr.finished).toBe(true);
+    return mr;
+  }
+
+  it('a num_predict of 1000 whose answers use 100 tokens is expected to come to 100, not 1000', async () => {
+    const s = setup({ OLLAMA_BACKENDS: 'http://b1:1' });
+    sweep = s.sweep;
+    const answered = '{"done":true,"eval_count":100,"eval_duration":1000000000}';
+    // Nothing known yet: the bound is all there is.
+    const first = await served(s, { outputBound: 1000 }, answered);
+    expect(first.route.expectedTokens).toBe(1000);
+    for (let i = 0; i < 3; i++) await served(s, { outputBound: 1000 }, answered);
+    const next = s.request(undefined, { outputBound: 1000 });
+    next.mr.start();
+    expect(next.mr.route.expectedTokens).toBe(100);
+    answer(s.sent[s.sent.length - 1], 200, { 'content-type': 'application/x-ndjson' }).finish(answered + '\n');
+    await tick();
+    // Without a bound: the model's usual length; a smaller bound than that caps it.
+    expect(s.request(undefined, { outputBound: null }).mr['expectedTokens']).toBe(100);
+    expect(s.request(undefined, { outputBound: 20 }).mr['expectedTokens']).toBe(2);
+    expect(s.svc.outputLengths.usual()).toEqual({ [MODEL]: 100 });
+  });
+
+  it('a model no backend answered gets no output-length learner (client names are not remembered)', async () => {
+    const s = setup({ OLLAMA_BACKENDS: 'http://b1:1' });
+    sweep = s.sweep;
+    const { mr, res } = s.request(undefined, { model: 'ghost:latest', displayModel: 'ghost', outputBound: 50 });
+    mr.start();
+    await tick();
+    expect(res.head?.status).toBe(404);
+    expect(s.sent).toHaveLength(0);
+    // A backend's error answer teaches nothing either.
+    const failed = s.request(undefined, { outputBound: 50 });
+    failed.mr.start();
+    answer(s.sent[0], 400, { 'content-type': 'application/json' }).finish('{"error":"bad request","eval_count":3}');
+    await tick();
+    expect(failed.res.head?.status).toBe(400);
+    expect(s.svc.outputLengths.size).toBe(0);
+    expect(s.svc.outputLengths.expected('ghost:latest', null)).toBeNull();
+  });
+
+  it("a conversation's prompt-cache hit does not pass for a fast prefill; a fresh prompt teaches", async () => {
+    const s = setup({ OLLAMA_BACKENDS: 'http://b1:1' });
+    sweep = s.sweep;
+    const b = s.registry.backends[0];
+    // A fresh prompt: 1000 tokens in 500 ms (0.5 ms per token).
+    await served(s, {}, '{"done":true,"prompt_eval_count":1000,"prompt_eval_duration":500000000}');
+    expect(b.learned.promptMsPerToken.value).toBeCloseTo(0.5);
+    // The next turn of a conversation: Ollama counts the 980 cached tokens, evaluates 20 (0.02 ms per token).
+    for (let i = 0; i < 3; i++)
+      await served(
+        s,
+        { continuesConversation: true },
+        '{"done":true,"prompt_eval_count":1000,"prompt_eval_duration":20000000}',
+      );
+    expect(b.learned.promptMsPerToken.value).toBeCloseTo(0.5);
+    // A slower fresh prompt moves it.
+    await served(s, {}, '{"done":true,"prompt_eval_count":1000,"prompt_eval_duration":1000000000}');
+    expect(b.learned.promptMsPerToken.value).toBeCloseTo(0.6);
   });
 });
 

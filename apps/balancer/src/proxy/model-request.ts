@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'http';
 import { isPageNotFound, PAGE_NOT_FOUND, type Backend, type RunnerOptions } from '../fleet/backend';
 import type { ModelInventory } from '../fleet/model-inventory';
 import type { OutlierDetection } from '../fleet/outlier-detection';
+import type { OutputLengths } from '../fleet/output-lengths';
 import { normaliseModelName } from '../config/balancer-config';
 import { midStreamError, sendError } from '../http/errors';
 import type { Lease } from '../routing/lease-ledger';
@@ -23,6 +24,8 @@ export interface ModelRequestServices {
   readonly retryBudget: RetryBudget;
   readonly outliers: OutlierDetection;
   readonly inventory: ModelInventory;
+  /** Each model's usual output length (fleet-wide): what a request's bound is expected to come to. */
+  readonly outputLengths: OutputLengths;
   readonly records: RequestRecords;
   readonly upstream: AttemptContext & { targetOf(b: Backend): ProxyTarget };
   readonly retryMaxAttempts: number;
@@ -45,7 +48,10 @@ export interface ModelRequestInit {
   queue: QueueIdentity;
   body: Buffer;
   sessionKey: string | null;
-  expectedTokens: number | null;
+  /** The most output tokens it asked for (num_predict, max_tokens...): an upper bound; null when none. */
+  outputBound: number | null;
+  /** It continues a conversation (its prompt likely cached where the conversation ran). */
+  continuesConversation: boolean;
   /** The runner options it names (a difference from the loaded runner's reloads the model). */
   runnerOptions?: RunnerOptions;
   /** The request's keep_alive in ms (-1 forever), when it gave one Ollama would accept. */
@@ -80,7 +86,10 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
   private readonly queue: QueueIdentity;
   private body: Buffer | null;
   private readonly sessionKey: string | null;
+  private readonly outputBound: number | null;
+  /** Output tokens routing expects: the bound scaled by what the model's answers use of it, or their usual length. */
   private readonly expectedTokens: number | null;
+  private readonly continuesConversation: boolean;
   private readonly runnerOptions: RunnerOptions | undefined;
   private readonly promptTokens: number;
   private readonly keepAliveMs: number | undefined;
@@ -138,7 +147,9 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     this.queue = init.queue;
     this.body = init.body;
     this.sessionKey = init.sessionKey;
-    this.expectedTokens = init.expectedTokens;
+    this.outputBound = init.outputBound;
+    this.expectedTokens = svc.outputLengths.expected(init.model, init.outputBound);
+    this.continuesConversation = init.continuesConversation;
     this.runnerOptions = init.runnerOptions;
     this.promptTokens = Math.ceil(init.body.length / 4);
     this.keepAliveMs = init.keepAliveMs;
@@ -599,9 +610,13 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
       // Only the request that started a load waited all of it: a later one's load_duration is a part.
       attempt.lease.startedLoad ? b.sizeOf(model) : 0,
       this.streamed && r.ttfbMs !== null ? r.ttfbMs - r.queuedMs : null,
+      this.continuesConversation,
     );
-    if (this.kind === 'model' && r.status !== undefined && r.status < 300)
+    if (this.kind === 'model' && r.status !== undefined && r.status < 300) {
       this.svc.inventory.noteServed(b, model, this.keepAliveMs, r.loadDurationNs);
+      // A model answered well: only now may it get an output-length learner (names come from clients).
+      this.svc.outputLengths.observe(model, r.evalCount, this.outputBound);
+    }
   }
 
   /**

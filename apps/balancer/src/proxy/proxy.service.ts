@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'http';
 import { BALANCER_CONFIG, BalancerConfig, normaliseModelName } from '../config/balancer-config';
 import { ModelInventory } from '../fleet/model-inventory';
 import { OutlierDetection } from '../fleet/outlier-detection';
+import { OutputLengths } from '../fleet/output-lengths';
 import { parseJsonObject, sendError } from '../http/errors';
 import { modelField } from '../http/request-fields';
 import { Lifecycle } from '../lifecycle/lifecycle';
@@ -21,6 +22,7 @@ import { AccessControl } from './access-control';
 import { ModelRequest, ModelRequestServices } from './model-request';
 import { neededCapabilities } from './request-capabilities';
 import {
+  continuesConversation,
   isLoadOnly,
   isStreamed,
   keepAliveMs,
@@ -68,12 +70,14 @@ export class ProxyService {
     private readonly usage: UsageService,
     private readonly show: ShowModel,
     resumeBudget: ResumeBudget,
+    outputLengths: OutputLengths,
   ) {
     this.services = {
       routing,
       retryBudget,
       outliers,
       inventory,
+      outputLengths,
       records,
       upstream,
       retryMaxAttempts: config.retryMaxAttempts,
@@ -353,7 +357,8 @@ export class ProxyService {
       displayModel: raw,
       body,
       sessionKey: sessionKeyOf(req, parsed),
-      expectedTokens: requestedTokens(parsed),
+      outputBound: requestedTokens(parsed),
+      continuesConversation: continuesConversation(path, parsed),
       runnerOptions: runnerOptionsOf(parsed),
       keepAliveMs: keepAlive,
       capabilities: neededCapabilities(path, parsed),

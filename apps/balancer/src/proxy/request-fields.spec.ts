@@ -1,4 +1,4 @@
-import { keepAliveMs, runnerOptionsOf } from './request-fields';
+import { continuesConversation, keepAliveMs, runnerOptionsOf } from './request-fields';
 
 describe('keepAliveMs (keep_alive as Ollama reads it)', () => {
   it.each([
@@ -45,5 +45,44 @@ describe('runnerOptionsOf (the options Ollama compares with the loaded runner)',
   it('a body that is not an object has none', () => {
     expect(runnerOptionsOf(null)).toEqual({});
     expect(runnerOptionsOf('x')).toEqual({});
+  });
+});
+
+describe('continuesConversation (whether the prompt is likely in the prompt cache already)', () => {
+  const chat = (...roles: unknown[]) => ({ messages: roles.map((role) => ({ role, content: 'x' })) });
+  it.each<[string, string, unknown, boolean]>([
+    ['a first question', '/api/chat', chat('system', 'user'), false],
+    ['a second turn', '/api/chat', chat('system', 'user', 'assistant', 'user'), true],
+    ['a trailing assistant message only (a prefill)', '/api/chat', chat('user', 'assistant'), false],
+    ['an OpenAI second turn', '/v1/chat/completions', chat('user', 'assistant', 'user'), true],
+    ['an Anthropic second turn', '/v1/messages', chat('user', 'assistant', 'user'), true],
+    ['a Responses second turn', '/v1/responses', { input: chat('user', 'assistant', 'user').messages }, true],
+    ['a Responses string input', '/v1/responses', { input: 'hi' }, false],
+    ['generate with the context of an earlier answer', '/api/generate', { prompt: 'x', context: [1, 2, 3] }, true],
+    ['generate with an empty context', '/api/generate', { prompt: 'x', context: [] }, false],
+    ['generate without context', '/api/generate', { prompt: 'x' }, false],
+    ['generate with a context that is not an array', '/api/generate', { prompt: 'x', context: '1,2' }, false],
+    ['a completion', '/v1/completions', { prompt: 'x', messages: chat('user', 'assistant', 'user').messages }, false],
+    // Hostile shapes: read only when of the expected type, never converted, never thrown on.
+    ['messages not an array', '/api/chat', { messages: { 0: { role: 'assistant' }, length: 2 } }, false],
+    [
+      'null and scalar messages',
+      '/api/chat',
+      { messages: [null, 7, 'assistant', ['assistant'], { role: 'user' }] },
+      false,
+    ],
+    ['a role that is not a string', '/api/chat', chat(['assistant'], { toString: () => 'assistant' }, 'user'), false],
+    ['no body fields at all', '/api/chat', {}, false],
+    ['a null body', '/api/chat', null, false],
+  ])('%s -> %p', (_what, path, body, expected) => expect(continuesConversation(path, body)).toBe(expected));
+
+  it('never calls a value it reads (an object whose toString throws)', () => {
+    const hostile = {
+      toString() {
+        throw new Error('converted');
+      },
+    };
+    expect(() => continuesConversation('/api/chat', { messages: [{ role: hostile }, { role: 'user' }] })).not.toThrow();
+    expect(continuesConversation('/api/chat', { messages: [{ role: hostile }, { role: 'user' }] })).toBe(false);
   });
 });

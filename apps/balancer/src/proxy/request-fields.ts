@@ -9,6 +9,30 @@ export function requestedTokens(body: any): number | null {
   return typeof v === 'number' && Number.isFinite(v) && v > 0 ? Math.min(v, 1_000_000) : null;
 }
 
+/**
+ * Whether the request continues a conversation: an earlier assistant turn in its messages (/api/chat,
+ * /v1/chat/completions, /v1/messages; /v1/responses' `input` items), or /api/generate with the
+ * `context` of an earlier answer. Its prompt is then likely in the backend's prompt cache, and since
+ * Ollama 0.30 prompt_eval_count counts cached tokens: its prompt speed says little of prefill.
+ * Only values of the expected type are read (a hostile body never throws here).
+ */
+export function continuesConversation(path: string, body: any): boolean {
+  if (path === '/api/generate') return Array.isArray(body?.context) && body.context.length > 0;
+  const turns =
+    path === '/v1/responses'
+      ? body?.input
+      : path === '/api/chat' || path === '/v1/chat/completions' || path === '/v1/messages'
+        ? body?.messages
+        : undefined;
+  if (!Array.isArray(turns)) return false;
+  // A trailing assistant message is a prefill of this answer, not an earlier turn.
+  for (let i = 0; i < turns.length - 1; i++) {
+    const m = turns[i];
+    if (m !== null && typeof m === 'object' && m.role === 'assistant') return true;
+  }
+  return false;
+}
+
 /** The server's defaults: one shared, frozen value for every request that names no runner option. */
 const DEFAULT_RUNNER: RunnerOptions = Object.freeze({});
 
