@@ -193,6 +193,17 @@ export class Backend {
     return Math.max(1, this.learned.slots.get(model)?.estimate ?? 1);
   }
 
+  /**
+   * At most how many it may run at once for `model` by what is known: the slots, or while they are
+   * being learned, one beyond those proven (never past a proven ceiling). Judging a model's warm
+   * holders overloaded by this, a capacity not learned yet does not pass for a lack of capacity.
+   */
+  slotsAtMost(model: string | null): number {
+    if (!this.config.learnSlots || model === null) return this.slotsFor(model);
+    const l = this.learned.slots.get(model);
+    return Math.max(1, l ? l.probeCap : 2);
+  }
+
   /** Models it keeps loaded at once: as configured, else as learned (what it has been seen to hold). */
   get room(): number {
     return this.config.maxLoadedModels > 0 ? this.config.maxLoadedModels : this.learned.room.estimate;

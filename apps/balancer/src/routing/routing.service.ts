@@ -61,14 +61,18 @@ class Demand {
     c.at = now;
   }
 
+  /** The model's own arrival rate so far (over at least 3 s), before a full window has passed too. */
+  arrivals(model: string, now: number): number | null {
+    const c = this.counts.get(model);
+    if (!c) return null;
+    const span = Math.max(3000, Math.min(DEMAND_TAU_MS, now - c.first));
+    return (c.n * Math.exp(-(now - c.at) / DEMAND_TAU_MS) * 1000) / span;
+  }
+
   /** Null until a full window of traffic has been seen: what nobody has asked for yet is unknown, not unwanted. */
   perS(model: string, now: number): number | null {
     if (this.since === 0 || now - this.since < DEMAND_TAU_MS) return null;
-    const c = this.counts.get(model);
-    if (!c) return 0;
-    // Until a full window has passed, divide by the time seen so far (a fresh burst is not 1/10 of itself).
-    const span = Math.max(3000, Math.min(DEMAND_TAU_MS, now - c.first));
-    return (c.n * Math.exp(-(now - c.at) / DEMAND_TAU_MS) * 1000) / span;
+    return this.counts.has(model) ? this.arrivals(model, now) : 0;
   }
 }
 
@@ -128,6 +132,7 @@ export class RoutingService {
       agentStaleMs: config.agentStaleMs,
       queueTimeoutMs: config.queueTimeoutMs,
       demandPerS: (model) => this.demand.perS(model, Date.now()),
+      arrivalsPerS: (model) => this.demand.arrivals(model, Date.now()),
       provenLoadMsPerByte: () => {
         let slowest: number | null = null;
         for (const b of registry.backends) {

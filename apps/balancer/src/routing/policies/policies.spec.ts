@@ -280,6 +280,55 @@ describe('predictive, on a fleet it learns (zero configuration)', () => {
     expect(p.pick([warm, spare], req(ALPHA, { now }), calm).backend.name).toBe('spare');
   });
 
+  it('past its warm capacity, a model loads into free room even when this one request would wait less', () => {
+    const { warm, spare, now } = fleet();
+    // 6 s to load on the spare server: 7 s in all, against 6 s waiting for the warm one.
+    spare.modelsOnDisk.set(ALPHA, { name: ALPHA, size: 2 * GB, raw: {} });
+    spare.learned.loadMsPerByte.add(3000 / GB);
+    expect(p.predict(spare, req(ALPHA, { now }), ctxWith({})).totalMs).toBeGreaterThan(
+      p.predict(warm, req(ALPHA, { now }), ctxWith({})).totalMs,
+    );
+    expect(p.pick([warm, spare], req(ALPHA, { now }), ctxWith({ [ALPHA]: 0.5 })).backend.name).toBe('warm');
+    const pick = p.pick([warm, spare], req(ALPHA, { now }), ctxWith({ [ALPHA]: 5 }));
+    expect([pick.backend.name, pick.reason]).toEqual(['spare', 'cold-load']);
+  });
+
+  it("spreads a known victim's cost over the requests the load serves, never a guess's or a known-full room's", () => {
+    const { warm, now } = fleet();
+    // `maybe` holds idle beta; its room is only a lower bound (no eviction seen there yet).
+    const maybe = backend('maybe');
+    load(maybe, BETA);
+    maybe.learned.room.observe(1);
+    maybe.modelsOnDisk.set(ALPHA, { name: ALPHA, size: 2 * GB, raw: {} });
+    maybe.learned.loadMsPerByte.add(500 / GB);
+    maybe.learned.noteServiceTime(ALPHA, SVC);
+    maybe.learned.noteServiceTime(BETA, SVC);
+    maybe.modelLastUsed.set(BETA, now - 1000);
+    const cands = [warm, maybe];
+    // Beta at 0.5/s with no other holder: evicting it costs its traffic a reload, about as much as
+    // 12 s of alpha's wait; alpha at 1.5/s against 1/s of capacity.
+    const busy = ctxWith({ [ALPHA]: 1.5, [BETA]: 0.5 });
+    expect(p.predict(maybe, req(ALPHA, { now }), busy).amortizable).toBe(true);
+    expect(p.pick(cands, req(ALPHA, { now }), busy).backend.name).toBe('maybe');
+    // Below its capacity: no eviction.
+    expect(p.pick(cands, req(ALPHA, { now }), ctxWith({ [ALPHA]: 0.5, [BETA]: 0.5 })).backend.name).toBe('warm');
+    // Beta's demand unknown (nobody has shown it yet): a warm model is not gambled on a guess.
+    const unknown = { ...ctxWith({}), demandPerS: (m: string) => (m === ALPHA ? 1.5 : null) };
+    expect(p.predict(maybe, req(ALPHA, { now }), unknown).amortizable).toBe(false);
+    expect(p.pick(cands, req(ALPHA, { now }), unknown).backend.name).toBe('warm');
+    // Before a full window of traffic, alpha's own arrivals and beta's tell the same.
+    const early = {
+      ...ctxWith({}),
+      demandPerS: () => null,
+      arrivalsPerS: (m: string) => ({ [ALPHA]: 1.5, [BETA]: 0.5 })[m] ?? null,
+    };
+    expect(p.pick(cands, req(ALPHA, { now }), early).backend.name).toBe('maybe');
+    // The room known to be full (an eviction seen there): beta's traffic would cascade, out of reach.
+    maybe.learned.room.observeFull(1);
+    expect(p.predict(maybe, req(ALPHA, { now }), busy).amortizable).toBe(false);
+    expect(p.pick(cands, req(ALPHA, { now }), busy).backend.name).toBe('warm');
+  });
+
   it('prices a request whose runner options differ from the loaded runner as a reload', () => {
     const a = backend('a');
     const b = backend('b');

@@ -73,6 +73,11 @@ export interface PolicyContext {
    */
   demandPerS?: (model: string) => number | null;
   /**
+   * The arrival rate of the model being placed, from its first requests on (it is being asked for,
+   * so its own rate is evidence, not a guess); null when it has not been asked for.
+   */
+  arrivalsPerS?: (model: string) => number | null;
+  /**
    * The slowest load speed (ms per byte) any backend has shown: the prior of a backend that has not
    * loaded anything yet (a load is never assumed cheaper than loads have proven to be).
    */

@@ -22,6 +22,12 @@ const IDLE_DEMAND_PER_S = 0.05;
 const VICTIM_UNCOVERED_MS = 600_000;
 /** Warm holders this far past their capacity (demand over capacity) need another copy, now. */
 const SATURATED = 1.0;
+/**
+ * A load serves the model's traffic for a while, not only the request that starts it: what an
+ * eviction costs the victim's traffic (once) is weighed against the requests this many seconds of
+ * the model's demand bring (when the model is past its warm capacity).
+ */
+const AMORTIZE_S = 10;
 const EMPTY: number[] = [];
 
 export interface Prediction {
@@ -38,6 +44,11 @@ export interface Prediction {
   warm: boolean;
   /** Loading would evict a model there (or may: its room is not known). */
   evicts: boolean;
+  /**
+   * evictMs is what the victim's traffic pays once (its demand is known and it is not out of reach):
+   * it may be spread over the requests the load will serve.
+   */
+  amortizable: boolean;
 }
 
 /** Until a backend has shown its time to first token and token rate, assume these. */
@@ -103,14 +114,25 @@ export class PredictivePolicy implements RoutingPolicy {
     } else {
       [best, p] = [bestWarm, bestWarmP];
       const margin = Math.max(MIN_GAIN_MS, bestWarmP.totalMs * GAIN);
-      if (bestFreeP !== null && bestFreeP.totalMs + margin < bestWarmP.totalMs) [best, p] = [bestFree!, bestFreeP];
-      else if (bestColdP !== null && req.model !== null) {
-        const load = this.overload(req.model, candidates, bestWarmP, req, ctx);
-        // Past their capacity the warm holders' queue only grows: another copy pays for itself even
-        // when this one request would be served sooner by waiting (the displaced model is covered).
+      const model = req.model;
+      const others = model !== null && (bestFreeP !== null || bestColdP !== null);
+      const load = others ? this.overload(model, candidates, bestWarmP, req, ctx, false) : 0;
+      // Past their capacity the warm holders' queue only grows: another copy pays for itself even
+      // when this one request would be served sooner by waiting. Into free room it evicts nothing.
+      // Judged by the model's own arrivals from its first requests on, not only after a full window.
+      const past = others ? this.overload(model, candidates, bestWarmP, req, ctx, true) : 0;
+      const saturated = (c: Prediction) => past >= SATURATED && bestWarmP.waitMs > c.loadMs / 2;
+      if (bestFreeP !== null && (bestFreeP.totalMs + margin < bestWarmP.totalMs || saturated(bestFreeP)))
+        [best, p] = [bestFree!, bestFreeP];
+      else if (bestColdP !== null && model !== null) {
+        // What the victim's traffic pays, spread over the requests this load will serve.
+        const demand = this.demandOf(model, ctx) ?? 0;
+        const evictMs = bestColdP.amortizable
+          ? bestColdP.evictMs / Math.max(1, demand * AMORTIZE_S)
+          : bestColdP.evictMs;
         if (
           (load >= OVERLOAD && bestColdP.totalMs + margin < bestWarmP.totalMs) ||
-          (load >= SATURATED && bestColdP.evictMs < bestColdP.loadMs && bestWarmP.waitMs > bestColdP.loadMs / 2)
+          (saturated(bestColdP) && evictMs < bestColdP.loadMs)
         )
           [best, p] = [bestCold!, bestColdP];
       }
@@ -125,7 +147,8 @@ export class PredictivePolicy implements RoutingPolicy {
 
   /**
    * How loaded the model's warm holders are: its recent demand over what they serve per second
-   * (slots over service time); Infinity when waiting there would outlast the queue timeout.
+   * (slots over service time); Infinity when waiting there would outlast the queue timeout. With
+   * `early`, the model's own arrival rate stands in for demand before a full window has passed.
    */
   overload(
     model: string,
@@ -133,20 +156,26 @@ export class PredictivePolicy implements RoutingPolicy {
     bestWarm: Prediction,
     req: RouteRequest,
     ctx: PolicyContext,
+    early: boolean,
   ): number {
     const timeout = ctx.queueTimeoutMs;
     if (timeout !== undefined && bestWarm.waitMs > 0.8 * Math.max(0, timeout - (req.queuedMs ?? 0))) return Infinity;
-    const demand = ctx.demandPerS?.(model) ?? null;
+    const demand = early ? this.demandOf(model, ctx) : (ctx.demandPerS?.(model) ?? null);
     if (demand === null) return OVERLOAD; // demand not known yet: judge by the prediction alone
     let capacity = 0;
-    for (const b of candidates) if (this.isWarm(b, model, req.now)) capacity += this.capacityPerS(b, model, req);
+    for (const b of candidates) if (this.isWarm(b, model, req.now)) capacity += this.capacityPerS(b, model, req, early);
     return capacity > 0 ? demand / capacity : Infinity;
   }
 
-  /** Requests per second `b` completes for `model` at full use (slots over the usual service time). */
-  capacityPerS(b: Backend, model: string, req: RouteRequest): number {
+  /** The placed model's own arrival rate (known from its first requests), else its windowed demand. */
+  private demandOf(model: string, ctx: PolicyContext): number | null {
+    return ctx.arrivalsPerS?.(model) ?? ctx.demandPerS?.(model) ?? null;
+  }
+
+  /** Requests per second `b` completes for `model` at full use (slots over the usual service time; `optimistic`: the slots it may have). */
+  capacityPerS(b: Backend, model: string, req: RouteRequest, optimistic = false): number {
     const svc = b.learned.serviceMs.get(model)?.value ?? this.serviceTime(b, req).serviceMs;
-    return (b.slotsFor(model) * 1000) / Math.max(1, svc);
+    return ((optimistic ? b.slotsAtMost(model) : b.slotsFor(model)) * 1000) / Math.max(1, svc);
   }
 
   private isWarm(b: Backend, model: string, now: number): boolean {
@@ -236,6 +265,7 @@ export class PredictivePolicy implements RoutingPolicy {
         serviceMs,
         warm: false,
         evicts: false,
+        amortizable: false,
       };
     }
     if (model === null || b.isLoaded(model, req.now) || loadingUntil > req.now) {
@@ -250,6 +280,7 @@ export class PredictivePolicy implements RoutingPolicy {
         serviceMs,
         warm: true,
         evicts: false,
+        amortizable: false,
       };
     }
     const size = b.modelsOnDisk.get(model)?.size || req.modelSize;
@@ -266,6 +297,7 @@ export class PredictivePolicy implements RoutingPolicy {
       serviceMs,
       warm: false,
       evicts: eviction.evicts,
+      amortizable: eviction.amortizable,
     };
   }
 
@@ -279,14 +311,14 @@ export class PredictivePolicy implements RoutingPolicy {
     msPerByte: number,
     svc: number,
     req: RouteRequest,
-  ): { costMs: number; evicts: boolean } {
+  ): Eviction {
     const resident = [...b.modelsLoaded.values()].filter(
       (m) => m.name !== model && b.isLoaded(m.name, now) && (m.expiresAt === null || m.expiresAt > now),
     );
     for (const name of b.loading.keys())
       if (name !== model && !resident.some((m) => m.name === name))
         resident.push({ name, size: b.sizeOf(name) } as never);
-    if (resident.length === 0) return { costMs: 0, evicts: false };
+    if (resident.length === 0) return NO_EVICTION;
     let mustEvict = resident.length >= b.room;
     const agent = b.freshAgent(ctx.agentStaleMs, now);
     // A reading the agent could not take (null, or absent) is unknown, not "no memory free".
@@ -295,7 +327,7 @@ export class PredictivePolicy implements RoutingPolicy {
       if (free < size) mustEvict = true;
       else if (!b.roomKnown) mustEvict = false; // memory says it fits, and no count limit is known
     }
-    if (!mustEvict) return { costMs: 0, evicts: false };
+    if (!mustEvict) return NO_EVICTION;
     // Out of reach of any wait when the room is known to be full; when it is only a lower bound (no
     // eviction or held-back load seen there yet) the load may fit after all: priced, not forbidden.
     const outOfReach = b.roomKnown ? VICTIM_UNCOVERED_MS : 0;
@@ -312,7 +344,7 @@ export class PredictivePolicy implements RoutingPolicy {
     svc: number,
     req: RouteRequest,
     outOfReach: number,
-  ): { costMs: number; evicts: boolean } {
+  ): Eviction {
     // Ollama evicts the least recently used idle model; if every resident model is busy it waits
     // (holding the load, and this request, until one goes idle: steady traffic may never allow it).
     const idle = resident.filter((m) => b.inFlightFor(m.name) === 0 && !b.loading.has(m.name));
@@ -322,8 +354,12 @@ export class PredictivePolicy implements RoutingPolicy {
     // holds it back the request is taken elsewhere as soon as /api/ps shows that (and the room is
     // then known): the gamble costs about one look.
     if (idle.length === 0)
-      return { costMs: outOfReach > 0 ? 2 * svc + size * msPerByte + outOfReach : 2 * svc, evicts: true };
-    return { costMs: this.victimCost(b, idle.sort(byUse)[0], now, ctx, msPerByte, svc, req, outOfReach), evicts: true };
+      return {
+        costMs: outOfReach > 0 ? 2 * svc + size * msPerByte + outOfReach : 2 * svc,
+        evicts: true,
+        amortizable: false,
+      };
+    return this.victimCost(b, idle.sort(byUse)[0], now, ctx, msPerByte, svc, req, outOfReach);
   }
 
   /** What evicting `victim` from `b` costs the traffic that model has. */
@@ -336,7 +372,7 @@ export class PredictivePolicy implements RoutingPolicy {
     svc: number,
     req: RouteRequest,
     outOfReach: number,
-  ): number {
+  ): Eviction {
     const lastUsed = b.modelLastUsed.get(victim.name) ?? 0;
     const victimLoadMs = victim.size > 0 ? victim.size * msPerByte : DEFAULT_LOAD_MS;
     // Its traffic moves to its other holders: free when nobody asks for it, cheap when they can take
@@ -346,17 +382,31 @@ export class PredictivePolicy implements RoutingPolicy {
     // Demand not known yet (too little traffic seen): priced as uncovered (a warm model is not gambled
     // on a guess).
     const demand =
-      ctx.demandPerS === undefined ? (now - lastUsed < RECENT_USE_MS ? Infinity : 0) : ctx.demandPerS(victim.name);
-    if (demand === null) return 3 * victimLoadMs + 2 * svc + outOfReach;
-    if (demand < IDLE_DEMAND_PER_S) return 0;
+      ctx.demandPerS === undefined
+        ? now - lastUsed < RECENT_USE_MS
+          ? Infinity
+          : 0
+        : (ctx.demandPerS(victim.name) ?? ctx.arrivalsPerS?.(victim.name) ?? null);
+    if (demand === null) return { costMs: 3 * victimLoadMs + 2 * svc + outOfReach, evicts: true, amortizable: false };
+    if (demand < IDLE_DEMAND_PER_S) return { costMs: 0, evicts: true, amortizable: true };
     let cover = 0;
     for (const o of ctx.available?.() ?? EMPTY_BACKENDS)
       if (o !== b && o.isLoaded(victim.name, now))
         cover += this.capacityPerS(o, victim.name, { ...req, model: victim.name, expectedTokens: null });
     // Uncovered: its traffic needs a reload elsewhere, which may evict in turn (a cascade): out of
     // reach when this room is known to be full, a reload and its queue when the load may yet fit.
-    return cover >= COVER * demand ? 0.25 * victimLoadMs : 3 * victimLoadMs + 2 * svc + outOfReach;
+    if (cover >= COVER * demand) return { costMs: 0.25 * victimLoadMs, evicts: true, amortizable: true };
+    return { costMs: 3 * victimLoadMs + 2 * svc + outOfReach, evicts: true, amortizable: outOfReach === 0 };
   }
 }
 
 const EMPTY_BACKENDS: readonly Backend[] = [];
+
+interface Eviction {
+  costMs: number;
+  evicts: boolean;
+  /** A one-off cost to the victim's known traffic (not a guess, not out of reach). */
+  amortizable: boolean;
+}
+
+const NO_EVICTION: Eviction = { costMs: 0, evicts: false, amortizable: false };
