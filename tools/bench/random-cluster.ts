@@ -8,7 +8,7 @@
  * only on disk; and a workload at 50-85 % of the plan's capacity with a model mix, an optional burst
  * and conversations. Pure: the same seed gives the same cluster.
  */
-import { normaliseModel, Phase, Scenario, ScenarioBackend, ScenarioModel } from './scenario';
+import { normaliseModel, Phase, PlannedRequest, Scenario, ScenarioBackend, ScenarioModel } from './scenario';
 import { mulberry32 } from './stats';
 
 export interface ExpertServer {
@@ -244,6 +244,22 @@ export function generateCluster(seed: number, opts: RandomClusterOptions): Rando
 }
 
 const short = (m: string): string => m.replace(/:latest$/, '');
+
+/**
+ * Per model, the load the schedule actually sends over the plan's capacity for it (its requests per
+ * second, scaled by their output length against the mean the capacity assumed). The generator aims
+ * at 50-92 % per model; a seeded schedule can send more than that (Poisson arrivals).
+ */
+export function sentLoad(c: RandomCluster, plan: readonly PlannedRequest[], durationS: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [m, pm] of Object.entries(c.perModel)) {
+    const rs = plan.filter((r) => r.model === m);
+    const meanOut = rs.length ? rs.reduce((s, r) => s + r.outputTokens, 0) / rs.length : 0;
+    out[m] =
+      pm.capacityPerS > 0 ? (rs.length / durationS / pm.capacityPerS) * (meanOut / c.meanOutputTokens) : Infinity;
+  }
+  return out;
+}
 
 /** The seeds of a run: `count` clusters derived from one run seed (cluster k of seed S is always the same). */
 export function clusterSeeds(runSeed: number, count: number): number[] {

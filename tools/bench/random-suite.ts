@@ -8,7 +8,7 @@
  * cluster, so a busy shared machine slows all three alike.
  */
 import { BenchContext } from './context';
-import { clusterSeeds, generateCluster, RandomCluster } from './random-cluster';
+import { clusterSeeds, generateCluster, RandomCluster, sentLoad } from './random-cluster';
 import { runTarget, TargetResult } from './routing';
 import { generateWorkload } from './scenario';
 import { fmt, ratio } from './stats';
@@ -52,7 +52,14 @@ export interface RandomClusterResult {
   /** Balancer p95 / pools p95 and / least_conn p95. */
   vsPools: number;
   vsLeastConn: number;
-  /** All-warm cluster on which the balancer loaded a model anyway. */
+  /** The highest load any model's schedule sends over its planned (warm, on an all-warm cluster) capacity. */
+  maxSentLoad: number;
+  /**
+   * All warm, and every model's warm capacity covers the load its schedule actually sends: a load
+   * there is avoidable (the issue's condition).
+   */
+  warmEnough: boolean;
+  /** Loads the balancer made on a `warmEnough` cluster. */
   avoidableLoads: number;
   learned: LearnedRow[];
 }
@@ -68,6 +75,8 @@ export interface RandomSuiteResult {
     medianVsPools: number;
     medianVsLeastConn: number;
     allWarmClusters: number;
+    /** All-warm clusters whose warm capacity covers the load sent (those the avoidable-load target applies to). */
+    warmEnoughClusters: number;
     avoidableLoadClusters: number;
     worst: { index: number; seed: number; vsPools: number } | null;
   };
@@ -118,6 +127,9 @@ export async function runRandomSuite(ctx: BenchContext, o: RandomSuiteOptions): 
   for (let k = 0; k < seeds.length; k++) {
     const c = generateCluster(seeds[k], { durationS: o.durationS });
     const plan = generateWorkload(c.scenario);
+    const sent = Object.values(sentLoad(c, plan, o.durationS));
+    const maxSentLoad = sent.length ? Math.max(...sent) : 0;
+    const warmEnough = c.allWarm && maxSentLoad <= 1;
     ctx.log(`random ${k + 1}/${seeds.length} (seed ${seeds[k]}): ${c.summary}; ${plan.length} requests`);
     const order = RANDOM_TARGETS.map((_, i) => RANDOM_TARGETS[(i + k) % RANDOM_TARGETS.length]).filter(
       (t) => !o.only || o.only.some((x) => t.includes(x)),
@@ -159,13 +171,15 @@ export async function runRandomSuite(ctx: BenchContext, o: RandomSuiteOptions): 
       seed: seeds[k],
       summary: c.summary,
       allWarm: c.allWarm,
+      maxSentLoad,
+      warmEnough,
       expertLoads: c.expertLoads,
       utilization: c.utilization,
       requests: plan.length,
       targets,
       vsPools: ratio(bal?.p95Ms ?? NaN, pools?.p95Ms ?? NaN),
       vsLeastConn: ratio(bal?.p95Ms ?? NaN, lc?.p95Ms ?? NaN),
-      avoidableLoads: c.allWarm && bal ? bal.loads : 0,
+      avoidableLoads: warmEnough && bal ? bal.loads : 0,
       learned: learnedTable(c, results.get('balancer predictive')?.finalStatus),
     });
   }
@@ -187,7 +201,10 @@ export function median(xs: number[]): number {
 }
 
 export function summarizeRandom(
-  cs: Pick<RandomClusterResult, 'index' | 'seed' | 'vsPools' | 'vsLeastConn' | 'allWarm' | 'avoidableLoads'>[],
+  cs: Pick<
+    RandomClusterResult,
+    'index' | 'seed' | 'vsPools' | 'vsLeastConn' | 'allWarm' | 'warmEnough' | 'avoidableLoads'
+  >[],
 ): RandomSuiteResult['summary'] {
   const vp = cs.map((c) => c.vsPools).filter(Number.isFinite);
   const vl = cs.map((c) => c.vsLeastConn).filter(Number.isFinite);
@@ -201,6 +218,7 @@ export function summarizeRandom(
     medianVsPools: median(vp),
     medianVsLeastConn: median(vl),
     allWarmClusters: cs.filter((c) => c.allWarm).length,
+    warmEnoughClusters: cs.filter((c) => c.warmEnough).length,
     avoidableLoadClusters: cs.filter((c) => c.avoidableLoads > 0).length,
     worst,
   };
