@@ -608,7 +608,7 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
       Date.now() - attempt.startedAt,
       r,
       // Only the request that started a load waited all of it: a later one's load_duration is a part.
-      attempt.lease.startedLoad ? b.sizeOf(model) : 0,
+      attempt.lease.loadStarter ? b.sizeOf(model) : 0,
       this.streamed && r.ttfbMs !== null ? r.ttfbMs - r.queuedMs : null,
       this.continuesConversation,
     );

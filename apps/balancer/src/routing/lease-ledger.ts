@@ -26,8 +26,10 @@ export class Lease {
       model === null || backend.config.learnSlots !== true ? null : backend.learned.beginSlot(model, Date.now());
   }
 
-  /** Sent while the model was not loaded there: its answer's load_duration is the whole load (what load speed is learned from). */
+  /** Sent while the model was not loaded (nor loading) there: it watches for Ollama holding that load back. */
   startedLoad = false;
+  /** Sent cold with no other request for the model at that server: its load_duration is the whole load. */
+  loadStarter = false;
 
   private watcher: { model: string; onHeld: () => void } | null = null;
 

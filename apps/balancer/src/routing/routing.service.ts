@@ -386,8 +386,13 @@ export class RoutingService {
       b.noteLoadStarted(model!, req.now + this.predictor.loadMs(b, model!, req, this.ctx), req.now);
       this.inventory.refreshSoon(b, AFTER_COLD_MS);
     }
+    // The load's starter, whose load_duration is the whole load (load speed is learned from it):
+    // not when another request for the model is still at that server (one whose load was held back
+    // and stayed; the server may be loading for it already).
+    const starter = cold && b.inFlightFor(model!) === 0;
     const lease = this.ledger.take(pick, req, queuedMs);
     lease.startedLoad = cold;
+    lease.loadStarter = starter;
     this.counters.routed++;
     this.counters.byReason.set(pick.reason, (this.counters.byReason.get(pick.reason) ?? 0) + 1);
     const d: Decision = {
