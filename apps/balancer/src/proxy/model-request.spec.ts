@@ -267,6 +267,35 @@ describe('ModelRequest learning from answers (output length per model, prefill s
     expect(s.svc.outputLengths.expected('ghost:latest', null)).toBeNull();
   });
 
+  it("learns load speed from the load's starter only, not from a request sent cold while it is still there", async () => {
+    const s = setup({ OLLAMA_BACKENDS: 'http://b1:1' });
+    sweep = s.sweep;
+    const b = s.registry.backends[0]; // the model on disk (1 GB), not loaded
+    const a = s.request();
+    a.mr.start();
+    const first = s.sent[0];
+    expect(first.lease.loadStarter).toBe(true);
+    // Ollama held that load back and /api/ps showed it (ModelInventory drops the loading mark); the
+    // request stayed there. The server may start the load for it at any moment.
+    b.loading.delete(MODEL);
+    const bReq = s.request();
+    bReq.mr.start();
+    const second = s.sent[1];
+    expect(second.lease.startedLoad).toBe(true); // sent cold: it watches for a held load too
+    expect(second.lease.loadStarter).toBe(false);
+    // It arrived in the middle of the load: 0.5 s of it, against the starter's 2 s.
+    answer(second, 200, { 'content-type': 'application/x-ndjson' }).finish(
+      '{"done":true,"load_duration":500000000,"eval_count":5,"eval_duration":100000000}\n',
+    );
+    answer(first, 200, { 'content-type': 'application/x-ndjson' }).finish(
+      '{"done":true,"load_duration":2000000000,"eval_count":5,"eval_duration":100000000}\n',
+    );
+    await tick();
+    expect(a.res.head?.status).toBe(200);
+    expect(bReq.res.head?.status).toBe(200);
+    expect(b.learned.loadMsPerByte.value! * 1e9).toBeCloseTo(2000);
+  });
+
   it("a conversation's prompt-cache hit does not pass for a fast prefill; a fresh prompt teaches", async () => {
     const s = setup({ OLLAMA_BACKENDS: 'http://b1:1' });
     sweep = s.sweep;
