@@ -115,20 +115,20 @@ export class PredictivePolicy implements RoutingPolicy {
       [best, p] = [bestWarm, bestWarmP];
       const margin = Math.max(MIN_GAIN_MS, bestWarmP.totalMs * GAIN);
       const model = req.model;
-      const others = model !== null && (bestFreeP !== null || bestColdP !== null);
-      const load = others ? this.overload(model, candidates, bestWarmP, req, ctx, false) : 0;
       // Past their capacity the warm holders' queue only grows: another copy pays for itself even
       // when this one request would be served sooner by waiting. Into free room it evicts nothing.
       // Judged by the model's own arrivals from its first requests on, not only after a full window.
-      const past = others ? this.overload(model, candidates, bestWarmP, req, ctx, true) : 0;
+      const { load, past, demand } =
+        model !== null && (bestFreeP !== null || bestColdP !== null)
+          ? this.overload(model, candidates, bestWarmP, req, ctx)
+          : NOT_LOADED;
       const saturated = (c: Prediction) => past >= SATURATED && bestWarmP.waitMs > c.loadMs / 2;
       if (bestFreeP !== null && (bestFreeP.totalMs + margin < bestWarmP.totalMs || saturated(bestFreeP)))
         [best, p] = [bestFree!, bestFreeP];
       else if (bestColdP !== null && model !== null) {
         // What the victim's traffic pays, spread over the requests this load will serve.
-        const demand = this.demandOf(model, ctx) ?? 0;
         const evictMs = bestColdP.amortizable
-          ? bestColdP.evictMs / Math.max(1, demand * AMORTIZE_S)
+          ? bestColdP.evictMs / Math.max(1, (demand ?? 0) * AMORTIZE_S)
           : bestColdP.evictMs;
         if (
           (load >= OVERLOAD && bestColdP.totalMs + margin < bestWarmP.totalMs) ||
@@ -146,9 +146,11 @@ export class PredictivePolicy implements RoutingPolicy {
   }
 
   /**
-   * How loaded the model's warm holders are: its recent demand over what they serve per second
-   * (slots over service time); Infinity when waiting there would outlast the queue timeout. With
-   * `early`, the model's own arrival rate stands in for demand before a full window has passed.
+   * How loaded the model's warm holders are, in one pass: `load` is its demand over a full window
+   * over what they serve per second (proven slots over service time); `past` is its own arrival rate
+   * from its first requests on (`demand`) over what they may serve (the slots they may have). Each
+   * is OVERLOAD while its demand is not known, and Infinity when waiting there would outlast the
+   * queue timeout.
    */
   overload(
     model: string,
@@ -156,26 +158,34 @@ export class PredictivePolicy implements RoutingPolicy {
     bestWarm: Prediction,
     req: RouteRequest,
     ctx: PolicyContext,
-    early: boolean,
-  ): number {
+  ): { load: number; past: number; demand: number | null } {
+    const windowed = ctx.demandPerS?.(model) ?? null;
+    const demand = ctx.arrivalsPerS?.(model) ?? windowed;
     const timeout = ctx.queueTimeoutMs;
-    if (timeout !== undefined && bestWarm.waitMs > 0.8 * Math.max(0, timeout - (req.queuedMs ?? 0))) return Infinity;
-    const demand = early ? this.demandOf(model, ctx) : (ctx.demandPerS?.(model) ?? null);
-    if (demand === null) return OVERLOAD; // demand not known yet: judge by the prediction alone
-    let capacity = 0;
-    for (const b of candidates) if (this.isWarm(b, model, req.now)) capacity += this.capacityPerS(b, model, req, early);
-    return capacity > 0 ? demand / capacity : Infinity;
+    if (timeout !== undefined && bestWarm.waitMs > 0.8 * Math.max(0, timeout - (req.queuedMs ?? 0)))
+      return { load: Infinity, past: Infinity, demand };
+    let proven = 0;
+    let possible = 0;
+    if (windowed !== null || demand !== null)
+      for (const b of candidates)
+        if (this.isWarm(b, model, req.now)) {
+          const perSlot = 1000 / Math.max(1, this.usualServiceMs(b, model, req));
+          proven += b.slotsFor(model) * perSlot;
+          possible += b.slotsAtMost(model) * perSlot;
+        }
+    const ratio = (d: number | null, capacity: number) =>
+      d === null ? OVERLOAD : capacity > 0 ? d / capacity : Infinity;
+    return { load: ratio(windowed, proven), past: ratio(demand, possible), demand };
   }
 
-  /** The placed model's own arrival rate (known from its first requests), else its windowed demand. */
-  private demandOf(model: string, ctx: PolicyContext): number | null {
-    return ctx.arrivalsPerS?.(model) ?? ctx.demandPerS?.(model) ?? null;
+  /** Requests per second `b` completes for `model` at full use (slots over the usual service time). */
+  capacityPerS(b: Backend, model: string, req: RouteRequest): number {
+    return (b.slotsFor(model) * 1000) / Math.max(1, this.usualServiceMs(b, model, req));
   }
 
-  /** Requests per second `b` completes for `model` at full use (slots over the usual service time; `optimistic`: the slots it may have). */
-  capacityPerS(b: Backend, model: string, req: RouteRequest, optimistic = false): number {
-    const svc = b.learned.serviceMs.get(model)?.value ?? this.serviceTime(b, req).serviceMs;
-    return ((optimistic ? b.slotsAtMost(model) : b.slotsFor(model)) * 1000) / Math.max(1, svc);
+  /** The usual service time of `model` on `b`: learned there, else this request's predicted one. */
+  private usualServiceMs(b: Backend, model: string, req: RouteRequest): number {
+    return b.learned.serviceMs.get(model)?.value ?? this.serviceTime(b, req).serviceMs;
   }
 
   private isWarm(b: Backend, model: string, now: number): boolean {
@@ -331,35 +341,25 @@ export class PredictivePolicy implements RoutingPolicy {
     // Out of reach of any wait when the room is known to be full; when it is only a lower bound (no
     // eviction or held-back load seen there yet) the load may fit after all: priced, not forbidden.
     const outOfReach = b.roomKnown ? VICTIM_UNCOVERED_MS : 0;
-    return this.evictionWhenFull(b, size, resident, now, ctx, msPerByte, svc, req, outOfReach);
-  }
-
-  private evictionWhenFull(
-    b: Backend,
-    size: number,
-    resident: { name: string; size: number }[],
-    now: number,
-    ctx: PolicyContext,
-    msPerByte: number,
-    svc: number,
-    req: RouteRequest,
-    outOfReach: number,
-  ): Eviction {
-    // Ollama evicts the least recently used idle model; if every resident model is busy it waits
-    // (holding the load, and this request, until one goes idle: steady traffic may never allow it).
-    const idle = resident.filter((m) => b.inFlightFor(m.name) === 0 && !b.loading.has(m.name));
-    const byUse = (x: { name: string }, y: { name: string }) =>
-      (b.modelLastUsed.get(x.name) ?? 0) - (b.modelLastUsed.get(y.name) ?? 0);
-    // Known full: out of reach. Room only a lower bound: the load may fit beside them, and if Ollama
-    // holds it back the request is taken elsewhere as soon as /api/ps shows that (and the room is
-    // then known): the gamble costs about one look.
-    if (idle.length === 0)
+    // Ollama evicts the least recently used idle model. If every resident model is busy it holds
+    // the load (and this request) until one goes idle. Known full: out of reach. Room only a lower
+    // bound: the load may fit beside them, and if Ollama holds it back the request is taken elsewhere
+    // as soon as /api/ps shows that (and the room is then known): the gamble costs about one look.
+    let victim: { name: string; size: number } | null = null;
+    for (const m of resident)
+      if (
+        b.inFlightFor(m.name) === 0 &&
+        !b.loading.has(m.name) &&
+        (victim === null || (b.modelLastUsed.get(m.name) ?? 0) < (b.modelLastUsed.get(victim.name) ?? 0))
+      )
+        victim = m;
+    if (victim === null)
       return {
         costMs: outOfReach > 0 ? 2 * svc + size * msPerByte + outOfReach : 2 * svc,
         evicts: true,
         amortizable: false,
       };
-    return this.victimCost(b, idle.sort(byUse)[0], now, ctx, msPerByte, svc, req, outOfReach);
+    return this.victimCost(b, victim, now, ctx, msPerByte, svc, req, outOfReach);
   }
 
   /** What evicting `victim` from `b` costs the traffic that model has. */
@@ -410,3 +410,5 @@ interface Eviction {
 }
 
 const NO_EVICTION: Eviction = { costMs: 0, evicts: false, amortizable: false };
+
+const NOT_LOADED = { load: 0, past: 0, demand: null };
