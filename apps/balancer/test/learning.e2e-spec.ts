@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'fs';
+import { tmpdir } from 'os';
+import { join } from 'path';
 import { SimConfig, SimServer } from '@app/ollama-sim';
 import { INestApplication } from '@nestjs/common';
 import { getJson, request, RawResponse, startBalancer, startSims, streamTimed, waitFor } from './harness';
@@ -27,23 +30,54 @@ interface Fleet {
   close(): Promise<void>;
 }
 
-async function startFleet(configs: SimConfig[], env: Record<string, string> = {}): Promise<Fleet> {
+async function startFleet(
+  configs: SimConfig[],
+  env: Record<string, string> = {},
+  /** Per-backend settings (by index) given in a BALANCER_CONFIG file instead of OLLAMA_BACKENDS. */
+  told: Record<number, Record<string, unknown>> = {},
+): Promise<Fleet> {
   const sims = await startSims(configs);
-  const { app, url } = await startBalancer({
-    OLLAMA_BACKENDS: sims.map((s) => s.url).join(','),
-    ADMIN_TOKEN: TOKEN,
-    HEADERS_TIMEOUT_MS: '60000',
-    QUEUE_TIMEOUT_MS: '60000',
-    ...env,
-  });
+  const dir = mkdtempSync(join(tmpdir(), 'learning-'));
+  const file = join(dir, 'balancer.json');
+  const toldUrls = Object.keys(told).map((i) => sims[Number(i)].url);
+  writeFileSync(
+    file,
+    JSON.stringify({
+      backends: Object.entries(told).map(([i, settings]) => ({
+        url: sims[Number(i)].url,
+        name: `told-${i}`,
+        ...settings,
+      })),
+    }),
+  );
+  let started: Awaited<ReturnType<typeof startBalancer>>;
+  try {
+    started = await startBalancer({
+      OLLAMA_BACKENDS: sims
+        .map((s) => s.url)
+        .filter((u) => !toldUrls.includes(u))
+        .join(','),
+      BALANCER_CONFIG: file,
+      ADMIN_TOKEN: TOKEN,
+      HEADERS_TIMEOUT_MS: '60000',
+      QUEUE_TIMEOUT_MS: '60000',
+      ...env,
+    });
+  } catch (e) {
+    await Promise.all(sims.map((s) => s.close()));
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  const { app, url } = started;
   const fleet: Fleet = {
     app,
     url,
     sims,
-    names: sims.map((s) => new URL(s.url).host),
+    names: sims.map((s, i) => (told[i] !== undefined ? `told-${i}` : new URL(s.url).host)),
     async close() {
       await app.close();
       await Promise.all(sims.map((s) => s.close()));
+      rmSync(dir, { recursive: true, force: true });
     },
   };
   try {
@@ -318,6 +352,49 @@ describe('zero-configuration routing (OLLAMA_BACKENDS only)', () => {
     expect(f.sims[1].stats().loaded.sort()).toEqual([BETA, GAMMA].sort());
     for (const r of open) r.destroy();
     await Promise.allSettled(streams);
+    await idle(f);
+  });
+
+  it('loads a model a load evicted, and that is still in use, where it fits: its next request is warm', async () => {
+    const GAMMA = 'gamma:latest';
+    // full: room for one model, alpha loaded, beta on disk. spare: alpha and gamma on disk, gamma
+    // loaded, room for two (the one thing the balancer is told: a rewarm never gambles on a room).
+    f = await startFleet(
+      [
+        { models: MODELS, loaded: [ALPHA], maxLoadedModels: 1, tokensPerSecond: 50, loadMsPerGB: 100 },
+        {
+          models: [MODELS[0], { name: GAMMA, sizeBytes: 2_000_000_000 }],
+          loaded: [GAMMA],
+          maxLoadedModels: 2,
+          tokensPerSecond: 50,
+          loadMsPerGB: 100,
+        },
+      ],
+      {},
+      { 1: { maxLoadedModels: 2 } },
+    );
+    const [full, spare] = f.names;
+    for (let i = 0; i < 3; i++) {
+      const r = await generate(f, ALPHA, { prompt: `alpha ${i}`, stream: false });
+      expect(r.status).toBe(200);
+      expect(r.headers['x-balancer-backend']).toBe(full);
+    }
+    // Beta is only on full: its load evicts alpha there, and alpha is then loaded nowhere.
+    const beta = await generate(f, BETA, { stream: false });
+    expect(beta.status).toBe(200);
+    expect(f.sims[0].stats().loaded).toEqual([BETA]);
+    // The balancer sees the eviction in /api/ps and loads alpha on spare, beside gamma.
+    await waitFor(async () => (await status(f!)).counters.rewarms.loaded === 1, 30_000, 'alpha rewarmed');
+    expect(f.sims[1].stats().loaded.sort()).toEqual([ALPHA, GAMMA]);
+    const st = await status(f);
+    expect(st.counters.rewarms).toEqual({ started: 1, loaded: 1, failed: 0 });
+    expect(st.events.some((e: any) => e.backend === spare && e.event === 'rewarm')).toBe(true);
+    // Alpha's next request finds it warm there: no reload, and nothing evicted for it.
+    const next = await generate(f, ALPHA, { prompt: 'alpha again', stream: false });
+    expect(next.status).toBe(200);
+    expect(next.headers['x-balancer-backend']).toBe(spare);
+    expect(next.headers['x-balancer-reason']).toBe('warm');
+    expect(f.sims[0].stats().loaded).toEqual([BETA]);
     await idle(f);
   });
 

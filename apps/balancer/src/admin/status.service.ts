@@ -6,6 +6,7 @@ import { FleetEvents } from '../fleet/fleet-events';
 import { OutlierDetection } from '../fleet/outlier-detection';
 import { OutputLengths } from '../fleet/output-lengths';
 import { PlacementQueue } from '../routing/placement-queue';
+import { Rewarm } from '../routing/rewarm';
 import { RoutingService } from '../routing/routing.service';
 import { SHARED_STATE, SharedState } from '../shared-state';
 
@@ -23,6 +24,7 @@ export class StatusService {
     private readonly events: FleetEvents,
     @Inject(SHARED_STATE) private readonly shared: SharedState | null,
     private readonly outputLengths: OutputLengths,
+    private readonly rewarm: Rewarm,
   ) {}
 
   backendView(b: Backend, now = Date.now()) {
@@ -136,6 +138,8 @@ export class StatusService {
         queueShed: this.queue.counters.shed,
         byReason: Object.fromEntries(this.routing.counters.byReason),
         ejections: this.outliers.ejectionsTotal,
+        // Evicted models still in use, loaded again where they fit (REWARM_EVICTED).
+        rewarms: { ...this.rewarm.counters },
       },
       backends: this.registry.backends.map((b) => this.backendView(b, now)),
       /** What the fleet as a whole has learned: each model's usual output tokens (eval_count), this replica's. */

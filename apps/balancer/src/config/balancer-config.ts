@@ -141,6 +141,8 @@ export interface BalancerConfig {
   ejectMaxPercent: number;
   slowStartMs: number;
   affinityMaxExtraMs: number;
+  /** Load a model that a load evicted, and that is still in use, where it fits beside what is loaded (predictive policy). */
+  rewarmEvicted: boolean;
   drainTimeoutMs: number;
   adminToken?: string;
   /** Who may pull, delete, copy, create, push and preload models through the balancer. */
@@ -666,6 +668,7 @@ export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
     ejectMaxPercent: int(env, 'EJECT_MAX_PERCENT', DEFAULTS.EJECT_MAX_PERCENT, 0, 100),
     slowStartMs: int(env, 'SLOW_START_MS', DEFAULTS.SLOW_START_MS, 0),
     affinityMaxExtraMs: int(env, 'AFFINITY_MAX_EXTRA_MS', DEFAULTS.AFFINITY_MAX_EXTRA_MS, 0),
+    rewarmEvicted: bool(env, 'REWARM_EVICTED', true),
     drainTimeoutMs: int(env, 'DRAIN_TIMEOUT_MS', DEFAULTS.DRAIN_TIMEOUT_MS, 0),
     adminToken,
     modelManagement,

@@ -454,3 +454,18 @@ export function isPageNotFound(contentType: string | undefined, body: Buffer): b
   if (contentType !== undefined && !contentType.startsWith('text/plain')) return false;
   return body.length < 64 && body.toString('latin1').trim() === PAGE_NOT_FOUND;
 }
+
+/** A cold load's load_duration teaches how fast this backend loads models. */
+export function learnLoad(b: Backend, model: string, body: Buffer, elapsedMs: number): void {
+  const size = b.modelsOnDisk.get(model)?.size ?? 0;
+  if (size <= 0) return;
+  // Ollama's load-only answer carries no load_duration: the call's own duration is the load time.
+  let ms = elapsedMs;
+  try {
+    const ns = Number(JSON.parse(body.toString('utf8'))?.load_duration);
+    if (ns > 0) ms = ns / 1e6;
+  } catch {
+    // no JSON: keep the elapsed time
+  }
+  b.learned.noteLoad(ms, size);
+}

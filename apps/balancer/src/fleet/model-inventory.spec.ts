@@ -85,6 +85,23 @@ describe('ModelInventory.applyPs (learning room from /api/ps)', () => {
     expect([...b.modelsLoaded.keys()]).toEqual(['alpha:latest']);
   });
 
+  it('tells its eviction listeners which models a load evicted, and only those', () => {
+    const b = registry.backends[0];
+    const told: [string, string[]][] = [];
+    inventory.evictionListeners.push((x, evicted) => told.push([x.name, evicted]));
+    inventory.applyPs(b, ps('beta:latest', 'gamma:latest'));
+    b.noteLoadStarted('alpha:latest', Date.now() + 1000);
+    inventory.applyPs(b, ps('alpha:latest', 'gamma:latest'));
+    expect(told).toEqual([[b.name, ['beta:latest']]]);
+    // A model a client unloaded, beside a newcomer, was not evicted.
+    b.noteUnloaded('gamma:latest');
+    b.noteLoadStarted('delta:latest', Date.now() + 1000);
+    inventory.applyPs(b, ps('alpha:latest', 'delta:latest'));
+    // Nor is one that left with nothing new beside it (its keep_alive ran out).
+    inventory.applyPs(b, ps('delta:latest'));
+    expect(told).toEqual([[b.name, ['beta:latest']]]);
+  });
+
   it('an unload a client asked for is no eviction: it teaches no room', () => {
     const b = registry.backends[0];
     inventory.applyPs(b, ps('beta:latest'));

@@ -18,6 +18,8 @@ export class ModelInventory {
   private readonly refreshTimers = new Map<Backend, NodeJS.Timeout>();
   /** /api/show calls in progress, per (backend, digest). */
   private readonly showing = new Map<string, Promise<void>>();
+  /** Called with the models /api/ps shows a load evicted from a backend (not unloaded on request, not expired). */
+  readonly evictionListeners: ((b: Backend, evicted: string[]) => void)[] = [];
 
   constructor(
     @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
@@ -77,8 +79,10 @@ export class ModelInventory {
     // A load under way that /api/ps does not list yet still takes its place.
     const withLoading = [...after, ...[...b.loading.keys()].filter((m) => !b.modelsLoaded.has(m))];
     const arrived = withLoading.find((m) => !before.includes(m));
-    const evicted = arrived !== undefined && before.some((m) => !b.modelsLoaded.has(m) && !b.unloadedOnRequest.has(m));
-    if (evicted) b.learned.room.observeLoad(before, withLoading, arrived);
+    const gone =
+      arrived === undefined ? [] : before.filter((m) => !b.modelsLoaded.has(m) && !b.unloadedOnRequest.has(m));
+    const evicted = gone.length > 0;
+    if (evicted) b.learned.room.observeLoad(before, withLoading, arrived!);
     else b.learned.room.observe(after.length);
     // A load sent a while ago that /api/ps does not list, beside models that are all still there:
     // Ollama holds it until one of them goes idle, so it is full (and later requests must not
@@ -91,6 +95,7 @@ export class ModelInventory {
         for (const w of [...b.loadWatchers]) if (w.model === m) w.onHeld();
       }
     b.unloadedOnRequest.clear();
+    if (evicted) for (const l of this.evictionListeners) l(b, gone);
     // Options recorded for runners that are gone no longer describe anything.
     for (const m of b.runnerOptions.keys()) if (!b.modelsLoaded.has(m) && !b.loading.has(m)) b.runnerOptions.delete(m);
   }

@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { IncomingMessage, ServerResponse } from 'http';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
-import { Backend } from '../fleet/backend';
+import { learnLoad } from '../fleet/backend';
 import { ModelInventory } from '../fleet/model-inventory';
 import { OllamaClient } from '../fleet/ollama-client';
 import { sendError } from '../http/errors';
@@ -85,19 +85,4 @@ export class LoadUnload {
     else done.response = '';
     sendJson(req, res, 200, done, false, { 'X-Balancer-Backends': holding.map((b) => b.name).join(',') });
   }
-}
-
-/** A cold load's load_duration teaches how fast this backend loads models. */
-function learnLoad(b: Backend, model: string, body: Buffer, elapsedMs: number): void {
-  const size = b.modelsOnDisk.get(model)?.size ?? 0;
-  if (size <= 0) return;
-  // Ollama's load-only answer carries no load_duration: the call's own duration is the load time.
-  let ms = elapsedMs;
-  try {
-    const ns = Number(JSON.parse(body.toString('utf8'))?.load_duration);
-    if (ns > 0) ms = ns / 1e6;
-  } catch {
-    // no JSON: keep the elapsed time
-  }
-  b.learned.noteLoad(ms, size);
 }

@@ -9,6 +9,7 @@ import { FairPlacementQueue } from './fair-placement-queue';
 import { PlacementQueue } from './placement-queue';
 import { ResumeBudget } from './resume-budget';
 import { LocalRetryBudget, RetryBudget } from './retry-budget';
+import { Rewarm } from './rewarm';
 import { RoutingService } from './routing.service';
 import { LocalSessionAffinity, SessionAffinity } from './session-affinity';
 import { SharedLeaseLedger } from './shared-lease-ledger';
@@ -19,7 +20,8 @@ import { SharedSessionAffinity } from './shared-session-affinity';
  * place(request): policies, the placement queue, session affinity, in-flight leases and the retry
  * budget. Each of the last four is an abstract class with this process's implementation bound here;
  * with REDIS_URL (SHARED_STATE), the ledger, the queue and the pins are the ones shared by every
- * replica through Redis. The retry budget stays per replica (a share of its own requests).
+ * replica through Redis. The retry budget stays per replica (a share of its own requests). Rewarm
+ * loads a model a load evicted, still in use and loaded nowhere, where it fits beside the others.
  */
 @Module({
   imports: [FleetModule],
@@ -54,7 +56,8 @@ import { SharedSessionAffinity } from './shared-session-affinity';
     },
     { provide: RetryBudget, useClass: LocalRetryBudget },
     ResumeBudget,
+    Rewarm,
   ],
-  exports: [FleetModule, RoutingService, PlacementQueue, RetryBudget, ResumeBudget],
+  exports: [FleetModule, RoutingService, PlacementQueue, RetryBudget, ResumeBudget, Rewarm],
 })
 export class RoutingModule {}

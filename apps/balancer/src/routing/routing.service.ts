@@ -10,6 +10,7 @@ import { NoCandidate, Placement, WAIT, WAIT_BY_CHOICE } from './placement';
 import { PlacementQueue, QueuedRequest } from './placement-queue';
 import {
   createPolicy,
+  IDLE_DEMAND_PER_S,
   inFlightAt,
   Pick,
   PickReason,
@@ -370,6 +371,30 @@ export class RoutingService {
     }
     this.affinity.pin(req.sessionKey, pick.backend.name);
     return pick;
+  }
+
+  /**
+   * Where to load `model` again now that a load evicted it from `from`, so that its traffic finds it
+   * warm instead of paying for a reload then (make-before-break, one step late): only with the
+   * predictive policy, only a model still in use (its own arrivals, not idle), only when no available
+   * backend holds it or is loading it, and only into room beside what a backend holds (a rewarm
+   * never evicts anything); the backend where it would be ready soonest. Null when there is none.
+   */
+  rewarmTarget(model: string, from: Backend, now = Date.now()): { backend: Backend; loadMs: number } | null {
+    if (!this.config.rewarmEvicted || !this.policy.weighsWaiting || this.lifecycle.state !== 'serving') return null;
+    const available = this.registry.available();
+    const demand = this.demand.perS(model, now) ?? this.demand.arrivals(model, now);
+    if (demand === null || demand < IDLE_DEMAND_PER_S) return null;
+    if (available.some((b) => b.isLoaded(model, now) || b.loadingUntil(model, now) > now)) return null;
+    const req: RouteRequest = { model, modelSize: this.inventory.largestSize(model), sessionKey: null, now };
+    let best: { backend: Backend; loadMs: number } | null = null;
+    for (const b of available) {
+      if (b === from || !b.hasModel(model) || b.busyUntil > now) continue;
+      const p = this.predictor.predict(b, req, this.ctx);
+      if (p.warm || p.evicts) continue;
+      if (best === null || p.loadMs < best.loadMs) best = { backend: b, loadMs: p.loadMs };
+    }
+    return best;
   }
 
   private take(pick: Pick, req: RouteRequest, queuedMs: number, candidates: number): Lease {

@@ -17,7 +17,7 @@ const COVER = 1.25;
 const GAIN = 0.1;
 const MIN_GAIN_MS = 100;
 /** A model asked for less often than this (requests/s, over the demand window) is not in use. */
-const IDLE_DEMAND_PER_S = 0.05;
+export const IDLE_DEMAND_PER_S = 0.05;
 /** Evicting a model whose other holders cannot take its traffic: a cascade, priced out of reach of any wait. */
 const VICTIM_UNCOVERED_MS = 600_000;
 /** Warm holders this far past their capacity (demand over capacity) need another copy, now. */

@@ -1,0 +1,174 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'fs';
+import { tmpdir } from 'os';
+import { join } from 'path';
+import { startSimServer, SimServer } from '@app/ollama-sim';
+import { loadBalancerConfig } from '../config/balancer-config';
+import { BackendRegistry } from '../fleet/backend-registry.service';
+import { FleetEvents } from '../fleet/fleet-events';
+import { ModelInventory } from '../fleet/model-inventory';
+import { OllamaClient } from '../fleet/ollama-client';
+import { Lifecycle } from '../lifecycle/lifecycle';
+import { FairPlacementQueue } from './fair-placement-queue';
+import { Lease, LocalLeaseLedger } from './lease-ledger';
+import { Rewarm } from './rewarm';
+import { RoutingService } from './routing.service';
+import { LocalSessionAffinity } from './session-affinity';
+
+const ALPHA = 'alpha:latest';
+const BETA = 'beta:latest';
+const GAMMA = 'gamma:latest';
+const MODELS = [
+  { name: ALPHA, sizeBytes: 1_000_000_000 },
+  { name: BETA, sizeBytes: 1_000_000_000 },
+  { name: GAMMA, sizeBytes: 1_000_000_000 },
+];
+
+/**
+ * Rewarm: a model a load evicted, still in use and loaded nowhere, is loaded again where it fits
+ * beside what is loaded, never where it would evict. Real simulated Ollama servers and the real
+ * routing stack and inventory; /api/ps is read from the sims.
+ */
+describe('Rewarm (an evicted model still in use, loaded again where it fits)', () => {
+  let sims: SimServer[] = [];
+  let dir: string;
+  let client: OllamaClient | undefined;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'rewarm-'));
+  });
+  afterEach(async () => {
+    client?.onApplicationShutdown();
+    client = undefined;
+    await Promise.all(sims.map((s) => s.close()));
+    sims = [];
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /**
+   * `full`: room for one model, alpha loaded; `spare`: alpha and gamma on disk, gamma loaded, room
+   * for two (as configured when `spareRoom` says so; else unknown to the balancer).
+   */
+  async function setup(opts: { spareRoom?: number; env?: Record<string, string> } = {}) {
+    sims = await Promise.all([
+      startSimServer({ port: 0, models: MODELS, loaded: [ALPHA], maxLoadedModels: 1, loadMsPerGB: 50 }),
+      startSimServer({ port: 0, models: [MODELS[0], MODELS[2]], loaded: [GAMMA], maxLoadedModels: 2, loadMsPerGB: 50 }),
+    ]);
+    const file = join(dir, 'balancer.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        backends: [
+          {
+            url: sims[1].url,
+            name: 'spare',
+            ...(opts.spareRoom !== undefined ? { maxLoadedModels: opts.spareRoom } : {}),
+          },
+        ],
+      }),
+    );
+    const config = loadBalancerConfig({ OLLAMA_BACKENDS: sims[0].url, BALANCER_CONFIG: file, ...opts.env });
+    const registry = new BackendRegistry(config);
+    client = new OllamaClient(config);
+    const inventory = new ModelInventory(config, registry, client);
+    const routing = new RoutingService(
+      config,
+      registry,
+      new LocalLeaseLedger(registry),
+      new FairPlacementQueue(config),
+      new LocalSessionAffinity(),
+      new Lifecycle(),
+      inventory,
+    );
+    const events = new FleetEvents();
+    const rewarm = new Rewarm(config, routing, inventory, client, events);
+    for (const b of registry.backends) {
+      b.health = 'healthy';
+      await inventory.refresh(b);
+    }
+    const full = registry.backends.find((b) => b.name !== 'spare')!;
+    const spare = registry.backends.find((b) => b.name === 'spare')!;
+    /** A request for `model` through routing (its demand counts), answered at once. */
+    const ask = (model: string) => {
+      const placed = routing.place({ model, modelSize: 1e9, sessionKey: null, now: Date.now() });
+      expect(placed).toBeInstanceOf(Lease);
+      (placed as Lease).release();
+    };
+    return { routing, inventory, rewarm, events, full, spare, ask };
+  }
+
+  /** Loads beta on `full` directly (as another client of that server would), evicting alpha, and reads /api/ps. */
+  async function evictAlpha(inventory: ModelInventory, full: { url: URL } & Parameters<ModelInventory['refresh']>[0]) {
+    const r = await fetch(new URL('/api/generate', full.url), {
+      method: 'POST',
+      body: JSON.stringify({ model: BETA }),
+    });
+    expect(r.status).toBe(200);
+    full.noteLoadStarted(BETA, Date.now());
+    await inventory.refresh(full);
+    expect(sims[0].stats().loaded).toEqual([BETA]);
+  }
+
+  const until = async (what: string, cond: () => boolean) => {
+    const deadline = Date.now() + 20_000;
+    while (!cond()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+
+  it('loads alpha where it fits (room known free) once a load evicted it, and never evicts for it', async () => {
+    const { inventory, rewarm, events, full, spare, ask } = await setup({ spareRoom: 2 });
+    ask(ALPHA);
+    ask(ALPHA);
+    await evictAlpha(inventory, full);
+    expect(rewarm.counters.started).toBe(1);
+    // Under way: a request for alpha now waits for that load rather than starting another.
+    expect(spare.loadingUntil(ALPHA)).toBeGreaterThan(0);
+    await until('the rewarm loaded', () => rewarm.counters.loaded === 1);
+    expect(sims[1].stats().loaded.sort()).toEqual([ALPHA, GAMMA]);
+    expect(spare.isLoaded(ALPHA)).toBe(true);
+    expect(rewarm.counters.failed).toBe(0);
+    expect(events.events.map((e) => [e.backend, e.event])).toEqual([[spare.name, 'rewarm']]);
+  });
+
+  it('does nothing where the room is not known to be free (a load there might evict gamma)', async () => {
+    const { inventory, rewarm, full, ask } = await setup();
+    ask(ALPHA);
+    await evictAlpha(inventory, full);
+    expect(rewarm.counters.started).toBe(0);
+    expect(sims[1].stats().loaded).toEqual([GAMMA]);
+  });
+
+  it('does nothing for a model nobody asked for, nor with REWARM_EVICTED=false', async () => {
+    let s = await setup({ spareRoom: 2 });
+    await evictAlpha(s.inventory, s.full);
+    expect(s.rewarm.counters.started).toBe(0);
+    await Promise.all(sims.map((x) => x.close()));
+    client?.onApplicationShutdown();
+    s = await setup({ spareRoom: 2, env: { REWARM_EVICTED: 'false' } });
+    s.ask(ALPHA);
+    await evictAlpha(s.inventory, s.full);
+    expect(s.rewarm.counters.started).toBe(0);
+    expect(sims[1].stats().loaded).toEqual([GAMMA]);
+  });
+
+  it('does nothing when another backend still holds alpha', async () => {
+    const { inventory, rewarm, full, spare, ask, routing } = await setup({ spareRoom: 2 });
+    ask(ALPHA);
+    // Still on full: nothing to do.
+    expect(routing.rewarmTarget(ALPHA, full)).toBeNull();
+    // As if evicted there, but loaded on spare already, or being loaded there: nothing to do either.
+    full.modelsLoaded.delete(ALPHA);
+    spare.noteLoaded(ALPHA);
+    expect(routing.rewarmTarget(ALPHA, full)).toBeNull();
+    spare.modelsLoaded.delete(ALPHA);
+    expect(routing.rewarmTarget(ALPHA, full)?.backend).toBe(spare);
+    spare.noteLoadStarted(ALPHA, Date.now() + 5000);
+    expect(routing.rewarmTarget(ALPHA, full)).toBeNull();
+    spare.loading.delete(ALPHA);
+    await inventory.refresh(full);
+    expect(full.isLoaded(ALPHA)).toBe(true);
+    await evictAlpha(inventory, full);
+    expect(rewarm.counters.started).toBe(1);
+    await until('the rewarm loaded', () => rewarm.counters.loaded === 1);
+  });
+});
