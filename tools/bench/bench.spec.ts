@@ -327,6 +327,22 @@ describe('random clusters', () => {
     }
   });
 
+  it('--wide: 3-8 hosts and 1-6 models from the same seeds, every model planned and every scenario valid', () => {
+    const wide = seeds.map((s) => generateCluster(s, { durationS: 18, wide: true }));
+    const hosts = wide.map((c) => c.scenario.backends.length);
+    const models = wide.map((c) => c.scenario.models.length);
+    expect(Math.min(...hosts)).toBe(3);
+    expect(Math.max(...hosts)).toBe(8);
+    expect(Math.min(...models)).toBe(1);
+    expect(Math.max(...models)).toBe(6);
+    for (const c of wide) {
+      for (const m of c.scenario.models) expect(c.expert[m.name].length).toBeGreaterThanOrEqual(1);
+      expect(() => parseScenario(JSON.parse(JSON.stringify(c.scenario)), c.scenario.name)).not.toThrow();
+    }
+    // The suite's own clusters are unchanged by the option's existence.
+    expect(generateCluster(seeds[0], { durationS: 18, wide: false })).toEqual(clusters[0]);
+  });
+
   it('cover warm and partly cold placements, every load shape and 1-4 models', () => {
     expect(clusters.filter((c) => c.allWarm).length).toBeGreaterThan(50);
     expect(clusters.filter((c) => !c.allWarm && c.expertLoads > 0).length).toBeGreaterThan(50);

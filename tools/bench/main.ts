@@ -35,10 +35,11 @@ const USAGE = `usage: npm run bench -- [--suite overhead|routing|random|replicas
   --out       where results.json, tables.md and the SVG charts go (default bench-results/latest)
   --only      run only targets whose name contains one of these (e.g. predictive,nginx-least_conn)
   --agents    routing: start apps/gpu-agent beside each simulator (fake NVML) and give the balancer its agentUrl
-  --hints     routing: tell the balancer each backend's parallel and maxLoadedModels (default: names and URLs only)
+  --hints     routing, random: tell the balancer each backend's parallel and maxLoadedModels (default: names and URLs only)
   --clusters  random: how many seeded clusters (default 20; the smoke runs 2)
   --seed      random: the run seed the clusters derive from (default 1)
   --cluster   random: run exactly these cluster seeds (comma-separated, as the tables print them)
+  --wide      random: wider clusters than the suite's own (3-8 hosts, 1-6 models), same seeds
   --duration  random: seconds of traffic per target per cluster (default 18; the smoke uses 3)`;
 
 export interface Args {
@@ -48,6 +49,7 @@ export interface Args {
   only?: string[];
   agents?: boolean;
   hints?: boolean;
+  wide?: boolean;
   clusters?: number;
   seed?: number;
   clusterSeeds?: number[];
@@ -83,6 +85,7 @@ export function parseArgs(argv: string[]): Args {
     else if (flag === '--smoke') a.suite = 'smoke';
     else if (flag === '--agents') a.agents = true;
     else if (flag === '--hints') a.hints = true;
+    else if (flag === '--wide') a.wide = true;
     else if (flag === '--clusters') a.clusters = intArg(flag, val(), 1, 1000);
     else if (flag === '--seed') a.seed = intArg(flag, val(), 0, 2 ** 31);
     else if (flag === '--cluster')
@@ -297,6 +300,8 @@ async function main(): Promise<number> {
         durationS: args.durationS ?? (smoke ? 3 : 18),
         timeoutMs: smoke ? 8_000 : 30_000,
         only: args.only,
+        hints: args.hints,
+        wide: args.wide,
       });
       res.random = r;
       res.targets.push(...randomTargets(r));

@@ -43,9 +43,14 @@ export interface RandomClusterOptions {
   /** Keep the offered requests/s within this band (CPU budget of the shared machine). */
   minRatePerS?: number;
   maxRatePerS?: number;
+  /**
+   * Wider fleets than the suite's own (3-8 hosts, 1-6 models): clusters further from what the policy
+   * was tuned on. The same seed draws the same numbers; only the ranges differ.
+   */
+  wide?: boolean;
 }
 
-const MODEL_NAMES = ['alpha', 'beta', 'gamma', 'delta'];
+const MODEL_NAMES = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta'];
 const PROMPT = { min: 50, max: 300 };
 
 /** Expected service time (ms) of a mean request on a backend, once it holds a slot. */
@@ -70,8 +75,8 @@ export function generateCluster(seed: number, opts: RandomClusterOptions): Rando
   };
   const round1 = (x: number): number => Math.round(x * 10) / 10;
 
-  const nB = int(3, 5);
-  const nM = Math.min(nB, int(1, 4));
+  const nB = opts.wide ? int(3, 8) : int(3, 5);
+  const nM = Math.min(nB, opts.wide ? int(1, 6) : int(1, 4));
   const models: ScenarioModel[] = MODEL_NAMES.slice(0, nM).map((n) => ({
     name: normaliseModel(n),
     sizeGB: round1(1 + rand() * 4),

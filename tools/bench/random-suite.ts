@@ -91,6 +91,13 @@ export interface RandomSuiteOptions {
   timeoutMs: number;
   /** Run only targets whose name contains one of these. */
   only?: string[];
+  /**
+   * Tell the balancer each backend's true parallel slots and room (a config file, as the routing
+   * suite's --hints): what learning could at best reach. Not the suite's targets, which are zero-config.
+   */
+  hints?: boolean;
+  /** Wider clusters (3-8 hosts, 1-6 models): see RandomClusterOptions.wide. */
+  wide?: boolean;
 }
 
 function learnedTable(c: RandomCluster, status: unknown[] | undefined): LearnedRow[] {
@@ -125,7 +132,7 @@ export async function runRandomSuite(ctx: BenchContext, o: RandomSuiteOptions): 
   const seeds = o.clusterSeeds?.length ? o.clusterSeeds : clusterSeeds(o.runSeed, o.clusters);
   const out: RandomClusterResult[] = [];
   for (let k = 0; k < seeds.length; k++) {
-    const c = generateCluster(seeds[k], { durationS: o.durationS });
+    const c = generateCluster(seeds[k], { durationS: o.durationS, wide: o.wide });
     const plan = generateWorkload(c.scenario);
     const sent = Object.values(sentLoad(c, plan, o.durationS));
     const maxSentLoad = sent.length ? Math.max(...sent) : 0;
@@ -138,7 +145,8 @@ export async function runRandomSuite(ctx: BenchContext, o: RandomSuiteOptions): 
     for (const target of order) {
       if (target.startsWith('nginx') && !ctx.hasNginx) continue;
       const r = await runTarget(ctx, c.scenario, target, plan, o.durationS, {
-        zeroConfig: true,
+        zeroConfig: !o.hints,
+        hints: o.hints,
         expert: c.expert,
         timeoutMs: o.timeoutMs,
       });
