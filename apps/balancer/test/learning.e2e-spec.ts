@@ -398,6 +398,34 @@ describe('zero-configuration routing (OLLAMA_BACKENDS only)', () => {
     await idle(f);
   });
 
+  it('loads another copy of a model its one warm server cannot keep up with on an empty server, in the background', async () => {
+    // busy: alpha loaded, one slot, 500 ms per answer (25 tokens at 50/s). empty: alpha on disk,
+    // nothing loaded (nothing to evict there). Told nothing about either. Alpha is 20 GB here: a
+    // load the balancer predicts at 20 s (it loads in 2 s), so that no request of this test would
+    // choose to wait for it; only the background load puts it there.
+    const big = [{ name: ALPHA, sizeBytes: 20_000_000_000 }];
+    f = await startFleet([
+      { models: big, loaded: [ALPHA], tokensPerSecond: 50, loadMsPerGB: 100 },
+      { models: big, loaded: [], tokensPerSecond: 50, loadMsPerGB: 100 },
+    ]);
+    const [busy, empty] = f.names;
+    // One answer shows busy's service time; then 4 requests a second for 3 s: twice what it serves.
+    const first = await generate(f, ALPHA, { prompt: 'first', stream: false, options: { num_predict: 25 } });
+    expect(first.headers['x-balancer-backend']).toBe(busy);
+    const sent: Promise<RawResponse>[] = [];
+    for (let i = 0; i < 12; i++) {
+      sent.push(generate(f, ALPHA, { prompt: `burst ${i}`, stream: false, options: { num_predict: 25 } }));
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    await waitFor(async () => (await status(f!)).counters.scaleOuts.loaded === 1, 30_000, 'a copy loaded on empty');
+    for (const r of await Promise.all(sent)) expect(r.status).toBe(200);
+    const st = await idle(f);
+    expect(st.counters.scaleOuts).toEqual({ started: 1, loaded: 1, failed: 0 });
+    expect(st.events.some((e: any) => e.backend === empty && e.event === 'scale-out')).toBe(true);
+    expect(f.sims[1].stats().loaded).toEqual([ALPHA]);
+    expect(f.sims[0].stats().loaded).toEqual([ALPHA]);
+  });
+
   it('learns how long a model answers: num_predict 4000 answered with 20 tokens is routed as a short answer', async () => {
     // The server answers at most 20 tokens whatever the client asks (its maxOutputTokens).
     f = await startFleet([{ models: [MODELS[0]], loaded: [ALPHA], tokensPerSecond: 50, maxOutputTokens: 20 }]);

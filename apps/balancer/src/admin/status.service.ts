@@ -138,8 +138,10 @@ export class StatusService {
         queueShed: this.queue.counters.shed,
         byReason: Object.fromEntries(this.routing.counters.byReason),
         ejections: this.outliers.ejectionsTotal,
-        // Evicted models still in use, loaded again where they fit (REWARM_EVICTED).
-        rewarms: { ...this.rewarm.counters },
+        // Background loads where a model fits: evicted models still in use (REWARM_EVICTED), and
+        // another copy of a model its warm holders cannot keep up with (PRELOAD_SATURATED).
+        rewarms: { ...this.rewarm.counters.rewarms },
+        scaleOuts: { ...this.rewarm.counters.scaleOuts },
       },
       backends: this.registry.backends.map((b) => this.backendView(b, now)),
       /** What the fleet as a whole has learned: each model's usual output tokens (eval_count), this replica's. */

@@ -143,6 +143,8 @@ export interface BalancerConfig {
   affinityMaxExtraMs: number;
   /** Load a model that a load evicted, and that is still in use, where it fits beside what is loaded (predictive policy). */
   rewarmEvicted: boolean;
+  /** Load another copy of a model its warm holders cannot keep up with, where it fits beside what is loaded (predictive policy). */
+  preloadSaturated: boolean;
   drainTimeoutMs: number;
   adminToken?: string;
   /** Who may pull, delete, copy, create, push and preload models through the balancer. */
@@ -669,6 +671,7 @@ export function loadBalancerConfig(env: Env = process.env): BalancerConfig {
     slowStartMs: int(env, 'SLOW_START_MS', DEFAULTS.SLOW_START_MS, 0),
     affinityMaxExtraMs: int(env, 'AFFINITY_MAX_EXTRA_MS', DEFAULTS.AFFINITY_MAX_EXTRA_MS, 0),
     rewarmEvicted: bool(env, 'REWARM_EVICTED', true),
+    preloadSaturated: bool(env, 'PRELOAD_SATURATED', true),
     drainTimeoutMs: int(env, 'DRAIN_TIMEOUT_MS', DEFAULTS.DRAIN_TIMEOUT_MS, 0),
     adminToken,
     modelManagement,

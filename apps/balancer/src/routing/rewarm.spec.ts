@@ -120,13 +120,13 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
     ask(ALPHA);
     ask(ALPHA);
     await evictAlpha(inventory, full);
-    expect(rewarm.counters.started).toBe(1);
+    expect(rewarm.counters.rewarms.started).toBe(1);
     // Under way: a request for alpha now waits for that load rather than starting another.
     expect(spare.loadingUntil(ALPHA)).toBeGreaterThan(0);
-    await until('the rewarm loaded', () => rewarm.counters.loaded === 1);
+    await until('the rewarm loaded', () => rewarm.counters.rewarms.loaded === 1);
     expect(sims[1].stats().loaded.sort()).toEqual([ALPHA, GAMMA]);
     expect(spare.isLoaded(ALPHA)).toBe(true);
-    expect(rewarm.counters.failed).toBe(0);
+    expect(rewarm.counters.rewarms.failed).toBe(0);
     expect(events.events.map((e) => [e.backend, e.event])).toEqual([[spare.name, 'rewarm']]);
   });
 
@@ -134,20 +134,67 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
     const { inventory, rewarm, full, ask } = await setup();
     ask(ALPHA);
     await evictAlpha(inventory, full);
-    expect(rewarm.counters.started).toBe(0);
+    expect(rewarm.counters.rewarms.started).toBe(0);
     expect(sims[1].stats().loaded).toEqual([GAMMA]);
   });
 
   it('does nothing for a model nobody asked for, nor with REWARM_EVICTED=false', async () => {
     let s = await setup({ spareRoom: 2 });
     await evictAlpha(s.inventory, s.full);
-    expect(s.rewarm.counters.started).toBe(0);
+    expect(s.rewarm.counters.rewarms.started).toBe(0);
     await Promise.all(sims.map((x) => x.close()));
     client?.onApplicationShutdown();
     s = await setup({ spareRoom: 2, env: { REWARM_EVICTED: 'false' } });
     s.ask(ALPHA);
     await evictAlpha(s.inventory, s.full);
-    expect(s.rewarm.counters.started).toBe(0);
+    expect(s.rewarm.counters.rewarms.started).toBe(0);
+    expect(sims[1].stats().loaded).toEqual([GAMMA]);
+  });
+
+  it('loads another copy of a model whose warm holder cannot keep up, where it fits, once', async () => {
+    const { routing, rewarm, events, full, spare, ask } = await setup({ spareRoom: 2 });
+    // Nothing shown yet about what full serves: no guess.
+    for (let i = 0; i < 6; i++) ask(ALPHA);
+    expect(rewarm.counters.scaleOuts.started).toBe(0);
+    // Full has shown 1.2 s per alpha request on (at most) 2 slots: 1.7 requests/s at best. 6 in
+    // the last 3 s are more: another copy goes where it fits.
+    full.learned.noteServiceTime(ALPHA, 1200);
+    expect(routing.scaleOutTarget(ALPHA)?.backend).toBe(spare);
+    // A model's need is looked at once per 250 ms at most (from its routing decisions).
+    await new Promise((r) => setTimeout(r, 300));
+    ask(ALPHA);
+    expect(rewarm.counters.scaleOuts.started).toBe(1);
+    expect(spare.loadingUntil(ALPHA)).toBeGreaterThan(0);
+    // Under way: no second one, however many more come.
+    expect(routing.scaleOutTarget(ALPHA)).toBeNull();
+    await until('the copy loaded', () => rewarm.counters.scaleOuts.loaded === 1);
+    expect(sims[1].stats().loaded.sort()).toEqual([ALPHA, GAMMA]);
+    expect(sims[0].stats().loaded).toEqual([ALPHA]);
+    expect(events.events.map((e) => [e.backend, e.event])).toEqual([[spare.name, 'scale-out']]);
+    // Two holders now: 3.3 requests/s at best; 7 in 3 s are within that.
+    spare.learned.noteServiceTime(ALPHA, 1200);
+    expect(routing.scaleOutTarget(ALPHA)).toBeNull();
+  });
+
+  it('scale-out: nothing where the room is not known, when the holders keep up, or when off', async () => {
+    let s = await setup();
+    s.full.learned.noteServiceTime(ALPHA, 1000);
+    for (let i = 0; i < 8; i++) s.ask(ALPHA);
+    expect(s.routing.scaleOutTarget(ALPHA)).toBeNull();
+    expect(s.rewarm.counters.scaleOuts.started).toBe(0);
+    await Promise.all(sims.map((x) => x.close()));
+    client?.onApplicationShutdown();
+    s = await setup({ spareRoom: 2 });
+    s.full.learned.noteServiceTime(ALPHA, 1000);
+    for (let i = 0; i < 5; i++) s.ask(ALPHA);
+    expect(s.rewarm.counters.scaleOuts.started).toBe(0);
+    await Promise.all(sims.map((x) => x.close()));
+    client?.onApplicationShutdown();
+    s = await setup({ spareRoom: 2, env: { PRELOAD_SATURATED: 'false' } });
+    s.full.learned.noteServiceTime(ALPHA, 1000);
+    for (let i = 0; i < 8; i++) s.ask(ALPHA);
+    expect(s.routing.scaleOutTarget(ALPHA)).toBeNull();
+    expect(s.rewarm.counters.scaleOuts.started).toBe(0);
     expect(sims[1].stats().loaded).toEqual([GAMMA]);
   });
 
@@ -168,7 +215,7 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
     await inventory.refresh(full);
     expect(full.isLoaded(ALPHA)).toBe(true);
     await evictAlpha(inventory, full);
-    expect(rewarm.counters.started).toBe(1);
-    await until('the rewarm loaded', () => rewarm.counters.loaded === 1);
+    expect(rewarm.counters.rewarms.started).toBe(1);
+    await until('the rewarm loaded', () => rewarm.counters.rewarms.loaded === 1);
   });
 });

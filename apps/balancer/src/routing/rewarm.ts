@@ -6,23 +6,36 @@ import { ModelInventory } from '../fleet/model-inventory';
 import { OllamaClient } from '../fleet/ollama-client';
 import { RoutingService } from './routing.service';
 
-/** Rewarms under way at once, fleet-wide (each is one model on one backend). */
-const MAX_REWARMS = 4;
+/** Background loads under way at once, fleet-wide (each is one model on one backend). */
+const MAX_LOADS = 4;
+/** A model's need for another copy is looked at most this often (from its routing decisions). */
+const SCALE_OUT_CHECK_MS = 250;
+
+type Kind = 'rewarm' | 'scale-out';
 
 /**
- * Make-before-break, one step late: when /api/ps shows that a load evicted a model that is still in
- * use and is now loaded nowhere, load it again where it fits beside what is loaded (Ollama's
- * load-only request, an empty generate), so that its next requests find it warm instead of each
- * paying for a reload, or queueing behind one, on a server that has to evict again to make room.
- * RoutingService.rewarmTarget decides whether and where; a rewarm never evicts anything. Off with
- * REWARM_EVICTED=false (and with any policy but predictive).
+ * Loads the balancer starts on its own, in the background, where a model fits beside what is loaded
+ * (Ollama's load-only request, an empty generate), so that no request waits for them:
+ * - rewarm: /api/ps shows that a load evicted a model that is still in use and is now loaded
+ *   nowhere (make-before-break, one step late): its next requests find it warm instead of each
+ *   paying for a reload, or queueing behind one on a server that has to evict again;
+ * - scale-out: a model's arrivals are past what its warm holders may serve; another copy is loaded
+ *   while they keep serving, instead of when a request has queued long enough to pay for the load.
+ * RoutingService.rewarmTarget / scaleOutTarget decide whether and where; neither ever evicts
+ * anything. Off with REWARM_EVICTED=false / PRELOAD_SATURATED=false (and with any policy but
+ * predictive).
  */
 @Injectable()
 export class Rewarm {
   private readonly log = new Logger('Rewarm');
-  /** Models being rewarmed now (one rewarm per model at a time). */
+  /** Models being loaded in the background now (one such load per model at a time). */
   private readonly underWay = new Set<string>();
-  readonly counters = { started: 0, loaded: 0, failed: 0 };
+  /** When each model's need for another copy was last looked at. */
+  private readonly checked = new Map<string, number>();
+  readonly counters = {
+    rewarms: { started: 0, loaded: 0, failed: 0 },
+    scaleOuts: { started: 0, loaded: 0, failed: 0 },
+  };
 
   constructor(
     @Inject(BALANCER_CONFIG) private readonly config: BalancerConfig,
@@ -34,23 +47,39 @@ export class Rewarm {
     inventory.evictionListeners.push((b, evicted) => {
       for (const model of evicted) this.consider(model, b);
     });
+    routing.decisionListeners.push((d) => {
+      if (d.model !== null) this.considerScaleOut(d.model, d.at);
+    });
   }
 
   /** Rewarms `model` (just evicted from `from`) where RoutingService says, if it says so. */
   consider(model: string, from: Backend): void {
-    if (this.underWay.has(model) || this.underWay.size >= MAX_REWARMS) return;
+    if (this.underWay.has(model) || this.underWay.size >= MAX_LOADS) return;
     const target = this.routing.rewarmTarget(model, from);
     if (target === null) return;
-    void this.load(model, target.backend, target.loadMs, from);
+    void this.load('rewarm', model, target.backend, target.loadMs, `evicted from ${from.name}, in use, loaded nowhere`);
   }
 
-  private async load(model: string, b: Backend, loadMs: number, from: Backend): Promise<void> {
+  /** Loads another copy of `model` (just routed) where RoutingService says, if it says so. */
+  considerScaleOut(model: string, now: number): void {
+    if (this.underWay.has(model) || this.underWay.size >= MAX_LOADS) return;
+    const last = this.checked.get(model);
+    if (last !== undefined && now - last < SCALE_OUT_CHECK_MS) return;
+    if (this.checked.size > 10_000) this.checked.clear(); // bounded: names come from clients
+    this.checked.set(model, now);
+    const target = this.routing.scaleOutTarget(model, now);
+    if (target === null) return;
+    void this.load('scale-out', model, target.backend, target.loadMs, 'its warm holders cannot keep up');
+  }
+
+  private async load(kind: Kind, model: string, b: Backend, loadMs: number, why: string): Promise<void> {
     const started = Date.now();
+    const counters = kind === 'rewarm' ? this.counters.rewarms : this.counters.scaleOuts;
     this.underWay.add(model);
-    this.counters.started++;
+    counters.started++;
     // Under way: requests for it wait for this load there rather than start another elsewhere.
     b.noteLoadStarted(model, started + loadMs, started);
-    this.events.note(b, 'rewarm', `loading ${model} (evicted from ${from.name}, in use, loaded nowhere)`);
+    this.events.note(b, kind, `loading ${model} (${why})`);
     try {
       const r = await this.client.backend(b, '/api/generate', {
         method: 'POST',
@@ -62,12 +91,12 @@ export class Rewarm {
       if (r.status !== 200) throw new Error(`answered ${r.status}: ${r.body.toString('utf8').slice(0, 200)}`);
       b.noteLoaded(model);
       learnLoad(b, model, r.body, Date.now() - started);
-      this.counters.loaded++;
+      counters.loaded++;
     } catch (e) {
-      this.counters.failed++;
+      counters.failed++;
       // Not under way any more: the next request for it decides afresh.
       b.loading.delete(model);
-      this.log.warn(`rewarm of ${model} on ${b.name} failed: ${e instanceof Error ? e.message : String(e)}`);
+      this.log.warn(`${kind} of ${model} on ${b.name} failed: ${e instanceof Error ? e.message : String(e)}`);
     } finally {
       this.underWay.delete(model);
       this.inventory.refreshSoon(b);

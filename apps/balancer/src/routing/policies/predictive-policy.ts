@@ -21,7 +21,7 @@ export const IDLE_DEMAND_PER_S = 0.05;
 /** Evicting a model whose other holders cannot take its traffic: a cascade, priced out of reach of any wait. */
 const VICTIM_UNCOVERED_MS = 600_000;
 /** Warm holders this far past their capacity (demand over capacity) need another copy, now. */
-const SATURATED = 1.0;
+export const SATURATED = 1.0;
 /**
  * A load serves the model's traffic for a while, not only the request that starts it: what an
  * eviction costs the victim's traffic (once) is weighed against the requests this many seconds of
@@ -184,7 +184,7 @@ export class PredictivePolicy implements RoutingPolicy {
   }
 
   /** The usual service time of `model` on `b`: learned there, else this request's predicted one. */
-  private usualServiceMs(b: Backend, model: string, req: RouteRequest): number {
+  usualServiceMs(b: Backend, model: string, req: RouteRequest): number {
     return b.learned.serviceMs.get(model)?.value ?? this.serviceTime(b, req).serviceMs;
   }
 
