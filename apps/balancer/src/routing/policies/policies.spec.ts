@@ -233,6 +233,37 @@ describe('predictive, on a fleet it learns (zero configuration)', () => {
     expect(pick.reason).toBe('cold-load');
   });
 
+  it('prices the request that probes for one more slot at half the wait: a server whose slots are being learned gets the chance to show them', () => {
+    const now = Date.now();
+    // fast: 1 s per answer, one slot proven, one answer running until 1.4 s from now. slow: idle,
+    // 1.8 s per answer. Priced at the full wait, fast (2.4 s) loses to slow and never shows a
+    // second slot; the probe is priced at half the wait (0.7 s + 1 s), which beats slow.
+    const fast = backend('fast', { learnSlots: true, modelConcurrency: 0 });
+    const slow = backend('slow', { learnSlots: true, modelConcurrency: 0 });
+    for (const b of [fast, slow]) load(b, ALPHA);
+    fast.learned.noteServiceTime(ALPHA, 1000);
+    slow.learned.noteServiceTime(ALPHA, 1800);
+    fast.acquire(ALPHA, now + 1400);
+    expect(fast.slotsFor(ALPHA)).toBe(1);
+    expect(fast.slotsAtMost(ALPHA)).toBe(2);
+    const c = ctxWith({ [ALPHA]: 0.5 });
+    expect(p.predict(fast, req(ALPHA, { now }), c).waitMs).toBeCloseTo(700, -1);
+    expect(p.pick([fast, slow], req(ALPHA, { now }), c).backend.name).toBe('fast');
+    // Only the probe: a request behind it (one waiting ahead) pays its full wait.
+    expect(p.predict(fast, req(ALPHA, { now, queuedAhead: 1 }), c).waitMs).toBeGreaterThan(1400);
+    // Once Ollama's counters showed that one slot is all there is, the full wait again: slow wins.
+    fast.learned.slotLearner(ALPHA).upper = 1;
+    expect(fast.slotsAtMost(ALPHA)).toBe(1);
+    expect(p.predict(fast, req(ALPHA, { now }), c).waitMs).toBeCloseTo(1400, -1);
+    expect(p.pick([fast, slow], req(ALPHA, { now }), c).backend.name).toBe('slow');
+    // Configured slots are not probed.
+    const told = backend('told', { parallel: 1, modelConcurrency: 1 });
+    load(told, ALPHA);
+    told.learned.noteServiceTime(ALPHA, 1000);
+    told.acquire(ALPHA, now + 1400);
+    expect(p.predict(told, req(ALPHA, { now }), c).waitMs).toBeCloseTo(1400, -1);
+  });
+
   it("prices evicting a model by its demand and its other holders' capacity", () => {
     const covered = fleet({ betaElsewhere: true });
     const uncovered = fleet();

@@ -28,6 +28,8 @@ export const SATURATED = 1.0;
  * the model's demand bring (when the model is past its warm capacity).
  */
 const AMORTIZE_S = 10;
+/** The share of its wait a request that probes for one more slot is expected to pay (even odds). */
+const PROBE_WAIT_SHARE = 0.5;
 const EMPTY: number[] = [];
 
 export interface Prediction {
@@ -247,6 +249,11 @@ export class PredictivePolicy implements RoutingPolicy {
       } else {
         waitMs = (need * typical) / slots;
       }
+      // The first request past the proven slots is the probe that shows whether one more exists
+      // (slots are being learned): it starts at once if it does, and waits as above if it does not.
+      // Even odds: half the wait. Priced at the full wait, a server whose slots are not shown yet
+      // looks busier than a slow one, and its slots are never shown.
+      if (need === 1 && b.slotsAtMost(model) > slots) waitMs *= PROBE_WAIT_SHARE;
     }
     // Other models running on the same GPUs slow this one down; so does a busy GPU (fresh reading).
     const others = inFlightAt(b, null, ctx) - (model !== null ? active : 0);
