@@ -44,12 +44,16 @@ export class Rewarm {
     private readonly client: OllamaClient,
     private readonly events: FleetEvents,
   ) {
-    inventory.evictionListeners.push((b, evicted) => {
-      for (const model of evicted) this.consider(model, b);
-    });
-    routing.decisionListeners.push((d) => {
-      if (d.model !== null) this.considerScaleOut(d.model, d.at);
-    });
+    // Listen only for what may act: the decision listener runs for every routed request.
+    const predictive = routing.policy.weighsWaiting === true;
+    if (predictive && config.rewarmEvicted)
+      inventory.evictionListeners.push((b, evicted) => {
+        for (const model of evicted) this.consider(model, b);
+      });
+    if (predictive && config.preloadSaturated)
+      routing.decisionListeners.push((d) => {
+        if (d.model !== null) this.considerScaleOut(d.model, d.at);
+      });
   }
 
   /** Rewarms `model` (just evicted from `from`) where RoutingService says, if it says so. */

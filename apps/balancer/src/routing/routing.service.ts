@@ -49,6 +49,9 @@ const AFTER_COLD_MS = 300;
 /** An arrival rate is judged over at least this long (a few requests at once are not a rate yet). */
 const MIN_ARRIVALS_SPAN_MS = 3000;
 
+/** A model's arrival count as of `now`, each arrival fading over DEMAND_TAU_MS. */
+const decayed = (c: { n: number; at: number }, now: number): number => c.n * Math.exp(-(now - c.at) / DEMAND_TAU_MS);
+
 /** Requests per second arriving for each model, decaying over DEMAND_TAU_MS. */
 export class Demand {
   private readonly counts = new Map<string, { n: number; at: number; first: number }>();
@@ -62,7 +65,7 @@ export class Demand {
       this.counts.set(model, { n: 1, at: now, first: now });
       return;
     }
-    c.n = c.n * Math.exp(-(now - c.at) / DEMAND_TAU_MS) + 1;
+    c.n = decayed(c, now) + 1;
     c.at = now;
   }
 
@@ -75,7 +78,7 @@ export class Demand {
     const c = this.counts.get(model);
     if (!c) return null;
     const span = Math.max(MIN_ARRIVALS_SPAN_MS, Math.min(DEMAND_TAU_MS, now - c.first));
-    return (c.n * Math.exp(-(now - c.at) / DEMAND_TAU_MS) * 1000) / span;
+    return (decayed(c, now) * 1000) / span;
   }
 
   /**
@@ -88,7 +91,7 @@ export class Demand {
     if (!c) return null;
     const span = Math.max(MIN_ARRIVALS_SPAN_MS, now - c.first);
     const weight = DEMAND_TAU_MS * (1 - Math.exp(-span / DEMAND_TAU_MS));
-    return (c.n * Math.exp(-(now - c.at) / DEMAND_TAU_MS) * 1000) / weight;
+    return (decayed(c, now) * 1000) / weight;
   }
 
   /** Null until a full window of traffic has been seen: what nobody has asked for yet is unknown, not unwanted. */
