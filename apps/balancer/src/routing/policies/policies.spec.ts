@@ -437,6 +437,39 @@ describe('predictive, on a fleet it learns (zero configuration)', () => {
     expect(pa).toMatchObject({ warm: true, loadMs: 0, waitMs: 1500 });
   });
 
+  it("prices a warm server that has not shown its speed at the fleet's median, so it is tried once a known one would queue", () => {
+    const now = Date.now();
+    // known: 200 tokens/s, its one slot busy for another 600 ms. untried: alpha warm, nothing
+    // learned. At the fixed default (30 tokens/s: 300 + 2000 ms for 60 tokens) untried loses to
+    // waiting for known (600 + 100 + 300 ms) and never gets a request; at the fleet's median
+    // (known's 200 tokens/s, its 100 ms to first token: 400 ms) it is tried.
+    const known = backend('known', { parallel: 1, modelConcurrency: 1 });
+    const untried = backend('untried', { parallel: 1, modelConcurrency: 1 });
+    for (const b of [known, untried]) load(b, ALPHA);
+    known.learned.noteTokens(ALPHA, 200, 1e9, undefined, undefined);
+    known.learned.ttftMs.add(100);
+    known.acquire(ALPHA, now + 600);
+    const r = req(ALPHA, { now, expectedTokens: 60 });
+    const alone = { ...ctx, available: () => [untried] };
+    expect(p.predict(untried, r, alone).totalMs).toBeCloseTo(2300, -1);
+    expect(p.pick([known, untried], r, alone).backend.name).toBe('known');
+    const fleetCtx = { ...ctx, available: () => [known, untried] };
+    expect(p.predict(untried, r, fleetCtx).totalMs).toBeCloseTo(400, -1);
+    expect(p.pick([known, untried], r, fleetCtx).backend.name).toBe('untried');
+    // Only for the one request that will show its speed: with that one running, the defaults again.
+    untried.acquire(ALPHA, now + 400);
+    expect(p.predict(untried, r, fleetCtx).totalMs).toBeGreaterThan(2300);
+    untried.release(ALPHA, now + 400);
+    // Nor where it would have to load the model first: a cold server keeps the defaults.
+    const cold = backend('cold', { parallel: 1, modelConcurrency: 1 });
+    cold.modelsOnDisk.set(ALPHA, { name: ALPHA, size: 2 * GB, raw: {} });
+    expect(p.predict(cold, r, { ...ctx, available: () => [known, cold] }).serviceMs).toBeCloseTo(2300, -1);
+    // What it shows is its own: once it has shown 20 tokens/s, it is priced at that.
+    untried.learned.noteTokens(ALPHA, 20, 1e9, undefined, undefined);
+    expect(p.predict(untried, r, fleetCtx).totalMs).toBeCloseTo(100 + 3000, -1);
+    expect(p.pick([known, untried], r, fleetCtx).backend.name).toBe('known');
+  });
+
   it('never prices a load cheaper than the slowest load any backend has shown', () => {
     const fresh = backend('fresh');
     fresh.modelsOnDisk.set(ALPHA, { name: ALPHA, size: 2 * GB, raw: {} });

@@ -81,6 +81,7 @@ export class PredictivePolicy implements RoutingPolicy {
   readonly name = 'predictive';
   readonly weighsWaiting = true;
   private turn = 0;
+  private priorCache: { model: string | null; now: number; ctx?: PolicyContext; prior: FleetPrior } | null = null;
 
   pick(candidates: readonly Backend[], req: RouteRequest, ctx: PolicyContext): Pick {
     const n = candidates.length;
@@ -171,7 +172,7 @@ export class PredictivePolicy implements RoutingPolicy {
     if (windowed !== null || demand !== null)
       for (const b of candidates)
         if (this.isWarm(b, model, req.now)) {
-          const perSlot = 1000 / Math.max(1, this.usualServiceMs(b, model, req));
+          const perSlot = 1000 / Math.max(1, this.usualServiceMs(b, model, req, ctx));
           proven += b.slotsFor(model) * perSlot;
           possible += b.slotsAtMost(model) * perSlot;
         }
@@ -181,34 +182,66 @@ export class PredictivePolicy implements RoutingPolicy {
   }
 
   /** Requests per second `b` completes for `model` at full use (slots over the usual service time). */
-  capacityPerS(b: Backend, model: string, req: RouteRequest): number {
-    return (b.slotsFor(model) * 1000) / Math.max(1, this.usualServiceMs(b, model, req));
+  capacityPerS(b: Backend, model: string, req: RouteRequest, ctx?: PolicyContext): number {
+    return (b.slotsFor(model) * 1000) / Math.max(1, this.usualServiceMs(b, model, req, ctx));
   }
 
   /** The usual service time of `model` on `b`: learned there, else this request's predicted one. */
-  usualServiceMs(b: Backend, model: string, req: RouteRequest): number {
-    return b.learned.serviceMs.get(model)?.value ?? this.serviceTime(b, req).serviceMs;
+  usualServiceMs(b: Backend, model: string, req: RouteRequest, ctx?: PolicyContext): number {
+    return b.learned.serviceMs.get(model)?.value ?? this.serviceTime(b, req, ctx).serviceMs;
   }
 
   private isWarm(b: Backend, model: string, now: number): boolean {
     return b.isLoaded(model, now) || b.loadingUntil(model, now) > now;
   }
 
-  /** This request's own time on `b` once it has a slot and the model is loaded. */
-  serviceTime(b: Backend, req: RouteRequest): { serviceMs: number; ttftMs: number } {
+  /**
+   * This request's own time on `b` once it has a slot and the model is loaded. What `b` has not
+   * shown yet is taken from the fleet (`fleetPrior`), and from the defaults when no backend has.
+   */
+  serviceTime(b: Backend, req: RouteRequest, ctx?: PolicyContext): { serviceMs: number; ttftMs: number } {
     const model = req.model;
-    const ttft = b.learned.ttftMs.value ?? DEFAULT_TTFT_MS;
+    const l = b.learned;
+    const ttft = l.ttftMs.value ?? this.fleetPrior(model, req.now, ctx).ttftMs ?? DEFAULT_TTFT_MS;
     const tokens = req.expectedTokens ?? null;
     if (tokens !== null) {
-      // A backend that has not shown its speed yet is assumed to be of middling speed.
-      const rate = b.learned.tokenRate(model) ?? DEFAULT_TOKENS_PER_SEC;
+      const rate = l.tokenRate(model) ?? this.fleetPrior(model, req.now, ctx).tokensPerS ?? DEFAULT_TOKENS_PER_SEC;
       return { serviceMs: ttft + (tokens / rate) * 1000, ttftMs: ttft };
     }
     const learned =
-      (model !== null ? b.learned.serviceMs.get(model)?.value : null) ??
-      b.learned.serviceMsAll.value ??
+      (model !== null ? l.serviceMs.get(model)?.value : null) ??
+      l.serviceMsAll.value ??
+      this.fleetPrior(model, req.now, ctx).serviceMs ??
       DEFAULT_SERVICE_MS;
     return { serviceMs: learned, ttftMs: Math.min(ttft, learned) };
+  }
+
+  /**
+   * What a backend that has not shown its speed is assumed to do: the median of what the fleet's
+   * backends have shown (for the model, else for any model). A fixed default of middling speed
+   * makes a fast server nobody has tried look slow beside a known fast one: it got no request
+   * while that one queued (on a ramp, the first answers come from whichever server was tried
+   * first). With the fleet's median it is tried, with one request (its slots are being learned too),
+   * as soon as the known servers would keep a request waiting. Only for that one request, and only
+   * where the model is warm (see `predict`). Computed once per routing decision (model and time).
+   */
+  fleetPrior(model: string | null, now: number, ctx?: PolicyContext): FleetPrior {
+    const c = this.priorCache;
+    if (c !== null && c.model === model && c.now === now && c.ctx === ctx) return c.prior;
+    const rates: number[] = [];
+    const ttfts: number[] = [];
+    const services: number[] = [];
+    for (const o of ctx?.available?.() ?? EMPTY_BACKENDS) {
+      const l = o.learned;
+      const rate = l.tokenRate(model);
+      if (rate !== null) rates.push(rate);
+      if (l.ttftMs.value !== null) ttfts.push(l.ttftMs.value);
+      const svc = (model !== null ? l.serviceMs.get(model)?.value : null) ?? l.serviceMsAll.value;
+      if (svc !== null && svc !== undefined) services.push(svc);
+    }
+    const prior = { tokensPerS: median(rates), ttftMs: median(ttfts), serviceMs: median(services) };
+    this.priorCache = { model, now, ctx, prior };
+    return prior;
   }
 
   /** ms per byte to load a model on `b`: what it has shown, else the slowest any backend has shown (or the default). */
@@ -227,7 +260,14 @@ export class PredictivePolicy implements RoutingPolicy {
   predict(b: Backend, req: RouteRequest, ctx: PolicyContext): Prediction {
     const model = req.model;
     const slots = b.slotsFor(model);
-    const { serviceMs, ttftMs } = this.serviceTime(b, req);
+    // The fleet's speeds stand in for unshown ones only for the one request that will show them: on
+    // a warm server with nothing running (a cold one stays at the defaults: a guess of speed made
+    // loads look cheaper than they proved; and a second request before the first has answered
+    // could be one more on a slow server).
+    const probe =
+      inFlightAt(b, null, ctx) === 0 &&
+      (model === null || b.isLoaded(model, req.now) || b.loadingUntil(model, req.now) > req.now);
+    const { serviceMs, ttftMs } = this.serviceTime(b, req, probe ? ctx : undefined);
     const typical =
       (model !== null ? b.learned.serviceMs.get(model)?.value : null) ?? b.learned.serviceMsAll.value ?? serviceMs;
     const ends = b.runningEnds.get(model) ?? EMPTY;
@@ -399,7 +439,7 @@ export class PredictivePolicy implements RoutingPolicy {
     let cover = 0;
     for (const o of ctx.available?.() ?? EMPTY_BACKENDS)
       if (o !== b && o.isLoaded(victim.name, now))
-        cover += this.capacityPerS(o, victim.name, { ...req, model: victim.name, expectedTokens: null });
+        cover += this.capacityPerS(o, victim.name, { ...req, model: victim.name, expectedTokens: null }, ctx);
     // Uncovered: its traffic needs a reload elsewhere, which may evict in turn (a cascade): out of
     // reach when this room is known to be full, a reload and its queue when the load may yet fit.
     if (cover >= COVER * demand) return { costMs: 0.25 * victimLoadMs, evicts: true, amortizable: true };
@@ -408,6 +448,19 @@ export class PredictivePolicy implements RoutingPolicy {
 }
 
 const EMPTY_BACKENDS: readonly Backend[] = [];
+
+interface FleetPrior {
+  tokensPerS: number | null;
+  ttftMs: number | null;
+  serviceMs: number | null;
+}
+
+function median(xs: number[]): number | null {
+  if (xs.length === 0) return null;
+  xs.sort((a, b) => a - b);
+  const h = xs.length >> 1;
+  return xs.length % 2 === 1 ? xs[h] : (xs[h - 1] + xs[h]) / 2;
+}
 
 interface Eviction {
   costMs: number;
