@@ -281,6 +281,14 @@ describe('predictive, on a fleet it learns (zero configuration)', () => {
     // A model nobody asks for costs nothing to evict.
     const idle = p.predict(u.full, req(ALPHA, { now: u.now }), ctxWith({ [ALPHA]: 5, [BETA]: 0 }));
     expect(idle.evictMs).toBe(0);
+    // A holder that has not shown its service time for beta is no cover (it may be far slower than
+    // a default): the eviction is priced as uncovered.
+    const unshown = fleet({ betaElsewhere: true });
+    unshown.spare.learned.serviceMs.delete(BETA);
+    const ps = p.predict(unshown.full, req(ALPHA, { now: unshown.now }), ctxWith(demand, [unshown.spare]));
+    expect(ps.evictMs).toBeCloseTo(pu.evictMs, -1);
+    const s = unshown;
+    expect(p.pick([s.warm, s.full], req(ALPHA, { now: s.now }), ctxWith(demand, [s.spare])).backend.name).toBe('warm');
   });
 
   it('does not count on evicting a busy model where the room is known to be full', () => {

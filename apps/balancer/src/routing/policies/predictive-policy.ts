@@ -172,7 +172,7 @@ export class PredictivePolicy implements RoutingPolicy {
     if (windowed !== null || demand !== null)
       for (const b of candidates)
         if (this.isWarm(b, model, req.now)) {
-          const perSlot = 1000 / Math.max(1, this.usualServiceMs(b, model, req, ctx));
+          const perSlot = 1000 / Math.max(1, this.usualServiceMs(b, model, req));
           proven += b.slotsFor(model) * perSlot;
           possible += b.slotsAtMost(model) * perSlot;
         }
@@ -182,13 +182,13 @@ export class PredictivePolicy implements RoutingPolicy {
   }
 
   /** Requests per second `b` completes for `model` at full use (slots over the usual service time). */
-  capacityPerS(b: Backend, model: string, req: RouteRequest, ctx?: PolicyContext): number {
-    return (b.slotsFor(model) * 1000) / Math.max(1, this.usualServiceMs(b, model, req, ctx));
+  capacityPerS(b: Backend, model: string, req: RouteRequest): number {
+    return (b.slotsFor(model) * 1000) / Math.max(1, this.usualServiceMs(b, model, req));
   }
 
   /** The usual service time of `model` on `b`: learned there, else this request's predicted one. */
-  usualServiceMs(b: Backend, model: string, req: RouteRequest, ctx?: PolicyContext): number {
-    return b.learned.serviceMs.get(model)?.value ?? this.serviceTime(b, req, ctx).serviceMs;
+  usualServiceMs(b: Backend, model: string, req: RouteRequest): number {
+    return b.learned.serviceMs.get(model)?.value ?? this.serviceTime(b, req).serviceMs;
   }
 
   private isWarm(b: Backend, model: string, now: number): boolean {
@@ -437,9 +437,13 @@ export class PredictivePolicy implements RoutingPolicy {
     if (demand === null) return { costMs: 3 * victimLoadMs + 2 * svc + outOfReach, evicts: true, amortizable: false };
     if (demand < IDLE_DEMAND_PER_S) return { costMs: 0, evicts: true, amortizable: true };
     let cover = 0;
-    for (const o of ctx.available?.() ?? EMPTY_BACKENDS)
-      if (o !== b && o.isLoaded(victim.name, now))
-        cover += this.capacityPerS(o, victim.name, { ...req, model: victim.name, expectedTokens: null }, ctx);
+    // Only what those holders have shown for it counts: a holder whose service time for the victim is
+    // not known yet may be far slower than a default (a guess is no cover).
+    for (const o of ctx.available?.() ?? EMPTY_BACKENDS) {
+      const shown = o.learned.serviceMs.get(victim.name)?.value ?? null;
+      if (o !== b && shown !== null && o.isLoaded(victim.name, now))
+        cover += (o.slotsFor(victim.name) * 1000) / Math.max(1, shown);
+    }
     // Uncovered: its traffic needs a reload elsewhere, which may evict in turn (a cascade): out of
     // reach when this room is known to be full, a reload and its queue when the load may yet fit.
     if (cover >= COVER * demand) return { costMs: 0.25 * victimLoadMs, evicts: true, amortizable: true };
