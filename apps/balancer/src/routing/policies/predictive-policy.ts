@@ -181,11 +181,6 @@ export class PredictivePolicy implements RoutingPolicy {
     return { load: ratio(windowed, proven), past: ratio(demand, possible), demand };
   }
 
-  /** Requests per second `b` completes for `model` at full use (slots over the usual service time). */
-  capacityPerS(b: Backend, model: string, req: RouteRequest): number {
-    return (b.slotsFor(model) * 1000) / Math.max(1, this.usualServiceMs(b, model, req));
-  }
-
   /** The usual service time of `model` on `b`: learned there, else this request's predicted one. */
   usualServiceMs(b: Backend, model: string, req: RouteRequest): number {
     return b.learned.serviceMs.get(model)?.value ?? this.serviceTime(b, req).serviceMs;
@@ -226,12 +221,13 @@ export class PredictivePolicy implements RoutingPolicy {
    * where the model is warm (see `predict`). Computed once per routing decision (model and time).
    */
   fleetPrior(model: string | null, now: number, ctx?: PolicyContext): FleetPrior {
+    if (ctx?.available === undefined) return NO_PRIOR;
     const c = this.priorCache;
     if (c !== null && c.model === model && c.now === now && c.ctx === ctx) return c.prior;
     const rates: number[] = [];
     const ttfts: number[] = [];
     const services: number[] = [];
-    for (const o of ctx?.available?.() ?? EMPTY_BACKENDS) {
+    for (const o of ctx.available()) {
       const l = o.learned;
       const rate = l.tokenRate(model);
       if (rate !== null) rates.push(rate);
@@ -264,10 +260,10 @@ export class PredictivePolicy implements RoutingPolicy {
     // a warm server with nothing running (a cold one stays at the defaults: a guess of speed made
     // loads look cheaper than they proved; and a second request before the first has answered
     // could be one more on a slow server).
-    const probe =
-      inFlightAt(b, null, ctx) === 0 &&
-      (model === null || b.isLoaded(model, req.now) || b.loadingUntil(model, req.now) > req.now);
-    const { serviceMs, ttftMs } = this.serviceTime(b, req, probe ? ctx : undefined);
+    const allInFlight = inFlightAt(b, null, ctx);
+    const loadingUntil = model === null ? 0 : b.loadingUntil(model, req.now);
+    const warm = model === null || b.isLoaded(model, req.now) || loadingUntil > req.now;
+    const { serviceMs, ttftMs } = this.serviceTime(b, req, allInFlight === 0 && warm ? ctx : undefined);
     const typical =
       (model !== null ? b.learned.serviceMs.get(model)?.value : null) ?? b.learned.serviceMsAll.value ?? serviceMs;
     const ends = b.runningEnds.get(model) ?? EMPTY;
@@ -296,13 +292,12 @@ export class PredictivePolicy implements RoutingPolicy {
       if (need === 1 && b.slotsAtMost(model) > slots) waitMs *= PROBE_WAIT_SHARE;
     }
     // Other models running on the same GPUs slow this one down; so does a busy GPU (fresh reading).
-    const others = inFlightAt(b, null, ctx) - (model !== null ? active : 0);
+    const others = allInFlight - (model !== null ? active : 0);
     const util = b.gpuUtilization(ctx.agentStaleMs, req.now);
     waitMs += others * 50 + (util === null ? 0 : util * 2);
     // It said its own queue is full a moment ago: count the rest of that backoff as waiting.
     if (b.busyUntil > req.now) waitMs += b.busyUntil - req.now + BUSY_BACKOFF_MS;
 
-    const loadingUntil = model === null ? 0 : b.loadingUntil(model, req.now);
     const reload =
       model !== null &&
       loadingUntil <= req.now &&
@@ -325,7 +320,7 @@ export class PredictivePolicy implements RoutingPolicy {
         amortizable: false,
       };
     }
-    if (model === null || b.isLoaded(model, req.now) || loadingUntil > req.now) {
+    if (warm) {
       // A load under way: the rest of it is waited for, like a slot.
       if (loadingUntil > req.now) waitMs = Math.max(waitMs, loadingUntil - req.now);
       return {
@@ -458,6 +453,8 @@ interface FleetPrior {
   ttftMs: number | null;
   serviceMs: number | null;
 }
+
+const NO_PRIOR: FleetPrior = { tokensPerS: null, ttftMs: null, serviceMs: null };
 
 function median(xs: number[]): number | null {
   if (xs.length === 0) return null;
