@@ -17,6 +17,7 @@ import {
   PickReason,
   PolicyContext,
   PredictivePolicy,
+  rankMs,
   RouteRequest,
   RoutingPolicy,
 } from './policies';
@@ -318,7 +319,7 @@ export class RoutingService {
     const first = this.choose(candidates, req).backend;
     const model = req.model;
     if (this.policy.weighsWaiting) {
-      const predicted = new Map(candidates.map((b) => [b, this.predictor.predict(b, req, this.ctx).totalMs]));
+      const predicted = new Map(candidates.map((b) => [b, rankMs(this.predictor.predict(b, req, this.ctx))]));
       const bound = withSlack(Math.min(...predicted.values()));
       const rest = candidates.filter((b) => b !== first && predicted.get(b)! <= bound);
       rest.sort((a, b) => predicted.get(a)! - predicted.get(b)!);
@@ -341,7 +342,7 @@ export class RoutingService {
     const b = candidates.find((x) => x.name === backend);
     if (!b) return false;
     if (!this.policy.weighsWaiting) return true;
-    return this.predictor.predict(b, req, this.ctx).totalMs <= this.predictionBound(candidates, req);
+    return rankMs(this.predictor.predict(b, req, this.ctx)) <= this.predictionBound(candidates, req);
   }
 
   /** The requests waiting in a shared line for the model count as ahead of this one. */
@@ -353,7 +354,7 @@ export class RoutingService {
   /** The best predicted completion among the candidates, with a tolerance (10 %, at least 50 ms). */
   private predictionBound(candidates: Backend[], req: RouteRequest): number {
     let best = Infinity;
-    for (const b of candidates) best = Math.min(best, this.predictor.predict(b, req, this.ctx).totalMs);
+    for (const b of candidates) best = Math.min(best, rankMs(this.predictor.predict(b, req, this.ctx)));
     return withSlack(best);
   }
 

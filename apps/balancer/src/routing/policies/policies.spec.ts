@@ -4,6 +4,7 @@ import {
   LeastConnectionsPolicy,
   LeastLoadedPolicy,
   PredictivePolicy,
+  rankMs,
   RoundRobinPolicy,
   RouteRequest,
   SeedScorePolicy,
@@ -262,6 +263,33 @@ describe('predictive, on a fleet it learns (zero configuration)', () => {
     told.learned.noteServiceTime(ALPHA, 1000);
     told.acquire(ALPHA, now + 1400);
     expect(p.predict(told, req(ALPHA, { now }), c).waitMs).toBeCloseTo(1400, -1);
+  });
+
+  it('ranks a wait for a busy slot at what it costs the requests behind too: a free slower server is taken before a line builds', () => {
+    const now = Date.now();
+    // fast: 1 s per answer, its one slot (known: configured) busy until 600 ms from now; slow: idle,
+    // 1.8 s per answer. This request alone is done sooner on fast (0.6 + 1 = 1.6 s against 1.8 s),
+    // but its 0.6 s wait is also 0.6 s more for every request behind it in fast's line.
+    const fast = backend('fast', { parallel: 1, modelConcurrency: 1 });
+    const slow = backend('slow', { parallel: 1, modelConcurrency: 1 });
+    for (const b of [fast, slow]) load(b, ALPHA);
+    fast.learned.noteServiceTime(ALPHA, 1000);
+    slow.learned.noteServiceTime(ALPHA, 1800);
+    fast.acquire(ALPHA, now + 600);
+    const c = ctxWith({ [ALPHA]: 1 });
+    const pf = p.predict(fast, req(ALPHA, { now }), c);
+    expect(pf.totalMs).toBeLessThan(p.predict(slow, req(ALPHA, { now }), c).totalMs);
+    expect(pf.slotWaitMs).toBeCloseTo(600, -1);
+    expect(rankMs(pf)).toBeCloseTo(2200, -1);
+    const pick = p.pick([fast, slow], req(ALPHA, { now }), c);
+    expect(pick.backend.name).toBe('slow');
+    expect(pick.reason).toBe('warm');
+    // A short wait still beats the slower server: 0.3 s twice + 1 s < 1.8 s.
+    const soon = backend('soon', { parallel: 1, modelConcurrency: 1 });
+    load(soon, ALPHA);
+    soon.learned.noteServiceTime(ALPHA, 1000);
+    soon.acquire(ALPHA, now + 300);
+    expect(p.pick([soon, slow], req(ALPHA, { now }), c).backend.name).toBe('soon');
   });
 
   it("prices evicting a model by its demand and its other holders' capacity", () => {

@@ -38,6 +38,8 @@ export interface Prediction {
   /** Until the first token: what X-Balancer-Predicted-Ms reports. */
   ttftMs: number;
   waitMs: number;
+  /** The part of waitMs spent waiting for one of the model's slots there (behind running or queued requests). */
+  slotWaitMs: number;
   loadMs: number;
   /** What making room costs: waiting for a busy model to go idle, and what its displaced traffic pays. */
   evictMs: number;
@@ -88,6 +90,8 @@ export class PredictivePolicy implements RoutingPolicy {
     const start = this.turn++;
     let bestWarm: Backend | null = null;
     let bestWarmP: Prediction | null = null;
+    // The warm option done soonest (what a load must beat), which is not always the one taken.
+    let soonestWarmP: Prediction | null = null;
     let bestCold: Backend | null = null;
     let bestColdP: Prediction | null = null;
     let bestFree: Backend | null = null;
@@ -95,38 +99,40 @@ export class PredictivePolicy implements RoutingPolicy {
     const better = (b: Backend, p: Prediction, best: Backend | null, bestP: Prediction | null): boolean =>
       bestP === null ||
       best === null ||
-      p.totalMs < bestP.totalMs - 1 ||
-      (Math.abs(p.totalMs - bestP.totalMs) <= 1 &&
+      rankMs(p) < rankMs(bestP) - 1 ||
+      (Math.abs(rankMs(p) - rankMs(bestP)) <= 1 &&
         inFlightAt(b, null, ctx) / b.weight < inFlightAt(best, null, ctx) / best.weight);
     for (let k = 0; k < n; k++) {
       const b = candidates[(start + k) % n];
       const p = this.predict(b, req, ctx);
       if (p.warm) {
         if (better(b, p, bestWarm, bestWarmP)) [bestWarm, bestWarmP] = [b, p];
+        if (soonestWarmP === null || p.totalMs < soonestWarmP.totalMs) soonestWarmP = p;
       } else if (!p.evicts) {
         if (better(b, p, bestFree, bestFreeP)) [bestFree, bestFreeP] = [b, p];
       } else if (better(b, p, bestCold, bestColdP)) [bestCold, bestColdP] = [b, p];
     }
     let best: Backend;
     let p: Prediction;
-    if (bestWarm === null || bestWarmP === null) {
+    if (bestWarm === null || bestWarmP === null || soonestWarmP === null) {
       // Nowhere warm: load where it is soonest, free room first unless an eviction is clearly sooner.
       if (bestFreeP !== null && (bestColdP === null || bestFreeP.totalMs <= bestColdP.totalMs))
         [best, p] = [bestFree!, bestFreeP];
       else [best, p] = [bestCold!, bestColdP!];
     } else {
       [best, p] = [bestWarm, bestWarmP];
-      const margin = Math.max(MIN_GAIN_MS, bestWarmP.totalMs * GAIN);
+      const warmP = soonestWarmP;
+      const margin = Math.max(MIN_GAIN_MS, warmP.totalMs * GAIN);
       const model = req.model;
       // Past their capacity the warm holders' queue only grows: another copy pays for itself even
       // when this one request would be served sooner by waiting. Into free room it evicts nothing.
       // Judged by the model's own arrivals from its first requests on, not only after a full window.
       const { load, past, demand } =
         model !== null && (bestFreeP !== null || bestColdP !== null)
-          ? this.overload(model, candidates, bestWarmP, req, ctx)
+          ? this.overload(model, candidates, warmP, req, ctx)
           : NOT_LOADED;
-      const saturated = (c: Prediction) => past >= SATURATED && bestWarmP.waitMs > c.loadMs / 2;
-      if (bestFreeP !== null && (bestFreeP.totalMs + margin < bestWarmP.totalMs || saturated(bestFreeP)))
+      const saturated = (c: Prediction) => past >= SATURATED && warmP.waitMs > c.loadMs / 2;
+      if (bestFreeP !== null && (bestFreeP.totalMs + margin < warmP.totalMs || saturated(bestFreeP)))
         [best, p] = [bestFree!, bestFreeP];
       else if (bestColdP !== null && model !== null) {
         // What the victim's traffic pays, spread over the requests this load will serve.
@@ -134,7 +140,7 @@ export class PredictivePolicy implements RoutingPolicy {
           ? bestColdP.evictMs / Math.max(1, (demand ?? 0) * AMORTIZE_S)
           : bestColdP.evictMs;
         if (
-          (load >= OVERLOAD && bestColdP.totalMs + margin < bestWarmP.totalMs) ||
+          (load >= OVERLOAD && bestColdP.totalMs + margin < warmP.totalMs) ||
           (saturated(bestColdP) && evictMs < bestColdP.loadMs)
         )
           [best, p] = [bestCold!, bestColdP];
@@ -272,6 +278,8 @@ export class PredictivePolicy implements RoutingPolicy {
     const ahead = req.aheadAt !== undefined ? (req.aheadAt.get(b.name) ?? 0) : (req.queuedAhead ?? 0);
     const need = active + 1 + ahead - slots;
     let waitMs = 0;
+    // The wait that holds up the requests behind this one (see rankMs).
+    let slotWaitMs = 0;
     if (need > 0) {
       if (ends.length === active && active > 0 && !ends.includes(0)) {
         // A request past its expected end is not about to finish: it has overrun its prediction, so
@@ -289,7 +297,9 @@ export class PredictivePolicy implements RoutingPolicy {
       // (slots are being learned): it starts at once if it does, and waits as above if it does not.
       // Even odds: half the wait. Priced at the full wait, a server whose slots are not shown yet
       // looks busier than a slow one, and its slots are never shown.
+      // Its wait is not counted again for those behind it: what it shows is worth that much to them.
       if (need === 1 && b.slotsAtMost(model) > slots) waitMs *= PROBE_WAIT_SHARE;
+      else slotWaitMs = waitMs;
     }
     // Other models running on the same GPUs slow this one down; so does a busy GPU (fresh reading).
     const others = allInFlight - (model !== null ? active : 0);
@@ -312,6 +322,7 @@ export class PredictivePolicy implements RoutingPolicy {
         totalMs: before + serviceMs,
         ttftMs: before + ttftMs,
         waitMs: Math.max(waitMs, last),
+        slotWaitMs,
         loadMs,
         evictMs: 0,
         serviceMs,
@@ -327,6 +338,7 @@ export class PredictivePolicy implements RoutingPolicy {
         totalMs: waitMs + serviceMs,
         ttftMs: waitMs + ttftMs,
         waitMs,
+        slotWaitMs,
         loadMs: 0,
         evictMs: 0,
         serviceMs,
@@ -344,6 +356,7 @@ export class PredictivePolicy implements RoutingPolicy {
       totalMs: before + serviceMs,
       ttftMs: before + ttftMs,
       waitMs,
+      slotWaitMs,
       loadMs,
       evictMs: eviction.costMs,
       serviceMs,
@@ -447,6 +460,18 @@ export class PredictivePolicy implements RoutingPolicy {
 }
 
 const EMPTY_BACKENDS: readonly Backend[] = [];
+
+/**
+ * What taking this option costs the requests for the model, not only this one: its predicted
+ * completion, plus, where it waits for a busy slot, that wait once more. A request that waits in
+ * line for a fast server keeps the requests behind it waiting as long; one that takes a free slot
+ * on a slower server shortens that line (join the shortest expected delay, selfishly applied,
+ * leaves slower servers idle while a line builds; measured in docs/benchmarks.md, 2026-12-02).
+ * Ranks warm options against each other; whether to load at all is judged on totalMs.
+ */
+export function rankMs(p: Prediction): number {
+  return p.warm ? p.totalMs + p.slotWaitMs : p.totalMs;
+}
 
 interface FleetPrior {
   tokensPerS: number | null;
