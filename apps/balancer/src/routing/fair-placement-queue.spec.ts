@@ -102,18 +102,18 @@ describe('FairPlacementQueue', () => {
     expect(tried).toEqual(['retry', 'fresh']);
   });
 
-  it('looks past a waiter that chose to wait for a busy backend: the next is placed with one ahead of it', () => {
+  it('looks past a waiter that chose to wait for a busy backend: the next is placed with one ahead of it (and told how many wait behind)', () => {
     q = queue();
     const first = entry('first', 'm', 1);
     const second = entry('second', 'm', 1);
     const third = entry('third', 'm', 1);
     const other = entry('other', 'n', 1);
     for (const e of [first, second, third, other]) expect(q.offer(e, 0)).toBeNull();
-    const offered: [string, number][] = [];
+    const offered: [string, number, number | undefined][] = [];
     let free = 1;
-    q.drain((e, ahead): Placement => {
+    q.drain((e, ahead, _queuedMs, _now, behind): Placement => {
       const p = e as Probe;
-      offered.push([p.name, ahead]);
+      offered.push([p.name, ahead, behind]);
       if (p.name === 'first') return WAIT_BY_CHOICE; // a free backend exists, it prefers the busy warm one
       if (p.name === 'other') return LEASE;
       if (free === 0) return WAIT;
@@ -122,10 +122,10 @@ describe('FairPlacementQueue', () => {
     });
     // 'second' was judged with 'first' ahead of it and took the free backend; 'third' found none.
     expect(offered).toEqual([
-      ['first', 0],
-      ['second', 1],
-      ['third', 1],
-      ['other', 0],
+      ['first', 0, 2],
+      ['second', 1, 1],
+      ['third', 1, 0],
+      ['other', 0, 0],
     ]);
     expect([first.told, second.told, third.told, other.told]).toEqual([[], ['placed'], [], ['placed']]);
     expect(q.length).toBe(2);

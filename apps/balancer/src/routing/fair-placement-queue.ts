@@ -105,7 +105,9 @@ export class FairPlacementQueue extends PlacementQueue {
     this.forget(entry);
   }
 
-  drain(place: (entry: QueuedRequest, ahead: number, queuedMs: number, now: number) => Placement): void {
+  drain(
+    place: (entry: QueuedRequest, ahead: number, queuedMs: number, now: number, behind?: number) => Placement,
+  ): void {
     if (this.queue.size === 0) return;
     const now = Date.now();
     const told: { entry: QueuedRequest; outcome: Lease | NoCandidate }[] = [];
@@ -127,7 +129,7 @@ export class FairPlacementQueue extends PlacementQueue {
       if (best === null) break;
       const entry = best.value.entry;
       const before = ahead.get(best.model) ?? 0;
-      const outcome = place(entry, before, now - best.enqueuedAt, now);
+      const outcome = place(entry, before, now - best.enqueuedAt, now, this.queue.sizeFor(best.model) - before - 1);
       if (outcome.kind === 'wait') {
         if (entry.tried.size > 0) skipped.add(best);
         else if ('byChoice' in outcome && before < LOOK_BEHIND) {

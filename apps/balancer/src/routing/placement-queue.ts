@@ -41,10 +41,12 @@ export abstract class PlacementQueue {
   abstract cancel(entry: QueuedRequest): void;
   /**
    * Offers waiting requests, in the queue's order, to `place` (with the count of requests for the
-   * same model ahead of each and the time it waited); the ones placed or refused leave the queue and
-   * are told after the pass.
+   * same model ahead of each, the time it waited, and how many for the model wait behind it); the
+   * ones placed or refused leave the queue and are told after the pass.
    */
-  abstract drain(place: (entry: QueuedRequest, ahead: number, queuedMs: number, now: number) => Placement): void;
+  abstract drain(
+    place: (entry: QueuedRequest, ahead: number, queuedMs: number, now: number, behind?: number) => Placement,
+  ): void;
   /** Refuses every waiting request (the balancer is closing). */
   abstract refuseAll(refusal: NoCandidate): void;
   /** Waiting requests by class and key (status view, dashboard, metrics). */

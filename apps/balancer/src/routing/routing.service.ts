@@ -123,7 +123,13 @@ export class RoutingService {
    * (a waiter further back counts them ahead of it there, and only there).
    */
   private readonly chosenAhead = new Map<string | null, Map<string, number>>();
-  private readonly drainPass = (entry: QueuedRequest, ahead: number, queuedMs: number, now: number): Placement => {
+  private readonly drainPass = (
+    entry: QueuedRequest,
+    ahead: number,
+    queuedMs: number,
+    now: number,
+    behind?: number,
+  ): Placement => {
     const model = entry.route.model;
     let chosen = this.chosenAhead.get(model);
     if (ahead === 0 || chosen === undefined) {
@@ -131,7 +137,7 @@ export class RoutingService {
       this.chosenAhead.set(model, chosen);
     }
     const placed = this.placeNow(
-      { ...entry.route, now, queuedAhead: ahead, queuedMs, aheadAt: chosen },
+      { ...entry.route, now, queuedAhead: ahead, queuedBehind: Math.max(0, behind ?? 0), queuedMs, aheadAt: chosen },
       entry.tried,
       queuedMs,
       true,

@@ -201,7 +201,9 @@ export class SharedPlacementQueue extends PlacementQueue {
     }
   }
 
-  drain(place: (entry: QueuedRequest, ahead: number, queuedMs: number, now: number) => Placement): void {
+  drain(
+    place: (entry: QueuedRequest, ahead: number, queuedMs: number, now: number, behind?: number) => Placement,
+  ): void {
     if (this.ready.length > 0) this.placeReady();
     if (this.local.length > 0) this.local.drain(place);
   }

@@ -265,11 +265,10 @@ describe('predictive, on a fleet it learns (zero configuration)', () => {
     expect(p.predict(told, req(ALPHA, { now }), c).waitMs).toBeCloseTo(1400, -1);
   });
 
-  it('ranks a wait for a busy slot at what it costs the requests behind too: a free slower server is taken before a line builds', () => {
+  it('ranks a wait for a busy slot with what it adds to the line behind: a free slower server is taken before the line outlasts it', () => {
     const now = Date.now();
-    // fast: 1 s per answer, its one slot (known: configured) busy until 600 ms from now; slow: idle,
-    // 1.8 s per answer. This request alone is done sooner on fast (0.6 + 1 = 1.6 s against 1.8 s),
-    // but its 0.6 s wait is also 0.6 s more for every request behind it in fast's line.
+    // fast: 1 s per answer, its one slot (configured) busy until 600 ms from now; slow: idle, 1.8 s
+    // per answer. Alone, this request is done sooner on fast (0.6 + 1 = 1.6 s against 1.8 s).
     const fast = backend('fast', { parallel: 1, modelConcurrency: 1 });
     const slow = backend('slow', { parallel: 1, modelConcurrency: 1 });
     for (const b of [fast, slow]) load(b, ALPHA);
@@ -277,19 +276,31 @@ describe('predictive, on a fleet it learns (zero configuration)', () => {
     slow.learned.noteServiceTime(ALPHA, 1800);
     fast.acquire(ALPHA, now + 600);
     const c = ctxWith({ [ALPHA]: 1 });
-    const pf = p.predict(fast, req(ALPHA, { now }), c);
-    expect(pf.totalMs).toBeLessThan(p.predict(slow, req(ALPHA, { now }), c).totalMs);
-    expect(pf.slotWaitMs).toBeCloseTo(600, -1);
-    expect(rankMs(pf)).toBeCloseTo(2200, -1);
-    const pick = p.pick([fast, slow], req(ALPHA, { now }), c);
+    const alone = p.predict(fast, req(ALPHA, { now }), c);
+    expect(alone.totalMs).toBeLessThan(p.predict(slow, req(ALPHA, { now }), c).totalMs);
+    expect(alone.lineMs).toBe(0);
+    expect(p.pick([fast, slow], req(ALPHA, { now }), c).backend.name).toBe('fast');
+    // Two more wait behind it in the balancer: each would start 1 s later on fast if it waits there
+    // (the last done at 0.6 + 3 x 1 = 3.6 s), so it takes the free slow server.
+    const lined = p.predict(fast, req(ALPHA, { now, queuedBehind: 2 }), c);
+    expect(lined.totalMs).toBeCloseTo(alone.totalMs, -1);
+    expect(lined.lineMs).toBeCloseTo(2000, -1);
+    expect(rankMs(lined)).toBeCloseTo(3600, -1);
+    const pick = p.pick([fast, slow], req(ALPHA, { now, queuedBehind: 2 }), c);
     expect(pick.backend.name).toBe('slow');
     expect(pick.reason).toBe('warm');
-    // A short wait still beats the slower server: 0.3 s twice + 1 s < 1.8 s.
-    const soon = backend('soon', { parallel: 1, modelConcurrency: 1 });
-    load(soon, ALPHA);
-    soon.learned.noteServiceTime(ALPHA, 1000);
-    soon.acquire(ALPHA, now + 300);
-    expect(p.pick([soon, slow], req(ALPHA, { now }), c).backend.name).toBe('soon');
+    // A free slot holds up nobody.
+    const idle = backend('idle', { parallel: 1, modelConcurrency: 1 });
+    load(idle, ALPHA);
+    idle.learned.noteServiceTime(ALPHA, 1000);
+    expect(p.predict(idle, req(ALPHA, { now, queuedBehind: 5 }), c).lineMs).toBe(0);
+    // Nor does the request that probes for a slot not shown yet (it starts at once if the slot exists).
+    const learning = backend('learning', { learnSlots: true, modelConcurrency: 0 });
+    load(learning, ALPHA);
+    learning.learned.noteServiceTime(ALPHA, 1000);
+    learning.acquire(ALPHA, now + 600);
+    expect(learning.slotsAtMost(ALPHA)).toBe(2);
+    expect(p.predict(learning, req(ALPHA, { now, queuedBehind: 5 }), c).lineMs).toBe(0);
   });
 
   it("prices evicting a model by its demand and its other holders' capacity", () => {

@@ -14,6 +14,8 @@ export interface RouteRequest {
   displayModel?: string;
   /** Requests for the same model queued in the balancer ahead of this one. */
   queuedAhead?: number;
+  /** Requests for the same model queued in the balancer behind this one. */
+  queuedBehind?: number;
   /**
    * In a queue pass: per backend name, the requests for the model ahead of this one in the queue
    * that chose to wait for that backend (they take its next slots, not the others'). When absent,

@@ -38,8 +38,11 @@ export interface Prediction {
   /** Until the first token: what X-Balancer-Predicted-Ms reports. */
   ttftMs: number;
   waitMs: number;
-  /** The part of waitMs spent waiting for one of the model's slots there (behind running or queued requests). */
-  slotWaitMs: number;
+  /**
+   * What this request waiting for a busy slot there adds to the requests for the model queued
+   * behind it in the balancer (each starts one slot's turn later): see rankMs.
+   */
+  lineMs: number;
   loadMs: number;
   /** What making room costs: waiting for a busy model to go idle, and what its displaced traffic pays. */
   evictMs: number;
@@ -278,8 +281,8 @@ export class PredictivePolicy implements RoutingPolicy {
     const ahead = req.aheadAt !== undefined ? (req.aheadAt.get(b.name) ?? 0) : (req.queuedAhead ?? 0);
     const need = active + 1 + ahead - slots;
     let waitMs = 0;
-    // The wait that holds up the requests behind this one (see rankMs).
-    let slotWaitMs = 0;
+    // Whether it waits for a busy slot (and so holds up the requests behind it: see rankMs).
+    let holdsLine = false;
     if (need > 0) {
       if (ends.length === active && active > 0 && !ends.includes(0)) {
         // A request past its expected end is not about to finish: it has overrun its prediction, so
@@ -297,10 +300,11 @@ export class PredictivePolicy implements RoutingPolicy {
       // (slots are being learned): it starts at once if it does, and waits as above if it does not.
       // Even odds: half the wait. Priced at the full wait, a server whose slots are not shown yet
       // looks busier than a slow one, and its slots are never shown.
-      // Its wait is not counted again for those behind it: what it shows is worth that much to them.
+      // It holds up nobody if the slot exists, and what it shows is worth its wait to those behind.
       if (need === 1 && b.slotsAtMost(model) > slots) waitMs *= PROBE_WAIT_SHARE;
-      else slotWaitMs = waitMs;
+      else holdsLine = waitMs > 0;
     }
+    const lineMs = holdsLine ? ((req.queuedBehind ?? 0) * typical) / slots : 0;
     // Other models running on the same GPUs slow this one down; so does a busy GPU (fresh reading).
     const others = allInFlight - (model !== null ? active : 0);
     const util = b.gpuUtilization(ctx.agentStaleMs, req.now);
@@ -322,7 +326,7 @@ export class PredictivePolicy implements RoutingPolicy {
         totalMs: before + serviceMs,
         ttftMs: before + ttftMs,
         waitMs: Math.max(waitMs, last),
-        slotWaitMs,
+        lineMs,
         loadMs,
         evictMs: 0,
         serviceMs,
@@ -338,7 +342,7 @@ export class PredictivePolicy implements RoutingPolicy {
         totalMs: waitMs + serviceMs,
         ttftMs: waitMs + ttftMs,
         waitMs,
-        slotWaitMs,
+        lineMs,
         loadMs: 0,
         evictMs: 0,
         serviceMs,
@@ -356,7 +360,7 @@ export class PredictivePolicy implements RoutingPolicy {
       totalMs: before + serviceMs,
       ttftMs: before + ttftMs,
       waitMs,
-      slotWaitMs,
+      lineMs,
       loadMs,
       evictMs: eviction.costMs,
       serviceMs,
@@ -462,15 +466,17 @@ export class PredictivePolicy implements RoutingPolicy {
 const EMPTY_BACKENDS: readonly Backend[] = [];
 
 /**
- * What taking this option costs the requests for the model, not only this one: its predicted
- * completion, plus, where it waits for a busy slot, that wait once more. A request that waits in
- * line for a fast server keeps the requests behind it waiting as long; one that takes a free slot
- * on a slower server shortens that line (join the shortest expected delay, selfishly applied,
- * leaves slower servers idle while a line builds; measured in docs/benchmarks.md, 2026-12-02).
- * Ranks warm options against each other; whether to load at all is judged on totalMs.
+ * How the policy ranks options where the model is warm: the predicted completion, plus, where the
+ * request would wait for a busy slot, what that wait adds to the requests queued behind it (each
+ * starts one slot's turn later there). Join the shortest expected delay applied to each request
+ * alone makes the head of a line wait for a fast server while a free slower one idles, and the
+ * line behind it pays; it takes the slower one when that is done no later than the line's last
+ * request would be (measured in docs/benchmarks.md, 2026-12-02). Counting the wait itself once
+ * more instead sent requests to very slow servers after a short line and made them the tail.
+ * Whether to load at all is judged on totalMs.
  */
 export function rankMs(p: Prediction): number {
-  return p.warm ? p.totalMs + p.slotWaitMs : p.totalMs;
+  return p.warm ? p.totalMs + p.lineMs : p.totalMs;
 }
 
 interface FleetPrior {
