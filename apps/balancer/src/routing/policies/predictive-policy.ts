@@ -77,6 +77,8 @@ const DEFAULT_TOKENS_PER_SEC = 30;
  *     and its queue when they cannot)
  *   + this request's own service time (time to first token + the output tokens it asked for, or the
  *     usual count, at the token rate learned on that backend).
+ * Between warm options a wait for a busy slot is also charged what it adds to the requests queued
+ * behind this one (rankMs): a free slower server is taken before that line outlasts it.
  * A warm model is never gambled on a guess: a load that evicts is taken only when the model's warm
  * holders are overloaded (recent demand above 85 % of their capacity, or a wait the queue timeout
  * would not allow) and the load is predicted sooner by a margin. A load into free room is taken
