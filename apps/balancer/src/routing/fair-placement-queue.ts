@@ -2,8 +2,8 @@ import { Inject, Injectable } from '@nestjs/common';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
 import { FairQueue, Waiter } from './fair-queue';
 import type { Lease } from './lease-ledger';
-import { NoCandidate, Placement } from './placement';
-import { PlacementQueue, QueuedRequest, QueueCounters } from './placement-queue';
+import { NoCandidate } from './placement';
+import { PlaceWaiter, PlacementQueue, QueuedRequest, QueueCounters } from './placement-queue';
 
 /** How many waiters of one model a drain looks past, when those ahead chose to wait for a busy backend. */
 const LOOK_BEHIND = 32;
@@ -105,9 +105,7 @@ export class FairPlacementQueue extends PlacementQueue {
     this.forget(entry);
   }
 
-  drain(
-    place: (entry: QueuedRequest, ahead: number, queuedMs: number, now: number, behind?: number) => Placement,
-  ): void {
+  drain(place: PlaceWaiter): void {
     if (this.queue.size === 0) return;
     const now = Date.now();
     const told: { entry: QueuedRequest; outcome: Lease | NoCandidate }[] = [];

@@ -26,6 +26,18 @@ export interface QueueCounters {
 }
 
 /**
+ * Places one waiter in a queue pass: with the requests for its model ahead of it (passed over this
+ * pass), how long it has waited, the time of the pass, and the requests for its model behind it.
+ */
+export type PlaceWaiter = (
+  entry: QueuedRequest,
+  ahead: number,
+  queuedMs: number,
+  now: number,
+  behind: number,
+) => Placement;
+
+/**
  * Requests waiting for a slot when every candidate is at its cap: the one owner of who waits and in
  * which order. This process's implementation is FairPlacementQueue (priority classes, fair share
  * between keys); a queue shared by several replicas replaces it behind the same methods.
@@ -44,9 +56,7 @@ export abstract class PlacementQueue {
    * same model ahead of each, the time it waited, and how many for the model wait behind it); the
    * ones placed or refused leave the queue and are told after the pass.
    */
-  abstract drain(
-    place: (entry: QueuedRequest, ahead: number, queuedMs: number, now: number, behind?: number) => Placement,
-  ): void;
+  abstract drain(place: PlaceWaiter): void;
   /** Refuses every waiting request (the balancer is closing). */
   abstract refuseAll(refusal: NoCandidate): void;
   /** Waiting requests by class and key (status view, dashboard, metrics). */

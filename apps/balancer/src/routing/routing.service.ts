@@ -7,7 +7,7 @@ import { ModelInventory } from '../fleet/model-inventory';
 import { Lifecycle } from '../lifecycle/lifecycle';
 import { Lease, LeaseLedger } from './lease-ledger';
 import { NoCandidate, Placement, WAIT, WAIT_BY_CHOICE } from './placement';
-import { PlacementQueue, QueuedRequest } from './placement-queue';
+import { PlaceWaiter, PlacementQueue, QueuedRequest } from './placement-queue';
 import {
   createPolicy,
   IDLE_DEMAND_PER_S,
@@ -123,13 +123,7 @@ export class RoutingService {
    * (a waiter further back counts them ahead of it there, and only there).
    */
   private readonly chosenAhead = new Map<string | null, Map<string, number>>();
-  private readonly drainPass = (
-    entry: QueuedRequest,
-    ahead: number,
-    queuedMs: number,
-    now: number,
-    behind?: number,
-  ): Placement => {
+  private readonly drainPass: PlaceWaiter = (entry, ahead, queuedMs, now, behind) => {
     const model = entry.route.model;
     let chosen = this.chosenAhead.get(model);
     if (ahead === 0 || chosen === undefined) {
@@ -137,7 +131,7 @@ export class RoutingService {
       this.chosenAhead.set(model, chosen);
     }
     const placed = this.placeNow(
-      { ...entry.route, now, queuedAhead: ahead, queuedBehind: Math.max(0, behind ?? 0), queuedMs, aheadAt: chosen },
+      { ...entry.route, now, queuedAhead: ahead, queuedBehind: behind, queuedMs, aheadAt: chosen },
       entry.tried,
       queuedMs,
       true,

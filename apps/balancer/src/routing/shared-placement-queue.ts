@@ -6,7 +6,7 @@ import { SHARED_STATE, SharedSlot, SharedState, SharedStateUnavailable } from '.
 import { LeaseLedger } from './lease-ledger';
 import { NoCandidate, Placement } from './placement';
 import { FairPlacementQueue } from './fair-placement-queue';
-import { PlacementQueue, QueueCounters, QueuedRequest } from './placement-queue';
+import { PlaceWaiter, PlacementQueue, QueueCounters, QueuedRequest } from './placement-queue';
 import { RoutingService } from './routing.service';
 import { SessionAffinity } from './session-affinity';
 import { SharedLeaseLedger } from './shared-lease-ledger';
@@ -201,9 +201,7 @@ export class SharedPlacementQueue extends PlacementQueue {
     }
   }
 
-  drain(
-    place: (entry: QueuedRequest, ahead: number, queuedMs: number, now: number, behind?: number) => Placement,
-  ): void {
+  drain(place: PlaceWaiter): void {
     if (this.ready.length > 0) this.placeReady();
     if (this.local.length > 0) this.local.drain(place);
   }
