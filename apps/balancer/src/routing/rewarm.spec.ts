@@ -25,7 +25,8 @@ const MODELS = [
 
 /**
  * Rewarm: a model a load evicted, still in use and loaded nowhere, is loaded again where it fits
- * beside what is loaded, never where it would evict. Real simulated Ollama servers and the real
+ * beside what is loaded, or where its next request would load it when that server's room is not
+ * known; never where a load evicts for sure. Real simulated Ollama servers and the real
  * routing stack and inventory; /api/ps is read from the sims.
  */
 describe('Rewarm (an evicted model still in use, loaded again where it fits)', () => {
@@ -130,8 +131,21 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
     expect(events.events.map((e) => [e.backend, e.event])).toEqual([[spare.name, 'rewarm']]);
   });
 
-  it('does nothing where the room is not known to be free (a load there might evict gamma)', async () => {
-    const { inventory, rewarm, full, ask } = await setup();
+  it('where the room is not known, starts the load the next request would start (it fits there)', async () => {
+    const { inventory, rewarm, events, full, spare, ask } = await setup();
+    ask(ALPHA);
+    await evictAlpha(inventory, full);
+    // Alpha is loaded nowhere and still in use: its next request would load it on spare (the only
+    // other server with it on disk), which may have room beside gamma. Started now, not by it.
+    expect(rewarm.counters.rewarms.started).toBe(1);
+    expect(spare.loadingUntil(ALPHA)).toBeGreaterThan(0);
+    await until('the rewarm loaded', () => rewarm.counters.rewarms.loaded === 1);
+    expect(sims[1].stats().loaded.sort()).toEqual([ALPHA, GAMMA]);
+    expect(events.events.map((e) => [e.backend, e.event])).toEqual([[spare.name, 'rewarm']]);
+  });
+
+  it('does nothing where the room is known to be full (a load there evicts gamma for sure)', async () => {
+    const { inventory, rewarm, full, ask } = await setup({ spareRoom: 1 });
     ask(ALPHA);
     await evictAlpha(inventory, full);
     expect(rewarm.counters.rewarms.started).toBe(0);

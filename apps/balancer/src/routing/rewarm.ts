@@ -18,11 +18,13 @@ type Kind = 'rewarm' | 'scale-out';
  * (Ollama's load-only request, an empty generate), so that no request waits for them:
  * - rewarm: /api/ps shows that a load evicted a model that is still in use and is now loaded
  *   nowhere (make-before-break, one step late): its next requests find it warm instead of each
- *   paying for a reload, or queueing behind one on a server that has to evict again;
+ *   paying for a reload, or queueing behind one on a server that has to evict again. Where no
+ *   server is known to have room, the load its next request would start (on a server whose room
+ *   is not known) is started now rather than by that request;
  * - scale-out: a model's arrivals are past what its warm holders may serve; another copy is loaded
  *   while they keep serving, instead of when a request has queued long enough to pay for the load.
- * RoutingService.rewarmTarget / scaleOutTarget decide whether and where; neither ever evicts
- * anything. Off with REWARM_EVICTED=false / PRELOAD_SATURATED=false (and with any policy but
+ * RoutingService.rewarmTarget / scaleOutTarget decide whether and where; neither loads where a load
+ * evicts for sure. Off with REWARM_EVICTED=false / PRELOAD_SATURATED=false (and with any policy but
  * predictive).
  */
 @Injectable()

@@ -16,6 +16,7 @@ import {
   Pick,
   PickReason,
   PolicyContext,
+  Prediction,
   PredictivePolicy,
   rankMs,
   RouteRequest,
@@ -402,8 +403,10 @@ export class RoutingService {
    * Where to load `model` again now that a load evicted it from `from`, so that its traffic finds it
    * warm instead of paying for a reload then (make-before-break, one step late): only with the
    * predictive policy, only a model still in use (its own arrivals, not idle), only when no available
-   * backend holds it or is loading it, and only into room beside what a backend holds (a rewarm
-   * never evicts anything); the backend where it would be ready soonest. Null when there is none.
+   * backend holds it or is loading it. Into room beside what a backend holds where there is some
+   * (the backend where it would be ready soonest); else where its next request would load it when
+   * that server's room is not known (nextLoadFor): never where a load evicts for sure. Null when
+   * there is none.
    */
   rewarmTarget(model: string, from: Backend, now = Date.now()): { backend: Backend; loadMs: number } | null {
     if (!this.config.rewarmEvicted || !this.policy.weighsWaiting || this.lifecycle.state !== 'serving') return null;
@@ -412,7 +415,32 @@ export class RoutingService {
     if (demand === null || demand < IDLE_DEMAND_PER_S) return null;
     if (available.some((b) => b.isLoaded(model, now) || b.loadingUntil(model, now) > now)) return null;
     const req: RouteRequest = { model, modelSize: this.inventory.largestSize(model), sessionKey: null, now };
-    return this.roomFor(model, available, req, from);
+    return this.roomFor(model, available, req, from) ?? this.nextLoadFor(model, available, req, from);
+  }
+
+  /**
+   * Where the next request for `model` (loaded nowhere, in use) would load it: its cold option with
+   * the soonest predicted completion, priced as the request path prices it (a possible eviction
+   * included). Taken when that is a server whose room is not known (the load may fit beside what is
+   * there): the load the next request would start anyway, started now, so that the requests
+   * arriving meanwhile do not each wait for it. Null when the best is a known-full room (a load
+   * there evicts for sure: the request decides) or there is none.
+   */
+  private nextLoadFor(
+    model: string,
+    available: readonly Backend[],
+    req: RouteRequest,
+    not: Backend,
+  ): { backend: Backend; loadMs: number } | null {
+    let best: { backend: Backend; p: Prediction } | null = null;
+    for (const b of available) {
+      if (b === not || !b.hasModel(model) || b.busyUntil > req.now) continue;
+      const p = this.predictor.predict(b, req, this.ctx);
+      if (p.warm || !Number.isFinite(p.totalMs)) continue;
+      if (best === null || p.totalMs < best.p.totalMs) best = { backend: b, p };
+    }
+    if (best === null || (best.p.evicts && best.backend.roomKnown)) return null;
+    return { backend: best.backend, loadMs: best.p.loadMs };
   }
 
   /**
