@@ -1,4 +1,4 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
 import { parseModelName } from '@app/ollama-names';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
 import { Backend } from '../fleet/backend';
@@ -119,6 +119,7 @@ export class RoutingService {
   readonly counters = { routed: 0, byReason: new Map<string, number>() };
   /** Called for every decision (metrics and logs hook in here). */
   readonly decisionListeners: ((d: Decision) => void)[] = [];
+  private readonly log = new Logger('Routing');
   /**
    * Per model, in the queue pass under way: the backends the waiters passed over chose to wait for
    * (a waiter further back counts them ahead of it there, and only there).
@@ -523,7 +524,14 @@ export class RoutingService {
     };
     this.recentDecisions.push(d);
     if (this.recentDecisions.length > KEEP_DECISIONS) this.recentDecisions.shift();
-    for (const l of this.decisionListeners) l(d);
+    // A listener (metrics, background loads) that throws must not fail the request it was told of:
+    // the lease is taken, and the request has to go on to its backend.
+    for (const l of this.decisionListeners)
+      try {
+        l(d);
+      } catch (e) {
+        this.log.error(`decision listener failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      }
     return lease;
   }
 }
