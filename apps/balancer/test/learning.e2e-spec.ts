@@ -426,6 +426,41 @@ describe('zero-configuration routing (OLLAMA_BACKENDS only)', () => {
     expect(f.sims[0].stats().loaded).toEqual([ALPHA]);
   });
 
+  it("reads a server's token rate from a stream's first lines, before its answer ends", async () => {
+    // 20 tokens/s: a 400-token answer runs 20 s; its first lines say how fast the server is.
+    f = await startFleet([{ models: [MODELS[0]], loaded: [ALPHA], tokensPerSecond: 20 }]);
+    expect(backendOf(await status(f), f.names[0]).learned.tokensPerSecond).toBeNull();
+    let ended = false;
+    let cut: (() => void) | undefined;
+    const long = streamTimed(
+      `${f.url}/api/generate`,
+      { model: ALPHA, prompt: 'long', options: { num_predict: 400 } },
+      (_c, req) => {
+        cut ??= () => req.destroy();
+      },
+    ).then((r) => {
+      ended = true;
+      return r;
+    });
+    let rate: number | null = null;
+    await waitFor(
+      async () => {
+        rate = backendOf(await status(f!), f!.names[0]).learned.tokensPerSecond;
+        return rate !== null;
+      },
+      15_000,
+      'a token rate learned from the running stream',
+    );
+    // Learned while the answer is still streaming (it has most of its 20 s to go).
+    expect(ended).toBe(false);
+    // The server's speed, read from its lines (a loaded machine only makes the sim slower).
+    expect(rate).toBeGreaterThan(5);
+    expect(rate).toBeLessThanOrEqual(24);
+    cut!();
+    await long;
+    await idle(f);
+  });
+
   it('learns how long a model answers: num_predict 4000 answered with 20 tokens is routed as a short answer', async () => {
     // The server answers at most 20 tokens whatever the client asks (its maxOutputTokens).
     f = await startFleet([{ models: [MODELS[0]], loaded: [ALPHA], tokensPerSecond: 50, maxOutputTokens: 20 }]);

@@ -29,6 +29,9 @@ export class LearnedStats {
   /** Output speed (tokens/s per request) per model, from Ollama's eval_count / eval_duration. */
   readonly tokensPerSec = new Map<string, Ewma>();
   readonly tokensPerSecAll = new Ewma(0.2);
+  /** Models whose rate is only an early reading (noteEarlyRate), and whether tokensPerSecAll is. */
+  private readonly early = new Set<string>();
+  private earlyAll = false;
   /** Time to first token of streamed requests (prompt evaluation and overhead), ms. */
   readonly ttftMs = new Ewma(0.2);
   /**
@@ -137,14 +140,43 @@ export class LearnedStats {
   ): void {
     if (evalCount !== undefined && evalNs !== undefined && evalCount >= 2 && evalNs > 0) {
       const tps = evalCount / (evalNs / 1e9);
+      // An early reading (noteEarlyRate) gives way to the first answer's own counters.
+      if (this.earlyAll) {
+        this.tokensPerSecAll.value = null;
+        this.earlyAll = false;
+      }
       this.tokensPerSecAll.add(tps);
       if (model !== null) {
         let e = this.tokensPerSec.get(model);
-        if (!e) this.tokensPerSec.set(model, (e = new Ewma(0.2)));
+        if (!e || this.early.delete(model)) this.tokensPerSec.set(model, (e = new Ewma(0.2)));
         e.add(tps);
       }
     }
     this.promptMsPerToken.observe(promptCount, promptNs, continuesConversation);
+  }
+
+  /**
+   * A token rate read from the first lines of a stream still running here (the proxy counts them),
+   * for a model whose rate this backend has not shown yet: the first requests to a server are
+   * judged by its real speed a moment after they start, not only once one has finished. Stands
+   * until the first answer's own counters, which replace it (noteTokens).
+   */
+  noteEarlyRate(model: string, tokensPerS: number): void {
+    if (!(tokensPerS > 0) || !Number.isFinite(tokensPerS)) return;
+    if (this.tokensPerSec.get(model)?.value != null) return;
+    const e = new Ewma(0.2);
+    e.add(tokensPerS);
+    this.tokensPerSec.set(model, e);
+    this.early.add(model);
+    if (this.tokensPerSecAll.value === null) {
+      this.tokensPerSecAll.add(tokensPerS);
+      this.earlyAll = true;
+    }
+  }
+
+  /** Whether this backend's rate for `model` is unknown (neither an answer nor a stream has shown it). */
+  rateUnknown(model: string): boolean {
+    return this.tokensPerSec.get(model)?.value == null;
   }
 
   tokenRate(model: string | null): number | null {

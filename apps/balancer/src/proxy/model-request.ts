@@ -70,6 +70,10 @@ export interface ModelRequestInit {
 
 /** The last few chunks of a relayed answer are kept (by reference) for its final line. */
 const RECENT_CHUNKS = 8;
+/** Ollama's streaming routes: one NDJSON line per token. */
+const NDJSON_ROUTES = new Set(['/api/chat', '/api/generate']);
+/** Lines after a stream's first chunk from which its token rate is read (readRate). */
+const RATE_LINES = 8;
 
 /**
  * One client request for a model, from placement to its last byte (Envoy's router filter): asks
@@ -134,6 +138,8 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
   private resuming = false;
   /** The answer's Content-Type (for an error line after a resume that could not continue). */
   private contentType: string | undefined = undefined;
+  /** Counting the first lines of a stream whose backend has not shown its token rate (readRate). */
+  private rateProbe: { lines: number; first: number; at: number } | null = null;
 
   constructor(
     private readonly svc: ModelRequestServices,
@@ -267,6 +273,14 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     this.leaveRetryBudget();
     if (this.recent === null) this.recent = [];
     else this.recent.length = 0;
+    // Ollama streams one token per line: where this backend's speed for the model is not known yet,
+    // its first lines tell it (readRate).
+    this.rateProbe =
+      status === 200 && this.streamed && this.model !== null && NDJSON_ROUTES.has(this.path) && this.splicer === null
+        ? attempt.backend.learned.rateUnknown(this.model)
+          ? { lines: -1, first: 0, at: 0 }
+          : null
+        : null;
     if (this.splicer === null) {
       this.status = status;
       this.headed = false;
@@ -319,6 +333,7 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
   /** Streams the backend's answer to the client untouched; the headers go out with the first chunk. */
   onUpstreamData(attempt: UpstreamAttempt, chunk: Buffer): void {
     if (!this.headed && !this.head(attempt)) return;
+    if (this.rateProbe !== null) this.readRate(attempt, chunk);
     if (this.delivered !== null) {
       // Resumable: whole lines/events only reach the client (and a resumed continuation is rewritten).
       const out = this.delivered.take(this.splicer === null ? chunk : this.splicer.transform(chunk));
@@ -330,6 +345,28 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     if (recent.length === RECENT_CHUNKS) recent.shift();
     recent.push(chunk);
     if (!this.res.write(chunk)) attempt.pauseUntilDrain();
+  }
+
+  /**
+   * Counts the lines of the stream's first chunks (one token each on Ollama's routes): once
+   * RATE_LINES have come after the first chunk, their rate is the backend's early token rate for the
+   * model (LearnedStats.noteEarlyRate), unless an answer has shown it meanwhile. Scans only those
+   * first chunks, once per request, and only while the rate is unknown.
+   */
+  private readRate(attempt: UpstreamAttempt, chunk: Buffer): void {
+    const p = this.rateProbe!;
+    let n = 0;
+    for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) n++;
+    const now = performance.now();
+    if (p.lines < 0) {
+      p.lines = 0;
+      p.first = now;
+      return;
+    }
+    p.lines += n;
+    if (p.lines < RATE_LINES) return;
+    this.rateProbe = null;
+    if (now > p.first) attempt.backend.learned.noteEarlyRate(this.model!, (p.lines * 1000) / (now - p.first));
   }
 
   onUpstreamEnd(attempt: UpstreamAttempt): void {
