@@ -152,6 +152,18 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
     expect(sims[1].stats().loaded).toEqual([GAMMA]);
   });
 
+  it('a decision listener that throws does not fail the placement it was told of', async () => {
+    const { routing, full } = await setup({ spareRoom: 2 });
+    routing.decisionListeners.unshift(() => {
+      throw new Error('listener bug');
+    });
+    const placed = routing.place({ model: ALPHA, modelSize: 1e9, sessionKey: null, now: Date.now() });
+    expect(placed).toBeInstanceOf(Lease);
+    expect(full.inFlight).toBe(1);
+    (placed as Lease).release();
+    expect(full.inFlight).toBe(0);
+  });
+
   it('does nothing for a model nobody asked for, nor with REWARM_EVICTED=false', async () => {
     let s = await setup({ spareRoom: 2 });
     await evictAlpha(s.inventory, s.full);
