@@ -34,3 +34,39 @@ describe('LearnedStats early token rate (from a stream still running)', () => {
     expect(l.tokensPerSecAll.value).toBeCloseTo(100 + 0.2 * (12 - 100), 5);
   });
 });
+
+describe('LearnedStats service time (what Ollama spent loading or queueing is not service)', () => {
+  it('learns a cold start as its answer, not as the load before it', () => {
+    const l = new LearnedStats();
+    // A cold start: 3.5 s loading, 0.2 s of prompt, 40 tokens in 0.8 s; 4.55 s from send to end,
+    // its first token 3.75 s after it was sent.
+    l.noteAnswer(
+      'm',
+      4550,
+      {
+        loadDurationNs: 3500e6,
+        promptEvalDurationNs: 200e6,
+        evalCount: 40,
+        evalDurationNs: 800e6,
+        totalDurationNs: 4500e6,
+      },
+      0,
+      3750,
+      false,
+    );
+    expect(l.serviceMs.get('m')!.value).toBeCloseTo(1050, 0);
+    expect(l.ttftMs.value).toBeCloseTo(250, 0);
+    // One that queued 1 s inside Ollama for a slot: that wait is not its service either.
+    const q = new LearnedStats();
+    q.noteAnswer(
+      'm',
+      2050,
+      { loadDurationNs: 1e6, promptEvalDurationNs: 200e6, evalDurationNs: 800e6, totalDurationNs: 2001e6 },
+      0,
+      1250,
+      false,
+    );
+    expect(q.serviceMs.get('m')!.value).toBeCloseTo(1050, -1);
+    expect(q.ttftMs.value).toBeCloseTo(250, -1);
+  });
+});

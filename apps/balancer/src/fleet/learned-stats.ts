@@ -94,7 +94,18 @@ export class LearnedStats {
     ttftMs: number | null,
     continuesConversation: boolean,
   ): void {
-    this.noteServiceTime(model, serviceMs);
+    // What Ollama spent loading the model for this request, or keeping it queued for a slot, is
+    // not service: routing predicts loads and slot waits on their own. Learned as service, a cold
+    // start made a fast server look slow (its time to first token a whole load) for many answers.
+    const heldMs =
+      (counters.loadDurationNs ?? 0) / 1e6 +
+      (queueWaitMs(
+        counters.totalDurationNs,
+        counters.loadDurationNs,
+        counters.promptEvalDurationNs,
+        counters.evalDurationNs,
+      ) ?? 0);
+    this.noteServiceTime(model, Math.max(1, serviceMs - heldMs));
     this.noteTokens(
       model,
       counters.evalCount,
@@ -105,7 +116,7 @@ export class LearnedStats {
     );
     const loadMs = (counters.loadDurationNs ?? 0) / 1e6;
     if (loadMs > REAL_LOAD_MS && model !== null) this.noteLoad(loadMs, modelSize);
-    if (ttftMs !== null) this.ttftMs.add(Math.max(0, ttftMs));
+    if (ttftMs !== null) this.ttftMs.add(Math.max(0, ttftMs - heldMs));
   }
 
   /** A model of `size` bytes took `ms` to load here. */
