@@ -187,6 +187,7 @@ describe('predictive', () => {
 describe('predictive, on a fleet it learns (zero configuration)', () => {
   const ALPHA = 'alpha:latest';
   const BETA = 'beta:latest';
+  const GAMMA = 'gamma:latest';
   const SVC = 1000;
   /**
    * The issue's cluster in miniature: `warm` holds alpha and is busy (its one slot frees in 5 s);
@@ -405,6 +406,17 @@ describe('predictive, on a fleet it learns (zero configuration)', () => {
     maybe.learned.room.observeFull(1);
     expect(p.predict(maybe, req(ALPHA, { now }), busy).amortizable).toBe(false);
     expect(p.pick(cands, req(ALPHA, { now }), busy).backend.name).toBe('warm');
+    // Unless another server has beta on disk and room not known to be full: beta's traffic pays a
+    // reload there (priced, spread over alpha's requests), not a cascade. Known full there too: out of reach.
+    const other = backend('other');
+    load(other, GAMMA);
+    other.modelsOnDisk.set(BETA, { name: BETA, size: 2 * GB, raw: {} });
+    const reloadable = ctxWith({ [ALPHA]: 1.5, [BETA]: 0.5 }, [warm, maybe, other]);
+    expect(p.predict(maybe, req(ALPHA, { now }), reloadable).amortizable).toBe(true);
+    expect(p.pick(cands, req(ALPHA, { now }), reloadable).backend.name).toBe('maybe');
+    other.learned.room.observeFull(1);
+    expect(p.predict(maybe, req(ALPHA, { now }), reloadable).amortizable).toBe(false);
+    expect(p.pick(cands, req(ALPHA, { now }), reloadable).backend.name).toBe('warm');
   });
 
   it('prices a request whose runner options differ from the loaded runner as a reload', () => {

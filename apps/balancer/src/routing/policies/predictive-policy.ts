@@ -458,10 +458,29 @@ export class PredictivePolicy implements RoutingPolicy {
       if (o !== b && shown !== null && o.isLoaded(victim.name, now))
         cover += (o.slotsFor(victim.name) * 1000) / Math.max(1, shown);
     }
-    // Uncovered: its traffic needs a reload elsewhere, which may evict in turn (a cascade): out of
-    // reach when this room is known to be full, a reload and its queue when the load may yet fit.
+    // Uncovered: its traffic needs a reload elsewhere. A reload and its queue when the load here may
+    // yet fit, or when another server holding it on disk may take it without evicting for sure;
+    // out of reach when this room is known to be full and every such reload would evict in turn (a
+    // cascade).
     if (cover >= COVER * demand) return { costMs: 0.25 * victimLoadMs, evicts: true, amortizable: true };
-    return { costMs: 3 * victimLoadMs + 2 * svc + outOfReach, evicts: true, amortizable: outOfReach === 0 };
+    const cascade = outOfReach > 0 && !this.reloadableElsewhere(victim.name, b, now, ctx);
+    return { costMs: 3 * victimLoadMs + 2 * svc + (cascade ? outOfReach : 0), evicts: true, amortizable: !cascade };
+  }
+
+  /**
+   * Whether another available server holds `model` on disk, not loaded, with room for it that is not
+   * known to be full (its room not known yet, or fewer models loaded than it is known to keep): a
+   * reload there need not evict anything.
+   */
+  private reloadableElsewhere(model: string, not: Backend, now: number, ctx: PolicyContext): boolean {
+    for (const o of ctx.available?.() ?? EMPTY_BACKENDS) {
+      if (o === not || !o.hasModel(model) || o.isLoaded(model, now)) continue;
+      if (!o.roomKnown) return true;
+      let loaded = 0;
+      for (const m of o.modelsLoaded.values()) if (o.isLoaded(m.name, now)) loaded++;
+      if (loaded + o.loading.size < o.room) return true;
+    }
+    return false;
   }
 }
 
