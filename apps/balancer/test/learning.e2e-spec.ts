@@ -426,38 +426,49 @@ describe('zero-configuration routing (OLLAMA_BACKENDS only)', () => {
     expect(f.sims[0].stats().loaded).toEqual([ALPHA]);
   });
 
-  it("reads a server's token rate from a stream's first lines, before its answer ends", async () => {
-    // 20 tokens/s: a 400-token answer runs 20 s; its first lines say how fast the server is.
-    f = await startFleet([{ models: [MODELS[0]], loaded: [ALPHA], tokensPerSecond: 20 }]);
-    expect(backendOf(await status(f), f.names[0]).learned.tokensPerSecond).toBeNull();
-    let ended = false;
-    let cut: (() => void) | undefined;
-    const long = streamTimed(
-      `${f.url}/api/generate`,
-      { model: ALPHA, prompt: 'long', options: { num_predict: 400 } },
-      (_c, req) => {
-        cut ??= () => req.destroy();
-      },
-    ).then((r) => {
-      ended = true;
-      return r;
-    });
-    let rate: number | null = null;
+  it("reads a server's token rate from a stream's first tokens, before its answer ends (Ollama's and OpenAI's)", async () => {
+    // 20 and 40 tokens/s: 400-token answers run 20 and 10 s; their first tokens say how fast each is.
+    f = await startFleet([
+      { models: [MODELS[0]], loaded: [ALPHA], tokensPerSecond: 20 },
+      { models: [MODELS[1]], loaded: [BETA], tokensPerSecond: 40 },
+    ]);
+    const st0 = await status(f);
+    expect(f.names.map((n) => backendOf(st0, n).learned.tokensPerSecond)).toEqual([null, null]);
+    let ended = 0;
+    const running = new Set<{ destroy(): void }>();
+    const open = (path: string, body: Record<string, unknown>) =>
+      streamTimed(`${f!.url}${path}`, body, (_c, req) => running.add(req)).then((r) => {
+        ended++;
+        return r;
+      });
+    const streams = [
+      open('/api/generate', { model: ALPHA, prompt: 'long', options: { num_predict: 400 } }),
+      open('/v1/chat/completions', {
+        model: BETA,
+        stream: true,
+        max_tokens: 400,
+        messages: [{ role: 'user', content: 'long' }],
+      }),
+    ];
+    let rates: (number | null)[] = [null, null];
     await waitFor(
       async () => {
-        rate = backendOf(await status(f!), f!.names[0]).learned.tokensPerSecond;
-        return rate !== null;
+        const st = await status(f!);
+        rates = f!.names.map((n) => backendOf(st, n).learned.tokensPerSecond);
+        return rates.every((r) => r !== null);
       },
       15_000,
-      'a token rate learned from the running stream',
+      'token rates learned from the running streams',
     );
-    // Learned while the answer is still streaming (it has most of its 20 s to go).
-    expect(ended).toBe(false);
-    // The server's speed, read from its lines (a loaded machine only makes the sim slower).
-    expect(rate).toBeGreaterThan(5);
-    expect(rate).toBeLessThanOrEqual(24);
-    cut!();
-    await long;
+    // Learned while both answers are still streaming (each has most of its time to go).
+    expect(ended).toBe(0);
+    // Each server's speed, read from its tokens (a loaded machine only makes the sims slower).
+    expect(rates[0]).toBeGreaterThan(5);
+    expect(rates[0]).toBeLessThanOrEqual(24);
+    expect(rates[1]).toBeGreaterThan(10);
+    expect(rates[1]).toBeLessThanOrEqual(48);
+    for (const req of running) req.destroy();
+    await Promise.all(streams);
     await idle(f);
   });
 

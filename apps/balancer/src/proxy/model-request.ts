@@ -70,10 +70,19 @@ export interface ModelRequestInit {
 
 /** The last few chunks of a relayed answer are kept (by reference) for its final line. */
 const RECENT_CHUNKS = 8;
-/** Ollama's streaming routes: one NDJSON line per token. */
-const NDJSON_ROUTES = new Set(['/api/chat', '/api/generate']);
-/** Lines after a stream's first chunk from which its token rate is read (readRate). */
-const RATE_LINES = 8;
+/**
+ * Streams with one token per unit, by route: Ollama's NDJSON (a line per token) and its OpenAI
+ * surface's SSE (an event, ending in a blank line, per token). Anthropic's and Responses' streams
+ * interleave other events with the deltas: their rate is left to the answers' counters.
+ */
+const TOKEN_UNITS = new Map<string, Buffer>([
+  ['/api/chat', Buffer.from('\n')],
+  ['/api/generate', Buffer.from('\n')],
+  ['/v1/chat/completions', Buffer.from('\n\n')],
+  ['/v1/completions', Buffer.from('\n\n')],
+]);
+/** Tokens after a stream's first chunk from which its rate is read (readRate). */
+const RATE_TOKENS = 8;
 
 /**
  * One client request for a model, from placement to its last byte (Envoy's router filter): asks
@@ -138,8 +147,8 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
   private resuming = false;
   /** The answer's Content-Type (for an error line after a resume that could not continue). */
   private contentType: string | undefined = undefined;
-  /** Counting the first lines of a stream whose backend has not shown its token rate (readRate). */
-  private rateProbe: { lines: number; first: number; at: number } | null = null;
+  /** Counting the first tokens of a stream whose backend has not shown its token rate (readRate). */
+  private rateProbe: { unit: Buffer; tokens: number; first: number } | null = null;
 
   constructor(
     private readonly svc: ModelRequestServices,
@@ -273,13 +282,16 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     this.leaveRetryBudget();
     if (this.recent === null) this.recent = [];
     else this.recent.length = 0;
-    // Ollama streams one token per line: where this backend's speed for the model is not known yet,
-    // its first lines tell it (readRate).
+    // One token per line (or event): where this backend's speed for the model is not known yet,
+    // the stream's first tokens tell it (readRate).
+    const unit = TOKEN_UNITS.get(this.path);
     this.rateProbe =
-      status === 200 && this.streamed && this.model !== null && NDJSON_ROUTES.has(this.path) && this.splicer === null
-        ? attempt.backend.learned.rateUnknown(this.model)
-          ? { lines: -1, first: 0, at: 0 }
-          : null
+      status === 200 &&
+      this.streamed &&
+      unit !== undefined &&
+      this.splicer === null &&
+      attempt.backend.learned.rateUnknown(this.model)
+        ? { unit, tokens: -1, first: 0 }
         : null;
     if (this.splicer === null) {
       this.status = status;
@@ -348,25 +360,24 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
   }
 
   /**
-   * Counts the lines of the stream's first chunks (one token each on Ollama's routes): once
-   * RATE_LINES have come after the first chunk, their rate is the backend's early token rate for the
-   * model (LearnedStats.noteEarlyRate), unless an answer has shown it meanwhile. Scans only those
-   * first chunks, once per request, and only while the rate is unknown.
+   * Counts the tokens (lines, or SSE events: TOKEN_UNITS) of the stream's first chunks: once
+   * RATE_TOKENS have come after the first chunk, their rate is the backend's early token rate for
+   * the model (LearnedStats.noteEarlyRate), unless an answer has shown it meanwhile. Scans only
+   * those first chunks, once per request, and only while the rate is unknown.
    */
   private readRate(attempt: UpstreamAttempt, chunk: Buffer): void {
     const p = this.rateProbe!;
-    let n = 0;
-    for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) n++;
     const now = performance.now();
-    if (p.lines < 0) {
-      p.lines = 0;
+    if (p.tokens < 0) {
+      p.tokens = 0;
       p.first = now;
       return;
     }
-    p.lines += n;
-    if (p.lines < RATE_LINES) return;
+    const step = p.unit.length;
+    for (let i = chunk.indexOf(p.unit); i !== -1; i = chunk.indexOf(p.unit, i + step)) p.tokens++;
+    if (p.tokens < RATE_TOKENS) return;
     this.rateProbe = null;
-    if (now > p.first) attempt.backend.learned.noteEarlyRate(this.model!, (p.lines * 1000) / (now - p.first));
+    if (now > p.first) attempt.backend.learned.noteEarlyRate(this.model!, (p.tokens * 1000) / (now - p.first));
   }
 
   onUpstreamEnd(attempt: UpstreamAttempt): void {
