@@ -97,8 +97,9 @@ export class LearnedStats {
     // What Ollama spent loading the model for this request, or keeping it queued for a slot, is
     // not service: routing predicts loads and slot waits on their own. Learned as service, a cold
     // start made a fast server look slow (its time to first token a whole load) for many answers.
+    const loadMs = (counters.loadDurationNs ?? 0) / 1e6;
     const heldMs =
-      (counters.loadDurationNs ?? 0) / 1e6 +
+      loadMs +
       (queueWaitMs(
         counters.totalDurationNs,
         counters.loadDurationNs,
@@ -114,7 +115,6 @@ export class LearnedStats {
       counters.promptEvalDurationNs,
       continuesConversation,
     );
-    const loadMs = (counters.loadDurationNs ?? 0) / 1e6;
     if (loadMs > REAL_LOAD_MS && model !== null) this.noteLoad(loadMs, modelSize);
     if (ttftMs !== null) this.ttftMs.add(Math.max(0, ttftMs - heldMs));
   }

@@ -284,15 +284,9 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     else this.recent.length = 0;
     // One token per line (or event): where this backend's speed for the model is not known yet,
     // the stream's first tokens tell it (readRate).
-    const unit = TOKEN_UNITS.get(this.path);
+    const unit = status === 200 && this.streamed && this.splicer === null ? TOKEN_UNITS.get(this.path) : undefined;
     this.rateProbe =
-      status === 200 &&
-      this.streamed &&
-      unit !== undefined &&
-      this.splicer === null &&
-      attempt.backend.learned.rateUnknown(this.model)
-        ? { unit, tokens: -1, first: 0 }
-        : null;
+      unit !== undefined && attempt.backend.learned.rateUnknown(this.model) ? { unit, tokens: -1, first: 0 } : null;
     if (this.splicer === null) {
       this.status = status;
       this.headed = false;
