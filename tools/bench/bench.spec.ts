@@ -4,7 +4,7 @@ import { checksFor, TargetResult } from './routing';
 import { parseArgs } from './main';
 import { haproxyConfig, nginxConfig } from './peers';
 import { clusterSeeds, generateCluster, sentLoad } from './random-cluster';
-import { median, summarizeRandom } from './random-suite';
+import { combineRuns, median, summarizeRandom } from './random-suite';
 import { validateResults } from './report';
 import { generateWorkload, parseScenario, ScenarioError } from './scenario';
 import { mulberry32, percentile, summarize } from './stats';
@@ -251,6 +251,8 @@ describe('outputs', () => {
     });
     expect(() => parseArgs(['--clusters', '0'])).toThrow(/--clusters must be an integer from 1/);
     expect(() => parseArgs(['--duration', 'long'])).toThrow(/--duration must be an integer/);
+    expect(parseArgs(['--suite=random', '--repeat', '3']).repeat).toBe(3);
+    expect(() => parseArgs(['--repeat', '0'])).toThrow(/--repeat must be an integer from 1 to 25 \(got 0\)/);
   });
 
   it('writes nginx weights only where they differ from 1', () => {
@@ -370,6 +372,47 @@ describe('random clusters', () => {
     expect(s.allWarmClusters).toBe(3);
     expect(s.warmEnoughClusters).toBe(2);
     expect(s.avoidableLoadClusters).toBe(1);
+  });
+
+  it('combines repeated runs of a target: median p50/p95, the most loads and errors, the median run', () => {
+    const run = (p50: number, p95: number, loads: number, errors: number, tag: string): TargetResult => ({
+      target: 'balancer predictive',
+      kind: 'balancer',
+      requests: 10,
+      ok: 10 - errors,
+      errors,
+      errorSamples: errors ? [tag] : [],
+      e2eMs: summarize([p95 - 1]),
+      ttftMs: summarize([1]),
+      loads,
+      evictions: loads,
+      perBackend: { [tag]: 10 },
+      wallMs: 1,
+      e2eAllMs: { ...summarize([p50]), p50, p95 },
+      finalStatus: [{ tag }],
+    });
+    const { view, representative } = combineRuns('balancer predictive', [
+      run(100, 4000, 0, 0, 'a'),
+      run(300, 3000, 2, 0, 'b'),
+      run(200, 9000, 1, 1, 'c'),
+    ]);
+    expect(view.p95Ms).toBe(4000);
+    expect(view.p50Ms).toBe(200);
+    expect(view.okP95Ms).toBe(3999);
+    expect(view.loads).toBe(2);
+    expect(view.errors).toBe(1);
+    expect(view.p95RunsMs).toEqual([4000, 3000, 9000]);
+    expect(representative.finalStatus).toEqual([{ tag: 'a' }]);
+    expect(view.perBackend).toEqual({ a: 10 });
+    // An even count: the median is the mean of the middle two, the representative the lower one.
+    const two = combineRuns('x', [run(100, 5000, 0, 0, 'p'), run(100, 3000, 0, 0, 'q')]);
+    expect(two.view.p95Ms).toBe(4000);
+    expect(two.representative.perBackend).toEqual({ q: 10 });
+    // One run: as it was, with no list of runs.
+    const one = combineRuns('x', [run(100, 5000, 3, 0, 'r')]);
+    expect(one.view.p95Ms).toBe(5000);
+    expect(one.view.p95RunsMs).toBeUndefined();
+    expect(() => combineRuns('x', [])).toThrow(/no runs/);
   });
 
   it("measures the load each model's schedule actually sends against its planned capacity", () => {

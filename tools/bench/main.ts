@@ -40,7 +40,8 @@ const USAGE = `usage: npm run bench -- [--suite overhead|routing|random|replicas
   --seed      random: the run seed the clusters derive from (default 1)
   --cluster   random: run exactly these cluster seeds (comma-separated, as the tables print them)
   --wide      random: wider clusters than the suite's own (3-8 hosts, 1-6 models), same seeds
-  --duration  random: seconds of traffic per target per cluster (default 18; the smoke uses 3)`;
+  --duration  random: seconds of traffic per target per cluster (default 18; the smoke uses 3)
+  --repeat    random: runs of each target per cluster, medians compared (default 1)`;
 
 export interface Args {
   suite: 'overhead' | 'routing' | 'random' | 'replicas' | 'all' | 'smoke';
@@ -54,6 +55,8 @@ export interface Args {
   seed?: number;
   clusterSeeds?: number[];
   durationS?: number;
+  /** random: runs of each target per cluster (medians compared). */
+  repeat?: number;
 }
 
 function intArg(flag: string, v: string, min: number, max: number): number {
@@ -94,6 +97,7 @@ export function parseArgs(argv: string[]): Args {
         .filter(Boolean)
         .map((v) => intArg(flag, v.trim(), 0, 2 ** 32));
     else if (flag === '--duration') a.durationS = intArg(flag, val(), 2, 600);
+    else if (flag === '--repeat') a.repeat = intArg(flag, val(), 1, 25);
     else if (flag === '--help' || flag === '-h') {
       process.stdout.write(USAGE + '\n');
       process.exit(0);
@@ -302,6 +306,7 @@ async function main(): Promise<number> {
         only: args.only,
         hints: args.hints,
         wide: args.wide,
+        repeat: args.repeat,
       });
       res.random = r;
       res.targets.push(...randomTargets(r));

@@ -319,10 +319,12 @@ export function validateResults(res: any): void {
 
 export function randomTables(r: RandomSuiteResult): string {
   const s = r.summary;
-  const head = `${s.clusters} seeded clusters (run seed ${r.runSeed}, ${r.durationS} s of traffic per target; a failed request counts as the ${fmt(r.timeoutMs / 1000, 0)} s timeout). The balancer runs with no per-backend configuration (OLLAMA_BACKENDS only, defaults everywhere); the pools are one weighted nginx least_conn upstream per model over the servers the ground-truth plan gives it.`;
+  const head = `${s.clusters} seeded clusters (run seed ${r.runSeed}, ${r.durationS} s of traffic per target; a failed request counts as the ${fmt(r.timeoutMs / 1000, 0)} s timeout)${(r.repeat ?? 1) > 1 ? `; each target ran ${r.repeat} times per cluster, in rotating order, and its p50 and p95 are the medians of its runs (each run's p95 in brackets), its loads and errors the most of any run` : ''}. The balancer runs with no per-backend configuration (OLLAMA_BACKENDS only, defaults everywhere); the pools are one weighted nginx least_conn upstream per model over the servers the ground-truth plan gives it.`;
   const t = (name: string, c: RandomClusterResult): RandomTargetResult | undefined =>
     c.targets.find((x) => x.target === name);
   const cell = (x: RandomTargetResult | undefined, f: (x: RandomTargetResult) => string): string => (x ? f(x) : 'n/a');
+  const p50p95 = (x: RandomTargetResult): string =>
+    `${sec(x.p50Ms)} / ${sec(x.p95Ms)}${x.p95RunsMs ? ` (${x.p95RunsMs.map(sec).join(', ')})` : ''}`;
   const rows = r.clusters.map((c) => {
     const b = t('balancer predictive', c);
     const p = t('nginx-per-model-pools', c);
@@ -330,9 +332,9 @@ export function randomTables(r: RandomSuiteResult): string {
     return [
       String(c.index),
       String(c.seed),
-      cell(b, (x) => `${sec(x.p50Ms)} / ${sec(x.p95Ms)}`),
-      cell(p, (x) => `${sec(x.p50Ms)} / ${sec(x.p95Ms)}`),
-      cell(l, (x) => `${sec(x.p50Ms)} / ${sec(x.p95Ms)}`),
+      cell(b, p50p95),
+      cell(p, p50p95),
+      cell(l, p50p95),
       c.vsPools <= 1 ? fmt(c.vsPools, 2) : `**${fmt(c.vsPools, 2)}**`,
       fmt(c.vsLeastConn, 3),
       `${cell(b, (x) => String(x.loads))} / ${cell(p, (x) => String(x.loads))} / ${cell(l, (x) => String(x.loads))}`,
