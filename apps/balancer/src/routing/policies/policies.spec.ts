@@ -4,6 +4,7 @@ import {
   LeastConnectionsPolicy,
   LeastLoadedPolicy,
   PredictivePolicy,
+  probeMissOdds,
   rankMs,
   RoundRobinPolicy,
   RouteRequest,
@@ -235,11 +236,12 @@ describe('predictive, on a fleet it learns (zero configuration)', () => {
     expect(pick.reason).toBe('cold-load');
   });
 
-  it('prices the request that probes for one more slot at half the wait: a server whose slots are being learned gets the chance to show them', () => {
+  it('prices the request that probes for one more slot at the odds the probes of the fleet showed (even before any): a server whose slots are being learned gets the chance to show them', () => {
     const now = Date.now();
     // fast: 1 s per answer, one slot proven, one answer running until 1.4 s from now. slow: idle,
     // 1.8 s per answer. Priced at the full wait, fast (2.4 s) loses to slow and never shows a
-    // second slot; the probe is priced at half the wait (0.7 s + 1 s), which beats slow.
+    // second slot; with no probe anywhere yet the probe is priced at even odds, half the wait
+    // (0.7 s + 1 s), which beats slow.
     const fast = backend('fast', { learnSlots: true, modelConcurrency: 0 });
     const slow = backend('slow', { learnSlots: true, modelConcurrency: 0 });
     for (const b of [fast, slow]) load(b, ALPHA);
@@ -253,6 +255,26 @@ describe('predictive, on a fleet it learns (zero configuration)', () => {
     expect(p.pick([fast, slow], req(ALPHA, { now }), c).backend.name).toBe('fast');
     // Only the probe: a request behind it (one waiting ahead) pays its full wait.
     expect(p.predict(fast, req(ALPHA, { now, queuedAhead: 1 }), c).waitMs).toBeGreaterThan(1400);
+    // The odds come from how the fleet's probes turned out. Two servers that showed 3 and 2 slots
+    // (three probes found a slot, none missed): the probe pays a fifth of the wait.
+    const shown = [3, 2].map((n, i) => {
+      const o = backend(`shown${i}`, { learnSlots: true, modelConcurrency: 0 });
+      o.learned.slotLearner(BETA).lower = n;
+      return o;
+    });
+    expect(probeMissOdds(3, 0)).toBeCloseTo(1 / 5);
+    const hits = ctxWith({ [ALPHA]: 0.5 }, [fast, slow, ...shown]);
+    expect(p.predict(fast, req(ALPHA, { now }), hits).waitMs).toBeCloseTo(1400 / 5, -1);
+    // Three default one-slot servers whose probes each found a ceiling: most of the wait, and the
+    // idle slow server is taken.
+    const ones = [0, 1, 2].map((i) => {
+      const o = backend(`one${i}`, { learnSlots: true, modelConcurrency: 0 });
+      o.learned.slotLearner(ALPHA).upper = 1;
+      return o;
+    });
+    const misses = ctxWith({ [ALPHA]: 0.5 }, [fast, slow, ...ones]);
+    expect(p.predict(fast, req(ALPHA, { now }), misses).waitMs).toBeCloseTo((1400 * 4) / 5, -1);
+    expect(p.pick([fast, slow], req(ALPHA, { now }), misses).backend.name).toBe('slow');
     // Once Ollama's counters showed that one slot is all there is, the full wait again: slow wins.
     fast.learned.slotLearner(ALPHA).upper = 1;
     expect(fast.slotsAtMost(ALPHA)).toBe(1);

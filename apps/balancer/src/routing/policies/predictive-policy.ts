@@ -1,5 +1,6 @@
 import { BUSY_BACKOFF_MS, type Backend } from '../../fleet/backend';
 import { inFlightAt, Pick, PolicyContext, RouteRequest, RoutingPolicy } from './policy';
+import { OLLAMA_DEFAULT_SLOTS } from '../../fleet/learners';
 
 /** Until a backend has shown its speed, assume a request takes this long... */
 export const DEFAULT_SERVICE_MS = 3000;
@@ -28,8 +29,6 @@ export const SATURATED = 1.0;
  * the model's demand bring (when the model is past its warm capacity).
  */
 const AMORTIZE_S = 10;
-/** The share of its wait a request that probes for one more slot is expected to pay (even odds). */
-const PROBE_WAIT_SHARE = 0.5;
 const EMPTY: number[] = [];
 
 export interface Prediction {
@@ -238,15 +237,26 @@ export class PredictivePolicy implements RoutingPolicy {
     const rates: number[] = [];
     const ttfts: number[] = [];
     const services: number[] = [];
+    let shown = 0;
+    let missing = 0;
     for (const o of ctx.available()) {
       const l = o.learned;
+      for (const s of l.slots.values()) {
+        shown += Math.max(0, s.lower - OLLAMA_DEFAULT_SLOTS);
+        if (s.upper !== Infinity) missing++;
+      }
       const rate = l.tokenRate(model);
       if (rate !== null) rates.push(rate);
       if (l.ttftMs.value !== null) ttfts.push(l.ttftMs.value);
       const svc = (model !== null ? l.serviceMs.get(model)?.value : null) ?? l.serviceMsAll.value;
       if (svc !== null && svc !== undefined) services.push(svc);
     }
-    const prior = { tokensPerS: median(rates), ttftMs: median(ttfts), serviceMs: median(services) };
+    const prior = {
+      tokensPerS: median(rates),
+      ttftMs: median(ttfts),
+      serviceMs: median(services),
+      probeMissOdds: probeMissOdds(shown, missing),
+    };
     this.priorCache = { model, now, ctx, prior };
     return prior;
   }
@@ -300,10 +310,11 @@ export class PredictivePolicy implements RoutingPolicy {
       }
       // The first request past the proven slots is the probe that shows whether one more exists
       // (slots are being learned): it starts at once if it does, and waits as above if it does not.
-      // Even odds: half the wait. Priced at the full wait, a server whose slots are not shown yet
-      // looks busier than a slow one, and its slots are never shown.
+      // It pays the wait by the odds that the slot is missing, as the fleet's probes have turned
+      // out (even odds before any has). Priced at the full wait, a server whose slots are not shown
+      // yet looks busier than a slow one, and its slots are never shown.
       // It holds up nobody if the slot exists, and what it shows is worth its wait to those behind.
-      if (need === 1 && b.slotsAtMost(model) > slots) waitMs *= PROBE_WAIT_SHARE;
+      if (need === 1 && b.slotsAtMost(model) > slots) waitMs *= this.fleetPrior(model, req.now, ctx).probeMissOdds;
       else holdsLine = waitMs > 0;
     }
     const lineMs = holdsLine ? ((req.queuedBehind ?? 0) * typical) / slots : 0;
@@ -504,9 +515,23 @@ interface FleetPrior {
   tokensPerS: number | null;
   ttftMs: number | null;
   serviceMs: number | null;
+  /** The odds that the slot a probe asks for is missing (probeMissOdds). */
+  probeMissOdds: number;
 }
 
-const NO_PRIOR: FleetPrior = { tokensPerS: null, ttftMs: null, serviceMs: null };
+/**
+ * The odds that a probe for one more slot finds none, from how the fleet's probes turned out:
+ * every slot shown beyond Ollama's default was a probe that found one, every ceiling Ollama's
+ * counters showed (a request queued) one that did not. Laplace's rule: even odds before any probe,
+ * about 1/n after n hits and no miss, most of the wait on a fleet of default one-slot servers.
+ * Each (server, model) fails at most one probe (its ceiling is then known), while a slot shown
+ * serves every later request: the odds, not a fixed half, decide whether a probe is worth it.
+ */
+export function probeMissOdds(shown: number, missing: number): number {
+  return (missing + 1) / (shown + missing + 2);
+}
+
+const NO_PRIOR: FleetPrior = { tokensPerS: null, ttftMs: null, serviceMs: null, probeMissOdds: probeMissOdds(0, 0) };
 
 function median(xs: number[]): number | null {
   if (xs.length === 0) return null;
