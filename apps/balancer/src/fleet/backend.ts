@@ -220,31 +220,45 @@ export class Backend {
    */
   readonly loading = new Map<string, { since: number; readyAt: number }>();
   /**
-   * Models a cold load here may have evicted: not counted as loaded until /api/ps says (a guess
-   * must not send a request "warm" to a host that has to reload it).
+   * Models a cold load here may have evicted: not counted as loaded (a busy one once its requests
+   * here are done) until /api/ps says (a guess must not send a request "warm" to a host that has
+   * to reload it).
    */
   readonly maybeEvicted = new Set<string>();
 
-  /** A request for `model` was sent here while it was not loaded: a load is under way, until about `readyAt`. */
-  noteLoadStarted(model: string, readyAt: number, now = Date.now()): void {
-    if (this.loading.has(model)) return;
+  /**
+   * A request for `model` was sent here while it was not loaded: a load is under way, until about
+   * `readyAt`. Returns the model that load may evict (null when it fits, or one was under way).
+   */
+  noteLoadStarted(model: string, readyAt: number, now = Date.now()): string | null {
+    if (this.loading.has(model)) return null;
     this.loading.set(model, { since: now, readyAt });
-    // Room for it means evicting the least recently used idle model, if it is full (or may be).
+    // Room for it means evicting the least recently used model, if it is full (or may be): an idle
+    // one first; if every one is busy, Ollama waits for the least recently used to finish and
+    // evicts that one (the load is queued behind it, and so is any later request for it here).
     const resident = [...this.modelsLoaded.values()].filter(
       (m) => m.name !== model && !this.maybeEvicted.has(m.name) && (m.expiresAt === null || m.expiresAt > now),
     );
-    if (resident.length < this.room) return;
+    if (resident.length < this.room) return null;
     let victim: string | null = null;
     let oldest = Infinity;
+    let busyVictim: string | null = null;
+    let busyOldest = Infinity;
     for (const m of resident) {
-      if (this.inFlightFor(m.name) > 0) continue;
       const used = this.modelLastUsed.get(m.name) ?? 0;
-      if (used < oldest) {
+      if (this.inFlightFor(m.name) > 0) {
+        if (used < busyOldest) {
+          busyOldest = used;
+          busyVictim = m.name;
+        }
+      } else if (used < oldest) {
         oldest = used;
         victim = m.name;
       }
     }
+    victim ??= busyVictim;
     if (victim !== null) this.maybeEvicted.add(victim);
+    return victim;
   }
 
   /** When a load of `model` started here should be done (0 when none is known to be under way). */

@@ -136,6 +136,28 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
     await expectRewarmedOnSpare(s);
   });
 
+  it('starts the rewarm as soon as a load that evicts alpha is sent, even while alpha still answers there', async () => {
+    const s = await setup({ spareRoom: 2 });
+    s.ask(ALPHA);
+    // One alpha request still running on full (room for one model, as /api/ps has shown).
+    const running = s.routing.place({ model: ALPHA, modelSize: 1e9, sessionKey: null, now: Date.now() }) as Lease;
+    expect(running.backend).toBe(s.full);
+    // Beta is on full's disk only: sent there cold, it evicts alpha once alpha's request is done.
+    const beta = s.routing.place({ model: BETA, modelSize: 1e9, sessionKey: null, now: Date.now() }) as Lease;
+    expect(beta).toBeInstanceOf(Lease);
+    expect(beta.backend).toBe(s.full);
+    expect(beta.startedLoad).toBe(true);
+    // Not after /api/ps shows alpha gone (beta's load time later): now.
+    expect(s.rewarm.counters.rewarms.started).toBe(1);
+    expect(sims[0].stats().loaded).toEqual([ALPHA]);
+    // Alpha still counts as loaded on full while its request runs there, no longer once it is done.
+    expect(s.full.isLoaded(ALPHA)).toBe(true);
+    running.release();
+    expect(s.full.isLoaded(ALPHA)).toBe(false);
+    beta.release();
+    await expectRewarmedOnSpare(s);
+  });
+
   it('where the room is not known, starts the load the next request would start (it fits there)', async () => {
     const s = await setup();
     s.ask(ALPHA);

@@ -16,8 +16,8 @@ type Kind = 'rewarm' | 'scale-out';
 /**
  * Loads the balancer starts on its own, in the background, where a model fits beside what is loaded
  * (Ollama's load-only request, an empty generate), so that no request waits for them:
- * - rewarm: /api/ps shows that a load evicted a model that is still in use and is now loaded
- *   nowhere (make-before-break, one step late): its next requests find it warm instead of each
+ * - rewarm: a load is sent that evicts a model still in use and loaded nowhere else (or /api/ps
+ *   shows such an eviction; make-before-break, as early as it is known): its next requests find it warm instead of each
  *   paying for a reload, or queueing behind one on a server that has to evict again. Where no
  *   server is known to have room, the load its next request would start (on a server whose room
  *   is not known) is started now rather than by that request;
@@ -48,10 +48,13 @@ export class Rewarm {
   ) {
     // Listen only for what may act: the decision listener runs for every routed request.
     const predictive = routing.policy.weighsWaiting === true;
-    if (predictive && config.rewarmEvicted)
+    if (predictive && config.rewarmEvicted) {
       inventory.evictionListeners.push((b, evicted) => {
         for (const model of evicted) this.consider(model, b);
       });
+      // As soon as a load that evicts it is sent, not once /api/ps shows it gone (that load's time later).
+      routing.evictionAheadListeners.push((b, victim) => this.consider(victim, b));
+    }
     if (predictive && config.preloadSaturated)
       routing.decisionListeners.push((d) => {
         if (d.model !== null) this.considerScaleOut(d.model, d.at);

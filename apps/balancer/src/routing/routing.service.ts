@@ -119,6 +119,11 @@ export class RoutingService {
   readonly counters = { routed: 0, byReason: new Map<string, number>() };
   /** Called for every decision (metrics and logs hook in here). */
   readonly decisionListeners: ((d: Decision) => void)[] = [];
+  /**
+   * Called when a request is sent cold to a backend whose room is (or may be) full, with the model
+   * that load is expected to evict there (before /api/ps can show it).
+   */
+  readonly evictionAheadListeners: ((b: Backend, victim: string) => void)[] = [];
   private readonly log = new Logger('Routing');
   /**
    * Per model, in the queue pass under way: the backends the waiters passed over chose to wait for
@@ -401,8 +406,9 @@ export class RoutingService {
   }
 
   /**
-   * Where to load `model` again now that a load evicted it from `from`, so that its traffic finds it
-   * warm instead of paying for a reload then (make-before-break, one step late): only with the
+   * Where to load `model` again now that a load evicts it from `from` (sent there, or seen in
+   * /api/ps), so that its traffic finds it warm instead of paying for a reload then
+   * (make-before-break, as early as the evicting load is sent): only with the
    * predictive policy, only a model still in use (its own arrivals, not idle), only when no available
    * backend holds it or is loading it. Into room beside what a backend holds where there is some
    * (the backend where it would be ready soonest); else where its next request would load it when
@@ -414,7 +420,9 @@ export class RoutingService {
     const available = this.registry.available();
     const demand = this.demand.perS(model, now) ?? this.demand.arrivals(model, now);
     if (demand === null || demand < IDLE_DEMAND_PER_S) return null;
-    if (available.some((b) => b.isLoaded(model, now) || b.loadingUntil(model, now) > now)) return null;
+    // A load sent to `from` is evicting it: it may still show there while its last requests finish.
+    const leaving = (b: Backend) => b === from && b.maybeEvicted.has(model);
+    if (available.some((b) => !leaving(b) && (b.isLoaded(model, now) || b.loadingUntil(model, now) > now))) return null;
     const req: RouteRequest = { model, modelSize: this.inventory.largestSize(model), sessionKey: null, now };
     return this.roomFor(model, available, req, from) ?? this.nextLoadFor(model, available, req, from);
   }
@@ -501,8 +509,15 @@ export class RoutingService {
       b.runnerOptions.set(model!, req.runnerOptions ?? {});
       // Sent cold: the model is loading there now (later requests wait for it rather than load it
       // elsewhere), and what it may evict is uncertain until /api/ps says.
-      b.noteLoadStarted(model!, req.now + this.predictor.loadMs(b, model!, req, this.ctx), req.now);
+      const victim = b.noteLoadStarted(model!, req.now + this.predictor.loadMs(b, model!, req, this.ctx), req.now);
       this.inventory.refreshSoon(b, AFTER_COLD_MS);
+      if (victim !== null)
+        for (const l of this.evictionAheadListeners)
+          try {
+            l(b, victim);
+          } catch (e) {
+            this.log.error(`eviction listener failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+          }
     }
     // The load's starter, whose load_duration is the whole load (load speed is learned from it):
     // not when another request for the model is still at that server (one whose load was held back
