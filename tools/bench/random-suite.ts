@@ -169,6 +169,7 @@ function learnedTable(c: RandomCluster, status: unknown[] | undefined): LearnedR
 
 export async function runRandomSuite(ctx: BenchContext, o: RandomSuiteOptions): Promise<RandomSuiteResult> {
   const seeds = o.clusterSeeds?.length ? o.clusterSeeds : clusterSeeds(o.runSeed, o.clusters);
+  const repeat = Math.max(1, o.repeat ?? 1);
   const out: RandomClusterResult[] = [];
   for (let k = 0; k < seeds.length; k++) {
     const c = generateCluster(seeds[k], { durationS: o.durationS, wide: o.wide });
@@ -177,7 +178,6 @@ export async function runRandomSuite(ctx: BenchContext, o: RandomSuiteOptions): 
     const maxSentLoad = sent.length ? Math.max(...sent) : 0;
     const warmEnough = c.allWarm && maxSentLoad <= 1;
     ctx.log(`random ${k + 1}/${seeds.length} (seed ${seeds[k]}): ${c.summary}; ${plan.length} requests`);
-    const repeat = Math.max(1, o.repeat ?? 1);
     const runs = new Map<string, TargetResult[]>();
     for (let round = 0; round < repeat; round++) {
       // The order rotates per cluster and per round: no target always runs first on a fresh machine.
@@ -192,7 +192,8 @@ export async function runRandomSuite(ctx: BenchContext, o: RandomSuiteOptions): 
           expert: c.expert,
           timeoutMs: o.timeoutMs,
         });
-        runs.set(target, [...(runs.get(target) ?? []), r]);
+        if (!runs.has(target)) runs.set(target, []);
+        runs.get(target)!.push(r);
         ctx.log(
           `random ${k + 1}${repeat > 1 ? ` run ${round + 1}/${repeat}` : ''}: ${target}: p95 ${fmt((r.e2eAllMs?.p95 ?? NaN) / 1000, 2)} s, p50 ${fmt((r.e2eAllMs?.p50 ?? NaN) / 1000, 2)} s, loads ${r.loads}, errors ${r.errors}`,
         );
@@ -225,7 +226,7 @@ export async function runRandomSuite(ctx: BenchContext, o: RandomSuiteOptions): 
     runSeed: o.runSeed,
     durationS: o.durationS,
     timeoutMs: o.timeoutMs,
-    repeat: Math.max(1, o.repeat ?? 1),
+    repeat,
     clusters: out,
     summary: summarizeRandom(out),
   };

@@ -241,22 +241,17 @@ export class Backend {
     );
     if (resident.length < this.room) return null;
     let victim: string | null = null;
+    let victimBusy = true;
     let oldest = Infinity;
-    let busyVictim: string | null = null;
-    let busyOldest = Infinity;
     for (const m of resident) {
+      const busy = this.inFlightFor(m.name) > 0;
       const used = this.modelLastUsed.get(m.name) ?? 0;
-      if (this.inFlightFor(m.name) > 0) {
-        if (used < busyOldest) {
-          busyOldest = used;
-          busyVictim = m.name;
-        }
-      } else if (used < oldest) {
-        oldest = used;
+      if (victim === null || (victimBusy && !busy) || (busy === victimBusy && used < oldest)) {
         victim = m.name;
+        victimBusy = busy;
+        oldest = used;
       }
     }
-    victim ??= busyVictim;
     if (victim !== null) this.maybeEvicted.add(victim);
     return victim;
   }

@@ -17,8 +17,8 @@ type Kind = 'rewarm' | 'scale-out';
  * Loads the balancer starts on its own, in the background, where a model fits beside what is loaded
  * (Ollama's load-only request, an empty generate), so that no request waits for them:
  * - rewarm: a load is sent that evicts a model still in use and loaded nowhere else (or /api/ps
- *   shows such an eviction; make-before-break, as early as it is known): its next requests find it warm instead of each
- *   paying for a reload, or queueing behind one on a server that has to evict again. Where no
+ *   shows such an eviction; make-before-break, as early as it is known): its next requests find it
+ *   warm instead of each paying for a reload, or queueing behind one on a server that has to evict again. Where no
  *   server is known to have room, the load its next request would start (on a server whose room
  *   is not known) is started now rather than by that request;
  * - scale-out: a model's arrivals are past what its warm holders may serve; another copy is loaded

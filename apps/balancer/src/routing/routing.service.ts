@@ -511,13 +511,7 @@ export class RoutingService {
       // elsewhere), and what it may evict is uncertain until /api/ps says.
       const victim = b.noteLoadStarted(model!, req.now + this.predictor.loadMs(b, model!, req, this.ctx), req.now);
       this.inventory.refreshSoon(b, AFTER_COLD_MS);
-      if (victim !== null)
-        for (const l of this.evictionAheadListeners)
-          try {
-            l(b, victim);
-          } catch (e) {
-            this.log.error(`eviction listener failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-          }
+      if (victim !== null) this.notify('eviction', this.evictionAheadListeners, b, victim);
     }
     // The load's starter, whose load_duration is the whole load (load speed is learned from it):
     // not when another request for the model is still at that server (one whose load was held back
@@ -539,15 +533,21 @@ export class RoutingService {
     };
     this.recentDecisions.push(d);
     if (this.recentDecisions.length > KEEP_DECISIONS) this.recentDecisions.shift();
-    // A listener (metrics, background loads) that throws must not fail the request it was told of:
-    // the lease is taken, and the request has to go on to its backend.
-    for (const l of this.decisionListeners)
-      try {
-        l(d);
-      } catch (e) {
-        this.log.error(`decision listener failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-      }
+    this.notify('decision', this.decisionListeners, d);
     return lease;
+  }
+
+  /**
+   * Tells each listener (metrics, background loads). One that throws must not fail the request it
+   * was told of: the lease is taken, and the request has to go on to its backend.
+   */
+  private notify<A extends unknown[]>(what: string, listeners: readonly ((...args: A) => void)[], ...args: A): void {
+    for (const l of listeners)
+      try {
+        l(...args);
+      } catch (e) {
+        this.log.error(`${what} listener failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      }
   }
 }
 

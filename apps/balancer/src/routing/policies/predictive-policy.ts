@@ -1,6 +1,6 @@
 import { BUSY_BACKOFF_MS, type Backend } from '../../fleet/backend';
-import { inFlightAt, Pick, PolicyContext, RouteRequest, RoutingPolicy } from './policy';
 import { OLLAMA_DEFAULT_SLOTS } from '../../fleet/learners';
+import { inFlightAt, Pick, PolicyContext, RouteRequest, RoutingPolicy } from './policy';
 
 /** Until a backend has shown its speed, assume a request takes this long... */
 export const DEFAULT_SERVICE_MS = 3000;
