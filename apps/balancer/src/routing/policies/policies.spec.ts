@@ -344,13 +344,31 @@ describe('predictive, on a fleet it learns (zero configuration)', () => {
     const idle = p.predict(u.full, req(ALPHA, { now: u.now }), ctxWith({ [ALPHA]: 5, [BETA]: 0 }));
     expect(idle.evictMs).toBe(0);
     // A holder that has not shown its service time for beta is no cover (it may be far slower than
-    // a default): the eviction is priced as uncovered.
+    // a default): the eviction is priced as uncovered, a reload and its queue (3 loads of beta and
+    // 2 services: 5 s). But beta's traffic has a warm server to go to: not a cascade, not out of
+    // reach (a heavier model's queue may then still pay for it, see below).
     const unshown = fleet({ betaElsewhere: true });
     unshown.spare.learned.serviceMs.delete(BETA);
     const ps = p.predict(unshown.full, req(ALPHA, { now: unshown.now }), ctxWith(demand, [unshown.spare]));
-    expect(ps.evictMs).toBeCloseTo(pu.evictMs, -1);
+    expect(ps.evictMs).toBeCloseTo(3 * 1000 + 2 * SVC, -1);
+    expect(ps.evictMs).toBeGreaterThan(10 * pc.evictMs);
+    expect(ps.amortizable).toBe(true);
+    expect(pu.evictMs).toBeGreaterThan(100 * ps.evictMs);
+    // Alpha at 5/s is five times past its warm holder's capacity: spread over the requests the load
+    // serves, that price is paid (before, beta's unshown holder made it a cascade and alpha queued).
     const s = unshown;
-    expect(p.pick([s.warm, s.full], req(ALPHA, { now: s.now }), ctxWith(demand, [s.spare])).backend.name).toBe('warm');
+    expect(p.pick([s.warm, s.full], req(ALPHA, { now: s.now }), ctxWith(demand, [s.spare])).backend.name).toBe('full');
+    // At a demand its warm holder keeps up with, the warm holder is kept.
+    const calm = { [ALPHA]: 0.5, [BETA]: 0.5 };
+    expect(p.pick([s.warm, s.full], req(ALPHA, { now: s.now }), ctxWith(calm, [s.spare])).backend.name).toBe('warm');
+    // Its copy there only loading (not shown, not loaded yet), on a server known to be full: the
+    // same, not a cascade.
+    const loading = fleet();
+    loading.spare.modelsOnDisk.set(BETA, { name: BETA, size: 2 * GB, raw: {} });
+    loading.spare.learned.room.observeFull(1);
+    loading.spare.noteLoadStarted(BETA, loading.now + 2000, loading.now);
+    const pl = p.predict(loading.full, req(ALPHA, { now: loading.now }), ctxWith(demand, [loading.spare]));
+    expect(pl.evictMs).toBeCloseTo(ps.evictMs, -1);
   });
 
   it('does not count on evicting a busy model where the room is known to be full', () => {

@@ -469,13 +469,27 @@ export class PredictivePolicy implements RoutingPolicy {
       if (o !== b && shown !== null && o.isLoaded(victim.name, now))
         cover += (o.slotsFor(victim.name) * 1000) / Math.max(1, shown);
     }
-    // Uncovered: its traffic needs a reload elsewhere. A reload and its queue when the load here may
-    // yet fit, or when another server holding it on disk may take it without evicting for sure;
-    // out of reach when this room is known to be full and every such reload would evict in turn (a
-    // cascade).
+    // Uncovered: its traffic needs a reload elsewhere, or a server that holds it too but has not
+    // shown what it serves of it. A reload and its queue when the load here may yet fit, when another
+    // server has it loaded (or loading), or when one holding it on disk may take it without evicting
+    // for sure; out of reach when this room is known to be full and every such reload would evict in
+    // turn (a cascade).
     if (cover >= COVER * demand) return { costMs: 0.25 * victimLoadMs, evicts: true, amortizable: true };
-    const cascade = outOfReach > 0 && !this.reloadableElsewhere(victim.name, b, now, ctx);
+    const cascade =
+      outOfReach > 0 &&
+      !this.warmElsewhere(victim.name, b, now, ctx) &&
+      !this.reloadableElsewhere(victim.name, b, now, ctx);
     return { costMs: 3 * victimLoadMs + 2 * svc + (cascade ? outOfReach : 0), evicts: true, amortizable: !cascade };
+  }
+
+  /**
+   * Whether another available server has `model` loaded or loading: its traffic has a warm server to
+   * go to without a reload (not a cascade), even where that server has not shown its speed for it yet.
+   */
+  private warmElsewhere(model: string, not: Backend, now: number, ctx: PolicyContext): boolean {
+    for (const o of ctx.available?.() ?? EMPTY_BACKENDS)
+      if (o !== not && (o.isLoaded(model, now) || o.loadingUntil(model, now) > now)) return true;
+    return false;
   }
 
   /**
