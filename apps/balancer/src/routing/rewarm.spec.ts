@@ -48,10 +48,14 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
    * `full`: room for one model, alpha loaded; `spare`: alpha and gamma on disk, gamma loaded, room
    * for two (as configured when `spareRoom` says so; else unknown to the balancer).
    */
-  async function setup(opts: { spareRoom?: number; env?: Record<string, string> } = {}) {
+  async function setup(opts: { spareRoom?: number; env?: Record<string, string>; gammaElsewhere?: boolean } = {}) {
     sims = await Promise.all([
       startSimServer({ port: 0, models: MODELS, loaded: [ALPHA], maxLoadedModels: 1, loadMsPerGB: 50 }),
       startSimServer({ port: 0, models: [MODELS[0], MODELS[2]], loaded: [GAMMA], maxLoadedModels: 2, loadMsPerGB: 50 }),
+      // `other`: gamma loaded, room for one, nothing else on disk.
+      ...(opts.gammaElsewhere
+        ? [startSimServer({ port: 0, models: [MODELS[2]], loaded: [GAMMA], maxLoadedModels: 1, loadMsPerGB: 50 })]
+        : []),
     ]);
     const file = join(dir, 'balancer.json');
     writeFileSync(
@@ -63,6 +67,7 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
             name: 'spare',
             ...(opts.spareRoom !== undefined ? { maxLoadedModels: opts.spareRoom } : {}),
           },
+          ...(opts.gammaElsewhere ? [{ url: sims[2].url, name: 'other' }] : []),
         ],
       }),
     );
@@ -85,15 +90,16 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
       b.health = 'healthy';
       await inventory.refresh(b);
     }
-    const full = registry.backends.find((b) => b.name !== 'spare')!;
+    const full = registry.backends.find((b) => b.name !== 'spare' && b.name !== 'other')!;
     const spare = registry.backends.find((b) => b.name === 'spare')!;
+    const other = registry.backends.find((b) => b.name === 'other');
     /** A request for `model` through routing (its demand counts), answered at once. */
     const ask = (model: string) => {
       const placed = routing.place({ model, modelSize: 1e9, sessionKey: null, now: Date.now() });
       expect(placed).toBeInstanceOf(Lease);
       (placed as Lease).release();
     };
-    return { routing, inventory, rewarm, events, full, spare, ask };
+    return { routing, inventory, rewarm, events, full, spare, other, ask };
   }
 
   /** Loads beta on `full` directly (as another client of that server would), evicting alpha, and reads /api/ps. */
@@ -245,6 +251,27 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
     expect(s.routing.scaleOutTarget(ALPHA)).toBeNull();
     expect(s.rewarm.counters.scaleOuts.started).toBe(0);
     expect(sims[1].stats().loaded).toEqual([GAMMA]);
+  });
+
+  it("scale-out: where the room is not known, only when the model it may evict is covered by its other holders' shown capacity", async () => {
+    // spare's room is not known (gamma loaded there): a load of alpha may fit beside gamma, or evict it.
+    let s = await setup({ gammaElsewhere: true });
+    s.full.learned.noteServiceTime(ALPHA, 1000);
+    // Gamma is asked for (a known demand), and other, which holds it too, has shown 200 ms per
+    // gamma request: 5 requests/s at least, more than gamma's demand. Evicting it costs a share of a reload.
+    for (let i = 0; i < 3; i++) s.ask(GAMMA);
+    s.other!.learned.noteServiceTime(GAMMA, 200);
+    for (let i = 0; i < 8; i++) s.ask(ALPHA);
+    expect(s.routing.scaleOutTarget(ALPHA)?.backend).toBe(s.spare);
+    await Promise.all(sims.map((x) => x.close()));
+    client?.onApplicationShutdown();
+    // Nobody else has shown what it serves of gamma: not covered, no load there.
+    s = await setup({ gammaElsewhere: true });
+    s.full.learned.noteServiceTime(ALPHA, 1000);
+    for (let i = 0; i < 3; i++) s.ask(GAMMA);
+    for (let i = 0; i < 8; i++) s.ask(ALPHA);
+    expect(s.routing.scaleOutTarget(ALPHA)).toBeNull();
+    expect(s.rewarm.counters.scaleOuts.started).toBe(0);
   });
 
   it('does nothing when another backend still holds alpha', async () => {

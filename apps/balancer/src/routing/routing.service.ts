@@ -478,24 +478,33 @@ export class RoutingService {
       possible += (b.slotsAtMost(model) * 1000) / Math.max(1, serviceMs);
     }
     if (holders === 0 || demand < SATURATED * possible) return null;
-    return this.roomFor(model, available, req, null);
+    return this.roomFor(model, available, req, null) ?? this.roomFor(model, available, req, null, true);
   }
 
-  /** Among `available` (but `not`), the backend with room for `model` beside what it holds where it would load soonest. */
+  /**
+   * Among `available` (but `not`), the backend with room for `model` beside what it holds where it
+   * would load soonest. With `orCovered`, also a backend whose room is not known where the model the
+   * load might evict has a known demand that its other holders' shown capacity covers (what its
+   * traffic pays is a share of a reload, below this load's own time): the load may fit, and if it
+   * evicts, nobody's requests go without a warm server.
+   */
   private roomFor(
     model: string,
     available: readonly Backend[],
     req: RouteRequest,
     not: Backend | null,
+    orCovered = false,
   ): { backend: Backend; loadMs: number } | null {
-    let best: { backend: Backend; loadMs: number } | null = null;
+    let best: { backend: Backend; loadMs: number; costMs: number } | null = null;
     for (const b of available) {
       if (b === not || !b.hasModel(model) || b.busyUntil > req.now) continue;
       const p = this.predictor.predict(b, req, this.ctx);
-      if (p.warm || p.evicts) continue;
-      if (best === null || p.loadMs < best.loadMs) best = { backend: b, loadMs: p.loadMs };
+      if (p.warm) continue;
+      if (p.evicts && !(orCovered && !b.roomKnown && p.amortizable && p.evictMs < p.loadMs)) continue;
+      const costMs = p.loadMs + p.evictMs;
+      if (best === null || costMs < best.costMs) best = { backend: b, loadMs: p.loadMs, costMs };
     }
-    return best;
+    return best === null ? null : { backend: best.backend, loadMs: best.loadMs };
   }
 
   private take(pick: Pick, req: RouteRequest, queuedMs: number, candidates: number): Lease {
