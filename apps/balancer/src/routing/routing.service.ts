@@ -478,15 +478,15 @@ export class RoutingService {
       possible += (b.slotsAtMost(model) * 1000) / Math.max(1, serviceMs);
     }
     if (holders === 0 || demand < SATURATED * possible) return null;
-    return this.roomFor(model, available, req, null) ?? this.roomFor(model, available, req, null, true);
+    return this.roomFor(model, available, req, null, true);
   }
 
   /**
    * Among `available` (but `not`), the backend with room for `model` beside what it holds where it
-   * would load soonest. With `orCovered`, also a backend whose room is not known where the model the
-   * load might evict has a known demand that its other holders' shown capacity covers (what its
-   * traffic pays is a share of a reload, below this load's own time): the load may fit, and if it
-   * evicts, nobody's requests go without a warm server.
+   * would load soonest. With `orCovered`, when none has such room, a backend whose room is not known
+   * where the model the load might evict has a known demand that its other holders' shown capacity
+   * covers (what its traffic pays is a share of a reload, below this load's own time): the load may
+   * fit, and if it evicts, nobody's requests go without a warm server. One pass over the backends.
    */
   private roomFor(
     model: string,
@@ -495,16 +495,20 @@ export class RoutingService {
     not: Backend | null,
     orCovered = false,
   ): { backend: Backend; loadMs: number } | null {
-    let best: { backend: Backend; loadMs: number; costMs: number } | null = null;
+    let free: { backend: Backend; loadMs: number } | null = null;
+    let covered: { backend: Backend; loadMs: number; costMs: number } | null = null;
     for (const b of available) {
       if (b === not || !b.hasModel(model) || b.busyUntil > req.now) continue;
       const p = this.predictor.predict(b, req, this.ctx);
       if (p.warm) continue;
-      if (p.evicts && !(orCovered && !b.roomKnown && p.amortizable && p.evictMs < p.loadMs)) continue;
-      const costMs = p.loadMs + p.evictMs;
-      if (best === null || costMs < best.costMs) best = { backend: b, loadMs: p.loadMs, costMs };
+      if (!p.evicts) {
+        if (free === null || p.loadMs < free.loadMs) free = { backend: b, loadMs: p.loadMs };
+      } else if (orCovered && free === null && !b.roomKnown && p.amortizable && p.evictMs < p.loadMs) {
+        const costMs = p.loadMs + p.evictMs;
+        if (covered === null || costMs < covered.costMs) covered = { backend: b, loadMs: p.loadMs, costMs };
+      }
     }
-    return best === null ? null : { backend: best.backend, loadMs: best.loadMs };
+    return free ?? (covered === null ? null : { backend: covered.backend, loadMs: covered.loadMs });
   }
 
   private take(pick: Pick, req: RouteRequest, queuedMs: number, candidates: number): Lease {

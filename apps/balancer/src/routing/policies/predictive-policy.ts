@@ -475,31 +475,21 @@ export class PredictivePolicy implements RoutingPolicy {
     // for sure; out of reach when this room is known to be full and every such reload would evict in
     // turn (a cascade).
     if (cover >= COVER * demand) return { costMs: 0.25 * victimLoadMs, evicts: true, amortizable: true };
-    const cascade =
-      outOfReach > 0 &&
-      !this.warmElsewhere(victim.name, b, now, ctx) &&
-      !this.reloadableElsewhere(victim.name, b, now, ctx);
+    const cascade = outOfReach > 0 && !this.servableElsewhere(victim.name, b, now, ctx);
     return { costMs: 3 * victimLoadMs + 2 * svc + (cascade ? outOfReach : 0), evicts: true, amortizable: !cascade };
   }
 
   /**
-   * Whether another available server has `model` loaded or loading: its traffic has a warm server to
-   * go to without a reload (not a cascade), even where that server has not shown its speed for it yet.
+   * Whether another available server could take `model`'s traffic without evicting for sure: one
+   * that has it loaded or loading (even where it has not shown its speed for it yet), or holds it on
+   * disk with room for it that is not known to be full (its room not known yet, or fewer models
+   * loaded than it is known to keep).
    */
-  private warmElsewhere(model: string, not: Backend, now: number, ctx: PolicyContext): boolean {
-    for (const o of ctx.available?.() ?? EMPTY_BACKENDS)
-      if (o !== not && (o.isLoaded(model, now) || o.loadingUntil(model, now) > now)) return true;
-    return false;
-  }
-
-  /**
-   * Whether another available server holds `model` on disk, not loaded, with room for it that is not
-   * known to be full (its room not known yet, or fewer models loaded than it is known to keep): a
-   * reload there need not evict anything.
-   */
-  private reloadableElsewhere(model: string, not: Backend, now: number, ctx: PolicyContext): boolean {
+  private servableElsewhere(model: string, not: Backend, now: number, ctx: PolicyContext): boolean {
     for (const o of ctx.available?.() ?? EMPTY_BACKENDS) {
-      if (o === not || !o.hasModel(model) || o.isLoaded(model, now)) continue;
+      if (o === not) continue;
+      if (o.isLoaded(model, now) || o.loadingUntil(model, now) > now) return true;
+      if (!o.hasModel(model)) continue;
       if (!o.roomKnown) return true;
       let loaded = 0;
       for (const m of o.modelsLoaded.values()) if (o.isLoaded(m.name, now)) loaded++;
