@@ -412,6 +412,34 @@ describe('predictive, on a fleet it learns (zero configuration)', () => {
     expect([pick.backend.name, pick.reason]).toEqual(['spare', 'cold-load']);
   });
 
+  it('weighs a load into free room against the slots a copy still loading has proven, not the most it may have', () => {
+    // `loading` is loading alpha (3.8 s to go) for the one request it holds; its slots are not
+    // shown (one proven, two at most). `spare` holds nothing: alpha loads there in 4.7 s, so this
+    // one request is predicted sooner waiting for `loading`. At a demand past one slot's capacity
+    // but within two slots', the copy under way is not enough: the load into free room (it evicts
+    // nothing) is started now rather than after the burst has queued behind that one copy.
+    const now = Date.now();
+    const loading = backend('loading', { learnSlots: true, modelConcurrency: 0 });
+    const spare = backend('spare', { learnSlots: true, modelConcurrency: 0 });
+    for (const b of [loading, spare]) b.modelsOnDisk.set(ALPHA, { name: ALPHA, size: 4.7 * GB, raw: {} });
+    loading.noteLoadStarted(ALPHA, now + 3800, now - 1000);
+    loading.acquire(ALPHA, 0);
+    expect([loading.slotsFor(ALPHA), loading.slotsAtMost(ALPHA)]).toEqual([1, 2]);
+    const r = req(ALPHA, { now });
+    const perSlot = 1000 / p.usualServiceMs(loading, ALPHA, r);
+    const at = (arrivals: number) => ({ ...ctxWith({}), arrivalsPerS: () => arrivals });
+    const pl = p.predict(loading, r, at(0));
+    const ps = p.predict(spare, r, at(0));
+    expect(pl).toMatchObject({ warm: true, waitMs: 3800 });
+    expect([ps.warm, ps.evicts]).toEqual([false, false]);
+    expect(ps.totalMs).toBeGreaterThan(pl.totalMs);
+    // Past what its proven slot serves (1.5x), within what two would (0.75x): load into free room.
+    const pick = p.pick([loading, spare], r, at(1.5 * perSlot));
+    expect([pick.backend.name, pick.reason]).toEqual(['spare', 'cold-load']);
+    // Within what its proven slot serves: wait for the copy under way.
+    expect(p.pick([loading, spare], r, at(0.5 * perSlot)).backend.name).toBe('loading');
+  });
+
   it("spreads a known victim's cost over the requests the load serves, never a guess's or a known-full room's", () => {
     const { warm, now } = fleet();
     // `maybe` holds idle beta; its room is only a lower bound (no eviction seen there yet).

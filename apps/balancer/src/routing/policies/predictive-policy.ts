@@ -131,12 +131,17 @@ export class PredictivePolicy implements RoutingPolicy {
       // Past their capacity the warm holders' queue only grows: another copy pays for itself even
       // when this one request would be served sooner by waiting. Into free room it evicts nothing.
       // Judged by the model's own arrivals from its first requests on, not only after a full window.
-      const { load, past, demand } =
+      const { load, past, pastProven, demand } =
         model !== null && (bestFreeP !== null || bestColdP !== null)
           ? this.overload(model, candidates, warmP, req, ctx)
           : NOT_LOADED;
-      const saturated = (c: Prediction) => past >= SATURATED && warmP.waitMs > c.loadMs / 2;
-      if (bestFreeP !== null && (bestFreeP.totalMs + margin < warmP.totalMs || saturated(bestFreeP)))
+      const saturated = (c: Prediction, ratio = past) => ratio >= SATURATED && warmP.waitMs > c.loadMs / 2;
+      // Into free room (it evicts nothing) the holders are judged by the slots they have proven:
+      // copies still loading, whose slots nobody has seen, are not counted at the most they may have.
+      if (
+        bestFreeP !== null &&
+        (bestFreeP.totalMs + margin < warmP.totalMs || saturated(bestFreeP, Math.max(past, pastProven)))
+      )
         [best, p] = [bestFree!, bestFreeP];
       else if (bestColdP !== null && model !== null) {
         // What the victim's traffic pays, spread over the requests this load will serve.
@@ -171,12 +176,12 @@ export class PredictivePolicy implements RoutingPolicy {
     bestWarm: Prediction,
     req: RouteRequest,
     ctx: PolicyContext,
-  ): { load: number; past: number; demand: number | null } {
+  ): { load: number; past: number; pastProven: number; demand: number | null } {
     const windowed = ctx.demandPerS?.(model) ?? null;
     const demand = ctx.arrivalsPerS?.(model) ?? windowed;
     const timeout = ctx.queueTimeoutMs;
     if (timeout !== undefined && bestWarm.waitMs > 0.8 * Math.max(0, timeout - (req.queuedMs ?? 0)))
-      return { load: Infinity, past: Infinity, demand };
+      return { load: Infinity, past: Infinity, pastProven: Infinity, demand };
     let proven = 0;
     let possible = 0;
     if (windowed !== null || demand !== null)
@@ -188,7 +193,12 @@ export class PredictivePolicy implements RoutingPolicy {
         }
     const ratio = (d: number | null, capacity: number) =>
       d === null ? OVERLOAD : capacity > 0 ? d / capacity : Infinity;
-    return { load: ratio(windowed, proven), past: ratio(demand, possible), demand };
+    return {
+      load: ratio(windowed, proven),
+      past: ratio(demand, possible),
+      pastProven: ratio(demand, proven),
+      demand,
+    };
   }
 
   /** The usual service time of `model` on `b`: learned there, else this request's predicted one. */
@@ -553,4 +563,4 @@ interface Eviction {
 
 const NO_EVICTION: Eviction = { costMs: 0, evicts: false, amortizable: false };
 
-const NOT_LOADED = { load: 0, past: 0, demand: null };
+const NOT_LOADED = { load: 0, past: 0, pastProven: 0, demand: null };
