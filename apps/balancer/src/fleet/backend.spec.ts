@@ -96,6 +96,16 @@ describe('Backend routes and capabilities', () => {
   });
 });
 
+const mk4 = () =>
+  new Backend({
+    name: 'c',
+    url: 'http://c:1',
+    weight: 1,
+    parallel: 4,
+    maxConcurrency: 0,
+    modelConcurrency: 4,
+    maxLoadedModels: 0,
+  });
 const learning = (over: Partial<BackendConfig> = {}) =>
   new Backend({
     name: 'l',
@@ -203,6 +213,39 @@ describe('Backend slots: configured, or learned when nobody said', () => {
     expect(b.slotsFor('m:latest')).toBe(2);
     expect(b.slotsFor('n:latest')).toBe(1);
     expect(b.slotsFor(null)).toBe(1);
+  });
+
+  it('holds back every request for a model while the balancer loads it in the background, and none for a load a request started', () => {
+    const now = Date.now();
+    for (const b of [mk4(), learning()]) {
+      // Started by a request: its riders go up to the cap, as for a loaded model.
+      b.noteLoadStarted('m:latest', now + 5000, now);
+      b.acquire('m:latest');
+      expect(b.atCap('m:latest')).toBe(false);
+      b.release('m:latest');
+      b.noteLoaded('m:latest');
+      // Started in the background: nobody rides it, other models are not held.
+      b.noteLoadStarted('n:latest', now + 5000, now, true);
+      expect(b.atCap('n:latest')).toBe(true);
+      expect(b.atCap('o:latest')).toBe(false);
+      b.noteLoaded('n:latest');
+      expect(b.atCap('n:latest')).toBe(false);
+      b.noteLoadStarted('o:latest', now + 5000, now, true);
+      b.loading.delete('o:latest'); // it failed
+      expect(b.atCap('o:latest')).toBe(false);
+    }
+  });
+
+  it('expects a load past its expected end to take as long again as it has overrun, until /api/ps lists it', () => {
+    const b = mk();
+    const now = Date.now();
+    b.noteLoadStarted('m:latest', now + 1000, now - 2000);
+    expect(b.loadingUntil('m:latest', now)).toBe(now + 1000);
+    expect(b.loadingUntil('m:latest', now + 3000)).toBe(now + 5000);
+    b.modelsLoaded.set('m:latest', { name: 'm:latest', size: 1, sizeVram: 1, expiresAt: null, raw: {} });
+    expect(b.loadingUntil('m:latest', now + 3000)).toBe(now + 1000);
+    // Never confirmed a minute past its end: forgotten.
+    expect(b.loadingUntil('m:latest', now + 62_000)).toBe(0);
   });
 
   it('atCap lets one request beyond the proven slots in flight only when learning', () => {

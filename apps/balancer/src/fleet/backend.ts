@@ -174,6 +174,12 @@ export class Backend {
     const c = this.config;
     if (c.maxConcurrency > 0 && this.inFlight >= this.effectiveCap(c.maxConcurrency)) return true;
     if (model === null) return false;
+    // A load the balancer started here in the background: nobody rides it (the model's warm holders
+    // serve meanwhile, or nobody does). Its requests wait in the balancer until it is done, free to
+    // take whichever server frees first instead of queueing in Ollama behind a load of unknown
+    // length. (A load a request started takes its riders up to the cap below: they start at once
+    // when it is done, where held ones would start a first token later.)
+    if (this.loading.get(model)?.background === true) return true;
     // Learning: one beyond the slots proven so far, under a configured modelConcurrency if any.
     const probe = c.learnSlots ? this.learned.slotLearner(model).probeCap : 0;
     const cap = !c.learnSlots
@@ -218,7 +224,7 @@ export class Backend {
    * Models sent here cold and not yet confirmed loaded, with when the load should be done: later
    * requests for them wait for that load instead of starting another elsewhere.
    */
-  readonly loading = new Map<string, { since: number; readyAt: number }>();
+  readonly loading = new Map<string, { since: number; readyAt: number; background?: boolean }>();
   /**
    * Models a cold load here may have evicted: not counted as loaded (a busy one once its requests
    * here are done) until /api/ps says (a guess must not send a request "warm" to a host that has
@@ -227,12 +233,13 @@ export class Backend {
   readonly maybeEvicted = new Set<string>();
 
   /**
-   * A request for `model` was sent here while it was not loaded: a load is under way, until about
-   * `readyAt`. Returns the model that load may evict (null when it fits, or one was under way).
+   * A request for `model` was sent here while it was not loaded (or the balancer loads it in the
+   * `background`): a load is under way, until about `readyAt`. Returns the model that load may evict
+   * (null when it fits, or one was under way).
    */
-  noteLoadStarted(model: string, readyAt: number, now = Date.now()): string | null {
+  noteLoadStarted(model: string, readyAt: number, now = Date.now(), background = false): string | null {
     if (this.loading.has(model)) return null;
-    this.loading.set(model, { since: now, readyAt });
+    this.loading.set(model, { since: now, readyAt, background });
     // Room for it means evicting the least recently used model, if it is full (or may be): an idle
     // one first; if every one is busy, Ollama waits for the least recently used to finish and
     // evicts that one (the load is queued behind it, and so is any later request for it here).
@@ -256,7 +263,12 @@ export class Backend {
     return victim;
   }
 
-  /** When a load of `model` started here should be done (0 when none is known to be under way). */
+  /**
+   * When a load of `model` started here should be done (0 when none is known to be under way). One
+   * past its expected end that /api/ps does not list yet has not shown how long it takes: like a
+   * request that overran its prediction, it is expected to take about as long again as it has
+   * overrun so far.
+   */
   loadingUntil(model: string, now = Date.now()): number {
     const t = this.loading.get(model)?.readyAt;
     if (t === undefined) return 0;
@@ -265,7 +277,7 @@ export class Backend {
       this.loading.delete(model);
       return 0;
     }
-    return t;
+    return now > t && !this.modelsLoaded.has(model) ? 2 * now - t : t;
   }
 
   /** During slow start a returning backend takes a growing share of its cap. */

@@ -524,7 +524,7 @@ export class ModelRequest implements QueuedRequest, AttemptOwner {
     this.contentType = attempt.response!.headers['content-type'];
     if (this.delivered !== null) this.digest = attempt.backend.modelsOnDisk.get(this.model)?.digest ?? undefined;
     attempt.backend.learned.noteTtfb(Date.now() - attempt.startedAt);
-    attempt.lease.firstByte();
+    attempt.lease.firstByte(this.status < 300);
     try {
       res.writeHead(
         this.status,

@@ -49,10 +49,26 @@ export class Lease {
     this.watcher = null;
   }
 
-  /** The answer's first byte came back: the request holds a slot there now (slot learning). */
-  firstByte(): void {
+  /**
+   * The answer's first byte came back: the request holds a slot there now (slot learning), which
+   * may prove one more. A good answer's first byte also means the model is loaded there (Ollama
+   * answers once its runner is ready): a load under way is done. Either way the backend may take
+   * more now, and the requests queued in the balancer are offered it at once (not at the next end).
+   */
+  firstByte(ok = true): void {
     this.unwatch();
-    if (this.slot !== null && this.model !== null) this.backend.learned.startedSlot(this.model, this.slot);
+    let grew = false;
+    if (this.slot !== null && this.model !== null) {
+      const slots = this.backend.learned.slotLearner(this.model);
+      const before = slots.probeCap;
+      this.backend.learned.startedSlot(this.model, this.slot);
+      grew = slots.probeCap > before;
+    }
+    if (ok && this.model !== null && this.backend.loading.has(this.model)) {
+      this.backend.noteLoaded(this.model);
+      grew = true;
+    }
+    if (grew) this.ledger.capacityGrew();
   }
 
   /** The backend answered with these counters: they tell slot learning whether the request queued there. */
@@ -83,6 +99,8 @@ export abstract class LeaseLedger {
   abstract take(pick: Pick, req: RouteRequest, queuedMs: number): Lease;
   /** Gives the slot back; called by Lease.release, once. */
   abstract release(lease: Lease): void;
+  /** A backend may take more now (a load done, a slot proven): queued requests may be placed. */
+  abstract capacityGrew(): void;
   /**
    * Whether slots are granted later, not taken at once: a ledger shared by several replicas asks
    * Redis, so every placement waits in the queue until a grant comes (SharedPlacementQueue).
@@ -119,6 +137,10 @@ export class LocalLeaseLedger extends LeaseLedger {
   release(lease: Lease): void {
     lease.backend.release(lease.model, lease.expectedEnd);
     // A slot freed: queued requests may take it now.
+    this.registry.capacityChanged();
+  }
+
+  capacityGrew(): void {
     this.registry.capacityChanged();
   }
 }

@@ -87,7 +87,7 @@ export class Rewarm {
     this.underWay.add(model);
     counters.started++;
     // Under way: requests for it wait for this load there rather than start another elsewhere.
-    b.noteLoadStarted(model, started + loadMs, started);
+    b.noteLoadStarted(model, started + loadMs, started, true);
     this.events.note(b, kind, `loading ${model} (${why})`);
     try {
       const r = await this.client.backend(b, '/api/generate', {
@@ -109,6 +109,8 @@ export class Rewarm {
     } finally {
       this.underWay.delete(model);
       this.inventory.refreshSoon(b);
+      // Requests held back for this load (or that waited for it) may be placed now.
+      this.routing.loadSettled();
     }
   }
 }

@@ -211,6 +211,11 @@ export class RoutingService {
   }
   private drainSoon = false;
 
+  /** A load the balancer started in the background is over: requests held back for it may go now. */
+  loadSettled(): void {
+    this.registry.capacityChanged();
+  }
+
   /** Takes a queued request out without an answer (its client left). */
   cancel(entry: QueuedRequest): void {
     this.queue.cancel(entry);

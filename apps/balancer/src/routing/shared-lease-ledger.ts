@@ -91,4 +91,8 @@ export class SharedLeaseLedger extends LeaseLedger {
     if (slot) this.shared.slots.release(slot);
     this.registry.capacityChanged();
   }
+
+  capacityGrew(): void {
+    this.registry.capacityChanged();
+  }
 }
