@@ -136,12 +136,10 @@ export class PredictivePolicy implements RoutingPolicy {
           ? this.overload(model, candidates, warmP, req, ctx)
           : NOT_LOADED;
       const saturated = (c: Prediction, ratio = past) => ratio >= SATURATED && warmP.waitMs > c.loadMs / 2;
-      // Into free room (it evicts nothing) the holders are judged by the slots they have proven:
-      // copies still loading, whose slots nobody has seen, are not counted at the most they may have.
-      if (
-        bestFreeP !== null &&
-        (bestFreeP.totalMs + margin < warmP.totalMs || saturated(bestFreeP, Math.max(past, pastProven)))
-      )
+      // Into free room (it evicts nothing) the holders are judged by the slots they have proven
+      // (never fewer than they may have, so never a lower ratio): copies still loading, whose slots
+      // nobody has seen, are not counted at the most they may have.
+      if (bestFreeP !== null && (bestFreeP.totalMs + margin < warmP.totalMs || saturated(bestFreeP, pastProven)))
         [best, p] = [bestFree!, bestFreeP];
       else if (bestColdP !== null && model !== null) {
         // What the victim's traffic pays, spread over the requests this load will serve.
