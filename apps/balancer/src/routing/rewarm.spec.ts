@@ -214,9 +214,14 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
     // Full has shown 1.2 s per alpha request on (at most) 2 slots: 1.7 requests/s at best. 6 in
     // the last 3 s are more: another copy goes where it fits.
     full.learned.noteServiceTime(ALPHA, 1200);
-    expect(routing.scaleOutTarget(ALPHA)?.backend).toBe(spare);
+    // Overloaded from now on. A burst shorter than the load (1 s here: 1 GB at the default 1 ms per
+    // MB) would be over before a copy is ready: the copy waits until the overload has lasted that long.
+    const t0 = Date.now();
+    expect(routing.scaleOutTarget(ALPHA, t0)).toBeNull();
+    expect(routing.scaleOutTarget(ALPHA, t0 + 500)).toBeNull();
+    expect(routing.scaleOutTarget(ALPHA, t0 + 1100)?.backend).toBe(spare);
     // A model's need is looked at once per 250 ms at most (from its routing decisions).
-    await new Promise((r) => setTimeout(r, 300));
+    await new Promise((r) => setTimeout(r, 1200 - (Date.now() - t0)));
     ask(ALPHA);
     expect(rewarm.counters.scaleOuts.started).toBe(1);
     expect(spare.loadingUntil(ALPHA)).toBeGreaterThan(0);
@@ -229,6 +234,19 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
     // Two holders now: 3.3 requests/s at best; 7 in 3 s are within that.
     spare.learned.noteServiceTime(ALPHA, 1200);
     expect(routing.scaleOutTarget(ALPHA)).toBeNull();
+  });
+
+  it('scale-out: an overload its requests stopped showing for over a second starts again', async () => {
+    const { routing, full, spare, ask } = await setup({ spareRoom: 2 });
+    // 2 slots at 3 s per request: 0.67 requests/s at best; 6 in 3 s are more.
+    full.learned.noteServiceTime(ALPHA, 3000);
+    for (let i = 0; i < 6; i++) ask(ALPHA);
+    const t0 = Date.now();
+    expect(routing.scaleOutTarget(ALPHA, t0)).toBeNull();
+    // Not looked at for 1.5 s: whether it lasted is not known, so it counts from now.
+    expect(routing.scaleOutTarget(ALPHA, t0 + 1500)).toBeNull();
+    expect(routing.scaleOutTarget(ALPHA, t0 + 2000)).toBeNull();
+    expect(routing.scaleOutTarget(ALPHA, t0 + 2600)?.backend).toBe(spare);
   });
 
   it('scale-out: nothing where the room is not known, when the holders keep up, or when off', async () => {
@@ -262,7 +280,11 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
     for (let i = 0; i < 3; i++) s.ask(GAMMA);
     s.other!.learned.noteServiceTime(GAMMA, 200);
     for (let i = 0; i < 8; i++) s.ask(ALPHA);
-    expect(s.routing.scaleOutTarget(ALPHA)?.backend).toBe(s.spare);
+    // Once the overload has lasted as long as the load (1 s) would take.
+    const t0 = Date.now();
+    expect(s.routing.scaleOutTarget(ALPHA, t0)).toBeNull();
+    expect(s.routing.scaleOutTarget(ALPHA, t0 + 600)).toBeNull();
+    expect(s.routing.scaleOutTarget(ALPHA, t0 + 1100)?.backend).toBe(s.spare);
     await Promise.all(sims.map((x) => x.close()));
     client?.onApplicationShutdown();
     // Nobody else has shown what it serves of gamma: not covered, no load there.
@@ -270,7 +292,10 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
     s.full.learned.noteServiceTime(ALPHA, 1000);
     for (let i = 0; i < 3; i++) s.ask(GAMMA);
     for (let i = 0; i < 8; i++) s.ask(ALPHA);
-    expect(s.routing.scaleOutTarget(ALPHA)).toBeNull();
+    const t1 = Date.now();
+    expect(s.routing.scaleOutTarget(ALPHA, t1)).toBeNull();
+    expect(s.routing.scaleOutTarget(ALPHA, t1 + 600)).toBeNull();
+    expect(s.routing.scaleOutTarget(ALPHA, t1 + 1100)).toBeNull();
     expect(s.rewarm.counters.scaleOuts.started).toBe(0);
   });
 
