@@ -400,22 +400,24 @@ describe('zero-configuration routing (OLLAMA_BACKENDS only)', () => {
 
   it('loads another copy of a model its one warm server cannot keep up with on an empty server, in the background', async () => {
     // busy: alpha loaded, one slot, 500 ms per answer (25 tokens at 50/s). empty: alpha on disk,
-    // nothing loaded (nothing to evict there). Told nothing about either. Alpha is 20 GB here: a
-    // load the balancer predicts at 20 s (it loads in 2 s), so that no request of this test would
+    // nothing loaded (nothing to evict there). Told nothing about either. Alpha is 40 GB here: a
+    // load the balancer predicts at 40 s (it loads in 2 s), so that no request of this test would
     // choose to wait for it; only the background load puts it there.
-    const big = [{ name: ALPHA, sizeBytes: 20_000_000_000 }];
+    const big = [{ name: ALPHA, sizeBytes: 40_000_000_000 }];
     f = await startFleet([
-      { models: big, loaded: [ALPHA], tokensPerSecond: 50, loadMsPerGB: 100 },
-      { models: big, loaded: [], tokensPerSecond: 50, loadMsPerGB: 100 },
+      { models: big, loaded: [ALPHA], tokensPerSecond: 50, loadMsPerGB: 50 },
+      { models: big, loaded: [], tokensPerSecond: 50, loadMsPerGB: 50 },
     ]);
     const [busy, empty] = f.names;
-    // One answer shows busy's service time; then 4 requests a second for 3 s: twice what it serves.
+    // One answer shows busy's service time; then 5 requests a second for 6 s: more than it may
+    // serve (2 a second on the one slot it has shown, 4 on the two it may have), for longer than a
+    // burst (a copy is loaded once the overload has lasted the load's predicted time, at most 5 s).
     const first = await generate(f, ALPHA, { prompt: 'first', stream: false, options: { num_predict: 25 } });
     expect(first.headers['x-balancer-backend']).toBe(busy);
     const sent: Promise<RawResponse>[] = [];
-    for (let i = 0; i < 12; i++) {
+    for (let i = 0; i < 30; i++) {
       sent.push(generate(f, ALPHA, { prompt: `burst ${i}`, stream: false, options: { num_predict: 25 } }));
-      await new Promise((r) => setTimeout(r, 250));
+      await new Promise((r) => setTimeout(r, 200));
     }
     await waitFor(async () => (await status(f!)).counters.scaleOuts.loaded === 1, 30_000, 'a copy loaded on empty');
     for (const r of await Promise.all(sent)) expect(r.status).toBe(200);

@@ -47,8 +47,13 @@ const SHUTTING_DOWN = new NoCandidate(503, 'balancer is shutting down', 1);
 const DEMAND_TAU_MS = 10_000;
 /** A cold dispatch: look at the backend's /api/ps this soon (what the load evicted, whether it started). */
 const AFTER_COLD_MS = 300;
-/** An overload not looked at for this long (its model's requests stopped) is over. */
-const OVERLOAD_GAP_MS = 1000;
+/** An overload that has lasted this long is no burst, however long a load is predicted to take. */
+const SUSTAINED_OVERLOAD_MS = 5000;
+/**
+ * An overload not looked at for this long (its model's requests stopped, or none was placed: under
+ * overload they are placed as slots free) is over. A pause that long is itself a lull.
+ */
+const OVERLOAD_GAP_MS = SUSTAINED_OVERLOAD_MS;
 
 /** An arrival rate is judged over at least this long (a few requests at once are not a rate yet). */
 const MIN_ARRIVALS_SPAN_MS = 3000;
@@ -466,8 +471,9 @@ export class RoutingService {
    * up: its own arrival rate (Demand.rate, over at least 3 s) at or past what they may serve (the slots they may have
    * over the service time each has shown for it), no copy being loaded already, and a backend with room for it
    * beside what it holds (a load there evicts nothing: with nothing told, a server that holds
-   * nothing), once that overload has lasted as long as the load would take. The requests keep going to the warm holders meanwhile; none of them pays for the load,
-   * as the one that started it would. The backend where it would be ready soonest; null when none.
+   * nothing), once that overload has lasted as long as the load would take (at most 5 s). The
+   * requests keep going to the warm holders meanwhile; none of them pays for the load, as the one
+   * that started it would. The backend where it would be ready soonest; null when none.
    */
   scaleOutTarget(model: string, now = Date.now()): { backend: Backend; loadMs: number } | null {
     if (!this.config.preloadSaturated || !this.policy.weighsWaiting || this.lifecycle.state !== 'serving') return null;
@@ -490,15 +496,15 @@ export class RoutingService {
       this.overloadedSince.delete(model);
       return null;
     }
-    // Looked at every SCALE_OUT_CHECK_MS while its requests come: a longer gap is a new overload.
+    // Looked at (at most every SCALE_OUT_CHECK_MS) as its requests are placed: a long gap is a new overload.
     const seen = this.overloadedSince.get(model);
     const since = seen !== undefined && now - seen.at <= OVERLOAD_GAP_MS ? seen.since : now;
     if (this.overloadedSince.size > 10_000) this.overloadedSince.clear(); // bounded: names come from clients
     this.overloadedSince.set(model, { since, at: now });
     const target = this.roomFor(model, available, req, null, true);
     // A burst shorter than the load is over before the copy is ready (it only costs the load): the
-    // copy is loaded once the overload has lasted as long as loading it would take.
-    if (target === null || now - since < target.loadMs) return null;
+    // copy is loaded once the overload has lasted as long as loading it would take, or 5 s.
+    if (target === null || now - since < Math.min(target.loadMs, SUSTAINED_OVERLOAD_MS)) return null;
     return target;
   }
 
