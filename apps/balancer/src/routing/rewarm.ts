@@ -21,8 +21,9 @@ type Kind = 'rewarm' | 'scale-out';
  *   warm instead of each paying for a reload, or queueing behind one on a server that has to evict again. Where no
  *   server is known to have room, the load its next request would start (on a server whose room
  *   is not known) is started now rather than by that request;
- * - scale-out: a model's arrivals are past what its warm holders may serve; another copy is loaded
- *   while they keep serving, instead of when a request has queued long enough to pay for the load.
+ * - scale-out: a model's arrivals have been past what its warm holders may serve for as long as the
+ *   load would take (at most 5 s: a shorter burst is over before the copy is ready); another copy is
+ *   loaded while they keep serving, instead of when a request has queued long enough to pay for it.
  * RoutingService.rewarmTarget / scaleOutTarget decide whether and where; neither loads where a load
  * evicts for sure. Off with REWARM_EVICTED=false / PRELOAD_SATURATED=false (and with any policy but
  * predictive).
