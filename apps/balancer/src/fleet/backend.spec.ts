@@ -282,7 +282,7 @@ describe('Backend loads, evictions and busy backoff', () => {
     b.acquire('gamma:latest'); // busy: Ollama never evicts it
     b.noteLoadStarted('alpha:latest', now + 2000, now);
     expect(b.loadingUntil('alpha:latest', now)).toBe(now + 2000);
-    expect([...b.maybeEvicted]).toEqual(['beta:latest']);
+    expect([...b.maybeEvicted]).toEqual([['beta:latest', 'alpha:latest']]);
     expect(b.isLoaded('beta:latest', now)).toBe(false);
     expect(b.isLoaded('gamma:latest', now)).toBe(true);
     // A second cold dispatch of the same model does not restart the mark.
@@ -294,6 +294,41 @@ describe('Backend loads, evictions and busy backoff', () => {
     b.noteLoadStarted('delta:latest', now + 1000, now);
     expect(b.loadingUntil('delta:latest', now + 61_001)).toBe(0);
     expect(b.loading.has('delta:latest')).toBe(false);
+  });
+
+  it('a busy victim of a load pending on a full backend is not warm for new requests until /api/ps says', () => {
+    const b = learning();
+    const now = Date.now();
+    loaded(b, 'beta:latest');
+    b.learned.room.observeFull(1); // room for one, known
+    b.acquire('beta:latest');
+    // Every resident is busy: Ollama evicts beta once its request is done, and a beta request sent
+    // meanwhile waits behind alpha's load, then reloads beta.
+    expect(b.noteLoadStarted('alpha:latest', now + 2000, now)).toBe('beta:latest');
+    expect(b.isLoaded('beta:latest', now)).toBe(false);
+    // Beta's running request answers: that says nothing of the load still pending.
+    b.release('beta:latest');
+    b.noteLoaded('beta:latest');
+    expect(b.maybeEvicted.get('beta:latest')).toBe('alpha:latest');
+    expect(b.isLoaded('beta:latest', now)).toBe(false);
+    // Alpha answered (its load is over): beta, idle, stays in doubt until /api/ps lists it.
+    b.noteLoaded('alpha:latest');
+    expect(b.isLoaded('beta:latest', now)).toBe(false);
+    // Its own answer now clears the doubt (it is resident after all).
+    b.noteLoaded('beta:latest');
+    expect(b.isLoaded('beta:latest', now)).toBe(true);
+  });
+
+  it('where the room is only a lower bound a busy victim stays warm (the load may fit beside it)', () => {
+    const b = learning();
+    const now = Date.now();
+    loaded(b, 'beta:latest');
+    b.learned.room.observe(1); // seen holding one; more may fit
+    b.acquire('beta:latest');
+    expect(b.noteLoadStarted('alpha:latest', now + 2000, now)).toBe('beta:latest');
+    expect(b.isLoaded('beta:latest', now)).toBe(true);
+    b.release('beta:latest');
+    expect(b.isLoaded('beta:latest', now)).toBe(false); // idle: in doubt, as before
   });
 
   it('a load into free room marks no victim', () => {

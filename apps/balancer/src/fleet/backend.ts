@@ -226,11 +226,14 @@ export class Backend {
    */
   readonly loading = new Map<string, { since: number; readyAt: number; background?: boolean }>();
   /**
-   * Models a cold load here may have evicted: not counted as loaded (a busy one once its requests
-   * here are done) until /api/ps says (a guess must not send a request "warm" to a host that has
-   * to reload it).
+   * Models a cold load here may have evicted, each with the model whose load may evict it: not
+   * counted as loaded until /api/ps says (a guess must not send a request "warm" to a host that has
+   * to reload it). While that load is still pending on a backend known to be full, not even a busy
+   * one (evictionPending): Ollama's scheduler takes requests in order, so a request sent now for the
+   * victim waits behind the load and then reloads it. Otherwise a busy one still counts as loaded
+   * (Ollama evicts only what is idle).
    */
-  readonly maybeEvicted = new Set<string>();
+  readonly maybeEvicted = new Map<string, string>();
 
   /**
    * A request for `model` was sent here while it was not loaded (or the balancer loads it in the
@@ -259,7 +262,7 @@ export class Backend {
         oldest = used;
       }
     }
-    if (victim !== null) this.maybeEvicted.add(victim);
+    if (victim !== null) this.maybeEvicted.set(victim, model);
     return victim;
   }
 
@@ -278,6 +281,23 @@ export class Backend {
       return 0;
     }
     return now > t && !this.modelsLoaded.has(model) ? 2 * now - t : t;
+  }
+
+  /**
+   * Whether a load of `model` sent here is not over yet: under way, or held back by Ollama (its
+   * request still waiting here after the balancer stopped counting it as under way).
+   */
+  loadPending(model: string): boolean {
+    return !this.modelsLoaded.has(model) && (this.loading.has(model) || this.inFlightFor(model) > 0);
+  }
+
+  /**
+   * Whether a load of `model` still pending here will evict for sure: its room is known to be full
+   * (configured, or shown by an eviction). Where the room is only a lower bound the load may fit
+   * beside a busy model, which then stays warm (a guess either way; a busy model is not given up).
+   */
+  evictionPending(model: string): boolean {
+    return this.roomKnown && this.loadPending(model);
   }
 
   /** During slow start a returning backend takes a growing share of its cap. */
@@ -339,7 +359,9 @@ export class Backend {
 
   isLoaded(model: string, now = Date.now()): boolean {
     const m = this.modelsLoaded.get(model);
-    if (!m || (this.maybeEvicted.has(model) && this.inFlightFor(model) === 0)) return false;
+    const evictedBy = this.maybeEvicted.get(model);
+    if (!m || (evictedBy !== undefined && (this.inFlightFor(model) === 0 || this.evictionPending(evictedBy))))
+      return false;
     return m.expiresAt === null || m.expiresAt > now || this.inFlightFor(model) > 0;
   }
 
@@ -399,7 +421,9 @@ export class Backend {
   /** Records that `model` is resident now (it just answered a request). */
   noteLoaded(model: string, keepAliveMs = 5 * 60_000): void {
     this.loading.delete(model);
-    this.maybeEvicted.delete(model);
+    // Its answer does not say whether a load still pending here will evict it next.
+    const by = this.maybeEvicted.get(model);
+    if (by !== undefined && !this.evictionPending(by)) this.maybeEvicted.delete(model);
     const existing = this.modelsLoaded.get(model);
     if (existing) {
       existing.expiresAt = keepAliveMs < 0 ? null : Date.now() + keepAliveMs;

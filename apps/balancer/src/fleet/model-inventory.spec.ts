@@ -127,6 +127,28 @@ describe('ModelInventory.applyPs (learning room from /api/ps)', () => {
     expect(b.loadingUntil('alpha:latest')).toBe(0);
   });
 
+  it('keeps a pending load\'s victim in doubt across /api/ps reads on a full backend until the load is over', () => {
+    const b = registry.backends[0];
+    inventory.applyPs(b, ps('beta:latest'));
+    b.learned.room.observeFull(1);
+    b.acquire('beta:latest');
+    b.noteLoadStarted('alpha:latest', Date.now() + 2000);
+    b.acquire('alpha:latest'); // the request that loads it, waiting at Ollama
+    // Still listed (busy, or the load not started yet): a beta request sent now would wait behind alpha.
+    inventory.applyPs(b, ps('beta:latest'));
+    expect(b.maybeEvicted.has('beta:latest')).toBe(true);
+    expect(b.isLoaded('beta:latest')).toBe(false);
+    // Ollama held the load back (not listed after a while): still pending, still in doubt.
+    b.loading.set('alpha:latest', { since: Date.now() - 1000, readyAt: Date.now() + 1000 });
+    inventory.applyPs(b, ps('beta:latest'));
+    expect(b.loading.has('alpha:latest')).toBe(false);
+    expect(b.isLoaded('beta:latest')).toBe(false);
+    // Both listed: it fitted after all.
+    inventory.applyPs(b, ps('alpha:latest', 'beta:latest'));
+    expect(b.maybeEvicted.size).toBe(0);
+    expect(b.isLoaded('beta:latest')).toBe(true);
+  });
+
   it('clears the models a cold dispatch may have evicted once /api/ps lists them', () => {
     const b = registry.backends[0];
     inventory.applyPs(b, ps('beta:latest'));

@@ -59,7 +59,6 @@ export class ModelInventory {
     // Resident before, and not about to expire: one of them missing now, beside a newcomer, was evicted.
     const before = b.lastPs.filter((m) => m.expiresAt === null || m.expiresAt > now + 1000).map((m) => m.name);
     b.modelsLoaded.clear();
-    b.maybeEvicted.clear();
     for (const { m, name } of models) {
       const expires = typeof m.expires_at === 'string' ? Date.parse(m.expires_at) : NaN;
       // Go's zero time or a far-future date means "kept forever".
@@ -94,6 +93,9 @@ export class ModelInventory {
         // The requests waiting on that load have not started: they may go elsewhere now.
         for (const w of [...b.loadWatchers]) if (w.model === m) w.onHeld();
       }
+    // A model a pending load may evict stays in doubt, though still listed, until that load is over.
+    for (const [victim, by] of b.maybeEvicted)
+      if (!b.modelsLoaded.has(victim) || !b.evictionPending(by)) b.maybeEvicted.delete(victim);
     b.unloadedOnRequest.clear();
     if (evicted) for (const l of this.evictionListeners) l(b, gone);
     // Options recorded for runners that are gone no longer describe anything.
