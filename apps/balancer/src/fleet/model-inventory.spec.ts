@@ -127,7 +127,7 @@ describe('ModelInventory.applyPs (learning room from /api/ps)', () => {
     expect(b.loadingUntil('alpha:latest')).toBe(0);
   });
 
-  it('keeps a pending load\'s victim in doubt across /api/ps reads on a full backend until the load is over', () => {
+  it("keeps a pending load's victim in doubt across /api/ps reads on a full backend until the load is over", () => {
     const b = registry.backends[0];
     inventory.applyPs(b, ps('beta:latest'));
     b.learned.room.observeFull(1);
