@@ -302,8 +302,8 @@ describe('Backend loads, evictions and busy backoff', () => {
     loaded(b, 'beta:latest');
     b.learned.room.observeFull(1); // room for one, known
     b.acquire('beta:latest');
-    // Every resident is busy: Ollama evicts beta once its request is done, and a beta request sent
-    // meanwhile waits behind alpha's load, then reloads beta.
+    // Every resident is busy: Ollama evicts beta once it is idle. A beta request sent meanwhile may
+    // find it gone (then waits for alpha's load and a reload), or keeps it busy and alpha waiting.
     expect(b.noteLoadStarted('alpha:latest', now + 2000, now)).toBe('beta:latest');
     expect(b.isLoaded('beta:latest', now)).toBe(false);
     // Beta's running request answers: that says nothing of the load still pending.

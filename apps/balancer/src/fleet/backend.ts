@@ -229,9 +229,10 @@ export class Backend {
    * Models a cold load here may have evicted, each with the model whose load may evict it: not
    * counted as loaded until /api/ps says (a guess must not send a request "warm" to a host that has
    * to reload it). While that load is still pending on a backend known to be full, not even a busy
-   * one (evictionPending): Ollama's scheduler takes requests in order, so a request sent now for the
-   * victim waits behind the load and then reloads it. Otherwise a busy one still counts as loaded
-   * (Ollama evicts only what is idle).
+   * one (evictionPending): Ollama evicts it the moment it is idle, so a request sent for it may find
+   * it gone and wait for the load and a reload; and while it is loaded Ollama serves its requests
+   * at once, so each one sent keeps it busy and holds back the load the balancer chose to make
+   * there. Otherwise a busy one still counts as loaded (the load may fit beside it).
    */
   readonly maybeEvicted = new Map<string, string>();
 
