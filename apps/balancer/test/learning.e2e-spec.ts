@@ -474,6 +474,50 @@ describe('zero-configuration routing (OLLAMA_BACKENDS only)', () => {
     await idle(f);
   });
 
+  it("reads a server's token rate from the first deltas of Anthropic's and Responses' streams too", async () => {
+    // Their events interleave deltas with others (message_start, content_block_start, ...): only
+    // the deltas are tokens. 20 and 40 tokens/s, 400-token answers (their natural length, under
+    // the caps): 20 and 10 s.
+    f = await startFleet([
+      { models: [MODELS[0]], loaded: [ALPHA], tokensPerSecond: 20, defaultOutputTokens: 400 },
+      { models: [MODELS[1]], loaded: [BETA], tokensPerSecond: 40, defaultOutputTokens: 400 },
+    ]);
+    let ended = 0;
+    const running = new Set<{ destroy(): void }>();
+    const open = (path: string, body: Record<string, unknown>) =>
+      streamTimed(`${f!.url}${path}`, body, (_c, req) => running.add(req)).then((r) => {
+        ended++;
+        return r;
+      });
+    const streams = [
+      open('/v1/messages?beta=true', {
+        model: ALPHA,
+        stream: true,
+        max_tokens: 1000,
+        messages: [{ role: 'user', content: 'long' }],
+      }),
+      open('/v1/responses', { model: BETA, stream: true, max_output_tokens: 1000, input: 'long' }),
+    ];
+    let rates: (number | null)[] = [null, null];
+    await waitFor(
+      async () => {
+        const st = await status(f!);
+        rates = f!.names.map((n) => backendOf(st, n).learned.tokensPerSecond);
+        return rates.every((r) => r !== null);
+      },
+      15_000,
+      'token rates learned from the running streams',
+    );
+    expect(ended).toBe(0);
+    expect(rates[0]).toBeGreaterThan(5);
+    expect(rates[0]).toBeLessThanOrEqual(24);
+    expect(rates[1]).toBeGreaterThan(10);
+    expect(rates[1]).toBeLessThanOrEqual(48);
+    for (const req of running) req.destroy();
+    await Promise.all(streams);
+    await idle(f);
+  });
+
   it('learns how long a model answers: num_predict 4000 answered with 20 tokens is routed as a short answer', async () => {
     // The server answers at most 20 tokens whatever the client asks (its maxOutputTokens).
     f = await startFleet([{ models: [MODELS[0]], loaded: [ALPHA], tokensPerSecond: 50, maxOutputTokens: 20 }]);

@@ -73,13 +73,17 @@ const RECENT_CHUNKS = 8;
 /**
  * Streams with one token per unit, by route: Ollama's NDJSON (a line per token) and its OpenAI
  * surface's SSE (an event, ending in a blank line, per token). Anthropic's and Responses' streams
- * interleave other events with the deltas: their rate is left to the answers' counters.
+ * interleave other events with the deltas, so there the unit is the delta's quoted type in its
+ * data (once per event, whether or not an `event:` line names it too): a text or thinking delta
+ * (`content_block_delta`), an output or reasoning text delta (`response.*_text.delta`).
  */
 const TOKEN_UNITS = new Map<string, Buffer>([
   ['/api/chat', Buffer.from('\n')],
   ['/api/generate', Buffer.from('\n')],
   ['/v1/chat/completions', Buffer.from('\n\n')],
   ['/v1/completions', Buffer.from('\n\n')],
+  ['/v1/messages', Buffer.from('"content_block_delta"')],
+  ['/v1/responses', Buffer.from('_text.delta"')],
 ]);
 /** Tokens after a stream's first chunk from which its rate is read (readRate). */
 const RATE_TOKENS = 8;
