@@ -2,7 +2,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 import { join } from 'path';
 import { startSimServer, SimServer } from '@app/ollama-sim';
-import { loadBalancerConfig } from '../config/balancer-config';
+import { BalancerConfig, loadBalancerConfig } from '../config/balancer-config';
+import { loadSharedStateConfig } from '../config/shared-state-config';
+import { SharedState } from '../shared-state';
+import { RedisProcess } from '../../test/redis-process';
 import { BackendRegistry } from '../fleet/backend-registry.service';
 import { FleetEvents } from '../fleet/fleet-events';
 import { ModelInventory } from '../fleet/model-inventory';
@@ -48,7 +51,9 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
    * `full`: room for one model, alpha loaded; `spare`: alpha and gamma on disk, gamma loaded, room
    * for two (as configured when `spareRoom` says so; else unknown to the balancer).
    */
-  async function setup(opts: { spareRoom?: number; env?: Record<string, string>; gammaElsewhere?: boolean } = {}) {
+  async function setup(
+    opts: { spareRoom?: number; env?: Record<string, string>; gammaElsewhere?: boolean; shared?: SharedState } = {},
+  ) {
     sims = await Promise.all([
       startSimServer({ port: 0, models: MODELS, loaded: [ALPHA], maxLoadedModels: 1, loadMsPerGB: 50 }),
       startSimServer({ port: 0, models: [MODELS[0], MODELS[2]], loaded: [GAMMA], maxLoadedModels: 2, loadMsPerGB: 50 }),
@@ -72,8 +77,13 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
       }),
     );
     const config = loadBalancerConfig({ OLLAMA_BACKENDS: sims[0].url, BALANCER_CONFIG: file, ...opts.env });
-    const registry = new BackendRegistry(config);
     client = new OllamaClient(config);
+    return stack(config, client, opts.shared ?? null);
+  }
+
+  /** One balancer's routing stack over the sims (a replica, with `shared` state on Redis). */
+  async function stack(config: BalancerConfig, client: OllamaClient, shared: SharedState | null) {
+    const registry = new BackendRegistry(config);
     const inventory = new ModelInventory(config, registry, client);
     const routing = new RoutingService(
       config,
@@ -85,7 +95,7 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
       inventory,
     );
     const events = new FleetEvents();
-    const rewarm = new Rewarm(config, routing, inventory, client, events);
+    const rewarm = new Rewarm(config, routing, inventory, client, events, shared);
     for (const b of registry.backends) {
       b.health = 'healthy';
       await inventory.refresh(b);
@@ -99,7 +109,7 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
       expect(placed).toBeInstanceOf(Lease);
       (placed as Lease).release();
     };
-    return { routing, inventory, rewarm, events, full, spare, other, ask };
+    return { config, routing, inventory, rewarm, events, full, spare, other, ask };
   }
 
   /** Loads beta on `full` directly (as another client of that server would), evicting alpha, and reads /api/ps. */
@@ -162,6 +172,39 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
     expect(s.full.isLoaded(ALPHA)).toBe(false);
     beta.release();
     await expectRewarmedOnSpare(s);
+  });
+
+  it('two replicas sharing Redis see the same eviction: one of them rewarms, once', async () => {
+    const redis = await RedisProcess.start();
+    const replicas: SharedState[] = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        const cfg = loadSharedStateConfig({ REDIS_URL: redis.url, REDIS_HEARTBEAT_MS: '200', REDIS_LEASE_MS: '1000' });
+        const st = new SharedState({ ...cfg, url: cfg.url! }, () => ({ backendCap: 0, modelCap: 0 }));
+        st.start();
+        replicas.push(st);
+      }
+      await until('both links up', () => replicas.every((r) => r.up));
+      const a = await setup({ spareRoom: 2, shared: replicas[0] });
+      const b = await stack(a.config, client!, replicas[1]);
+      const loadsBefore = sims[1].stats().loads;
+      for (const r of [a, b]) {
+        r.ask(ALPHA);
+        r.ask(ALPHA);
+      }
+      // Each replica reads /api/ps and sees alpha evicted, in use, loaded nowhere.
+      await evictAlpha(a.inventory, a.full);
+      b.full.noteLoadStarted(BETA, Date.now());
+      await b.inventory.refresh(b.full);
+      await until('a rewarm loaded', () => a.rewarm.counters.rewarms.loaded + b.rewarm.counters.rewarms.loaded >= 1);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(a.rewarm.counters.rewarms.started + b.rewarm.counters.rewarms.started).toBe(1);
+      expect(sims[1].stats().loads - loadsBefore).toBe(1);
+      expect(sims[1].stats().loaded.sort()).toEqual([ALPHA, GAMMA]);
+    } finally {
+      for (const r of replicas) await r.stop();
+      await redis.stop();
+    }
   });
 
   it('where the room is not known, starts the load the next request would start (it fits there)', async () => {

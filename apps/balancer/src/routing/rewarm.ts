@@ -1,9 +1,10 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { BALANCER_CONFIG, BalancerConfig } from '../config/balancer-config';
 import { Backend, learnLoad } from '../fleet/backend';
 import { FleetEvents } from '../fleet/fleet-events';
 import { ModelInventory } from '../fleet/model-inventory';
 import { OllamaClient } from '../fleet/ollama-client';
+import { SHARED_STATE, SharedState } from '../shared-state';
 import { RoutingService } from './routing.service';
 
 /** Background loads under way at once, fleet-wide (each is one model on one backend). */
@@ -26,7 +27,9 @@ type Kind = 'rewarm' | 'scale-out';
  *   loaded while they keep serving, instead of when a request has queued long enough to pay for it.
  * RoutingService.rewarmTarget / scaleOutTarget decide whether and where; neither loads where a load
  * evicts for sure. Off with REWARM_EVICTED=false / PRELOAD_SATURATED=false (and with any policy but
- * predictive).
+ * predictive). Replicas sharing Redis each see the same eviction or overload: a model's background
+ * load is claimed there first (SharedClaims), so one replica loads it and the others see that load
+ * in /api/ps; while Redis is away each acts on its own.
  */
 @Injectable()
 export class Rewarm {
@@ -46,6 +49,7 @@ export class Rewarm {
     private readonly inventory: ModelInventory,
     private readonly client: OllamaClient,
     private readonly events: FleetEvents,
+    @Optional() @Inject(SHARED_STATE) private readonly shared: SharedState | null = null,
   ) {
     // Listen only for what may act: the decision listener runs for every routed request.
     const predictive = routing.policy.weighsWaiting === true;
@@ -83,9 +87,16 @@ export class Rewarm {
   }
 
   private async load(kind: Kind, model: string, b: Backend, loadMs: number, why: string): Promise<void> {
-    const started = Date.now();
     const counters = kind === 'rewarm' ? this.counters.rewarms : this.counters.scaleOuts;
     this.underWay.add(model);
+    // Another replica saw the same need a moment ago: its load will show in /api/ps (the claim lasts
+    // the load and one inventory period beyond it).
+    const claimMs = Math.min(loadMs, 120_000) + this.config.inventoryIntervalMs + 1000;
+    if (this.shared?.up && !(await this.shared.claims.claim(`load:${model}`, claimMs))) {
+      this.underWay.delete(model);
+      return;
+    }
+    const started = Date.now();
     counters.started++;
     // Under way: requests for it wait for this load there rather than start another elsewhere.
     b.noteLoadStarted(model, started + loadMs, started, true);

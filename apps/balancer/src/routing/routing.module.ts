@@ -21,7 +21,8 @@ import { SharedSessionAffinity } from './shared-session-affinity';
  * budget. Each of the last four is an abstract class with this process's implementation bound here;
  * with REDIS_URL (SHARED_STATE), the ledger, the queue and the pins are the ones shared by every
  * replica through Redis. The retry budget stays per replica (a share of its own requests). Rewarm
- * loads a model a load evicted, still in use and loaded nowhere, where it fits beside the others.
+ * loads a model a load evicted, still in use and loaded nowhere, where it fits beside the others
+ * (or another copy of one its holders cannot keep up with), claiming it in Redis first.
  */
 @Module({
   imports: [FleetModule],

@@ -38,6 +38,30 @@ export class SharedPins {
   }
 }
 
+/**
+ * An action on the fleet that one replica at a time should take (a background load of a model):
+ * claimed in Redis for a while (SET NX PX), never released early (the others learn of the action
+ * itself by their own /api/ps reads, which the claim outlasts).
+ */
+export class SharedClaims {
+  constructor(private readonly link: RedisLink) {}
+
+  /**
+   * Whether this replica may go ahead: it holds the claim now, or Redis cannot answer (each replica
+   * then acts on its own, as a single balancer would).
+   */
+  async claim(name: string, ttlMs: number): Promise<boolean> {
+    try {
+      const key = `${this.link.prefix}claim:${createHash('sha256').update(name).digest('base64url').slice(0, 27)}`;
+      const got = await this.link.redis().set(key, this.link.replicaId, 'PX', Math.max(1, Math.round(ttlMs)), 'NX');
+      return got === 'OK';
+    } catch (e) {
+      this.link.failed(e);
+      return true;
+    }
+  }
+}
+
 export interface RateVerdict {
   allowed: boolean;
   /** When refused: ms until one request's worth of tokens is back. */

@@ -1,6 +1,13 @@
 import { RedisLink } from './redis-link';
 import { SharedEvents } from './shared-events';
-import { SharedLearned, SharedPins, SharedQuotas, SharedRateLimiter, SharedRegistrations } from './shared-limits';
+import {
+  SharedClaims,
+  SharedLearned,
+  SharedPins,
+  SharedQuotas,
+  SharedRateLimiter,
+  SharedRegistrations,
+} from './shared-limits';
 import { SharedSlots, SlotCaps } from './shared-slots';
 import { SharedStateConfig } from '../config/shared-state-config';
 
@@ -17,6 +24,7 @@ export class SharedState {
   readonly events: SharedEvents;
   readonly learned: SharedLearned;
   readonly registrations: SharedRegistrations;
+  readonly claims: SharedClaims;
 
   constructor(config: SharedStateConfig & { url: string }, capsOf: (backend: string, model: string) => SlotCaps) {
     this.link = new RedisLink(config);
@@ -27,6 +35,7 @@ export class SharedState {
     this.events = new SharedEvents(this.link);
     this.learned = new SharedLearned(this.link);
     this.registrations = new SharedRegistrations(this.link);
+    this.claims = new SharedClaims(this.link);
   }
 
   get up(): boolean {
