@@ -428,30 +428,19 @@ describe('zero-configuration routing (OLLAMA_BACKENDS only)', () => {
     expect(f.sims[0].stats().loaded).toEqual([ALPHA]);
   });
 
-  it("reads a server's token rate from a stream's first tokens, before its answer ends (Ollama's and OpenAI's)", async () => {
-    // 20 and 40 tokens/s: 400-token answers run 20 and 10 s; their first tokens say how fast each is.
-    f = await startFleet([
-      { models: [MODELS[0]], loaded: [ALPHA], tokensPerSecond: 20 },
-      { models: [MODELS[1]], loaded: [BETA], tokensPerSecond: 40 },
-    ]);
-    const st0 = await status(f);
-    expect(f.names.map((n) => backendOf(st0, n).learned.tokensPerSecond)).toEqual([null, null]);
+  /**
+   * Opens `streams` (path and body) on the fleet and waits for each server's token rate, which must
+   * be learned while every stream still runs (each has most of its time to go); then ends them.
+   */
+  async function ratesWhileStreaming(streams: [string, Record<string, unknown>][]): Promise<(number | null)[]> {
     let ended = 0;
     const running = new Set<{ destroy(): void }>();
-    const open = (path: string, body: Record<string, unknown>) =>
+    const opened = streams.map(([path, body]) =>
       streamTimed(`${f!.url}${path}`, body, (_c, req) => running.add(req)).then((r) => {
         ended++;
         return r;
-      });
-    const streams = [
-      open('/api/generate', { model: ALPHA, prompt: 'long', options: { num_predict: 400 } }),
-      open('/v1/chat/completions', {
-        model: BETA,
-        stream: true,
-        max_tokens: 400,
-        messages: [{ role: 'user', content: 'long' }],
       }),
-    ];
+    );
     let rates: (number | null)[] = [null, null];
     await waitFor(
       async () => {
@@ -462,16 +451,33 @@ describe('zero-configuration routing (OLLAMA_BACKENDS only)', () => {
       15_000,
       'token rates learned from the running streams',
     );
-    // Learned while both answers are still streaming (each has most of its time to go).
     expect(ended).toBe(0);
+    for (const req of running) req.destroy();
+    await Promise.all(opened);
+    await idle(f!);
+    return rates;
+  }
+
+  it("reads a server's token rate from a stream's first tokens, before its answer ends (Ollama's and OpenAI's)", async () => {
+    // 20 and 40 tokens/s: 400-token answers run 20 and 10 s; their first tokens say how fast each is.
+    f = await startFleet([
+      { models: [MODELS[0]], loaded: [ALPHA], tokensPerSecond: 20 },
+      { models: [MODELS[1]], loaded: [BETA], tokensPerSecond: 40 },
+    ]);
+    const st0 = await status(f);
+    expect(f.names.map((n) => backendOf(st0, n).learned.tokensPerSecond)).toEqual([null, null]);
+    const rates = await ratesWhileStreaming([
+      ['/api/generate', { model: ALPHA, prompt: 'long', options: { num_predict: 400 } }],
+      [
+        '/v1/chat/completions',
+        { model: BETA, stream: true, max_tokens: 400, messages: [{ role: 'user', content: 'long' }] },
+      ],
+    ]);
     // Each server's speed, read from its tokens (a loaded machine only makes the sims slower).
     expect(rates[0]).toBeGreaterThan(5);
     expect(rates[0]).toBeLessThanOrEqual(24);
     expect(rates[1]).toBeGreaterThan(10);
     expect(rates[1]).toBeLessThanOrEqual(48);
-    for (const req of running) req.destroy();
-    await Promise.all(streams);
-    await idle(f);
   });
 
   it("reads a server's token rate from the first deltas of Anthropic's and Responses' streams too", async () => {
@@ -482,40 +488,17 @@ describe('zero-configuration routing (OLLAMA_BACKENDS only)', () => {
       { models: [MODELS[0]], loaded: [ALPHA], tokensPerSecond: 20, defaultOutputTokens: 400 },
       { models: [MODELS[1]], loaded: [BETA], tokensPerSecond: 40, defaultOutputTokens: 400 },
     ]);
-    let ended = 0;
-    const running = new Set<{ destroy(): void }>();
-    const open = (path: string, body: Record<string, unknown>) =>
-      streamTimed(`${f!.url}${path}`, body, (_c, req) => running.add(req)).then((r) => {
-        ended++;
-        return r;
-      });
-    const streams = [
-      open('/v1/messages?beta=true', {
-        model: ALPHA,
-        stream: true,
-        max_tokens: 1000,
-        messages: [{ role: 'user', content: 'long' }],
-      }),
-      open('/v1/responses', { model: BETA, stream: true, max_output_tokens: 1000, input: 'long' }),
-    ];
-    let rates: (number | null)[] = [null, null];
-    await waitFor(
-      async () => {
-        const st = await status(f!);
-        rates = f!.names.map((n) => backendOf(st, n).learned.tokensPerSecond);
-        return rates.every((r) => r !== null);
-      },
-      15_000,
-      'token rates learned from the running streams',
-    );
-    expect(ended).toBe(0);
+    const rates = await ratesWhileStreaming([
+      [
+        '/v1/messages?beta=true',
+        { model: ALPHA, stream: true, max_tokens: 1000, messages: [{ role: 'user', content: 'long' }] },
+      ],
+      ['/v1/responses', { model: BETA, stream: true, max_output_tokens: 1000, input: 'long' }],
+    ]);
     expect(rates[0]).toBeGreaterThan(5);
     expect(rates[0]).toBeLessThanOrEqual(24);
     expect(rates[1]).toBeGreaterThan(10);
     expect(rates[1]).toBeLessThanOrEqual(48);
-    for (const req of running) req.destroy();
-    await Promise.all(streams);
-    await idle(f);
   });
 
   it('learns how long a model answers: num_predict 4000 answered with 20 tokens is routed as a short answer', async () => {
