@@ -319,6 +319,17 @@ describe('Backend loads, evictions and busy backoff', () => {
     expect(b.isLoaded('beta:latest', now)).toBe(true);
   });
 
+  it('a pending load never confirmed stops holding its victim a minute after it was due', () => {
+    const b = learning();
+    const now = Date.now();
+    loaded(b, 'beta:latest');
+    b.learned.room.observeFull(1);
+    b.acquire('beta:latest');
+    b.noteLoadStarted('alpha:latest', now - 61_000, now - 62_000); // its answer never came
+    expect(b.isLoaded('beta:latest', now)).toBe(true);
+    expect(b.loading.has('alpha:latest')).toBe(false);
+  });
+
   it('where the room is only a lower bound a busy victim stays warm (the load may fit beside it)', () => {
     const b = learning();
     const now = Date.now();

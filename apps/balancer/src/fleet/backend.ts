@@ -286,10 +286,11 @@ export class Backend {
 
   /**
    * Whether a load of `model` sent here is not over yet: under way, or held back by Ollama (its
-   * request still waiting here after the balancer stopped counting it as under way).
+   * request still waiting here after the balancer stopped counting it as under way). One never
+   * confirmed is forgotten a minute after it was due, as in loadingUntil.
    */
-  loadPending(model: string): boolean {
-    return !this.modelsLoaded.has(model) && (this.loading.has(model) || this.inFlightFor(model) > 0);
+  loadPending(model: string, now = Date.now()): boolean {
+    return !this.modelsLoaded.has(model) && (this.loadingUntil(model, now) > 0 || this.inFlightFor(model) > 0);
   }
 
   /**

@@ -134,7 +134,7 @@ describe('ModelInventory.applyPs (learning room from /api/ps)', () => {
     b.acquire('beta:latest');
     b.noteLoadStarted('alpha:latest', Date.now() + 2000);
     b.acquire('alpha:latest'); // the request that loads it, waiting at Ollama
-    // Still listed (busy, or the load not started yet): a beta request sent now would wait behind alpha.
+    // Still listed (busy, or the load not started yet): still in doubt while alpha's load is pending.
     inventory.applyPs(b, ps('beta:latest'));
     expect(b.maybeEvicted.has('beta:latest')).toBe(true);
     expect(b.isLoaded('beta:latest')).toBe(false);
