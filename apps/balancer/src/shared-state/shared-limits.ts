@@ -1,6 +1,11 @@
 import { createHash } from 'crypto';
 import { RedisLink, SharedStateUnavailable } from './redis-link';
 
+/** A key of `kind` for a name that may come from a client: hashed, so nothing it sent is stored. */
+function hashedKey(link: RedisLink, kind: string, name: string): string {
+  return `${link.prefix}${kind}:${createHash('sha256').update(name).digest('base64url').slice(0, 27)}`;
+}
+
 /**
  * Session pins shared by every replica: "this conversation runs on that backend", a plain key with
  * a TTL renewed on each use. The session key is hashed, so nothing a client sent is stored.
@@ -12,7 +17,7 @@ export class SharedPins {
   ) {}
 
   private key(sessionKey: string): string {
-    return `${this.link.prefix}pin:${createHash('sha256').update(sessionKey).digest('base64url').slice(0, 27)}`;
+    return hashedKey(this.link, 'pin', sessionKey);
   }
 
   /** The pinned backend, or null. Rejects with SharedStateUnavailable when Redis cannot answer. */
@@ -52,7 +57,7 @@ export class SharedClaims {
    */
   async claim(name: string, ttlMs: number): Promise<boolean> {
     try {
-      const key = `${this.link.prefix}claim:${createHash('sha256').update(name).digest('base64url').slice(0, 27)}`;
+      const key = hashedKey(this.link, 'claim', name);
       const got = await this.link.redis().set(key, this.link.replicaId, 'PX', Math.max(1, Math.round(ttlMs)), 'NX');
       return got === 'OK';
     } catch (e) {
