@@ -72,6 +72,9 @@ describe('FairPlacementQueue', () => {
     expect(q.length).toBe(1);
     expect(q.hasWaiting('c')).toBe(true);
     expect(q.hasWaiting('a')).toBe(false);
+    expect([q.waitingFor('c'), q.waitingFor('a')]).toEqual([1, 0]);
+    expect(q.offer(entry('c-again', 'c', 1), 0)).toBeNull();
+    expect(q.waitingFor('c')).toBe(2);
   });
 
   it('passes over a retry that cannot use the free backend, so the waiter behind it can', () => {

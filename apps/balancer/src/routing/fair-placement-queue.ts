@@ -50,6 +50,10 @@ export class FairPlacementQueue extends PlacementQueue {
     return this.queue.sizeFor(model) > 0;
   }
 
+  waitingFor(model: string | null): number {
+    return this.queue.sizeFor(model);
+  }
+
   offer(entry: QueuedRequest, now: number): NoCandidate | null {
     const id = entry.route.queue ?? {
       cls: this.queue.classes.indexOf(this.config.priority.defaultClass),

@@ -47,6 +47,8 @@ export abstract class PlacementQueue {
   abstract get length(): number;
   /** Whether a request for `model` waits (a new arrival must not overtake it). */
   abstract hasWaiting(model: string | null): boolean;
+  /** How many requests for `model` wait here (this replica's own, and those it holds for the shared line). */
+  abstract waitingFor(model: string | null): number;
   /** Queues the request, or refuses it when the queue is full. */
   abstract offer(entry: QueuedRequest, now: number): NoCandidate | null;
   /** Takes a request out without telling it (the client left). */

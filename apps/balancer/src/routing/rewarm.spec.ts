@@ -52,7 +52,16 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
    * for two (as configured when `spareRoom` says so; else unknown to the balancer).
    */
   async function setup(
-    opts: { spareRoom?: number; env?: Record<string, string>; gammaElsewhere?: boolean; shared?: SharedState } = {},
+    opts: {
+      spareRoom?: number;
+      env?: Record<string, string>;
+      gammaElsewhere?: boolean;
+      shared?: SharedState;
+      /** `idle`: alpha on disk, nothing loaded (an idle server); room not told. */
+      idle?: boolean;
+      /** The idle server answers 500 on model routes (its loads fail). */
+      idleFails?: boolean;
+    } = {},
   ) {
     sims = await Promise.all([
       startSimServer({ port: 0, models: MODELS, loaded: [ALPHA], maxLoadedModels: 1, loadMsPerGB: 50 }),
@@ -61,7 +70,20 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
       ...(opts.gammaElsewhere
         ? [startSimServer({ port: 0, models: [MODELS[2]], loaded: [GAMMA], maxLoadedModels: 1, loadMsPerGB: 50 })]
         : []),
+      ...(opts.idle
+        ? [
+            startSimServer({
+              port: 0,
+              models: [MODELS[0]],
+              loaded: [],
+              maxLoadedModels: 1,
+              loadMsPerGB: 50,
+              ...(opts.idleFails ? { faults: { error500: true } } : {}),
+            }),
+          ]
+        : []),
     ]);
+    const idleUrl = opts.idle ? sims[sims.length - 1].url : null;
     const file = join(dir, 'balancer.json');
     writeFileSync(
       file,
@@ -73,6 +95,7 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
             ...(opts.spareRoom !== undefined ? { maxLoadedModels: opts.spareRoom } : {}),
           },
           ...(opts.gammaElsewhere ? [{ url: sims[2].url, name: 'other' }] : []),
+          ...(idleUrl !== null ? [{ url: idleUrl, name: 'idle' }] : []),
         ],
       }),
     );
@@ -100,16 +123,23 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
       b.health = 'healthy';
       await inventory.refresh(b);
     }
-    const full = registry.backends.find((b) => b.name !== 'spare' && b.name !== 'other')!;
+    const full = registry.backends.find((b) => !['spare', 'other', 'idle'].includes(b.name))!;
     const spare = registry.backends.find((b) => b.name === 'spare')!;
     const other = registry.backends.find((b) => b.name === 'other');
+    const idle = registry.backends.find((b) => b.name === 'idle');
     /** A request for `model` through routing (its demand counts), answered at once. */
     const ask = (model: string) => {
       const placed = routing.place({ model, modelSize: 1e9, sessionKey: null, now: Date.now() });
       expect(placed).toBeInstanceOf(Lease);
       (placed as Lease).release();
     };
-    return { config, routing, inventory, rewarm, events, full, spare, other, ask };
+    /** A request for `model` placed and still running (its lease is returned, to release). */
+    const hold = (model: string): Lease => {
+      const placed = routing.place({ model, modelSize: 1e9, sessionKey: null, now: Date.now() });
+      expect(placed).toBeInstanceOf(Lease);
+      return placed as Lease;
+    };
+    return { config, routing, inventory, rewarm, events, full, spare, other, idle, ask, hold };
   }
 
   /** Loads beta on `full` directly (as another client of that server would), evicting alpha, and reads /api/ps. */
@@ -277,6 +307,76 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
     // Two holders now: 3.3 requests/s at best; 7 in 3 s are within that.
     spare.learned.noteServiceTime(ALPHA, 1200);
     expect(routing.scaleOutTarget(ALPHA)).toBeNull();
+  });
+
+  it('scale-out: a server that holds nothing gets a copy as soon as the warm holders have no slot free', async () => {
+    const { routing, rewarm, events, full, spare, idle, hold } = await setup({ idle: true, spareRoom: 2 });
+    expect(idle!.modelsLoaded.size).toBe(0);
+    // No overload has lasted, and full's slots are not shown beyond Ollama's default of one. It has
+    // shown 200 ms per alpha request: waiting there beats any load, so requests stay there.
+    full.learned.noteServiceTime(ALPHA, 200);
+    const first = hold(ALPHA);
+    expect(first.backend).toBe(full);
+    expect(rewarm.counters.scaleOuts.started).toBe(0);
+    // The next one waits for that slot (or probes for a second): the idle server loads alpha now,
+    // rather than spare, which holds gamma (its room is told, but that is what the overload rule is for).
+    await new Promise((r) => setTimeout(r, 300));
+    const second = hold(ALPHA);
+    expect(second.backend).toBe(full);
+    expect(rewarm.counters.scaleOuts.started).toBe(1);
+    expect(idle!.loadingUntil(ALPHA)).toBeGreaterThan(0);
+    expect(routing.scaleOutTarget(ALPHA)).toBeNull(); // one copy at a time
+    await until('the copy loaded', () => rewarm.counters.scaleOuts.loaded === 1);
+    expect(sims[sims.length - 1].stats().loaded).toEqual([ALPHA]);
+    expect(sims[1].stats().loaded).toEqual([GAMMA]);
+    expect(events.events.map((e) => [e.backend, e.event])).toEqual([[idle!.name, 'scale-out']]);
+    first.release();
+    second.release();
+    expect(spare.loadingUntil(ALPHA)).toBe(0);
+  });
+
+  it('scale-out: no copy on an idle server while a slot is free, for a model not on its disk, or when off', async () => {
+    let s = await setup({ idle: true });
+    // One request running on full's one slot, the next not placed yet: nobody waits.
+    const lease = s.hold(ALPHA);
+    expect(s.routing.scaleOutTarget(ALPHA)).toBeNull();
+    lease.release();
+    // Gamma is loaded on spare only, the idle server does not have it on disk.
+    const g1 = s.hold(GAMMA);
+    const g2 = s.hold(GAMMA);
+    expect(s.routing.scaleOutTarget(GAMMA)).toBeNull();
+    g1.release();
+    g2.release();
+    expect(s.rewarm.counters.scaleOuts.started).toBe(0);
+    await Promise.all(sims.map((x) => x.close()));
+    client?.onApplicationShutdown();
+    s = await setup({ idle: true, env: { PRELOAD_SATURATED: 'false' } });
+    const a1 = s.hold(ALPHA);
+    const a2 = s.hold(ALPHA);
+    expect(s.routing.scaleOutTarget(ALPHA)).toBeNull();
+    a1.release();
+    a2.release();
+    expect(s.rewarm.counters.scaleOuts.started).toBe(0);
+    expect(sims[sims.length - 1].stats().loaded).toEqual([]);
+  });
+
+  it('scale-out: a background load that failed on a server is not tried there again at once', async () => {
+    const { rewarm, full, idle, hold } = await setup({ idle: true, idleFails: true });
+    full.learned.noteServiceTime(ALPHA, 200);
+    const leases = [hold(ALPHA)];
+    await new Promise((r) => setTimeout(r, 300));
+    leases.push(hold(ALPHA));
+    expect(rewarm.counters.scaleOuts.started).toBe(1);
+    await until('the load failed', () => rewarm.counters.scaleOuts.failed === 1);
+    expect(idle!.loadingUntil(ALPHA)).toBe(0);
+    // Still busy, looked at again: not on that server for a minute (it would fail at every look).
+    for (let i = 0; i < 2; i++) {
+      await new Promise((r) => setTimeout(r, 300));
+      leases.shift()!.release();
+      leases.push(hold(ALPHA));
+    }
+    expect(rewarm.counters.scaleOuts.started).toBe(1);
+    for (const l of leases) l.release();
   });
 
   it('scale-out: an overload not looked at for over 5 s starts again', async () => {

@@ -11,6 +11,8 @@ import { RoutingService } from './routing.service';
 const MAX_LOADS = 4;
 /** A model's need for another copy is looked at most this often (from its routing decisions). */
 const SCALE_OUT_CHECK_MS = 250;
+/** A background load that failed on a backend (the model does not fit there, say) is not tried there again for this long. */
+const FAILED_LOAD_BACKOFF_MS = 60_000;
 
 type Kind = 'rewarm' | 'scale-out';
 
@@ -25,6 +27,8 @@ type Kind = 'rewarm' | 'scale-out';
  * - scale-out: a model's arrivals have been past what its warm holders may serve for as long as the
  *   load would take (at most 5 s: a shorter burst is over before the copy is ready); another copy is
  *   loaded while they keep serving, instead of when a request has queued long enough to pay for it.
+ *   A server that holds nothing at all gets a copy sooner: as soon as the model's requests are past
+ *   the slots its warm holders have shown (several such servers may load at once, one per look);
  * RoutingService.rewarmTarget / scaleOutTarget decide whether and where; neither loads where a load
  * evicts for sure. Off with REWARM_EVICTED=false / PRELOAD_SATURATED=false (and with any policy but
  * predictive). Replicas sharing Redis each see the same eviction or overload: a model's background
@@ -38,6 +42,8 @@ export class Rewarm {
   private readonly underWay = new Set<string>();
   /** When each model's need for another copy was last looked at. */
   private readonly checked = new Map<string, number>();
+  /** Until when a background load of a model on a backend (key: model, newline, backend name) is not tried again. */
+  private readonly failedUntil = new Map<string, number>();
   readonly counters = {
     rewarms: { started: 0, loaded: 0, failed: 0 },
     scaleOuts: { started: 0, loaded: 0, failed: 0 },
@@ -70,30 +76,45 @@ export class Rewarm {
   consider(model: string, from: Backend): void {
     if (this.underWay.has(model) || this.underWay.size >= MAX_LOADS) return;
     const target = this.routing.rewarmTarget(model, from);
-    if (target === null) return;
+    if (target === null || this.failedLately(model, target.backend)) return;
     void this.load('rewarm', model, target.backend, target.loadMs, `evicted from ${from.name}, in use, loaded nowhere`);
   }
 
   /** Loads another copy of `model` (just routed) where RoutingService says, if it says so. */
   considerScaleOut(model: string, now: number): void {
-    if (this.underWay.has(model) || this.underWay.size >= MAX_LOADS) return;
+    if (this.underWay.size >= MAX_LOADS) return;
     const last = this.checked.get(model);
     if (last !== undefined && now - last < SCALE_OUT_CHECK_MS) return;
     if (this.checked.size > 10_000) this.checked.clear(); // bounded: names come from clients
     this.checked.set(model, now);
-    const target = this.routing.scaleOutTarget(model, now);
-    if (target === null) return;
-    void this.load('scale-out', model, target.backend, target.loadMs, 'its warm holders cannot keep up');
+    // While one of its loads is under way, only a copy on an idle server (one per server) may start.
+    const target = this.routing.scaleOutTarget(model, now, this.underWay.has(model));
+    if (target === null || this.failedLately(model, target.backend)) return;
+    const why = target.idle
+      ? 'its warm holders are busy and this server holds nothing'
+      : 'its warm holders cannot keep up';
+    void this.load('scale-out', model, target.backend, target.loadMs, why, target.idle);
   }
 
-  private async load(kind: Kind, model: string, b: Backend, loadMs: number, why: string): Promise<void> {
+  private failedLately(model: string, b: Backend): boolean {
+    const key = `${model}\n${b.name}`;
+    const until = this.failedUntil.get(key);
+    if (until === undefined) return false;
+    if (until > Date.now()) return true;
+    this.failedUntil.delete(key);
+    return false;
+  }
+
+  private async load(kind: Kind, model: string, b: Backend, loadMs: number, why: string, idle = false): Promise<void> {
     const counters = kind === 'rewarm' ? this.counters.rewarms : this.counters.scaleOuts;
-    this.underWay.add(model);
+    // Copies on idle servers are one per server (several may load at once); others one per model.
+    const key = idle ? `${model}\n${b.name}` : model;
+    this.underWay.add(key);
     // Another replica saw the same need a moment ago: its load will show in /api/ps (the claim lasts
     // the load and one inventory period beyond it).
     const claimMs = Math.min(loadMs, 120_000) + this.config.inventoryIntervalMs + 1000;
-    if (this.shared?.up && !(await this.shared.claims.claim(`load:${model}`, claimMs))) {
-      this.underWay.delete(model);
+    if (this.shared?.up && !(await this.shared.claims.claim(`load:${key}`, claimMs))) {
+      this.underWay.delete(key);
       return;
     }
     const started = Date.now();
@@ -115,11 +136,14 @@ export class Rewarm {
       counters.loaded++;
     } catch (e) {
       counters.failed++;
-      // Not under way any more: the next request for it decides afresh.
+      // Not under way any more: the next request for it decides afresh. Not tried there again for a
+      // while by the balancer itself (a model too large for that server would fail every look).
       b.loading.delete(model);
+      if (this.failedUntil.size > 10_000) this.failedUntil.clear(); // bounded: names come from clients
+      this.failedUntil.set(`${model}\n${b.name}`, Date.now() + FAILED_LOAD_BACKOFF_MS);
       this.log.warn(`${kind} of ${model} on ${b.name} failed: ${e instanceof Error ? e.message : String(e)}`);
     } finally {
-      this.underWay.delete(model);
+      this.underWay.delete(key);
       this.inventory.refreshSoon(b);
       // Requests held back for this load (or that waited for it) may be placed now.
       this.routing.loadSettled();

@@ -473,9 +473,16 @@ export class RoutingService {
    * beside what it holds (a load there evicts nothing: with nothing told, a server that holds
    * nothing), once that overload has lasted as long as the load would take (at most 5 s). The
    * requests keep going to the warm holders meanwhile; none of them pays for the load, as the one
-   * that started it would. The backend where it would be ready soonest; null when none.
+   * that started it would. The backend where it would be ready soonest; null when none. Before
+   * that, a backend that holds nothing at all, as soon as the model's requests are past its warm
+   * holders' shown slots (`idle` in the answer); with `idleOnly` (a load of the model is under way
+   * from this balancer) only that.
    */
-  scaleOutTarget(model: string, now = Date.now()): { backend: Backend; loadMs: number } | null {
+  scaleOutTarget(
+    model: string,
+    now = Date.now(),
+    idleOnly = false,
+  ): { backend: Backend; loadMs: number; idle: boolean } | null {
     if (!this.config.preloadSaturated || !this.policy.weighsWaiting || this.lifecycle.state !== 'serving') return null;
     const demand = this.demand.rate(model, now);
     if (demand === null) return null;
@@ -483,15 +490,36 @@ export class RoutingService {
     const req: RouteRequest = { model, modelSize: this.inventory.largestSize(model), sessionKey: null, now };
     let possible = 0;
     let holders = 0;
+    let shown = true;
+    let loading = false;
+    let inFlight = 0;
+    let slots = 0;
     for (const b of available) {
-      if (b.loadingUntil(model, now) > now) return null;
+      if (b.loadingUntil(model, now) > now) {
+        loading = true;
+        continue;
+      }
       if (!b.isLoaded(model, now)) continue;
+      holders++;
+      inFlight += inFlightAt(b, model, this.ctx);
+      slots += b.slotsFor(model);
       // What a holder serves is judged from what it has shown, never from a default.
       const serviceMs = b.learned.serviceMs.get(model)?.value ?? null;
-      if (serviceMs === null) return null;
-      holders++;
-      possible += (b.slotsAtMost(model) * 1000) / Math.max(1, serviceMs);
+      if (serviceMs === null) shown = false;
+      else possible += (b.slotsAtMost(model) * 1000) / Math.max(1, serviceMs);
     }
+    // A server that holds nothing (no model loaded or loading: its GPUs idle) is capacity nobody
+    // uses. While the model's requests (running, or waiting in the balancer) are past the slots its
+    // warm holders have shown, a copy is loaded there at once (one more idle server per look, at
+    // most every 250 ms), without waiting for an overload to last: it evicts nothing, and a load
+    // started early is ready when the queue has grown. The expert's pools do the same from the
+    // first request. Servers that hold other models are left to the rule below.
+    if (holders > 0 && inFlight + this.queue.waitingFor(model) > slots) {
+      const idle = this.idleServerFor(model, available, req);
+      if (idle !== null) return { ...idle, idle: true };
+    }
+    if (idleOnly || loading) return null;
+    if (!shown) return null;
     if (holders === 0 || demand < SATURATED * possible) {
       this.overloadedSince.delete(model);
       return null;
@@ -505,7 +533,30 @@ export class RoutingService {
     // A burst shorter than the load is over before the copy is ready (it only costs the load): the
     // copy is loaded once the overload has lasted as long as loading it would take, or 5 s.
     if (target === null || now - since < Math.min(target.loadMs, SUSTAINED_OVERLOAD_MS)) return null;
-    return target;
+    return { ...target, idle: false };
+  }
+
+  /** Among `available`, a backend holding nothing (loaded or loading) with `model` on disk where it would load soonest. */
+  private idleServerFor(
+    model: string,
+    available: readonly Backend[],
+    req: RouteRequest,
+  ): { backend: Backend; loadMs: number } | null {
+    let best: { backend: Backend; loadMs: number } | null = null;
+    for (const b of available) {
+      if (!b.hasModel(model) || b.busyUntil > req.now || b.loading.size > 0 || inFlightAt(b, null, this.ctx) > 0)
+        continue;
+      let holds = false;
+      for (const m of b.modelsLoaded.values())
+        if (b.isLoaded(m.name, req.now)) {
+          holds = true;
+          break;
+        }
+      if (holds) continue;
+      const loadMs = this.predictor.loadMs(b, model, req, this.ctx);
+      if (best === null || loadMs < best.loadMs) best = { backend: b, loadMs };
+    }
+    return best;
   }
 
   /**

@@ -102,6 +102,12 @@ export class SharedPlacementQueue extends PlacementQueue {
     return false;
   }
 
+  waitingFor(model: string | null): number {
+    let n = this.local.waitingFor(model);
+    for (const w of this.waiting.values()) if (w.timer !== null && w.entry.route.model === model) n++;
+    return n;
+  }
+
   private get routing(): RoutingService {
     return (this.routingRef ??= this.moduleRef.get(RoutingService, { strict: false })!);
   }
