@@ -341,21 +341,20 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
     const lease = s.hold(ALPHA);
     expect(s.routing.scaleOutTarget(ALPHA)).toBeNull();
     lease.release();
+    /** Where a copy of `model` would go with two of its requests running. */
+    const withTwoRunning = (model: string) => {
+      const leases = [s.hold(model), s.hold(model)];
+      const target = s.routing.scaleOutTarget(model);
+      for (const l of leases) l.release();
+      return target;
+    };
     // Gamma is loaded on spare only, the idle server does not have it on disk.
-    const g1 = s.hold(GAMMA);
-    const g2 = s.hold(GAMMA);
-    expect(s.routing.scaleOutTarget(GAMMA)).toBeNull();
-    g1.release();
-    g2.release();
+    expect(withTwoRunning(GAMMA)).toBeNull();
     expect(s.rewarm.counters.scaleOuts.started).toBe(0);
     await Promise.all(sims.map((x) => x.close()));
     client?.onApplicationShutdown();
     s = await setup({ idle: true, env: { PRELOAD_SATURATED: 'false' } });
-    const a1 = s.hold(ALPHA);
-    const a2 = s.hold(ALPHA);
-    expect(s.routing.scaleOutTarget(ALPHA)).toBeNull();
-    a1.release();
-    a2.release();
+    expect(withTwoRunning(ALPHA)).toBeNull();
     expect(s.rewarm.counters.scaleOuts.started).toBe(0);
     expect(sims[sims.length - 1].stats().loaded).toEqual([]);
   });
