@@ -16,7 +16,7 @@
  */
 import { clusterSeeds, generateCluster, RandomCluster, sentLoad } from './random-cluster';
 import { generateWorkload, PlannedRequest, ScenarioBackend } from './scenario';
-import { percentile } from './stats';
+import { median, percentile } from './stats';
 
 export interface ModelRequest extends PlannedRequest {
   backend?: string;
@@ -283,12 +283,6 @@ export const MODEL_POLICIES: Record<string, (c: RandomCluster) => ModelPolicy> =
   greedy: greedyPolicy(),
   fill: greedyPolicy({ fillIdle: true }),
 };
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const h = s.length >> 1;
-  return s.length === 0 ? NaN : s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
-}
 
 function main(argv: string[]): void {
   const arg = (k: string): string | undefined => {

@@ -11,7 +11,7 @@ import { BenchContext } from './context';
 import { clusterSeeds, generateCluster, RandomCluster, sentLoad } from './random-cluster';
 import { runTarget, TargetResult } from './routing';
 import { generateWorkload } from './scenario';
-import { fmt, ratio } from './stats';
+import { fmt, median, ratio } from './stats';
 
 export const RANDOM_TARGETS = ['balancer predictive', 'nginx-least_conn', 'nginx-per-model-pools'] as const;
 
@@ -232,13 +232,7 @@ export async function runRandomSuite(ctx: BenchContext, o: RandomSuiteOptions): 
   };
 }
 
-/** The middle value (mean of the two middle ones for an even count); NaN when empty. */
-export function median(xs: number[]): number {
-  if (!xs.length) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
+export { median };
 
 export function summarizeRandom(
   cs: Pick<

@@ -359,6 +359,13 @@ export class Backend {
     return this.modelsOnDisk.has(model) || this.modelsLoaded.has(model);
   }
 
+  /** How many models count as loaded here now (isLoaded). */
+  loadedCount(now = Date.now()): number {
+    let n = 0;
+    for (const m of this.modelsLoaded.values()) if (this.isLoaded(m.name, now)) n++;
+    return n;
+  }
+
   isLoaded(model: string, now = Date.now()): boolean {
     const m = this.modelsLoaded.get(model);
     const evictedBy = this.maybeEvicted.get(model);

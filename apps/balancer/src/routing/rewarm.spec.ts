@@ -127,18 +127,14 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
     const spare = registry.backends.find((b) => b.name === 'spare')!;
     const other = registry.backends.find((b) => b.name === 'other');
     const idle = registry.backends.find((b) => b.name === 'idle');
-    /** A request for `model` through routing (its demand counts), answered at once. */
-    const ask = (model: string) => {
-      const placed = routing.place({ model, modelSize: 1e9, sessionKey: null, now: Date.now() });
-      expect(placed).toBeInstanceOf(Lease);
-      (placed as Lease).release();
-    };
     /** A request for `model` placed and still running (its lease is returned, to release). */
     const hold = (model: string): Lease => {
       const placed = routing.place({ model, modelSize: 1e9, sessionKey: null, now: Date.now() });
       expect(placed).toBeInstanceOf(Lease);
       return placed as Lease;
     };
+    /** A request for `model` through routing (its demand counts), answered at once. */
+    const ask = (model: string) => hold(model).release();
     return { config, routing, inventory, rewarm, events, full, spare, other, idle, ask, hold };
   }
 

@@ -16,6 +16,9 @@ const FAILED_LOAD_BACKOFF_MS = 60_000;
 
 type Kind = 'rewarm' | 'scale-out';
 
+/** A key for `model` on `b` (a copy per backend, a failure per backend). */
+const perBackend = (model: string, b: Backend): string => `${model}\n${b.name}`;
+
 /**
  * Loads the balancer starts on its own, in the background, where a model fits beside what is loaded
  * (Ollama's load-only request, an empty generate), so that no request waits for them:
@@ -97,7 +100,7 @@ export class Rewarm {
   }
 
   private failedLately(model: string, b: Backend): boolean {
-    const key = `${model}\n${b.name}`;
+    const key = perBackend(model, b);
     const until = this.failedUntil.get(key);
     if (until === undefined) return false;
     if (until > Date.now()) return true;
@@ -108,7 +111,7 @@ export class Rewarm {
   private async load(kind: Kind, model: string, b: Backend, loadMs: number, why: string, idle = false): Promise<void> {
     const counters = kind === 'rewarm' ? this.counters.rewarms : this.counters.scaleOuts;
     // Copies on idle servers are one per server (several may load at once); others one per model.
-    const key = idle ? `${model}\n${b.name}` : model;
+    const key = idle ? perBackend(model, b) : model;
     this.underWay.add(key);
     // Another replica saw the same need a moment ago: its load will show in /api/ps (the claim lasts
     // the load and one inventory period beyond it).
@@ -140,7 +143,7 @@ export class Rewarm {
       // while by the balancer itself (a model too large for that server would fail every look).
       b.loading.delete(model);
       if (this.failedUntil.size > 10_000) this.failedUntil.clear(); // bounded: names come from clients
-      this.failedUntil.set(`${model}\n${b.name}`, Date.now() + FAILED_LOAD_BACKOFF_MS);
+      this.failedUntil.set(perBackend(model, b), Date.now() + FAILED_LOAD_BACKOFF_MS);
       this.log.warn(`${kind} of ${model} on ${b.name} failed: ${e instanceof Error ? e.message : String(e)}`);
     } finally {
       this.underWay.delete(key);

@@ -546,13 +546,7 @@ export class RoutingService {
     for (const b of available) {
       if (!b.hasModel(model) || b.busyUntil > req.now || b.loading.size > 0 || inFlightAt(b, null, this.ctx) > 0)
         continue;
-      let holds = false;
-      for (const m of b.modelsLoaded.values())
-        if (b.isLoaded(m.name, req.now)) {
-          holds = true;
-          break;
-        }
-      if (holds) continue;
+      if (b.loadedCount(req.now) > 0) continue;
       const loadMs = this.predictor.loadMs(b, model, req, this.ctx);
       if (best === null || loadMs < best.loadMs) best = { backend: b, loadMs };
     }

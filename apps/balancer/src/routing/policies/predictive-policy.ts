@@ -499,9 +499,7 @@ export class PredictivePolicy implements RoutingPolicy {
       if (o.isLoaded(model, now) || o.loadingUntil(model, now) > now) return true;
       if (!o.hasModel(model)) continue;
       if (!o.roomKnown) return true;
-      let loaded = 0;
-      for (const m of o.modelsLoaded.values()) if (o.isLoaded(m.name, now)) loaded++;
-      if (loaded + o.loading.size < o.room) return true;
+      if (o.loadedCount(now) + o.loading.size < o.room) return true;
     }
     return false;
   }
