@@ -1,6 +1,6 @@
 import { generateCluster, RandomCluster } from './random-cluster';
 import { PlannedRequest, ScenarioBackend } from './scenario';
-import { greedyPolicy, modelServiceMs, poolsPolicy, runModel } from './offline-model';
+import { greedyPolicy, modelServiceMs, oracleRatePolicy, poolsPolicy, runModel, runRollout } from './offline-model';
 
 const A = 'alpha:latest';
 const B = 'beta:latest';
@@ -156,6 +156,22 @@ describe('offline model of the random clusters', () => {
     expect(latencies(f).map((x) => x[0])).toEqual(['slow', 'slow', 'fast']);
   });
 
+  it('oracle-rate: a copy into free room once the true load exceeds the loaded copies, none below', () => {
+    const c = cluster([backend('h1'), backend('h2', { loaded: [] })], { [A]: [{ name: 'h1', weight: 1 }] });
+    const reqs = plan([
+      [0, A],
+      [3000, A],
+    ]);
+    // h1 serves 1 x 100 tokens/s of alpha; 2 requests/s of 100 tokens ask for 200.
+    c.perModel = { [A]: { ratePerS: 2, capacityPerS: 1 } };
+    const over = runModel(c, oracleRatePolicy, reqs);
+    expect(over.loads).toBe(1);
+    // fill loads nothing here: the first request finds h1's slot free.
+    expect(runModel(c, greedyPolicy({ fillIdle: true }), reqs).loads).toBe(0);
+    c.perModel = { [A]: { ratePerS: 0.9, capacityPerS: 1 } };
+    expect(runModel(c, oracleRatePolicy, reqs).loads).toBe(0);
+  });
+
   it('runs a generated cluster deterministically, every request once, never where its model is not on disk', () => {
     const c = generateCluster(264146825, { durationS: 18 });
     const a = runModel(c, greedyPolicy({ fillIdle: true }));
@@ -168,5 +184,20 @@ describe('offline model of the random clusters', () => {
       expect(r.doneAt! - r.atMs).toBeGreaterThanOrEqual(modelServiceMs(s, r) - 1e-6);
     }
     expect(a.p95Ms).toBeGreaterThan(0);
+  });
+
+  it('rollout bound: never worse than its base, better where the future pays for a load, warm-only loads nothing new', () => {
+    const score = (r: ReturnType<typeof runModel>) => r.p95Ms + r.p50Ms * 1e-3;
+    // 4 hosts, alpha and beta, a ramp at 77 % (fill: 6.42 s; a copy of alpha loaded early on the
+    // fastest host, which only knowing the ramp ahead justifies, brings it to 3.40 s).
+    const c = generateCluster(1595265714, { durationS: 18 });
+    const fill = runModel(c, greedyPolicy({ fillIdle: true }));
+    const bound = runRollout(c);
+    expect(score(bound)).toBeLessThan(0.7 * score(fill));
+    expect(bound.loads).toBeGreaterThan(fill.loads);
+    const warm = runRollout(c, undefined, { warmOnly: true });
+    expect(score(warm)).toBeLessThanOrEqual(score(fill));
+    expect(warm.loads).toBe(fill.loads);
+    for (const r of [bound, warm]) expect(r.requests).toHaveLength(fill.requests.length);
   });
 });

@@ -13,6 +13,9 @@
  * loaded model are served meanwhile (Ollama's fast path). No contention between models or slots.
  *
  *   node dist/tools/bench/offline-model.js [--seed 1] [--clusters 20] [--cluster a,b] [--policies pools,greedy,fill]
+ *
+ * `--policies` also takes the bounds `rollout` and `rollout-warm` (routing that knows the future;
+ * seconds per cluster instead of milliseconds).
  */
 import { clusterSeeds, generateCluster, RandomCluster, sentLoad } from './random-cluster';
 import { generateWorkload, PlannedRequest, ScenarioBackend } from './scenario';
@@ -278,10 +281,109 @@ export function greedyPolicy(opts: { fillIdle?: boolean } = {}): (c: RandomClust
   };
 }
 
+/**
+ * `fill`, told each model's true offered load (the generator's rate and mean output length, which a
+ * router can only estimate): whenever the model's load exceeds what its loaded copies serve (slots x
+ * tokens/s), a background copy into free room (evicting nothing) on the largest server that has
+ * room, one at a time per model. Not a policy a router can run either; it says what a perfect
+ * demand estimate adds to `fill`.
+ */
+export function oracleRatePolicy(c: RandomCluster): ModelPolicy {
+  const fill = greedyPolicy({ fillIdle: true })(c);
+  return (v, r) => {
+    const chosen = fill(v, r);
+    const now = v.now();
+    let capacity = 0;
+    for (const s of v.servers) {
+      const run = s.loaded.get(r.model);
+      if (s.waiting.has(r.model) || (run !== undefined && run.readyAt > now)) return chosen;
+      if (run !== undefined) capacity += s.b.numParallel * s.b.tokensPerSecond;
+    }
+    if (c.perModel[r.model].ratePerS * c.meanOutputTokens <= capacity) return chosen;
+    let room: ModelServer | null = null;
+    for (const s of v.servers)
+      if (
+        !s.loaded.has(r.model) &&
+        s.b.models.includes(r.model) &&
+        s.loaded.size + s.waiting.size < s.b.maxLoadedModels &&
+        (room === null || s.b.numParallel * s.b.tokensPerSecond > room.b.numParallel * room.b.tokensPerSecond)
+      )
+        room = s;
+    if (room !== null) v.loadInBackground(room, r.model);
+    return chosen;
+  };
+}
+
 export const MODEL_POLICIES: Record<string, (c: RandomCluster) => ModelPolicy> = {
   pools: poolsPolicy,
   greedy: greedyPolicy(),
   fill: greedyPolicy({ fillIdle: true }),
+  'oracle-rate': oracleRatePolicy,
+};
+
+/**
+ * `base` with its first decisions forced to the named servers (`base` still sees those requests, so
+ * its own background loads stay as they were). `onForced` sees each forced request's view.
+ */
+function forcedPolicy(
+  base: (c: RandomCluster) => ModelPolicy,
+  decisions: readonly string[],
+  onForced?: (v: ModelView, r: ModelRequest, forced: ModelServer, baseChoice: ModelServer, i: number) => void,
+): (c: RandomCluster) => ModelPolicy {
+  return (c) => {
+    const b = base(c);
+    let k = 0;
+    return (v, r) => {
+      const i = k++;
+      const chosen = b(v, r);
+      if (i >= decisions.length) return chosen;
+      const s = v.servers.find((x) => x.name === decisions[i])!;
+      onForced?.(v, r, s, chosen, i);
+      return s;
+    };
+  };
+}
+
+/**
+ * A bound, not a policy: one-step rollout of `base` with the future known. Request by request, every
+ * server with the model on disk is tried, the rest of the schedule is served by `base`, and the
+ * server whose run ends with the lowest p95 (then p50) is kept. It knows every arrival and every
+ * output length ahead, which no router does; what it reaches says how much of a gap to the pools is
+ * closable by routing at all. With `warmOnly`, a request goes only where `base` sends it or where its
+ * model is loaded (no load that `base` would not start). Costs requests x servers runs of the model.
+ */
+export function runRollout(
+  c: RandomCluster,
+  plan: readonly PlannedRequest[] = generateWorkload(c.scenario),
+  opts: { base?: (c: RandomCluster) => ModelPolicy; warmOnly?: boolean } = {},
+): ModelResult {
+  const base = opts.base ?? MODEL_POLICIES.fill;
+  const decisions: string[] = [];
+  for (let i = 0; i < plan.length; i++) {
+    let best: { name: string; score: number } | null = null;
+    for (const b of c.scenario.backends) {
+      if (!b.models.includes(plan[i].model)) continue;
+      let cold = false;
+      const res = runModel(
+        c,
+        forcedPolicy(base, [...decisions, b.name], (v, r, s, chosen, k) => {
+          if (k === i && s !== chosen && v.startAt(s, r) === null) cold = true;
+        }),
+        plan,
+      );
+      if (opts.warmOnly && cold) continue;
+      const score = res.p95Ms + res.p50Ms * 1e-3;
+      if (best === null || score < best.score) best = { name: b.name, score };
+    }
+    decisions.push(best!.name);
+  }
+  return runModel(c, forcedPolicy(base, decisions), plan);
+}
+
+/** Bounds run per cluster by name (they need the whole schedule), beside the policies. */
+export const MODEL_BOUNDS: Record<string, (c: RandomCluster, plan: readonly PlannedRequest[]) => ModelResult> = {
+  rollout: (c, plan) => runRollout(c, plan),
+  'rollout-warm': (c, plan) => runRollout(c, plan, { warmOnly: true }),
 };
 
 function main(argv: string[]): void {
@@ -293,16 +395,18 @@ function main(argv: string[]): void {
   const seeds = arg('cluster')
     ? arg('cluster')!.split(',').map(Number)
     : clusterSeeds(Number(arg('seed') ?? 1), Number(arg('clusters') ?? 20));
-  const names = (arg('policies') ?? Object.keys(MODEL_POLICIES).join(',')).split(',');
-  for (const n of names)
-    if (!MODEL_POLICIES[n]) throw new Error(`unknown policy ${n} (${Object.keys(MODEL_POLICIES).join(', ')})`);
+  const names = (arg('policies') ?? 'greedy,fill').split(',');
+  const known = [...Object.keys(MODEL_POLICIES), ...Object.keys(MODEL_BOUNDS)];
+  for (const n of names) if (!known.includes(n)) throw new Error(`unknown policy ${n} (${known.join(', ')})`);
   if (!names.includes('pools')) names.unshift('pools');
   const ratios = new Map<string, number[]>(names.map((n) => [n, []]));
   for (const seed of seeds) {
     const c = generateCluster(seed, { durationS });
     const plan = generateWorkload(c.scenario);
     const warmEnough = c.allWarm && Math.max(...Object.values(sentLoad(c, plan, durationS))) <= 1;
-    const res = new Map(names.map((n) => [n, runModel(c, MODEL_POLICIES[n])]));
+    const res = new Map(
+      names.map((n) => [n, MODEL_POLICIES[n] ? runModel(c, MODEL_POLICIES[n], plan) : MODEL_BOUNDS[n](c, plan)]),
+    );
     const pools = res.get('pools')!.p95Ms;
     for (const n of names) ratios.get(n)!.push(res.get(n)!.p95Ms / pools);
     const cells = names.map((n) => {
