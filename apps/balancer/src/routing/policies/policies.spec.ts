@@ -389,6 +389,41 @@ describe('predictive, on a fleet it learns (zero configuration)', () => {
     expect(p.pick([warm, learned], req(ALPHA, { now }), overloaded).backend.name).toBe('warm');
   });
 
+  it('before a full window of demand, evicts for a sooner load only when the warm holders have a queue worth half the load', () => {
+    const now = Date.now();
+    // `slow` holds alpha, free; `fast` (room not known yet) holds beta, busy, and has alpha on disk:
+    // a 1 s load there and a 5x faster answer beat the slow warm copy by far.
+    const slow = backend('slow');
+    load(slow, ALPHA);
+    slow.learned.noteServiceTime(ALPHA, 10 * SVC);
+    const fast = backend('fast');
+    load(fast, BETA);
+    fast.modelsOnDisk.set(ALPHA, { name: ALPHA, size: 2 * GB, raw: {} });
+    fast.learned.loadMsPerByte.add(500 / GB);
+    fast.learned.noteServiceTime(ALPHA, 2 * SVC);
+    fast.learned.noteServiceTime(BETA, SVC);
+    fast.acquire(BETA, now + 5000);
+    fast.modelLastUsed.set(BETA, now);
+    const early = { agentStaleMs: 10_000, demandPerS: () => null, arrivalsPerS: () => null };
+    const cold = p.predict(fast, req(ALPHA, { now }), early);
+    expect(cold.evicts).toBe(true);
+    expect(cold.totalMs + 1000).toBeLessThan(p.predict(slow, req(ALPHA, { now }), early).totalMs);
+    // The warm copy can start it now: its overload is only assumed, beta is not gambled on a guess.
+    expect(p.pick([slow, fast], req(ALPHA, { now }), early).backend.name).toBe('slow');
+    // Nor when it would wait there less than half the 1 s load.
+    slow.acquire(ALPHA, now + 400);
+    expect(p.predict(slow, req(ALPHA, { now }), early).waitMs).toBeGreaterThan(0);
+    expect(p.pick([slow, fast], req(ALPHA, { now }), early).backend.name).toBe('slow');
+    slow.release(ALPHA, now + 400);
+    // A queue there of 5 s: the load is taken.
+    slow.acquire(ALPHA, now + 5000);
+    expect(p.pick([slow, fast], req(ALPHA, { now }), early).backend.name).toBe('fast');
+    // A measured overload (a full window of alpha's demand) takes it even while the warm copy is free.
+    slow.release(ALPHA);
+    const measured = { ...early, demandPerS: (m: string) => (m === ALPHA ? 5 : 0) };
+    expect(p.pick([slow, fast], req(ALPHA, { now }), measured).backend.name).toBe('fast');
+  });
+
   it('a load into free room is taken whenever it is sooner (nothing is evicted)', () => {
     const { warm, spare, now } = fleet();
     spare.modelsOnDisk.set(ALPHA, { name: ALPHA, size: 2 * GB, raw: {} });

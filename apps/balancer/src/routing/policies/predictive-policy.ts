@@ -80,8 +80,9 @@ const DEFAULT_TOKENS_PER_SEC = 30;
  * behind this one (rankMs): a free slower server is taken before that line outlasts it.
  * A warm model is never gambled on a guess: a load that evicts is taken only when the model's warm
  * holders are overloaded (recent demand above 85 % of their capacity, or a wait the queue timeout
- * would not allow) and the load is predicted sooner by a margin. A load into free room is taken
- * whenever it is predicted sooner.
+ * would not allow) and the load is predicted sooner by a margin; while that demand is only assumed
+ * (no full window yet), also only when the warm holders would keep this request waiting longer than
+ * half the load. A load into free room is taken whenever it is predicted sooner.
  */
 export class PredictivePolicy implements RoutingPolicy {
   readonly name = 'predictive';
@@ -131,7 +132,7 @@ export class PredictivePolicy implements RoutingPolicy {
       // Past their capacity the warm holders' queue only grows: another copy pays for itself even
       // when this one request would be served sooner by waiting. Into free room it evicts nothing.
       // Judged by the model's own arrivals from its first requests on, not only after a full window.
-      const { load, past, pastProven, demand } =
+      const { load, past, pastProven, demand, windowedUnknown } =
         model !== null && (bestFreeP !== null || bestColdP !== null)
           ? this.overload(model, candidates, warmP, req, ctx)
           : NOT_LOADED;
@@ -146,8 +147,14 @@ export class PredictivePolicy implements RoutingPolicy {
         const evictMs = bestColdP.amortizable
           ? bestColdP.evictMs / Math.max(1, (demand ?? 0) * AMORTIZE_S)
           : bestColdP.evictMs;
+        // Overload only assumed (no full window of the model's demand yet) and no queue at the warm
+        // holders worth half the load: an eviction would gamble a warm model on a guess and on this
+        // request's speed alone (seen 1.5 s into a run: a rare model, its one warm copy busy for
+        // 0.2 s more, loaded on the fastest server, whose busiest model it evicted). It waits for a
+        // measured overload or a queue at the warm holders.
+        const guess = windowedUnknown && warmP.waitMs <= bestColdP.loadMs / 2;
         if (
-          (load >= OVERLOAD && bestColdP.totalMs + margin < warmP.totalMs) ||
+          (load >= OVERLOAD && !guess && bestColdP.totalMs + margin < warmP.totalMs) ||
           (saturated(bestColdP) && evictMs < bestColdP.loadMs)
         )
           [best, p] = [bestCold!, bestColdP];
@@ -174,12 +181,12 @@ export class PredictivePolicy implements RoutingPolicy {
     bestWarm: Prediction,
     req: RouteRequest,
     ctx: PolicyContext,
-  ): { load: number; past: number; pastProven: number; demand: number | null } {
+  ): { load: number; past: number; pastProven: number; demand: number | null; windowedUnknown: boolean } {
     const windowed = ctx.demandPerS?.(model) ?? null;
     const demand = ctx.arrivalsPerS?.(model) ?? windowed;
     const timeout = ctx.queueTimeoutMs;
     if (timeout !== undefined && bestWarm.waitMs > 0.8 * Math.max(0, timeout - (req.queuedMs ?? 0)))
-      return { load: Infinity, past: Infinity, pastProven: Infinity, demand };
+      return { load: Infinity, past: Infinity, pastProven: Infinity, demand, windowedUnknown: windowed === null };
     let proven = 0;
     let possible = 0;
     if (windowed !== null || demand !== null)
@@ -196,6 +203,7 @@ export class PredictivePolicy implements RoutingPolicy {
       past: ratio(demand, possible),
       pastProven: ratio(demand, proven),
       demand,
+      windowedUnknown: windowed === null,
     };
   }
 
@@ -559,4 +567,4 @@ interface Eviction {
 
 const NO_EVICTION: Eviction = { costMs: 0, evicts: false, amortizable: false };
 
-const NOT_LOADED = { load: 0, past: 0, pastProven: 0, demand: null };
+const NOT_LOADED = { load: 0, past: 0, pastProven: 0, demand: null, windowedUnknown: false };
