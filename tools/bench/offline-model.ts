@@ -12,10 +12,10 @@
  * recently used idle model when the room is full, else waiting until one goes idle; requests for a
  * loaded model are served meanwhile (Ollama's fast path). No contention between models or slots.
  *
- *   node dist/tools/bench/offline-model.js [--seed 1] [--clusters 20] [--cluster a,b] [--policies pools,greedy,fill]
+ *   node dist/tools/bench/offline-model.js [--seed 1] [--clusters 20] [--cluster a,b] [--policies greedy,fill]
  *
- * `--policies` also takes the bounds `rollout` and `rollout-warm` (routing that knows the future;
- * seconds per cluster instead of milliseconds).
+ * `--policies` also takes `oracle-rate` (fill told the true offered load) and the bounds `rollout`
+ * and `rollout-warm` (routing that knows the future; seconds per cluster instead of milliseconds).
  */
 import { clusterSeeds, generateCluster, RandomCluster, sentLoad } from './random-cluster';
 import { generateWorkload, PlannedRequest, ScenarioBackend } from './scenario';
