@@ -100,6 +100,7 @@ describe('surfaces: mixed Ollama versions', () => {
     expect(missing.body).toEqual({
       type: 'error',
       error: { type: 'not_found_error', message: "model 'nope' not found" },
+      request_id: expect.stringMatching(/^req_[0-9a-f]{24}$/),
     });
     const bad = await request(`${c.url}/v1/messages`, { body: '{"model":' });
     expect(bad.status).toBe(400);
@@ -128,7 +129,11 @@ describe('surfaces: a fleet where no backend has /v1/messages', () => {
     for (let i = 0; i < 3; i++) {
       const r = await request(`${c.url}/v1/messages`, { body: messagesBody() });
       expect(r.status).toBe(404);
-      expect(r.body).toEqual({ type: 'error', error: { type: 'not_found_error', message: '404 page not found' } });
+      expect(r.body).toEqual({
+        type: 'error',
+        error: { type: 'not_found_error', message: '404 page not found' },
+        request_id: expect.stringMatching(/^req_[0-9a-f]{24}$/),
+      });
     }
     const st = await status(c.url);
     for (const b of st.backends) {
@@ -248,6 +253,7 @@ describe('surfaces: capability-aware candidates', () => {
         type: 'invalid_request_error',
         message: 'registry.ollama.ai/library/mixed:latest does not support vision',
       },
+      request_id: expect.stringMatching(/^req_[0-9a-f]{24}$/),
     });
     // Thinking on /v1/messages is relaxed by Ollama (dropped on a model without it): not refused.
     const relaxed = await request(`${c.url}/v1/messages`, {

@@ -13,12 +13,15 @@ describe('errorBody: each surface its own shape', () => {
       502: 'api_error',
       503: 'overloaded_error',
     };
+    const ids = new Set<string>();
     for (const [status, type] of Object.entries(types)) {
-      expect(JSON.parse(errorBody('/v1/messages', Number(status), 'm'))).toEqual({
-        type: 'error',
-        error: { type, message: 'm' },
-      });
+      const body = JSON.parse(errorBody('/v1/messages', Number(status), 'm'));
+      expect(body).toEqual({ type: 'error', error: { type, message: 'm' }, request_id: expect.any(String) });
+      // As Ollama's anthropic.NewError: req_ and 12 random bytes in hex, a new one each time.
+      expect(body.request_id).toMatch(/^req_[0-9a-f]{24}$/);
+      ids.add(body.request_id);
     }
+    expect(ids.size).toBe(Object.keys(types).length);
     expect(JSON.parse(errorBody('/v1/messages?beta=true', 404, 'm')).type).toBe('error');
   });
 

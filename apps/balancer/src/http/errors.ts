@@ -1,3 +1,4 @@
+import { randomBytes } from 'crypto';
 import type { IncomingMessage, ServerResponse } from 'http';
 import { addCorsHeaders } from './cors';
 import { canonicalKeys, MAX_JSON_DEPTH, nestsDeeperThan } from './request-fields';
@@ -46,12 +47,17 @@ export function anthropicTypeFor(status: number): AnthropicErrorType {
 
 /**
  * The error body clients expect: Ollama's {"error":"..."}; on /v1/messages Anthropic's
- * {"type":"error","error":{"type","message"}}; on the rest of /v1/* OpenAI's object.
+ * {"type":"error","error":{"type","message"},"request_id":"req_..."} (a fresh id per error, 12
+ * random bytes in hex, as Ollama's anthropic.NewError writes it); on the rest of /v1/* OpenAI's object.
  */
 export function errorBody(url: string | undefined, status: number, message: string): string {
   switch (errorSurface(url)) {
     case 'anthropic':
-      return JSON.stringify({ type: 'error', error: { type: anthropicTypeFor(status), message } });
+      return JSON.stringify({
+        type: 'error',
+        error: { type: anthropicTypeFor(status), message },
+        request_id: `req_${randomBytes(12).toString('hex')}`,
+      });
     case 'openai':
       return JSON.stringify({ error: { message, type: typeFor(status), param: null, code: null } });
     case 'ollama':
