@@ -117,6 +117,21 @@ const MODEL_ROUTES = new Set([
   '/v1/messages',
   '/v1/responses',
 ]);
+/** Every other route Ollama registers (for some method): another method there is Gin's 405. */
+const OTHER_ROUTES = new Set([
+  '/',
+  '/api/version',
+  '/api/tags',
+  '/api/status',
+  '/api/ps',
+  '/v1/models',
+  '/api/show',
+  '/api/pull',
+  '/api/push',
+  '/api/create',
+  '/api/copy',
+  '/api/delete',
+]);
 /** Newer routes an instance can switch off (then Gin's 404, like an Ollama that predates them). */
 const GATED_ROUTES: Record<string, keyof SimRoutes> = {
   '/v1/messages': 'messages',
@@ -397,9 +412,26 @@ class SimServerImpl implements SimServer {
   }
 
   private notFoundRoute(res: ServerResponse): void {
-    this.counters.byStatus[404] = (this.counters.byStatus[404] ?? 0) + 1;
-    const s = '404 page not found';
-    res.writeHead(404, { 'Content-Type': 'text/plain', 'Content-Length': s.length });
+    this.plainStatus(res, 404, '404 page not found');
+  }
+
+  /**
+   * No handler for this method and path: Gin's 405 where Ollama registers the path for another method
+   * (its router sets HandleMethodNotAllowed), its 404 elsewhere.
+   */
+  private noHandler(path: string, res: ServerResponse): void {
+    const known =
+      MODEL_ROUTES.has(path) ||
+      OTHER_ROUTES.has(path) ||
+      path.startsWith('/v1/models/') ||
+      path.startsWith('/api/blobs/');
+    if (known) this.plainStatus(res, 405, '405 method not allowed');
+    else this.notFoundRoute(res);
+  }
+
+  private plainStatus(res: ServerResponse, status: number, s: string): void {
+    this.counters.byStatus[status] = (this.counters.byStatus[status] ?? 0) + 1;
+    res.writeHead(status, { 'Content-Type': 'text/plain', 'Content-Length': s.length });
     res.end(s);
   }
 
@@ -461,10 +493,10 @@ class SimServerImpl implements SimServer {
       return this.blob(method, decodeURIComponent(path.slice('/api/blobs/'.length)), raw, res);
     }
     const post = method === 'POST';
-    if (!(post || (method === 'DELETE' && path === '/api/delete'))) return this.notFoundRoute(res);
+    if (!(post || (method === 'DELETE' && path === '/api/delete'))) return this.noHandler(path, res);
     if (!MODEL_ROUTES.has(path)) {
       if (!['/api/show', '/api/pull', '/api/push', '/api/create', '/api/copy', '/api/delete'].includes(path))
-        return this.notFoundRoute(res);
+        return this.noHandler(path, res);
       this.count(method, path);
     }
     const parsed = parseJsonBody(raw);

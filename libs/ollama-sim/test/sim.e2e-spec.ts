@@ -40,6 +40,24 @@ describe('ollama-sim (real sockets)', () => {
       expect(nf.status).toBe(404);
       expect(nf.body).toBe('404 page not found');
       expect(nf.headers['content-type']).toBe('text/plain');
+      // A route Ollama has, with another method: Gin's 405 (Ollama's router sets HandleMethodNotAllowed).
+      for (const [method, path] of [
+        ['GET', '/api/chat'],
+        ['POST', '/api/tags'],
+        ['POST', '/api/ps'],
+        ['PUT', '/'],
+        ['DELETE', '/v1/models/llama3.2'],
+        ['GET', '/api/blobs/sha256:00'],
+      ] as const) {
+        const r = await request(s.url + path, { method });
+        expect([method, path, r.status, r.body, r.headers['content-type']]).toEqual([
+          method,
+          path,
+          405,
+          '405 method not allowed',
+          'text/plain',
+        ]);
+      }
     });
 
     it('lists models on disk with normalised names and details', async () => {
