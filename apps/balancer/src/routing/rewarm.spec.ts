@@ -15,6 +15,7 @@ import { FairPlacementQueue } from './fair-placement-queue';
 import { Lease, LocalLeaseLedger } from './lease-ledger';
 import { Rewarm } from './rewarm';
 import { RoutingService } from './routing.service';
+import { SharedDemandSync } from './shared-demand-sync';
 import { LocalSessionAffinity } from './session-affinity';
 
 const ALPHA = 'alpha:latest';
@@ -227,6 +228,40 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
       expect(a.rewarm.counters.rewarms.started + b.rewarm.counters.rewarms.started).toBe(1);
       expect(sims[1].stats().loads - loadsBefore).toBe(1);
       expect(sims[1].stats().loaded.sort()).toEqual([ALPHA, GAMMA]);
+    } finally {
+      for (const r of replicas) await r.stop();
+      await redis.stop();
+    }
+  });
+
+  it("two replicas sharing Redis read the fleet's demand for a model, not each its own share", async () => {
+    const redis = await RedisProcess.start();
+    const replicas: SharedState[] = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        const cfg = loadSharedStateConfig({ REDIS_URL: redis.url, REDIS_HEARTBEAT_MS: '200', REDIS_LEASE_MS: '1000' });
+        const st = new SharedState({ ...cfg, url: cfg.url! }, () => ({ backendCap: 0, modelCap: 0 }));
+        st.start();
+        replicas.push(st);
+      }
+      await until('both links up', () => replicas.every((r) => r.up));
+      const a = await setup({ shared: replicas[0] });
+      const b = await stack(a.config, client!, replicas[1]);
+      const syncs = [new SharedDemandSync(a.routing, replicas[0]), new SharedDemandSync(b.routing, replicas[1])];
+      // Alpha's requests split between the replicas 3 to 1.
+      for (let i = 0; i < 6; i++) a.ask(ALPHA);
+      for (let i = 0; i < 2; i++) b.ask(ALPHA);
+      const now = Date.now();
+      const own = [a.routing.demand.rate(ALPHA, now)!, b.routing.demand.rate(ALPHA, now)!];
+      expect(own[0] / own[1]).toBeCloseTo(3, 1);
+      for (const s of syncs) await s.exchange();
+      await syncs[0].exchange(); // a wrote first: it reads b's on its second turn
+      const both = [a.routing.demand.rate(ALPHA, Date.now())!, b.routing.demand.rate(ALPHA, Date.now())!];
+      for (const r of both) expect(r / (own[0] + own[1])).toBeCloseTo(1, 1);
+      // Redis away: each by its own traffic again.
+      await replicas[1].stop();
+      await syncs[1].exchange();
+      expect(b.routing.demand.rate(ALPHA, Date.now())! / own[1]).toBeCloseTo(1, 1);
     } finally {
       for (const r of replicas) await r.stop();
       await redis.stop();

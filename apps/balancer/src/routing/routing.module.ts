@@ -12,6 +12,7 @@ import { LocalRetryBudget, RetryBudget } from './retry-budget';
 import { Rewarm } from './rewarm';
 import { RoutingService } from './routing.service';
 import { LocalSessionAffinity, SessionAffinity } from './session-affinity';
+import { SharedDemandSync } from './shared-demand-sync';
 import { SharedLeaseLedger } from './shared-lease-ledger';
 import { SharedPlacementQueue } from './shared-placement-queue';
 import { SharedSessionAffinity } from './shared-session-affinity';
@@ -23,6 +24,7 @@ import { SharedSessionAffinity } from './shared-session-affinity';
  * replica through Redis. The retry budget stays per replica (a share of its own requests). Rewarm
  * loads a model a load evicted, still in use and loaded nowhere, where it fits beside the others
  * (or another copy of one its holders cannot keep up with), claiming it in Redis first.
+ * SharedDemandSync adds the other replicas' per-model demand to this one's (REDIS_URL).
  */
 @Module({
   imports: [FleetModule],
@@ -58,6 +60,7 @@ import { SharedSessionAffinity } from './shared-session-affinity';
     { provide: RetryBudget, useClass: LocalRetryBudget },
     ResumeBudget,
     Rewarm,
+    SharedDemandSync,
   ],
   exports: [FleetModule, RoutingService, PlacementQueue, RetryBudget, ResumeBudget, Rewarm],
 })

@@ -5,6 +5,7 @@ import { Backend } from '../fleet/backend';
 import { BackendRegistry } from '../fleet/backend-registry.service';
 import { ModelInventory } from '../fleet/model-inventory';
 import { Lifecycle } from '../lifecycle/lifecycle';
+import { DemandReading } from '../shared-state';
 import { Lease, LeaseLedger } from './lease-ledger';
 import { NoCandidate, Placement, WAIT, WAIT_BY_CHOICE } from './placement';
 import { PlaceWaiter, PlacementQueue, QueuedRequest } from './placement-queue';
@@ -61,10 +62,34 @@ const MIN_ARRIVALS_SPAN_MS = 3000;
 /** A model's arrival count as of `now`, each arrival fading over DEMAND_TAU_MS. */
 const decayed = (c: { n: number; at: number }, now: number): number => c.n * Math.exp(-(now - c.at) / DEMAND_TAU_MS);
 
-/** Requests per second arriving for each model, decaying over DEMAND_TAU_MS. */
+/**
+ * Requests per second arriving for each model, decaying over DEMAND_TAU_MS. With REDIS_URL every
+ * replica sees only its share of the traffic: the others' readings (`setOthers`, exchanged through
+ * Redis every heartbeat by SharedDemandSync) are added to its own, so that overload and idle
+ * demand are judged on the fleet's traffic, not on a third of it behind three replicas.
+ */
 export class Demand {
   private readonly counts = new Map<string, { n: number; at: number; first: number }>();
   private since = 0;
+  private others: ReadonlyMap<string, DemandReading> = new Map();
+
+  /** The other replicas' readings, summed per model (empty: this replica alone, or Redis away). */
+  setOthers(others: ReadonlyMap<string, DemandReading>): void {
+    this.others = others;
+  }
+
+  /** This replica's own readings of its `max` busiest models, for the other replicas. */
+  readings(now: number, max = 256): Record<string, DemandReading> {
+    const rows: [string, DemandReading][] = [];
+    const window = this.since !== 0 && now - this.since >= DEMAND_TAU_MS;
+    for (const model of this.counts.keys()) {
+      const arrivals = this.ownArrivals(model, now)!;
+      if (arrivals < 1e-3) continue;
+      rows.push([model, { arrivals, rate: this.ownRate(model, now)!, perS: window ? arrivals : null }]);
+    }
+    rows.sort((a, b) => b[1].arrivals - a[1].arrivals);
+    return Object.fromEntries(rows.slice(0, max));
+  }
 
   note(model: string, now: number): void {
     if (this.since === 0) this.since = now;
@@ -84,6 +109,10 @@ export class Demand {
    * fills (63 % of it at 10 s, 86 % at 3 s): the eviction rules were tuned on this reading.
    */
   arrivals(model: string, now: number): number | null {
+    return plus(this.ownArrivals(model, now), this.others.get(model)?.arrivals);
+  }
+
+  private ownArrivals(model: string, now: number): number | null {
     const c = this.counts.get(model);
     if (!c) return null;
     const span = Math.max(MIN_ARRIVALS_SPAN_MS, Math.min(DEMAND_TAU_MS, now - c.first));
@@ -96,6 +125,10 @@ export class Demand {
    * evicts nothing (scale-out), where acting early costs only an idle server's load.
    */
   rate(model: string, now: number): number | null {
+    return plus(this.ownRate(model, now), this.others.get(model)?.rate);
+  }
+
+  private ownRate(model: string, now: number): number | null {
     const c = this.counts.get(model);
     if (!c) return null;
     const span = Math.max(MIN_ARRIVALS_SPAN_MS, now - c.first);
@@ -103,12 +136,19 @@ export class Demand {
     return (decayed(c, now) * 1000) / weight;
   }
 
-  /** Null until a full window of traffic has been seen: what nobody has asked for yet is unknown, not unwanted. */
+  /**
+   * Null until this replica has seen a full window of traffic: what nobody has asked for yet is
+   * unknown, not unwanted. The other replicas' full windows are added.
+   */
   perS(model: string, now: number): number | null {
     if (this.since === 0 || now - this.since < DEMAND_TAU_MS) return null;
-    return this.counts.has(model) ? this.arrivals(model, now) : 0;
+    return (this.ownArrivals(model, now) ?? 0) + (this.others.get(model)?.perS ?? 0);
   }
 }
+
+/** a + b where either may be unknown (null when both are). */
+const plus = (a: number | null, b: number | null | undefined): number | null =>
+  a === null ? (b ?? null) : a + (b ?? 0);
 
 /**
  * Filter -> score -> pick. Filters drop backends that cannot serve (unhealthy, cordoned, ejected,
@@ -121,7 +161,7 @@ export class RoutingService {
   readonly policy: RoutingPolicy;
   private readonly predictor = new PredictivePolicy();
   private readonly ctx: PolicyContext;
-  private readonly demand = new Demand();
+  readonly demand = new Demand();
   /** Per model, since when (and as of when) its arrivals have been past what its warm holders may serve. */
   private readonly overloadedSince = new Map<string, { since: number; at: number }>();
   readonly recentDecisions: Decision[] = [];

@@ -2,7 +2,7 @@ import Redis from 'ioredis';
 import { RedisProcess } from '../../test/redis-process';
 import { RedisLink } from './redis-link';
 import { ReceivedEvent, SharedEvents } from './shared-events';
-import { SharedPins, SharedQuotas, SharedRateLimiter, SharedRegistrations } from './shared-limits';
+import { SharedDemand, SharedPins, SharedQuotas, SharedRateLimiter, SharedRegistrations } from './shared-limits';
 import { loadSharedStateConfig } from '../config/shared-state-config';
 
 const until = async (cond: () => boolean | Promise<boolean>, what: string, ms = 20_000): Promise<void> => {
@@ -170,5 +170,40 @@ describe('pins, rates, quotas and fleet events shared on a real redis-server', (
     await ea.cordon('gpu1', false);
     await el.sync();
     expect(snaps.at(-1)?.cordoned).toEqual([]);
+  });
+
+  it("demand: each replica reads the others' per-model readings summed, never its own, and stale ones are dropped", async () => {
+    const [a, b, c] = [await link(), await link(), await link()];
+    const [da, db, dc] = [new SharedDemand(a), new SharedDemand(b), new SharedDemand(c)];
+    await da.exchange({ m: { arrivals: 2, rate: 3, perS: 2 }, only: { arrivals: 1, rate: 1, perS: null } }, 5000);
+    await db.exchange({ m: { arrivals: 1, rate: 1.5, perS: null } }, 5000);
+    const seen = await dc.exchange({ m: { arrivals: 10, rate: 10, perS: 10 } }, 5000);
+    expect(Object.fromEntries(seen)).toEqual({
+      m: { arrivals: 3, rate: 4.5, perS: 2 },
+      only: { arrivals: 1, rate: 1, perS: null },
+    });
+    expect((await da.exchange({}, 5000)).get('m')).toEqual({ arrivals: 11, rate: 11.5, perS: 10 });
+    // Garbage in the hash (another version, a hostile write) is skipped; an entry older than the
+    // limit is ignored and deleted.
+    const admin = new Redis(redis.url);
+    try {
+      await admin.hset(
+        `${prefix}demand`,
+        'junk',
+        'not json',
+        'bad',
+        JSON.stringify({ at: Date.now(), v: { m: { arrivals: -1, rate: 'x' } } }),
+      );
+      await admin.hset(
+        `${prefix}demand`,
+        'old',
+        JSON.stringify({ at: Date.now() - 60_000, v: { m: { arrivals: 5, rate: 5, perS: 5 } } }),
+      );
+      // a now gives nothing (its last write was empty): c's alone.
+      expect((await db.exchange({}, 5000)).get('m')).toEqual({ arrivals: 10, rate: 10, perS: 10 });
+      await until(async () => (await admin.hexists(`${prefix}demand`, 'old')) === 0, 'the stale entry deleted');
+    } finally {
+      admin.disconnect();
+    }
   });
 });

@@ -208,6 +208,83 @@ export class SharedLearned {
   }
 }
 
+/** One model's demand as a replica reads it (routing's Demand: arrivals, rate, perS). */
+export interface DemandReading {
+  arrivals: number;
+  rate: number;
+  /** Null while that replica has not seen a full window of traffic. */
+  perS: number | null;
+}
+
+/** At most this many models are read from one replica's entry (names come from clients). */
+const MAX_DEMAND_MODELS = 256;
+
+/** Each replica's per-model demand in one Redis hash (P demand, a field per replica), summed by the others. */
+export class SharedDemand {
+  constructor(private readonly link: RedisLink) {}
+
+  /**
+   * Writes this replica's readings and returns the other replicas' fresher than `maxAgeMs`, summed
+   * per model (perS: the sum of those that have one, null where none has). Entries of replicas gone
+   * longer are deleted.
+   */
+  async exchange(mine: Record<string, DemandReading>, maxAgeMs: number): Promise<Map<string, DemandReading>> {
+    const key = `${this.link.prefix}demand`;
+    const now = Date.now() + this.link.clockOffsetMs;
+    let all: unknown;
+    try {
+      const replies = await this.link
+        .redis()
+        .pipeline()
+        .hset(key, this.link.replicaId, JSON.stringify({ at: now, v: mine }))
+        .pexpire(key, maxAgeMs * 2)
+        .hgetall(key)
+        .exec();
+      const [err, got] = replies?.[2] ?? [null, null];
+      all = err ? null : got;
+    } catch (e) {
+      this.link.failed(e);
+      throw e instanceof SharedStateUnavailable ? e : new SharedStateUnavailable((e as Error).message);
+    }
+    const sum = new Map<string, DemandReading>();
+    const gone: string[] = [];
+    if (!all || typeof all !== 'object') return sum;
+    for (const [replica, raw] of Object.entries(all as Record<string, string>)) {
+      if (replica === this.link.replicaId) continue;
+      let entry: { at?: unknown; v?: unknown };
+      try {
+        entry = JSON.parse(raw) as { at?: unknown; v?: unknown };
+      } catch {
+        continue; // another version's entry
+      }
+      if (typeof entry.at !== 'number' || now - entry.at > maxAgeMs) {
+        gone.push(replica);
+        continue;
+      }
+      if (!entry.v || typeof entry.v !== 'object') continue;
+      for (const [model, r] of Object.entries(entry.v as Record<string, Partial<DemandReading>>).slice(
+        0,
+        MAX_DEMAND_MODELS,
+      )) {
+        if (!r || !isRate(r.arrivals) || !isRate(r.rate) || !(r.perS === null || isRate(r.perS))) continue;
+        const s = sum.get(model) ?? { arrivals: 0, rate: 0, perS: null };
+        s.arrivals += r.arrivals;
+        s.rate += r.rate;
+        if (r.perS !== null) s.perS = (s.perS ?? 0) + r.perS;
+        sum.set(model, s);
+      }
+    }
+    if (gone.length > 0)
+      this.link
+        .redis()
+        .hdel(key, ...gone)
+        .catch(() => undefined);
+    return sum;
+  }
+}
+
+const isRate = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x) && x >= 0;
+
 /** A registration as SharedRegistrations stores it (the fleet's Registration fits). */
 export interface StoredRegistration {
   name: string;

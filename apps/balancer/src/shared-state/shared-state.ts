@@ -2,6 +2,7 @@ import { RedisLink } from './redis-link';
 import { SharedEvents } from './shared-events';
 import {
   SharedClaims,
+  SharedDemand,
   SharedLearned,
   SharedPins,
   SharedQuotas,
@@ -25,6 +26,7 @@ export class SharedState {
   readonly learned: SharedLearned;
   readonly registrations: SharedRegistrations;
   readonly claims: SharedClaims;
+  readonly demand: SharedDemand;
 
   constructor(config: SharedStateConfig & { url: string }, capsOf: (backend: string, model: string) => SlotCaps) {
     this.link = new RedisLink(config);
@@ -36,6 +38,7 @@ export class SharedState {
     this.learned = new SharedLearned(this.link);
     this.registrations = new SharedRegistrations(this.link);
     this.claims = new SharedClaims(this.link);
+    this.demand = new SharedDemand(this.link);
   }
 
   get up(): boolean {
