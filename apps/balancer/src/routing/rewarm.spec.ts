@@ -201,17 +201,22 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
     await expectRewarmedOnSpare(s);
   });
 
+  /** Two replicas' shared state on `redis` (pushed to `replicas`, for the caller to stop), both links up. */
+  async function twoReplicas(redis: RedisProcess, replicas: SharedState[]): Promise<void> {
+    for (let i = 0; i < 2; i++) {
+      const cfg = loadSharedStateConfig({ REDIS_URL: redis.url, REDIS_HEARTBEAT_MS: '200', REDIS_LEASE_MS: '1000' });
+      const st = new SharedState({ ...cfg, url: cfg.url! }, () => ({ backendCap: 0, modelCap: 0 }));
+      st.start();
+      replicas.push(st);
+    }
+    await until('both links up', () => replicas.every((r) => r.up));
+  }
+
   it('two replicas sharing Redis see the same eviction: one of them rewarms, once', async () => {
     const redis = await RedisProcess.start();
     const replicas: SharedState[] = [];
     try {
-      for (let i = 0; i < 2; i++) {
-        const cfg = loadSharedStateConfig({ REDIS_URL: redis.url, REDIS_HEARTBEAT_MS: '200', REDIS_LEASE_MS: '1000' });
-        const st = new SharedState({ ...cfg, url: cfg.url! }, () => ({ backendCap: 0, modelCap: 0 }));
-        st.start();
-        replicas.push(st);
-      }
-      await until('both links up', () => replicas.every((r) => r.up));
+      await twoReplicas(redis, replicas);
       const a = await setup({ spareRoom: 2, shared: replicas[0] });
       const b = await stack(a.config, client!, replicas[1]);
       const loadsBefore = sims[1].stats().loads;
@@ -238,13 +243,7 @@ describe('Rewarm (an evicted model still in use, loaded again where it fits)', (
     const redis = await RedisProcess.start();
     const replicas: SharedState[] = [];
     try {
-      for (let i = 0; i < 2; i++) {
-        const cfg = loadSharedStateConfig({ REDIS_URL: redis.url, REDIS_HEARTBEAT_MS: '200', REDIS_LEASE_MS: '1000' });
-        const st = new SharedState({ ...cfg, url: cfg.url! }, () => ({ backendCap: 0, modelCap: 0 }));
-        st.start();
-        replicas.push(st);
-      }
-      await until('both links up', () => replicas.every((r) => r.up));
+      await twoReplicas(redis, replicas);
       const a = await setup({ shared: replicas[0] });
       const b = await stack(a.config, client!, replicas[1]);
       const syncs = [new SharedDemandSync(a.routing, replicas[0]), new SharedDemandSync(b.routing, replicas[1])];
