@@ -117,6 +117,8 @@ const MODEL_ROUTES = new Set([
   '/v1/messages',
   '/v1/responses',
 ]);
+/** The model-management routes (POST; /api/delete also DELETE). */
+const MANAGEMENT_ROUTES = ['/api/show', '/api/pull', '/api/push', '/api/create', '/api/copy', '/api/delete'];
 /** Every other route Ollama registers (for some method): another method there is Gin's 405. */
 const OTHER_ROUTES = new Set([
   '/',
@@ -125,12 +127,7 @@ const OTHER_ROUTES = new Set([
   '/api/status',
   '/api/ps',
   '/v1/models',
-  '/api/show',
-  '/api/pull',
-  '/api/push',
-  '/api/create',
-  '/api/copy',
-  '/api/delete',
+  ...MANAGEMENT_ROUTES,
 ]);
 /** Newer routes an instance can switch off (then Gin's 404, like an Ollama that predates them). */
 const GATED_ROUTES: Record<string, keyof SimRoutes> = {
@@ -495,8 +492,7 @@ class SimServerImpl implements SimServer {
     const post = method === 'POST';
     if (!(post || (method === 'DELETE' && path === '/api/delete'))) return this.noHandler(path, res);
     if (!MODEL_ROUTES.has(path)) {
-      if (!['/api/show', '/api/pull', '/api/push', '/api/create', '/api/copy', '/api/delete'].includes(path))
-        return this.noHandler(path, res);
+      if (!MANAGEMENT_ROUTES.includes(path)) return this.noHandler(path, res);
       this.count(method, path);
     }
     const parsed = parseJsonBody(raw);

@@ -171,41 +171,59 @@ export class SharedLearned {
 
   /** Writes `mine` per backend; returns, per backend, the other replicas' values fresher than `maxAgeMs`. */
   async exchange(mine: Map<string, LearnedValues>, maxAgeMs: number): Promise<Map<string, LearnedValues[]>> {
-    const P = this.link.prefix;
-    const now = Date.now() + this.link.clockOffsetMs;
     const names = [...mine.keys()];
-    const out = new Map<string, LearnedValues[]>();
-    let replies: [Error | null, unknown][] | null;
-    try {
-      const pipe = this.link.redis().pipeline();
-      for (const b of names) {
-        pipe.hset(`${P}learned:${b}`, this.link.replicaId, JSON.stringify({ at: now, v: mine.get(b) }));
-        pipe.pexpire(`${P}learned:${b}`, maxAgeMs * 2);
-        pipe.hgetall(`${P}learned:${b}`);
-      }
-      replies = await pipe.exec();
-    } catch (e) {
-      this.link.failed(e);
-      throw e instanceof SharedStateUnavailable ? e : new SharedStateUnavailable((e as Error).message);
-    }
-    names.forEach((b, i) => {
-      const [err, all] = replies?.[i * 3 + 2] ?? [null, null];
-      const others: LearnedValues[] = [];
-      if (!err && all && typeof all === 'object') {
-        for (const [replica, raw] of Object.entries(all as Record<string, string>)) {
-          if (replica === this.link.replicaId) continue;
-          try {
-            const e = JSON.parse(raw) as { at: number; v: LearnedValues };
-            if (now - e.at <= maxAgeMs && e.v && typeof e.v === 'object') others.push(e.v);
-          } catch {
-            // another version's entry: ignore
-          }
-        }
-      }
-      out.set(b, others);
-    });
-    return out;
+    const read = await exchangeFields(
+      this.link,
+      names.map((b) => [`${this.link.prefix}learned:${b}`, mine.get(b)]),
+      maxAgeMs,
+    );
+    return new Map(names.map((b, i) => [b, read[i].fresh as LearnedValues[]]));
   }
+}
+
+/**
+ * One pipelined round trip over hashes with a field per replica: writes `value` (with the time on
+ * Redis's clock) as this replica's field of each key, renews the key's expiry, and reads every field
+ * back. Per key: the other replicas' values fresher than `maxAgeMs` (objects only; entries another
+ * version wrote are skipped) and the fields older than that. Rejects with SharedStateUnavailable when
+ * Redis cannot answer.
+ */
+async function exchangeFields(
+  link: RedisLink,
+  writes: [key: string, value: unknown][],
+  maxAgeMs: number,
+): Promise<{ fresh: unknown[]; stale: string[] }[]> {
+  const now = Date.now() + link.clockOffsetMs;
+  let replies: [Error | null, unknown][] | null;
+  try {
+    const pipe = link.redis().pipeline();
+    for (const [key, value] of writes) {
+      pipe.hset(key, link.replicaId, JSON.stringify({ at: now, v: value }));
+      pipe.pexpire(key, maxAgeMs * 2);
+      pipe.hgetall(key);
+    }
+    replies = await pipe.exec();
+  } catch (e) {
+    link.failed(e);
+    throw e instanceof SharedStateUnavailable ? e : new SharedStateUnavailable((e as Error).message);
+  }
+  return writes.map((_, i) => {
+    const [err, all] = replies?.[i * 3 + 2] ?? [null, null];
+    const out = { fresh: [] as unknown[], stale: [] as string[] };
+    if (err || !all || typeof all !== 'object') return out;
+    for (const [replica, raw] of Object.entries(all as Record<string, string>)) {
+      if (replica === link.replicaId) continue;
+      let e: { at?: unknown; v?: unknown };
+      try {
+        e = JSON.parse(raw) as { at?: unknown; v?: unknown };
+      } catch {
+        continue; // another version's entry
+      }
+      if (typeof e.at !== 'number' || !(now - e.at <= maxAgeMs)) out.stale.push(replica);
+      else if (e.v && typeof e.v === 'object') out.fresh.push(e.v);
+    }
+    return out;
+  });
 }
 
 /** One model's demand as a replica reads it (routing's Demand: arrivals, rate, perS). */
@@ -230,39 +248,10 @@ export class SharedDemand {
    */
   async exchange(mine: Record<string, DemandReading>, maxAgeMs: number): Promise<Map<string, DemandReading>> {
     const key = `${this.link.prefix}demand`;
-    const now = Date.now() + this.link.clockOffsetMs;
-    let all: unknown;
-    try {
-      const replies = await this.link
-        .redis()
-        .pipeline()
-        .hset(key, this.link.replicaId, JSON.stringify({ at: now, v: mine }))
-        .pexpire(key, maxAgeMs * 2)
-        .hgetall(key)
-        .exec();
-      const [err, got] = replies?.[2] ?? [null, null];
-      all = err ? null : got;
-    } catch (e) {
-      this.link.failed(e);
-      throw e instanceof SharedStateUnavailable ? e : new SharedStateUnavailable((e as Error).message);
-    }
+    const [{ fresh, stale }] = await exchangeFields(this.link, [[key, mine]], maxAgeMs);
     const sum = new Map<string, DemandReading>();
-    const gone: string[] = [];
-    if (!all || typeof all !== 'object') return sum;
-    for (const [replica, raw] of Object.entries(all as Record<string, string>)) {
-      if (replica === this.link.replicaId) continue;
-      let entry: { at?: unknown; v?: unknown };
-      try {
-        entry = JSON.parse(raw) as { at?: unknown; v?: unknown };
-      } catch {
-        continue; // another version's entry
-      }
-      if (typeof entry.at !== 'number' || now - entry.at > maxAgeMs) {
-        gone.push(replica);
-        continue;
-      }
-      if (!entry.v || typeof entry.v !== 'object') continue;
-      for (const [model, r] of Object.entries(entry.v as Record<string, Partial<DemandReading>>).slice(
+    for (const v of fresh)
+      for (const [model, r] of Object.entries(v as Record<string, Partial<DemandReading>>).slice(
         0,
         MAX_DEMAND_MODELS,
       )) {
@@ -273,11 +262,10 @@ export class SharedDemand {
         if (r.perS !== null) s.perS = (s.perS ?? 0) + r.perS;
         sum.set(model, s);
       }
-    }
-    if (gone.length > 0)
+    if (stale.length > 0)
       this.link
         .redis()
-        .hdel(key, ...gone)
+        .hdel(key, ...stale)
         .catch(() => undefined);
     return sum;
   }
